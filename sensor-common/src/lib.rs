@@ -1,0 +1,13 @@
+//! Records shared by `sensor-ebpf` (producer) and `sensor` (consumer).
+//!
+//! Every record written to the ring buffer starts with an [`EventHeader`]
+//! whose `kind` says which body follows. All types are `#[repr(C)]` with
+//! explicit padding so the layout is the same on both sides; userspace decodes
+//! them with bounds checks and `read_unaligned`, never by casting a pointer.
+#![no_std]
+
+pub mod offsets;
+pub mod records;
+
+pub use offsets::TaskOffsets;
+pub use records::*;

@@ -1,0 +1,179 @@
+//! Ring-buffer records and per-CPU counter indexes.
+
+/// Length of `task_struct.comm`.
+pub const COMM_LEN: usize = 16;
+/// Bytes of the exec'd filename kept; longer names are truncated and flagged.
+pub const FILENAME_LEN: usize = 256;
+/// Bytes of the NUL-separated argv kept at exec.
+pub const ARGS_LEN: usize = 256;
+
+/// The kind of record that follows an [`EventHeader`]. Values are stable:
+/// they are the wire format between kernel and userspace.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Exec = 1,
+    Fork = 2,
+    Exit = 3,
+    Connect = 4,
+}
+
+impl EventKind {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Exec),
+            2 => Some(Self::Fork),
+            3 => Some(Self::Exit),
+            4 => Some(Self::Connect),
+            _ => None,
+        }
+    }
+
+    /// Size in bytes of the whole record (header included) of this kind.
+    /// Exhaustive on purpose: a new kind does not build until it has a size.
+    pub const fn record_size(self) -> usize {
+        match self {
+            Self::Exec => size_of::<ExecRecord>(),
+            Self::Fork => size_of::<ForkRecord>(),
+            Self::Exit => size_of::<ExitRecord>(),
+            Self::Connect => size_of::<ConnectRecord>(),
+        }
+    }
+}
+
+/// Common prefix of every record: who did it, and when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// An [`EventKind`] value.
+    pub kind: u32,
+    /// Thread id (kernel `pid`).
+    pub tid: u32,
+    /// Process id (kernel `tgid`).
+    pub tgid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_boot_ns()` when the record was made.
+    pub ktime_ns: u64,
+    /// Start of the process (its group leader), ns since boot; 0 if unknown.
+    /// With `tgid` it identifies the process across pid reuse.
+    pub start_ns: u64,
+    /// cgroup v2 id of the task (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// `sched_process_exec`: the process `header.tgid` now runs `filename`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecRecord {
+    pub header: EventHeader,
+    /// tgid of the real parent; 0 if it could not be read.
+    pub ppid: u32,
+    /// Bytes of `filename` that are valid (without the NUL).
+    pub filename_len: u16,
+    /// 1 if the kernel's filename was longer than [`FILENAME_LEN`].
+    pub filename_truncated: u8,
+    /// 1 if argv was longer than [`ARGS_LEN`].
+    pub args_truncated: u8,
+    /// Bytes of `args` that are valid: argv strings, each NUL-terminated.
+    pub args_len: u16,
+    pub _pad: [u8; 6],
+    pub filename: [u8; FILENAME_LEN],
+    pub args: [u8; ARGS_LEN],
+}
+
+/// `sched_process_fork` for a new process (threads are not reported):
+/// `header` describes the parent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkRecord {
+    pub header: EventHeader,
+    pub child_tgid: u32,
+    pub _pad: u32,
+    /// Start of the child, ns since boot.
+    pub child_start_ns: u64,
+}
+
+/// `sched_process_exit` of the last thread of a process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitRecord {
+    pub header: EventHeader,
+    /// wait(2) status as the kernel keeps it: `(code << 8) | signal`.
+    pub exit_code: i32,
+    pub _pad: u32,
+}
+
+/// `connect()` on an AF_INET or AF_INET6 socket, reported at syscall exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectRecord {
+    pub header: EventHeader,
+    pub fd: i32,
+    /// Return value of the syscall: 0, `-EINPROGRESS`, or `-errno`.
+    pub ret: i32,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+    /// Destination port, host byte order.
+    pub port: u16,
+    /// IPv6 flow info / scope id are not kept; IPv4 uses the first 4 bytes.
+    pub addr: [u8; 16],
+    pub _pad: u32,
+}
+
+/// Indexes of the per-CPU `COUNTERS` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// A record could not be reserved because the ring buffer was full.
+    RingbufFull = 0,
+    /// A kernel read (`bpf_probe_read_*`) failed; the record was still sent
+    /// when the failed field was optional, else dropped.
+    ReadError = 1,
+    /// A connect() could not be parked between syscall entry and exit.
+    ConnectPendingError = 2,
+}
+
+pub const COUNTER_SLOTS: u32 = 3;
+
+impl Counter {
+    pub const ALL: [Counter; COUNTER_SLOTS as usize] = [
+        Self::RingbufFull,
+        Self::ReadError,
+        Self::ConnectPendingError,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::RingbufFull => "ringbuf_full_drops",
+            Self::ReadError => "kernel_read_errors",
+            Self::ConnectPendingError => "connect_pending_errors",
+        }
+    }
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// Default ring buffer size (bytes, power of two multiple of the page size).
+pub const DEFAULT_RINGBUF_BYTES: u32 = 1 << 22;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for EventHeader {}
+    unsafe impl aya::Pod for ExecRecord {}
+    unsafe impl aya::Pod for ForkRecord {}
+    unsafe impl aya::Pod for ExitRecord {}
+    unsafe impl aya::Pod for ConnectRecord {}
+}
+
+// Layout checks: the kernel and userspace must agree byte for byte, and the
+// ring buffer hands out 8-byte aligned slots.
+const _: () = assert!(size_of::<EventHeader>() == 64);
+const _: () = assert!(size_of::<ExecRecord>().is_multiple_of(8));
+const _: () = assert!(size_of::<ForkRecord>().is_multiple_of(8));
+const _: () = assert!(size_of::<ExitRecord>().is_multiple_of(8));
+const _: () = assert!(size_of::<ConnectRecord>().is_multiple_of(8));

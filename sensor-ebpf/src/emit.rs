@@ -1,0 +1,63 @@
+//! Filling the common header and submitting records with batched wakeups.
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+    },
+    maps::ring_buf::RingBufEntry,
+};
+use sensor_common::{COMM_LEN, Counter, EventHeader, EventKind};
+
+use crate::{
+    maps::{EVENTS, WAKEUP_BYTES, count},
+    task,
+};
+
+/// Header for a record about the current task.
+#[inline(always)]
+pub fn current_header(kind: EventKind) -> EventHeader {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let start_ns = match task::offsets() {
+        Some(o) => task::process_start_ns(&o, task::current()),
+        None => 0,
+    };
+    EventHeader {
+        kind: kind as u32,
+        tid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        _pad: 0,
+        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
+        start_ns,
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
+    }
+}
+
+/// Reserve a record of type `T`, counting a drop when the ring is full.
+#[inline(always)]
+pub fn reserve<T: 'static>() -> Option<RingBufEntry<T>> {
+    let entry = EVENTS.reserve::<T>(0);
+    if entry.is_none() {
+        count(Counter::RingbufFull);
+    }
+    entry
+}
+
+/// Submit, waking the reader only when enough bytes are pending.
+#[inline(always)]
+pub fn submit<T>(entry: RingBufEntry<T>) {
+    let threshold = WAKEUP_BYTES.load();
+    let flags = if threshold == 0 {
+        0
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    };
+    entry.submit(flags);
+}

@@ -1,0 +1,2 @@
+#![no_std]
+// Intentionally empty: the programs live in the `sensor-ebpf` binary.

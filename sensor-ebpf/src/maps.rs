@@ -1,0 +1,62 @@
+//! Maps and load-time globals shared by all programs.
+
+use aya_ebpf::{
+    Global,
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+};
+use sensor_common::{COUNTER_SLOTS, Counter, DEFAULT_RINGBUF_BYTES, TaskOffsets};
+
+/// All records go to this one ring buffer; its size is set by the loader
+/// (`ringbuf_bytes` in the config).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
+
+/// Per-CPU counters indexed by [`Counter`]; userspace sums them.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// The sensor's own process: its activity is never reported.
+#[unsafe(no_mangle)]
+pub static SENSOR_TGID: Global<u32> = Global::new(0);
+
+/// `task_struct` field offsets from BTF (see `sensor_common::offsets`).
+#[unsafe(no_mangle)]
+pub static TASK_OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets {
+    valid: 0,
+    pid: 0,
+    tgid: 0,
+    real_parent: 0,
+    group_leader: 0,
+    start_boottime: 0,
+    exit_code: 0,
+    mm: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+});
+
+/// Wake the reader only once this many bytes are pending; 0 wakes it for
+/// every record. Batching saves a wakeup (several µs) per record; the reader
+/// also drains on a timer so nothing waits longer than its poll interval.
+#[unsafe(no_mangle)]
+pub static WAKEUP_BYTES: Global<u64> = Global::new(0);
+
+/// A connect() in flight, keyed by thread (pid_tgid), from sys_enter to
+/// sys_exit. LRU so threads that die inside connect() cannot fill it.
+#[map]
+pub static PENDING_CONNECT: LruHashMap<u64, sensor_common::ConnectRecord> =
+    LruHashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // Per-CPU slot: no other CPU writes it, and BPF programs are not
+        // preempted by themselves on the same CPU for these hook types.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn is_sensor(tgid: u32) -> bool {
+    tgid == SENSOR_TGID.load()
+}

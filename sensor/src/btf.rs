@@ -1,0 +1,89 @@
+//! Resolves the `task_struct` / `mm_struct` offsets the kernel programs need
+//! from the running kernel's BTF (our stand-in for CO-RE, which aya's Rust
+//! eBPF programs do not have).
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use btf_rs::{Btf, Type};
+use sensor_common::TaskOffsets;
+
+pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// Reads the offsets from `path` (normally [`VMLINUX`]).
+pub fn task_offsets(path: &Path) -> Result<TaskOffsets> {
+    let btf = Btf::from_file(path).with_context(|| format!("parsing BTF {}", path.display()))?;
+    let task = |f| member_offset(&btf, "task_struct", f);
+    let mm = |f| member_offset(&btf, "mm_struct", f);
+    Ok(TaskOffsets {
+        valid: 1,
+        pid: task("pid")?,
+        tgid: task("tgid")?,
+        real_parent: task("real_parent")?,
+        group_leader: task("group_leader")?,
+        start_boottime: task("start_boottime")?,
+        exit_code: task("exit_code")?,
+        mm: task("mm")?,
+        mm_arg_start: mm("arg_start")?,
+        mm_arg_end: mm("arg_end")?,
+    })
+}
+
+/// Byte offset of `field` in struct `name`, looking through anonymous
+/// struct/union members (the kernel nests many fields that way).
+fn member_offset(btf: &Btf, name: &str, field: &str) -> Result<u32> {
+    for ty in btf
+        .resolve_types_by_name(name)
+        .with_context(|| format!("BTF has no type {name}"))?
+    {
+        if let Type::Struct(s) = ty
+            && let Some(bits) = find_member(btf, &s, field)?
+        {
+            if bits % 8 != 0 {
+                bail!("{name}.{field} is a bitfield");
+            }
+            return Ok(bits / 8);
+        }
+    }
+    Err(anyhow!("BTF struct {name} has no member {field}"))
+}
+
+fn find_member(btf: &Btf, s: &btf_rs::Struct, field: &str) -> Result<Option<u32>> {
+    for m in &s.members {
+        let member_name = btf.resolve_name(m).unwrap_or_default();
+        if member_name == field {
+            return Ok(Some(m.bit_offset()));
+        }
+        if member_name.is_empty() {
+            // Anonymous struct or union: search inside, offsets add up.
+            if let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(m)
+                && let Some(off) = find_member(btf, &inner, field)?
+            {
+                return Ok(Some(m.bit_offset() + off));
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads the running kernel's BTF: every Linux host this sensor targets
+    /// has it (CONFIG_DEBUG_INFO_BTF), and so does CI.
+    #[test]
+    fn offsets_resolve_on_this_kernel() {
+        let o = task_offsets(Path::new(VMLINUX)).expect("BTF offsets");
+        assert_eq!(o.valid, 1);
+        // pid and tgid are adjacent pid_t fields in task_struct.
+        assert_eq!(o.tgid, o.pid + 4);
+        assert!(o.real_parent > o.tgid && o.start_boottime > 0 && o.mm > 0);
+        assert_eq!(o.mm_arg_end, o.mm_arg_start + 8);
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        assert!(task_offsets(Path::new("/nonexistent/vmlinux")).is_err());
+    }
+}

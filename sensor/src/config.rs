@@ -1,0 +1,270 @@
+//! Daemon configuration: a TOML file whose every key has a default.
+//!
+//! Unknown keys and bad values are startup errors that name the key, e.g.
+//! `config /etc/sensor/sensor.toml: ringbuf.bytes: must be a power of two`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where `sensor run` looks when `--config` is not given; absent is fine.
+pub const DEFAULT_PATH: &str = "/etc/sensor/sensor.toml";
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub ringbuf: RingbufConfig,
+    pub output: OutputConfig,
+    pub procs: ProcsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RingbufConfig {
+    /// Size of the kernel ring buffer in bytes: a power of two, at least one page.
+    pub bytes: u32,
+    /// Wake the reader once this many bytes are pending (0: every record).
+    pub wakeup_bytes: u64,
+    /// The reader also drains on this interval, bounding the delay of
+    /// records that did not trigger a wakeup.
+    pub poll_interval_ms: u64,
+    /// Decoded records queued between the reader and the pipeline; beyond
+    /// this the reader drops (and counts) rather than stall the kernel side.
+    pub queue_capacity: usize,
+}
+
+impl Default for RingbufConfig {
+    fn default() -> Self {
+        Self {
+            bytes: sensor_common::DEFAULT_RINGBUF_BYTES,
+            wakeup_bytes: 64 * 1024,
+            poll_interval_ms: 10,
+            queue_capacity: 16384,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// One readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    pub format: OutputFormat,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcsConfig {
+    /// Exited processes stay in the table this long so that late events
+    /// (a connect read after its process ended) are still attributed.
+    pub exited_retention_secs: u64,
+    /// Upper bound on the table; the oldest exited entries go first.
+    pub max_entries: usize,
+    /// Root of procfs (a DaemonSet mounts the host's /proc elsewhere).
+    pub proc_root: PathBuf,
+}
+
+impl Default for ProcsConfig {
+    fn default() -> Self {
+        Self {
+            exited_retention_secs: 30,
+            max_entries: 131_072,
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// tracing filter (`info`, `sensor=debug`, …); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads `path`, or the defaults when `path` is None and the default
+    /// file does not exist.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text, &path),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    /// Parses and validates; `path` only labels errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| invalid("(syntax)".into(), e.message().to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            invalid(
+                if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                inner.message().to_string(),
+            )
+        })?;
+        config.validate().map_err(|(k, m)| invalid(k.into(), m))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let page = 4096u32;
+        let b = self.ringbuf.bytes;
+        if !b.is_power_of_two() || b < page {
+            return Err((
+                "ringbuf.bytes",
+                format!("{b} must be a power of two and at least {page} (one page)"),
+            ));
+        }
+        if self.ringbuf.wakeup_bytes >= u64::from(b) {
+            return Err((
+                "ringbuf.wakeup_bytes",
+                format!(
+                    "{} must be smaller than ringbuf.bytes ({b}), or the reader would only wake when records are already being dropped",
+                    self.ringbuf.wakeup_bytes
+                ),
+            ));
+        }
+        if self.ringbuf.poll_interval_ms == 0 || self.ringbuf.poll_interval_ms > 10_000 {
+            return Err((
+                "ringbuf.poll_interval_ms",
+                format!(
+                    "{} must be between 1 and 10000",
+                    self.ringbuf.poll_interval_ms
+                ),
+            ));
+        }
+        if self.ringbuf.queue_capacity == 0 {
+            return Err(("ringbuf.queue_capacity", "must be at least 1".into()));
+        }
+        if self.procs.max_entries < 1024 {
+            return Err((
+                "procs.max_entries",
+                format!("{} is too small (at least 1024)", self.procs.max_entries),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(("log.level", format!("{:?}: {e}", self.log.level)));
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, for `sensor config default`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, String> {
+        Config::parse(s, Path::new("t.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let text = Config::default().to_toml();
+        assert_eq!(parse(&text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn values_are_read() {
+        let c = parse("[ringbuf]\nbytes = 8192\nwakeup_bytes = 0\n[output]\nformat = \"json\"\n")
+            .unwrap();
+        assert_eq!(c.ringbuf.bytes, 8192);
+        assert_eq!(c.ringbuf.wakeup_bytes, 0);
+        assert_eq!(c.output.format, OutputFormat::Json);
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = parse("[ringbuf]\nbytes = \"big\"\n").unwrap_err();
+        assert!(e.contains("ringbuf.bytes"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("[ringbuf]\nbites = 4096\n").unwrap_err();
+        assert!(e.contains("bites"), "{e}");
+        let e = parse("[nonsense]\n").unwrap_err();
+        assert!(e.contains("nonsense"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let e = parse("[ringbuf]\nbytes = 5000\n").unwrap_err();
+        assert!(
+            e.contains("ringbuf.bytes") && e.contains("power of two"),
+            "{e}"
+        );
+        let e = parse("[output]\nformat = \"xml\"\n").unwrap_err();
+        assert!(e.contains("output.format"), "{e}");
+        let e = parse("[log]\nlevel = \"[[[\"\n").unwrap_err();
+        assert!(e.contains("log.level"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_is_reported() {
+        let e = parse("[ringbuf\n").unwrap_err();
+        assert!(e.contains("t.toml"), "{e}");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let e = Config::load(Some(Path::new("/nonexistent/sensor.toml"))).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/sensor.toml"));
+    }
+}

@@ -1,0 +1,241 @@
+//! Decoding of raw ring-buffer records, with bounds checks.
+//!
+//! A record shorter than its kind requires, or of an unknown kind, is an
+//! error the caller counts and skips; nothing here can panic on bad input.
+
+use sensor_common::{ConnectRecord, EventHeader, EventKind, ExecRecord, ExitRecord, ForkRecord};
+
+#[derive(Clone, Debug)]
+pub enum Record {
+    /// Boxed: six times the size of the other records.
+    Exec(Box<ExecRecord>),
+    Fork(ForkRecord),
+    Exit(ExitRecord),
+    Connect(ConnectRecord),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than a header")]
+    TooShortForHeader { len: usize },
+    #[error("record kind {kind} is unknown")]
+    UnknownKind { kind: u32 },
+    #[error("{kind:?} record of {len} bytes, expected at least {need}")]
+    Truncated {
+        kind: EventKind,
+        len: usize,
+        need: usize,
+    },
+}
+
+impl DecodeError {
+    /// Stable label for counters.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::TooShortForHeader { .. } => "too_short",
+            Self::UnknownKind { .. } => "unknown_kind",
+            Self::Truncated { .. } => "truncated",
+        }
+    }
+}
+
+/// Reads a `T` from the start of `bytes` if it is long enough.
+fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: length checked above; read_unaligned makes no alignment
+    // assumption; T is a plain-old-data repr(C) record (every bit pattern valid).
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    let header: EventHeader =
+        read(bytes).ok_or(DecodeError::TooShortForHeader { len: bytes.len() })?;
+    let kind =
+        EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind { kind: header.kind })?;
+    let truncated = DecodeError::Truncated {
+        kind,
+        len: bytes.len(),
+        need: kind.record_size(),
+    };
+    Ok(match kind {
+        EventKind::Exec => Record::Exec(Box::new(read(bytes).ok_or(truncated)?)),
+        EventKind::Fork => Record::Fork(read(bytes).ok_or(truncated)?),
+        EventKind::Exit => Record::Exit(read(bytes).ok_or(truncated)?),
+        EventKind::Connect => Record::Connect(read(bytes).ok_or(truncated)?),
+    })
+}
+
+impl Record {
+    pub fn header(&self) -> &EventHeader {
+        match self {
+            Record::Exec(r) => &r.header,
+            Record::Fork(r) => &r.header,
+            Record::Exit(r) => &r.header,
+            Record::Connect(r) => &r.header,
+        }
+    }
+}
+
+/// Bytes as text up to the first NUL (comm and similar fixed buffers).
+pub fn c_str(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// NUL-separated argv bytes to arguments.
+pub fn argv(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use sensor_common::{AF_INET, ARGS_LEN, COMM_LEN, FILENAME_LEN};
+
+    pub fn header(kind: EventKind, tgid: u32) -> EventHeader {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"curl");
+        EventHeader {
+            kind: kind as u32,
+            tid: tgid,
+            tgid,
+            uid: 1000,
+            gid: 1000,
+            _pad: 0,
+            ktime_ns: 5_000_000_000,
+            start_ns: 4_000_000_000,
+            cgroup_id: 42,
+            comm,
+        }
+    }
+
+    pub fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a repr(C) POD value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    pub fn connect(tgid: u32, port: u16, ret: i32) -> ConnectRecord {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        ConnectRecord {
+            header: header(EventKind::Connect, tgid),
+            fd: 3,
+            ret,
+            family: AF_INET,
+            port,
+            addr,
+            _pad: 0,
+        }
+    }
+
+    pub fn exec(tgid: u32, ppid: u32, path: &str, args: &[&str]) -> ExecRecord {
+        let mut filename = [0u8; FILENAME_LEN];
+        filename[..path.len()].copy_from_slice(path.as_bytes());
+        let mut a = [0u8; ARGS_LEN];
+        let mut n = 0;
+        for arg in args {
+            a[n..n + arg.len()].copy_from_slice(arg.as_bytes());
+            n += arg.len() + 1;
+        }
+        ExecRecord {
+            header: header(EventKind::Exec, tgid),
+            ppid,
+            filename_len: path.len() as u16,
+            filename_truncated: 0,
+            args_truncated: 0,
+            args_len: n as u16,
+            _pad: [0; 6],
+            filename,
+            args: a,
+        }
+    }
+
+    #[test]
+    fn decodes_each_kind() {
+        let c = connect(10, 443, -111);
+        match decode(&bytes_of(&c)).unwrap() {
+            Record::Connect(r) => {
+                assert_eq!((r.header.tgid, r.port, r.ret), (10, 443, -111));
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = exec(11, 1, "/usr/bin/curl", &["curl", "-s"]);
+        assert!(matches!(decode(&bytes_of(&e)).unwrap(), Record::Exec(r) if r.ppid == 1));
+        let f = ForkRecord {
+            header: header(EventKind::Fork, 1),
+            child_tgid: 2,
+            _pad: 0,
+            child_start_ns: 7,
+        };
+        assert!(matches!(decode(&bytes_of(&f)).unwrap(), Record::Fork(r) if r.child_tgid == 2));
+        let x = ExitRecord {
+            header: header(EventKind::Exit, 3),
+            exit_code: 256,
+            _pad: 0,
+        };
+        assert!(matches!(decode(&bytes_of(&x)).unwrap(), Record::Exit(r) if r.exit_code == 256));
+    }
+
+    #[test]
+    fn decodes_from_unaligned_buffer() {
+        let c = connect(10, 80, 0);
+        let mut buf = vec![0u8];
+        buf.extend(bytes_of(&c));
+        assert!(matches!(decode(&buf[1..]).unwrap(), Record::Connect(_)));
+    }
+
+    #[test]
+    fn truncated_and_unknown_records_are_errors() {
+        let c = bytes_of(&connect(10, 80, 0));
+        for len in [0, 1, 63] {
+            assert_eq!(
+                decode(&c[..len]).unwrap_err(),
+                DecodeError::TooShortForHeader { len }
+            );
+        }
+        assert!(matches!(
+            decode(&c[..c.len() - 1]).unwrap_err(),
+            DecodeError::Truncated {
+                kind: EventKind::Connect,
+                ..
+            }
+        ));
+        let mut bad = c.clone();
+        bad[0] = 99;
+        assert_eq!(
+            decode(&bad).unwrap_err(),
+            DecodeError::UnknownKind { kind: 99 }
+        );
+    }
+
+    #[test]
+    fn every_prefix_of_every_kind_is_handled() {
+        // No length of any record may panic.
+        let recs = [
+            bytes_of(&connect(1, 1, 0)),
+            bytes_of(&exec(1, 0, "/bin/x", &["x"])),
+        ];
+        for r in &recs {
+            for len in 0..=r.len() {
+                let _ = decode(&r[..len]);
+            }
+        }
+    }
+
+    #[test]
+    fn strings() {
+        assert_eq!(c_str(b"curl\0\0junk"), "curl");
+        assert_eq!(c_str(b"full"), "full");
+        assert_eq!(
+            argv(b"python3\0-c\0print(1)\0"),
+            ["python3", "-c", "print(1)"]
+        );
+        assert!(argv(b"").is_empty());
+    }
+}

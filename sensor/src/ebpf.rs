@@ -1,0 +1,153 @@
+//! Loading the embedded kernel programs and attaching them.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray},
+    programs::{RawTracePoint, TracePoint},
+};
+use sensor_common::{Counter, TaskOffsets};
+use tracing::{info, warn};
+
+use crate::{btf, config::Config};
+
+/// The object built by `build.rs` from `sensor-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf"));
+
+/// How each hook is attached on this host; printed at start and kept for
+/// the status report.
+#[derive(Clone, Debug)]
+pub struct Attachment {
+    pub program: &'static str,
+    pub method: String,
+}
+
+pub struct Loaded {
+    pub bpf: Ebpf,
+    pub attachments: Vec<Attachment>,
+    /// Features that run reduced on this host, with the reason.
+    pub degraded: Vec<String>,
+}
+
+/// Regular tracepoints: (program, category, event).
+const TRACEPOINTS: [(&str, &str, &str); 4] = [
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+    ("sys_enter_connect", "syscalls", "sys_enter_connect"),
+    ("sys_exit_connect", "syscalls", "sys_exit_connect"),
+];
+
+pub fn load(cfg: &Config) -> Result<Loaded> {
+    if OBJECT.is_empty() {
+        anyhow::bail!(
+            "this sensor binary was built with AYA_BUILD_SKIP=1 and carries no kernel programs; \
+             rebuild without it (cargo xtask run)"
+        );
+    }
+    ensure_tracefs();
+    let mut degraded = Vec::new();
+    let offsets = match btf::task_offsets(Path::new(btf::VMLINUX)) {
+        Ok(o) => o,
+        Err(e) => {
+            let why = format!("{e:#}");
+            warn!(
+                "kernel BTF unusable ({why}): fork events off; ppid, exit codes, argv and start times come from /proc only"
+            );
+            degraded.push(format!("process details from BTF: {why}"));
+            TaskOffsets::default()
+        }
+    };
+    let tgid = std::process::id();
+    let mut bpf = EbpfLoader::new()
+        .map_max_entries("EVENTS", cfg.ringbuf.bytes)
+        .override_global("SENSOR_TGID", &tgid, true)
+        .override_global("TASK_OFFSETS", &offsets, true)
+        .override_global("WAKEUP_BYTES", &cfg.ringbuf.wakeup_bytes, true)
+        .load(OBJECT)
+        .context("loading the kernel programs (are you root, with CAP_BPF and CAP_PERFMON?)")?;
+
+    let mut attachments = Vec::new();
+    for (name, category, event) in TRACEPOINTS {
+        let prog: &mut TracePoint = program(&mut bpf, name)?;
+        prog.load()
+            .with_context(|| format!("loading program {name}"))?;
+        prog.attach(category, event)
+            .with_context(|| format!("attaching {name} to tracepoint {category}/{event}"))?;
+        attachments.push(Attachment {
+            program: name,
+            method: format!("tracepoint {category}/{event}"),
+        });
+    }
+    if offsets.valid == 1 {
+        let prog: &mut RawTracePoint = program(&mut bpf, "sched_process_fork")?;
+        prog.load().context("loading program sched_process_fork")?;
+        prog.attach("sched_process_fork")
+            .context("attaching raw tracepoint sched_process_fork")?;
+        attachments.push(Attachment {
+            program: "sched_process_fork",
+            method: "raw_tracepoint sched_process_fork".into(),
+        });
+    } else {
+        degraded.push("fork events: need BTF to read the child task".into());
+    }
+    for a in &attachments {
+        info!(program = a.program, method = %a.method, "attached");
+    }
+    Ok(Loaded {
+        bpf,
+        attachments,
+        degraded,
+    })
+}
+
+fn program<'a, T>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let p = bpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the object"))?;
+    p.try_into()
+        .with_context(|| format!("program {name} has an unexpected type"))
+}
+
+/// Tracepoints need tracefs; mount it where the kernel expects it if absent.
+fn ensure_tracefs() {
+    let dir = Path::new("/sys/kernel/tracing");
+    if dir.join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+        return;
+    }
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])
+        .status();
+    match status {
+        Ok(s) if s.success() => info!("mounted tracefs at /sys/kernel/tracing"),
+        _ => warn!("tracefs is not mounted and could not be mounted at /sys/kernel/tracing"),
+    }
+}
+
+/// Reads the per-CPU counters, summed over CPUs.
+pub struct Counters(PerCpuArray<MapData, u64>);
+
+impl Counters {
+    pub fn take(bpf: &mut Ebpf) -> Result<Self> {
+        let map = bpf.take_map("COUNTERS").context("COUNTERS map missing")?;
+        Ok(Self(PerCpuArray::try_from(map)?))
+    }
+
+    pub fn read(&self) -> Vec<(&'static str, u64)> {
+        Counter::ALL
+            .iter()
+            .map(|c| {
+                let sum = self
+                    .0
+                    .get(&(*c as u32), 0)
+                    .map(|v| v.iter().sum())
+                    .unwrap_or(0);
+                (c.name(), sum)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,299 @@
+//! Typed events as the sensor emits them, and their two renderings: one
+//! readable line, or one JSON object per line.
+
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
+
+use serde::Serialize;
+
+use crate::{
+    clock::{Clock, ns_to_ticks},
+    decode::Record,
+    procs::{Process, ProcessTable},
+};
+use sensor_common::{AF_INET, ConnectRecord};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub ts_unix_ns: u64,
+    /// Thread that did it.
+    pub tid: u32,
+    pub process: Arc<Process>,
+    #[serde(flatten)]
+    pub detail: Detail,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Detail {
+    Exec {
+        filename: String,
+        filename_truncated: bool,
+        args_truncated: bool,
+    },
+    Fork {
+        child_pid: u32,
+        child_start_ticks: u64,
+    },
+    Exit {
+        /// Exit status when the process called exit().
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        /// Signal number when a signal ended it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+    },
+    Connect {
+        fd: i32,
+        family: &'static str,
+        daddr: IpAddr,
+        dport: u16,
+        /// 0, `-EINPROGRESS` (non-blocking), or `-errno`.
+        result: i32,
+        /// `ok`, `EINPROGRESS`, `ECONNREFUSED`, …
+        result_name: String,
+    },
+}
+
+impl Detail {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Detail::Exec { .. } => "exec",
+            Detail::Fork { .. } => "fork",
+            Detail::Exit { .. } => "exit",
+            Detail::Connect { .. } => "connect",
+        }
+    }
+}
+
+/// Turns a decoded record into an event, updating the process table.
+pub fn from_record(rec: &Record, procs: &mut ProcessTable, clock: &Clock) -> Event {
+    let header = *rec.header();
+    let (process, detail) = match rec {
+        Record::Exec(r) => {
+            let p = procs.on_exec(r);
+            let filename = String::from_utf8_lossy(
+                &r.filename[..usize::from(r.filename_len).min(r.filename.len())],
+            )
+            .into_owned();
+            (
+                p,
+                Detail::Exec {
+                    filename,
+                    filename_truncated: r.filename_truncated != 0,
+                    args_truncated: r.args_truncated != 0,
+                },
+            )
+        }
+        Record::Fork(r) => {
+            let (parent, _child) = procs.on_fork(r);
+            (
+                parent,
+                Detail::Fork {
+                    child_pid: r.child_tgid,
+                    child_start_ticks: ns_to_ticks(r.child_start_ns),
+                },
+            )
+        }
+        Record::Exit(r) => {
+            let p = procs.on_exit(r);
+            // wait(2) encoding: low 7 bits = terminating signal, else the
+            // exit status is in bits 8..16.
+            let sig = r.exit_code & 0x7f;
+            let detail = if sig == 0 {
+                Detail::Exit {
+                    exit_code: Some((r.exit_code >> 8) & 0xff),
+                    signal: None,
+                }
+            } else {
+                Detail::Exit {
+                    exit_code: None,
+                    signal: Some(sig),
+                }
+            };
+            (p, detail)
+        }
+        Record::Connect(r) => (procs.resolve(&r.header), connect_detail(r)),
+    };
+    let system_time = clock.to_system_time(header.ktime_ns);
+    Event {
+        time: humantime::format_rfc3339_micros(system_time).to_string(),
+        ts_unix_ns: clock.to_unix_ns(header.ktime_ns),
+        tid: header.tid,
+        process,
+        detail,
+    }
+}
+
+fn connect_detail(r: &ConnectRecord) -> Detail {
+    let (family, daddr) = if r.family == AF_INET {
+        let a = [r.addr[0], r.addr[1], r.addr[2], r.addr[3]];
+        ("ipv4", IpAddr::V4(Ipv4Addr::from(a)))
+    } else {
+        ("ipv6", IpAddr::V6(Ipv6Addr::from(r.addr)))
+    };
+    Detail::Connect {
+        fd: r.fd,
+        family,
+        daddr,
+        dport: r.port,
+        result: r.ret,
+        result_name: errno_name(r.ret),
+    }
+}
+
+/// `ok` for 0, else the errno's symbolic name (`ECONNREFUSED`).
+pub fn errno_name(ret: i32) -> String {
+    if ret == 0 {
+        return "ok".into();
+    }
+    let errno = nix::errno::Errno::from_raw(-ret);
+    if errno == nix::errno::Errno::UnknownErrno {
+        format!("errno {}", -ret)
+    } else {
+        format!("{errno:?}")
+    }
+}
+
+impl Event {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| format!("{{\"kind\":\"error\",\"error\":\"serialize: {e}\"}}"))
+    }
+
+    /// One readable line: time, kind, who, what.
+    pub fn to_text(&self) -> String {
+        let p = &self.process;
+        let time = self.time.get(11..23).unwrap_or(&self.time);
+        let mut s = format!("{time} {:<7} {}[{}]", self.detail.kind(), p.comm, p.pid);
+        match &self.detail {
+            Detail::Connect {
+                daddr,
+                dport,
+                result_name,
+                fd,
+                ..
+            } => {
+                let dst = match daddr {
+                    IpAddr::V6(a) => format!("[{a}]:{dport}"),
+                    IpAddr::V4(a) => format!("{a}:{dport}"),
+                };
+                let _ = write!(s, " -> {dst} {result_name} fd={fd}");
+            }
+            Detail::Exec { filename, .. } => {
+                let _ = write!(s, " ppid={} exec {filename}", p.ppid);
+            }
+            Detail::Fork { child_pid, .. } => {
+                let _ = write!(s, " forked {child_pid}");
+            }
+            Detail::Exit { exit_code, signal } => match (exit_code, signal) {
+                (Some(c), _) => {
+                    let _ = write!(s, " exited code={c}");
+                }
+                (_, Some(sig)) => {
+                    let _ = write!(s, " killed by signal {sig}");
+                }
+                _ => {}
+            },
+        }
+        let _ = write!(s, " | uid={}", p.uid);
+        if !p.exe.is_empty() {
+            let _ = write!(s, " exe={}", p.exe);
+        }
+        if !p.cmdline.is_empty() {
+            let _ = write!(s, " cmd={:?}", shorten(&p.cmdline.join(" "), 120));
+        }
+        if let Some(c) = &p.container {
+            let _ = write!(s, " container={}", &c.id[..12.min(c.id.len())]);
+        }
+        s
+    }
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::ProcsConfig, decode::tests::connect};
+
+    #[test]
+    fn connect_event_json_and_text() {
+        let mut procs = ProcessTable::new(&ProcsConfig::default());
+        let clock = Clock::new();
+        let rec = Record::Connect(connect(4_000_300, 8443, -111));
+        let ev = from_record(&rec, &mut procs, &clock);
+        let v: serde_json::Value = serde_json::from_str(&ev.to_json()).unwrap();
+        assert_eq!(v["kind"], "connect");
+        assert_eq!(v["daddr"], "127.0.0.1");
+        assert_eq!(v["dport"], 8443);
+        assert_eq!(v["result"], -111);
+        assert_eq!(v["result_name"], "ECONNREFUSED");
+        assert_eq!(v["process"]["pid"], 4_000_300);
+        assert_eq!(v["process"]["comm"], "curl");
+        let t = ev.to_text();
+        assert!(
+            t.contains("connect") && t.contains("127.0.0.1:8443 ECONNREFUSED"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn ipv6_destination() {
+        let mut r = connect(4_000_301, 80, 0);
+        r.family = sensor_common::AF_INET6;
+        r.addr = Ipv6Addr::LOCALHOST.octets();
+        let Detail::Connect {
+            daddr,
+            family,
+            result_name,
+            ..
+        } = connect_detail(&r)
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (daddr.to_string().as_str(), family, result_name.as_str()),
+            ("::1", "ipv6", "ok")
+        );
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(0), "ok");
+        assert_eq!(errno_name(-115), "EINPROGRESS");
+        assert_eq!(errno_name(-1), "EPERM");
+        assert_eq!(errno_name(-100_000), "errno 100000");
+    }
+
+    #[test]
+    fn exit_status_decoding() {
+        let mut procs = ProcessTable::new(&ProcsConfig::default());
+        let clock = Clock::new();
+        let mk = |status| {
+            Record::Exit(sensor_common::ExitRecord {
+                header: crate::decode::tests::header(sensor_common::EventKind::Exit, 4_000_400),
+                exit_code: status,
+                _pad: 0,
+            })
+        };
+        let v = |e: Event| serde_json::to_value(&e).unwrap();
+        let ok = v(from_record(&mk(3 << 8), &mut procs, &clock));
+        assert_eq!(ok["exit_code"], 3);
+        let killed = v(from_record(&mk(9), &mut procs, &clock));
+        assert_eq!(killed["signal"], 9);
+        assert!(killed.get("exit_code").is_none());
+    }
+}

@@ -1,0 +1,15 @@
+//! The sensor daemon: loads the kernel programs, reads their records,
+//! attributes them to processes and containers, and emits events.
+//!
+//! Data flow (see ARCHITECTURE.md): `collect` (ring buffer) → `decode` →
+//! `procs` (process table) → `event` (typed events, rendering) → output.
+
+pub mod btf;
+pub mod clock;
+pub mod collect;
+pub mod config;
+pub mod decode;
+pub mod ebpf;
+pub mod event;
+pub mod procs;
+pub mod run;

@@ -1,0 +1,461 @@
+//! Process table keyed by (pid, start time), seeded from /proc at start and
+//! kept current by exec/fork/exit records.
+//!
+//! A pid alone is never an identity: pids are reused, so every lookup uses
+//! the process start time the kernel reported with the record.
+
+pub mod container;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use procfs::process::Process as ProcfsProcess;
+use serde::Serialize;
+
+pub use container::ContainerInfo;
+
+use crate::{
+    clock::ns_to_ticks,
+    config::ProcsConfig,
+    decode::{argv, c_str},
+};
+use sensor_common::{EventHeader, ExecRecord, ExitRecord, ForkRecord};
+
+/// (pid, start time in clock ticks since boot). Start 0 means unknown.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ProcKey {
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Process {
+    pub pid: u32,
+    pub start_ticks: u64,
+    pub ppid: u32,
+    pub uid: u32,
+    pub comm: String,
+    /// Executable path; empty when it could not be learned.
+    pub exe: String,
+    pub cmdline: Vec<String>,
+    /// cgroup v2 path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerInfo>,
+    /// True when the entry came from the record alone (the process was gone
+    /// before /proc could be read and no exec of it was seen).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+}
+
+struct Entry {
+    process: Arc<Process>,
+    exited_at: Option<Instant>,
+}
+
+pub struct ProcessTable {
+    entries: HashMap<ProcKey, Entry>,
+    /// pid → start of the live (or latest) process with that pid.
+    latest: HashMap<u32, u64>,
+    proc_root: PathBuf,
+    retention: Duration,
+    max_entries: usize,
+    /// Entries removed to respect `max_entries` before their retention ended.
+    pub evicted: u64,
+}
+
+impl ProcessTable {
+    pub fn new(cfg: &ProcsConfig) -> Self {
+        Self {
+            entries: HashMap::new(),
+            latest: HashMap::new(),
+            proc_root: cfg.proc_root.clone(),
+            retention: Duration::from_secs(cfg.exited_retention_secs),
+            max_entries: cfg.max_entries,
+            evicted: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Loads every process visible in /proc; returns how many.
+    pub fn seed(&mut self) -> usize {
+        let Ok(all) = procfs::process::all_processes_with_root(&self.proc_root) else {
+            return 0;
+        };
+        let mut n = 0;
+        for p in all.flatten() {
+            if let Some(proc_) = read_proc(&p) {
+                self.insert(proc_);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub fn get(&self, key: &ProcKey) -> Option<&Arc<Process>> {
+        self.entries.get(key).map(|e| &e.process)
+    }
+
+    fn insert(&mut self, p: Process) -> Arc<Process> {
+        let key = ProcKey {
+            pid: p.pid,
+            start_ticks: p.start_ticks,
+        };
+        let latest = self.latest.entry(p.pid).or_insert(p.start_ticks);
+        if p.start_ticks >= *latest {
+            *latest = p.start_ticks;
+        }
+        let arc = Arc::new(p);
+        self.entries.insert(
+            key,
+            Entry {
+                process: arc.clone(),
+                exited_at: None,
+            },
+        );
+        arc
+    }
+
+    fn key_of(header: &EventHeader) -> ProcKey {
+        ProcKey {
+            pid: header.tgid,
+            start_ticks: ns_to_ticks(header.start_ns),
+        }
+    }
+
+    /// The process a record is about. Falls back to /proc, then to what the
+    /// record itself says (comm, uid), so every event names a process.
+    pub fn resolve(&mut self, header: &EventHeader) -> Arc<Process> {
+        let mut key = Self::key_of(header);
+        if header.start_ns == 0 {
+            // No BTF: the kernel could not tell the start time; the newest
+            // process with this pid is the best guess.
+            if let Some(&start) = self.latest.get(&key.pid) {
+                key.start_ticks = start;
+            }
+        }
+        if let Some(e) = self.entries.get(&key) {
+            return e.process.clone();
+        }
+        if let Some(p) = ProcfsProcess::new_with_root(self.proc_root.join(key.pid.to_string()))
+            .ok()
+            .and_then(|p| read_proc(&p))
+            && (header.start_ns == 0 || p.start_ticks == key.start_ticks)
+        {
+            return self.insert(p);
+        }
+        self.insert(Process {
+            pid: key.pid,
+            start_ticks: key.start_ticks,
+            ppid: 0,
+            uid: header.uid,
+            comm: c_str(&header.comm),
+            exe: String::new(),
+            cmdline: Vec::new(),
+            cgroup: None,
+            container: None,
+            partial: true,
+        })
+    }
+
+    /// exec: same process, new image. Argv comes from the record (read in the
+    /// kernel), so even processes that exit at once keep their command line.
+    pub fn on_exec(&mut self, rec: &ExecRecord) -> Arc<Process> {
+        let key = Self::key_of(&rec.header);
+        let filename =
+            lossy(&rec.filename[..usize::from(rec.filename_len).min(rec.filename.len())]);
+        let args = argv(&rec.args[..usize::from(rec.args_len).min(rec.args.len())]);
+        let dir = self.proc_root.join(key.pid.to_string());
+        let live = ProcfsProcess::new_with_root(dir).ok();
+        let exe = if Path::new(&filename).is_absolute() {
+            filename
+        } else {
+            live.as_ref()
+                .and_then(|p| p.exe().ok())
+                .map(|p| p.display().to_string())
+                .unwrap_or(filename)
+        };
+        let cmdline = if args.is_empty() {
+            live.as_ref()
+                .and_then(|p| p.cmdline().ok())
+                .unwrap_or_default()
+        } else {
+            args
+        };
+        let parent = self.latest_of(rec.ppid);
+        let cgroup_text = live.as_ref().and_then(read_cgroup);
+        let (cgroup, container) = match cgroup_text {
+            Some(text) => (
+                container::v2_path(&text),
+                container::from_proc_cgroup(&text),
+            ),
+            // Gone already: it lives where its parent lives (exec does not
+            // move cgroups).
+            None => parent
+                .map(|p| (p.cgroup.clone(), p.container.clone()))
+                .unwrap_or_default(),
+        };
+        self.insert(Process {
+            pid: key.pid,
+            start_ticks: key.start_ticks,
+            ppid: rec.ppid,
+            uid: rec.header.uid,
+            comm: c_str(&rec.header.comm),
+            exe,
+            cmdline,
+            cgroup,
+            container,
+            partial: false,
+        })
+    }
+
+    /// fork: the child starts as a copy of its parent.
+    pub fn on_fork(&mut self, rec: &ForkRecord) -> (Arc<Process>, Arc<Process>) {
+        let parent = self.resolve(&rec.header);
+        let mut child = (*parent).clone();
+        child.pid = rec.child_tgid;
+        child.start_ticks = ns_to_ticks(rec.child_start_ns);
+        child.ppid = parent.pid;
+        (parent, self.insert(child))
+    }
+
+    /// exit: kept for `exited_retention_secs` for late records.
+    pub fn on_exit(&mut self, rec: &ExitRecord) -> Arc<Process> {
+        let p = self.resolve(&rec.header);
+        if let Some(e) = self.entries.get_mut(&ProcKey {
+            pid: p.pid,
+            start_ticks: p.start_ticks,
+        }) {
+            e.exited_at = Some(Instant::now());
+        }
+        p
+    }
+
+    fn latest_of(&self, pid: u32) -> Option<Arc<Process>> {
+        let start = *self.latest.get(&pid)?;
+        self.get(&ProcKey {
+            pid,
+            start_ticks: start,
+        })
+        .cloned()
+    }
+
+    /// Drops exited entries past retention, then the oldest exited ones
+    /// while the table is over its bound.
+    pub fn sweep(&mut self, now: Instant) {
+        let retention = self.retention;
+        self.entries.retain(|_, e| {
+            e.exited_at
+                .is_none_or(|t| now.duration_since(t) < retention)
+        });
+        if self.entries.len() > self.max_entries {
+            let mut exited: Vec<(Instant, ProcKey)> = self
+                .entries
+                .iter()
+                .filter_map(|(k, e)| e.exited_at.map(|t| (t, *k)))
+                .collect();
+            exited.sort();
+            let excess = self.entries.len() - self.max_entries;
+            for (_, k) in exited.into_iter().take(excess) {
+                self.entries.remove(&k);
+                self.evicted += 1;
+            }
+        }
+        let entries = &self.entries;
+        self.latest.retain(|pid, start| {
+            entries.contains_key(&ProcKey {
+                pid: *pid,
+                start_ticks: *start,
+            })
+        });
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn read_cgroup(p: &ProcfsProcess) -> Option<String> {
+    // Through the process's own directory fd, so a reused pid cannot be read
+    // by mistake.
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut p.open_relative("cgroup").ok()?, &mut text).ok()?;
+    Some(text)
+}
+
+/// A process as /proc shows it; None if it vanished while being read.
+fn read_proc(p: &ProcfsProcess) -> Option<Process> {
+    let stat = p.stat().ok()?;
+    let uid = p.status().ok().map(|s| s.ruid).unwrap_or(0);
+    let cgroup_text = read_cgroup(p);
+    Some(Process {
+        pid: stat.pid as u32,
+        start_ticks: stat.starttime,
+        ppid: stat.ppid as u32,
+        uid,
+        comm: stat.comm.clone(),
+        exe: p.exe().map(|e| e.display().to_string()).unwrap_or_default(),
+        cmdline: p.cmdline().unwrap_or_default(),
+        cgroup: cgroup_text.as_deref().and_then(container::v2_path),
+        container: cgroup_text.as_deref().and_then(container::from_proc_cgroup),
+        partial: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::tests::{exec, header};
+    use sensor_common::EventKind;
+
+    fn table() -> ProcessTable {
+        ProcessTable::new(&ProcsConfig::default())
+    }
+
+    #[test]
+    fn seed_finds_this_test_process() {
+        let mut t = table();
+        assert!(t.seed() > 1);
+        let me = std::process::id();
+        let start = procfs::process::Process::myself()
+            .unwrap()
+            .stat()
+            .unwrap()
+            .starttime;
+        let p = t
+            .get(&ProcKey {
+                pid: me,
+                start_ticks: start,
+            })
+            .expect("self in table");
+        assert!(
+            p.exe.ends_with(
+                &std::env::current_exe()
+                    .unwrap()
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_string()
+            )
+        );
+        assert!(!p.cmdline.is_empty());
+    }
+
+    #[test]
+    fn exec_fork_exit_lifecycle() {
+        // A pid that is not alive, so nothing comes from /proc.
+        let pid = 4_000_000;
+        let mut t = table();
+        let mut e = exec(pid, 1, "/usr/bin/curl", &["curl", "-s", "http://x/"]);
+        e.header.start_ns = 2_000_000_000;
+        let p = t.on_exec(&e);
+        assert_eq!(p.exe, "/usr/bin/curl");
+        assert_eq!(p.cmdline, ["curl", "-s", "http://x/"]);
+        assert_eq!((p.pid, p.start_ticks, p.ppid), (pid, 200, 1));
+
+        // A connect record from the same process resolves to the exec'd entry.
+        let mut h = header(EventKind::Connect, pid);
+        h.start_ns = 2_000_000_000;
+        assert_eq!(t.resolve(&h).exe, "/usr/bin/curl");
+
+        // fork: child inherits the image, parent is recorded.
+        let f = ForkRecord {
+            header: h,
+            child_tgid: pid + 1,
+            _pad: 0,
+            child_start_ns: 3_000_000_000,
+        };
+        let (_, child) = t.on_fork(&f);
+        assert_eq!(
+            (child.pid, child.ppid, child.start_ticks),
+            (pid + 1, pid, 300)
+        );
+        assert_eq!(child.exe, "/usr/bin/curl");
+
+        // exit: the entry survives until retention passes.
+        let x = ExitRecord {
+            header: h,
+            exit_code: 0,
+            _pad: 0,
+        };
+        t.on_exit(&x);
+        t.sweep(Instant::now());
+        assert_eq!(t.resolve(&h).exe, "/usr/bin/curl");
+        t.sweep(Instant::now() + Duration::from_secs(3600));
+        assert!(
+            t.get(&ProcKey {
+                pid,
+                start_ticks: 200
+            })
+            .is_none()
+        );
+        // The child never exited, so it stays.
+        assert!(
+            t.get(&ProcKey {
+                pid: pid + 1,
+                start_ticks: 300
+            })
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn pid_reuse_keeps_processes_apart() {
+        let pid = 4_000_100;
+        let mut t = table();
+        let mut a = exec(pid, 1, "/bin/a", &["a"]);
+        a.header.start_ns = 1_000_000_000;
+        let mut b = exec(pid, 1, "/bin/b", &["b"]);
+        b.header.start_ns = 9_000_000_000;
+        t.on_exec(&a);
+        t.on_exec(&b);
+        let mut h = header(EventKind::Connect, pid);
+        h.start_ns = 1_000_000_000;
+        assert_eq!(t.resolve(&h).exe, "/bin/a");
+        h.start_ns = 9_000_000_000;
+        assert_eq!(t.resolve(&h).exe, "/bin/b");
+    }
+
+    #[test]
+    fn unknown_dead_process_is_partial_but_named() {
+        let mut t = table();
+        let h = header(EventKind::Connect, 4_000_200);
+        let p = t.resolve(&h);
+        assert!(p.partial);
+        assert_eq!(p.comm, "curl");
+        assert_eq!(p.uid, 1000);
+    }
+
+    #[test]
+    fn table_is_bounded() {
+        let cfg = ProcsConfig {
+            max_entries: 1024,
+            ..ProcsConfig::default()
+        };
+        let mut t = ProcessTable::new(&cfg);
+        for i in 0..2000u32 {
+            let mut h = header(EventKind::Exit, 4_100_000 + i);
+            h.start_ns = 1_000_000_000;
+            t.on_exit(&ExitRecord {
+                header: h,
+                exit_code: 0,
+                _pad: 0,
+            });
+        }
+        t.sweep(Instant::now());
+        assert!(t.len() <= 1024, "{}", t.len());
+        assert_eq!(t.evicted, 2000 - 1024);
+    }
+}
