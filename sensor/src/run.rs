@@ -44,10 +44,12 @@ pub async fn run(cfg: Config) -> Result<()> {
     for d in &loaded.degraded {
         tracing::warn!(feature = %d, "degraded");
     }
+    let probe_port = self_exclusion_probe();
     // Tests and scripts wait for this line before driving traffic.
     info!(
         pid = std::process::id(),
         programs = loaded.attachments.len(),
+        self_probe_port = probe_port,
         "sensor ready"
     );
 
@@ -77,6 +79,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut last_sweep = Instant::now();
     tokio::pin!(shutdown);
     let mut stopping = false;
+    let own_pid = std::process::id();
+    let mut self_events = 0u64;
     loop {
         tokio::select! {
             n = rx.recv_many(&mut batch, 1024) => {
@@ -84,6 +88,14 @@ pub async fn run(cfg: Config) -> Result<()> {
                     break; // reader finished and queue drained
                 }
                 for rec in batch.drain(..) {
+                    if rec.header().tgid == own_pid {
+                        // The kernel filter should have dropped it.
+                        if self_events == 0 {
+                            tracing::error!("the in-kernel self filter let one of the sensor's own records through");
+                        }
+                        self_events += 1;
+                        continue;
+                    }
                     let ev = event::from_record(&rec, &mut procs, &clock);
                     *by_kind.entry(ev.detail.kind()).or_default() += 1;
                     let line = match format {
@@ -130,7 +142,24 @@ pub async fn run(cfg: Config) -> Result<()> {
     for (k, v) in kernel {
         summary.push_str(&format!(" {k}={v}"));
     }
-    summary.push_str(&format!(" process_table_evictions={}", procs.evicted));
+    summary.push_str(&format!(
+        " process_table_evictions={} self_records_leaked={self_events}",
+        procs.evicted
+    ));
     eprintln!("{summary}");
     Ok(())
+}
+
+/// Connects to a loopback listener of our own once the programs are
+/// attached. The kernel must not report it (the sensor excludes itself); the
+/// port is logged so a test can prove that it was filtered.
+fn self_exclusion_probe() -> u16 {
+    let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", 0)) else {
+        return 0;
+    };
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        return 0;
+    }
+    port
 }

@@ -1,1 +1,318 @@
+//! Harness for the end-to-end tests: runs the real `sensor` binary (built by
+//! `cargo xtask test`, path in `SENSOR_BIN`) as root, collects its JSON
+//! events, and provides loopback servers for real clients to reach.
+//!
+//! Tests that cannot run (not root) record themselves as skipped in the file
+//! named by `SENSOR_E2E_LOG`; `.ci/run` fails if any did while running as root.
 
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+pub use serde_json::Value;
+
+/// Tests share the kernel (one sensor at a time): take this lock first.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn log_line(line: &str) {
+    eprintln!("e2e: {line}");
+    if let Ok(path) = std::env::var("SENSOR_E2E_LOG")
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// True if the test can run; otherwise records why it was skipped.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        log_line(&format!(
+            "skipped {test}: not root (the kernel programs need root)"
+        ));
+        return false;
+    }
+    log_line(&format!("ran {test}"));
+    true
+}
+
+pub fn sensor_bin() -> PathBuf {
+    let p = std::env::var_os("SENSOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!("SENSOR_BIN is not set: run the end-to-end tests with `cargo xtask test`")
+        });
+    assert!(p.exists(), "SENSOR_BIN={} does not exist", p.display());
+    p
+}
+
+/// Prefer the distribution's python (no pyenv shim chain of execs).
+pub fn python3() -> &'static str {
+    if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+pub struct Sensor {
+    child: Child,
+    events: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+    pub pid: u32,
+    /// Port of the sensor's own loopback connect at start (must be filtered).
+    pub probe_port: u16,
+    _config: Option<tempfile::NamedTempFile>,
+}
+
+impl Sensor {
+    /// Starts `sensor run --json` with default settings.
+    pub fn start() -> Sensor {
+        Self::start_with(&["--json"], None)
+    }
+
+    /// Starts `sensor run` with extra args and optional TOML config text.
+    pub fn start_with(args: &[&str], config: Option<&str>) -> Sensor {
+        let cfg = config.map(|text| {
+            let mut f = tempfile::NamedTempFile::new().expect("temp config");
+            f.write_all(text.as_bytes()).expect("write config");
+            f
+        });
+        let mut cmd = Command::new(sensor_bin());
+        cmd.arg("run").args(args);
+        if let Some(f) = &cfg {
+            cmd.arg("--config").arg(f.path());
+        }
+        cmd.env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn sensor");
+        let pid = child.id();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        {
+            let events = events.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let v =
+                        serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line.clone()));
+                    events.lock().unwrap().push(v);
+                }
+            });
+        }
+        {
+            let stderr = stderr.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    let mut s = stderr.lock().unwrap();
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            });
+        }
+        let mut sensor = Sensor {
+            child,
+            events,
+            stderr,
+            pid,
+            probe_port: 0,
+            _config: cfg,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = sensor.stderr();
+            if let Some(line) = text.lines().find(|l| l.contains("sensor ready")) {
+                sensor.probe_port = line
+                    .split("self_probe_port=")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                return sensor;
+            }
+            if let Ok(Some(status)) = sensor.child.try_wait() {
+                thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "sensor exited ({status}) before it was ready:\n{}",
+                    sensor.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sensor not ready after 60 s:\n{text}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Waits up to 15 s for an event matching `pred`.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(v) = self.events.lock().unwrap().iter().find(|v| pred(v)) {
+                return v.clone();
+            }
+            if Instant::now() > deadline {
+                let events = self.events();
+                let tail: Vec<String> = events
+                    .iter()
+                    .rev()
+                    .take(30)
+                    .map(|v| v.to_string())
+                    .collect();
+                panic!(
+                    "no event {what} after 15 s ({} events; last ones):\n{}\nsensor stderr:\n{}",
+                    events.len(),
+                    tail.join("\n"),
+                    self.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then wait; returns everything the sensor wrote to stderr.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        // SAFETY: plain kill(2) on our child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "sensor did not stop within 20 s of SIGTERM:\n{}",
+                    self.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        thread::sleep(Duration::from_millis(100)); // let the reader threads finish
+        (status, self.stderr())
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A tiny HTTP/1.1 server on loopback that answers every request with 200
+/// and counts the connections it accepted.
+pub struct HttpServer {
+    pub port: u16,
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl HttpServer {
+    /// `addr` is "127.0.0.1" or "::1".
+    pub fn start(addr: &str) -> HttpServer {
+        let listener = TcpListener::bind((addr, 0)).expect("bind loopback server");
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        {
+            let stop = stop.clone();
+            let accepted = accepted.clone();
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((s, _)) => {
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                            thread::spawn(move || serve(s));
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+        }
+        HttpServer {
+            port,
+            accepted,
+            stop,
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(mut s: TcpStream) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+}
+
+/// A loopback port with nothing listening (bound, then closed).
+pub fn closed_port(addr: &str) -> u16 {
+    let l = TcpListener::bind((addr, 0)).expect("bind");
+    l.local_addr().unwrap().port()
+}
+
+/// Runs a command to completion, returning its pid and exit status.
+pub fn run(cmd: &mut Command) -> (u32, std::process::ExitStatus) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let pid = child.id();
+    let status = child.wait().expect("wait");
+    (pid, status)
+}
+
+/// Field accessors for event JSON.
+pub fn kind(v: &Value) -> &str {
+    v["kind"].as_str().unwrap_or("")
+}
+
+pub fn pid(v: &Value) -> u64 {
+    v["process"]["pid"].as_u64().unwrap_or(0)
+}

@@ -4,6 +4,7 @@
 //! A pid alone is never an identity: pids are reused, so every lookup uses
 //! the process start time the kernel reported with the record.
 
+pub mod cgroups;
 pub mod container;
 
 use std::{
@@ -16,6 +17,7 @@ use std::{
 use procfs::process::Process as ProcfsProcess;
 use serde::Serialize;
 
+pub use cgroups::CgroupResolver;
 pub use container::ContainerInfo;
 
 use crate::{
@@ -45,6 +47,9 @@ pub struct Process {
     /// cgroup v2 path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
+    /// cgroup v2 id the kernel last reported for it (0: not yet seen).
+    #[serde(skip)]
+    pub cgroup_id: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerInfo>,
     /// True when the entry came from the record alone (the process was gone
@@ -63,6 +68,7 @@ pub struct ProcessTable {
     /// pid → start of the live (or latest) process with that pid.
     latest: HashMap<u32, u64>,
     proc_root: PathBuf,
+    cgroups: CgroupResolver,
     retention: Duration,
     max_entries: usize,
     /// Entries removed to respect `max_entries` before their retention ended.
@@ -75,6 +81,7 @@ impl ProcessTable {
             entries: HashMap::new(),
             latest: HashMap::new(),
             proc_root: cfg.proc_root.clone(),
+            cgroups: CgroupResolver::new(cgroups::find_cgroup2_root()),
             retention: Duration::from_secs(cfg.exited_retention_secs),
             max_entries: cfg.max_entries,
             evicted: 0,
@@ -147,16 +154,24 @@ impl ProcessTable {
             }
         }
         if let Some(e) = self.entries.get(&key) {
-            return e.process.clone();
+            if header.cgroup_id == e.process.cgroup_id || header.cgroup_id == 0 {
+                return e.process.clone();
+            }
+            // Moved to another cgroup since we last looked (or first record
+            // with an id): re-derive its cgroup and container.
+            let mut p = (*e.process).clone();
+            self.apply_cgroup(&mut p, header.cgroup_id, None);
+            return self.insert(p);
         }
-        if let Some(p) = ProcfsProcess::new_with_root(self.proc_root.join(key.pid.to_string()))
+        if let Some(mut p) = ProcfsProcess::new_with_root(self.proc_root.join(key.pid.to_string()))
             .ok()
             .and_then(|p| read_proc(&p))
             && (header.start_ns == 0 || p.start_ticks == key.start_ticks)
         {
+            p.cgroup_id = header.cgroup_id;
             return self.insert(p);
         }
-        self.insert(Process {
+        let mut p = Process {
             pid: key.pid,
             start_ticks: key.start_ticks,
             ppid: 0,
@@ -165,9 +180,28 @@ impl ProcessTable {
             exe: String::new(),
             cmdline: Vec::new(),
             cgroup: None,
+            cgroup_id: 0,
             container: None,
             partial: true,
-        })
+        };
+        self.apply_cgroup(&mut p, header.cgroup_id, None);
+        self.insert(p)
+    }
+
+    /// Sets cgroup path and container from the kernel's cgroup id, falling
+    /// back to a /proc/PID/cgroup text (which also carries v1 hierarchies,
+    /// where container runtimes on hybrid hosts put their ids).
+    fn apply_cgroup(&mut self, p: &mut Process, cgroup_id: u64, proc_text: Option<&str>) {
+        p.cgroup_id = cgroup_id;
+        let v2 = self.cgroups.path(cgroup_id);
+        let from_v2 = v2.as_deref().and_then(container::parse);
+        let from_text = proc_text.and_then(container::from_proc_cgroup);
+        if let Some(path) = v2.or_else(|| proc_text.and_then(container::v2_path)) {
+            p.cgroup = Some(path);
+        }
+        if let Some(c) = from_v2.or(from_text) {
+            p.container = Some(c);
+        }
     }
 
     /// exec: same process, new image. Argv comes from the record (read in the
@@ -194,20 +228,11 @@ impl ProcessTable {
         } else {
             args
         };
-        let parent = self.latest_of(rec.ppid);
         let cgroup_text = live.as_ref().and_then(read_cgroup);
-        let (cgroup, container) = match cgroup_text {
-            Some(text) => (
-                container::v2_path(&text),
-                container::from_proc_cgroup(&text),
-            ),
-            // Gone already: it lives where its parent lives (exec does not
-            // move cgroups).
-            None => parent
-                .map(|p| (p.cgroup.clone(), p.container.clone()))
-                .unwrap_or_default(),
-        };
-        self.insert(Process {
+        // exec does not move cgroups: the previous image's entry (or the
+        // parent's) is the fallback when the process is already gone.
+        let inherited = self.get(&key).cloned().or_else(|| self.latest_of(rec.ppid));
+        let mut p = Process {
             pid: key.pid,
             start_ticks: key.start_ticks,
             ppid: rec.ppid,
@@ -215,10 +240,13 @@ impl ProcessTable {
             comm: c_str(&rec.header.comm),
             exe,
             cmdline,
-            cgroup,
-            container,
+            cgroup: inherited.as_ref().and_then(|p| p.cgroup.clone()),
+            cgroup_id: 0,
+            container: inherited.as_ref().and_then(|p| p.container.clone()),
             partial: false,
-        })
+        };
+        self.apply_cgroup(&mut p, rec.header.cgroup_id, cgroup_text.as_deref());
+        self.insert(p)
     }
 
     /// fork: the child starts as a copy of its parent.
@@ -309,6 +337,7 @@ fn read_proc(p: &ProcfsProcess) -> Option<Process> {
         exe: p.exe().map(|e| e.display().to_string()).unwrap_or_default(),
         cmdline: p.cmdline().unwrap_or_default(),
         cgroup: cgroup_text.as_deref().and_then(container::v2_path),
+        cgroup_id: 0,
         container: cgroup_text.as_deref().and_then(container::from_proc_cgroup),
         partial: false,
     })

@@ -1,0 +1,112 @@
+//! The daemon as an operator meets it: readable output, clean shutdown with
+//! counters, clear config errors.
+
+use std::process::Command;
+
+use e2e::{HttpServer, Sensor, require_root, run, sensor_bin, serial};
+
+#[test]
+fn text_output_names_process_and_destination() {
+    let _g = serial();
+    if !require_root("text_output_names_process_and_destination") {
+        return;
+    }
+    let sensor = Sensor::start_with(&[], None);
+    let server = HttpServer::start("127.0.0.1");
+    let url = format!("http://127.0.0.1:{}/text-output", server.port);
+    let (child, _) = run(Command::new("curl").args(["-sS", "-m", "5", &url]));
+    let line = sensor.wait_for("a readable connect line", |v| {
+        v.as_str()
+            .is_some_and(|l| l.contains(&format!("curl[{child}] -> 127.0.0.1:{}", server.port)))
+    });
+    let line = line.as_str().unwrap();
+    assert!(line.contains("connect"), "{line}");
+    assert!(line.contains("exe=/usr/bin/curl"), "{line}");
+    assert!(
+        line.contains("/text-output"),
+        "the command line is shown: {line}"
+    );
+    sensor.stop();
+}
+
+#[test]
+fn shutdown_detaches_and_prints_counters() {
+    let _g = serial();
+    if !require_root("shutdown_detaches_and_prints_counters") {
+        return;
+    }
+    let sensor = Sensor::start();
+    let server = HttpServer::start("127.0.0.1");
+    let (child, _) = run(Command::new("curl").args([
+        "-sS",
+        "-m",
+        "5",
+        &format!("http://127.0.0.1:{}/", server.port),
+    ]));
+    sensor.wait_for("connect", |v| {
+        e2e::kind(v) == "connect" && e2e::pid(v) == u64::from(child)
+    });
+    // Positive control: while it runs, its programs are visible.
+    assert_eq!(sensor_programs().len(), 5, "{:?}", sensor_programs());
+    let (status, stderr) = sensor.stop();
+    assert!(status.success(), "exit status {status}: {stderr}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("sensor stopped:"))
+        .unwrap_or_else(|| panic!("no summary line:\n{stderr}"));
+    assert!(summary.contains("programs detached"), "{summary}");
+    for counter in ["ringbuf_full_drops=0", "queue_full_drops=0", "connect="] {
+        assert!(summary.contains(counter), "{counter} missing: {summary}");
+    }
+    // Detached means none of the sensor's programs is left in the kernel
+    // (names are cut to 15 bytes by the kernel).
+    let left = sensor_programs();
+    assert!(
+        left.is_empty(),
+        "programs still loaded after shutdown: {left:?}"
+    );
+}
+
+#[test]
+fn bad_config_is_a_clear_error() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sensor.toml");
+    std::fs::write(&path, "[ringbuf]\nbytes = 12345\n").unwrap();
+    let out = Command::new(sensor_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ringbuf.bytes") && err.contains("power of two"),
+        "{err}"
+    );
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    // And `config check` says the same without needing root.
+    let out = Command::new(sensor_bin())
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ringbuf.bytes"));
+}
+
+/// Names of loaded BPF programs that are the sensor's (the kernel keeps 15
+/// bytes of a name).
+fn sensor_programs() -> Vec<String> {
+    const NAMES: [&str; 4] = [
+        "sys_enter_conne",
+        "sys_exit_connec",
+        "sched_process_e",
+        "sched_process_f",
+    ];
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .filter(|n| NAMES.contains(&n.as_str()))
+        .collect()
+}
