@@ -11,7 +11,9 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_probe_read_kernel_str_bytes, generated::bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, generated::bpf_probe_read_user,
+    },
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
@@ -134,6 +136,8 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 }
 
 fn try_exit(_ctx: &TracePointContext) -> Result<u32, i64> {
+    // Every exiting thread: forget a connect() it never returned from.
+    let _ = crate::maps::PENDING_CONNECT.remove(&bpf_get_current_pid_tgid());
     let header = emit::current_header(EventKind::Exit);
     // Report the process once: when its group leader exits. (`group_dead` in
     // the tracepoint would be exact but only exists on recent kernels.)

@@ -11,5 +11,6 @@ pub mod config;
 pub mod decode;
 pub mod ebpf;
 pub mod event;
+pub mod http;
 pub mod procs;
 pub mod run;

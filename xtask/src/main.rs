@@ -1,1 +1,64 @@
-fn main() {}
+//! Project automation. `cargo xtask run` and `cargo xtask test` set up a
+//! fresh machine themselves (see `setup`), then build and run or test.
+
+mod bench;
+mod cmd;
+mod setup;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, run, test and benchmark the sensor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what is missing (apt packages, toolchains, bpf-linker, tracefs).
+    Setup,
+    /// Set up, build (release) and start `sensor run` as root; extra
+    /// arguments go to `sensor run` (e.g. `cargo xtask run -- --json`).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then fmt, clippy, unit tests and the end-to-end tests.
+    Test {
+        /// Skip the end-to-end tests (they load kernel programs as root).
+        #[arg(long)]
+        no_e2e: bool,
+    },
+    /// Set up, then measure overheads with the sensor off and on, side by side.
+    Bench {
+        /// Seconds per measurement round.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Off/on round pairs; medians are reported.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup => setup::ensure(),
+        Command::Run { args } => {
+            setup::ensure()?;
+            let bin = cmd::build_sensor(true)?;
+            cmd::exec_sensor(&bin, &args)
+        }
+        Command::Test { no_e2e } => {
+            setup::ensure()?;
+            test::run_all(!no_e2e)
+        }
+        Command::Bench { seconds, rounds } => {
+            setup::ensure()?;
+            bench::run(seconds, rounds)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! HTTP request/response understanding of captured bytes (issue 3 groundwork).

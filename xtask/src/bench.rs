@@ -1,0 +1,229 @@
+//! `cargo xtask bench`: overheads measured side by side in one run, sensor
+//! off and on, alternating rounds so drift on a noisy machine hits both.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd::{build_sensor, is_root};
+
+pub fn run(seconds: u64, rounds: usize) -> Result<()> {
+    if !is_root() {
+        bail!("the benchmark starts the sensor, which needs root");
+    }
+    let bin = build_sensor(true)?;
+    let dur = Duration::from_secs(seconds);
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    // The loop runs on CPU 0 and the sensor on CPU 1, so the ratio measures
+    // what each connect pays in the kernel rather than where the scheduler
+    // happened to put the sensor's reader; the reader's own cost is reported
+    // separately as the sensor's CPU use.
+    pin_to_cpu(0);
+    println!("connect loop: loopback TCP connect + close, {seconds} s per round, {rounds} rounds");
+    println!(
+        "{:>5} {:>14} {:>14} {:>10} {:>10} {:>12}",
+        "round", "off conn/s", "on conn/s", "seen", "dropped", "sensor CPU"
+    );
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for r in 1..=rounds {
+        let off_rate = connect_loop(&listener, dur)?;
+        let sensor = RunningSensor::start(&bin)?;
+        let (n, on_rate) = {
+            let start = Instant::now();
+            let n = connect_count(&listener, dur)?;
+            (n, n as f64 / start.elapsed().as_secs_f64())
+        };
+        let cpu = sensor.cpu_seconds() / dur.as_secs_f64() * 100.0;
+        let summary = sensor.stop()?;
+        if std::env::var_os("BENCH_DEBUG").is_some() {
+            eprintln!("{summary}");
+        }
+        let seen = counter(&summary, "connect=");
+        let dropped =
+            counter(&summary, "ringbuf_full_drops=") + counter(&summary, "queue_full_drops=");
+        println!("{r:>5} {off_rate:>14.0} {on_rate:>14.0} {seen:>10} {dropped:>10} {cpu:>11.0}%");
+        if seen < n {
+            eprintln!("  note: round {r}: sensor reported {seen} connects of {n} made");
+        }
+        off.push(off_rate);
+        on.push(on_rate);
+    }
+    let (m_off, m_on) = (median(&mut off), median(&mut on));
+    println!(
+        "median: off {m_off:.0} conn/s, on {m_on:.0} conn/s, on/off ratio {:.3} (target >= 0.95); added cost {:.2} us per connect",
+        m_on / m_off,
+        (1e6 / m_on - 1e6 / m_off).max(0.0)
+    );
+    // A separate round with kernel.bpf_stats_enabled (on while this fd is
+    // open): it times every program run, which would bias the rounds above.
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
+    let sensor = RunningSensor::start(&bin)?;
+    connect_count(&listener, dur)?;
+    let ns = connect_programs_ns_per_call();
+    sensor.stop()?;
+    drop(stats);
+    println!(
+        "kernel programs: {ns:.0} ns per connect (sys_enter + sys_exit, profiled round); the rest of the added cost is the kernel's syscall-tracepoint path, which every syscall of every process takes while a syscall tracepoint is attached"
+    );
+    Ok(())
+}
+
+/// Sum over the two connect programs of their average run time per call.
+fn connect_programs_ns_per_call() -> f64 {
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| {
+            matches!(
+                p.name_as_str(),
+                Some("sys_enter_conne") | Some("sys_exit_connec")
+            )
+        })
+        .map(|p| {
+            let ns = p.run_time().as_nanos() as f64 / p.run_count().max(1) as f64;
+            if std::env::var_os("BENCH_DEBUG").is_some() {
+                eprintln!("  {:?}: {ns:.0} ns x {}", p.name_as_str(), p.run_count());
+            }
+            ns
+        })
+        .sum()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn counter(summary: &str, key: &str) -> u64 {
+    summary
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .and_then(|v| {
+            v.trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The loop runs on one thread: a loopback connect completes its handshake
+/// inside the syscall, so the same thread then accepts and closes both ends.
+/// (A separate acceptor thread made the rate depend on cross-CPU wakeups,
+/// which on these VMs swung it by 50x between rounds.)
+fn connect_loop(listener: &TcpListener, dur: Duration) -> Result<f64> {
+    let start = Instant::now();
+    let n = connect_count(listener, dur)?;
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+fn connect_count(listener: &TcpListener, dur: Duration) -> Result<u64> {
+    let addr: SocketAddr = listener.local_addr()?;
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < dur {
+        let s = TcpStream::connect(addr).context("loopback connect")?;
+        let (accepted, _) = listener.accept().context("loopback accept")?;
+        drop(accepted);
+        // Reset on close: no TIME_WAIT, so the loop never runs out of ports.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: valid socket fd and a correctly sized option value.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                size_of::<libc::linger>() as u32,
+            )
+        };
+        n += 1;
+    }
+    Ok(n)
+}
+
+struct RunningSensor {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl RunningSensor {
+    fn start(bin: &std::path::Path) -> Result<Self> {
+        let mut child = Command::new("taskset")
+            .args(["--cpu-list", "1"])
+            .arg(bin)
+            .args(["run", "--json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting the sensor")?;
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().context("sensor stderr")?;
+        let buf = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut b = buf.lock().unwrap();
+                b.push_str(&line);
+                b.push('\n');
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !stderr.lock().unwrap().contains("sensor ready") {
+            if Instant::now() > deadline || child.try_wait()?.is_some() {
+                bail!("sensor did not start:\n{}", stderr.lock().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self { child, stderr })
+    }
+
+    /// CPU time (user + system) the sensor has used so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the parenthesised comm; utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
+            .sum();
+        ticks as f64 / 100.0
+    }
+
+    /// SIGTERM and wait; returns the shutdown summary line.
+    fn stop(mut self) -> Result<String> {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait()?;
+        std::thread::sleep(Duration::from_millis(50));
+        let text = self.stderr.lock().unwrap().clone();
+        text.lines()
+            .find(|l| l.starts_with("sensor stopped:"))
+            .map(str::to_string)
+            .with_context(|| format!("no shutdown summary from the sensor:\n{text}"))
+    }
+}
+
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}

@@ -1,0 +1,124 @@
+//! `cargo xtask test`: style gates, unit tests, then the end-to-end tests
+//! serially against the real kernel.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd::{build_sensor, cargo, is_root, root, run};
+
+/// Passed/failed totals over every `cargo test` step.
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+pub fn run_all(e2e: bool) -> Result<()> {
+    let mut totals = Totals::default();
+    let result = steps(e2e, &mut totals);
+    // The closing line CI reads.
+    println!("xtask: {} passed, {} failed", totals.passed, totals.failed);
+    result
+}
+
+fn steps(e2e: bool, totals: &mut Totals) -> Result<()> {
+    step("format", cargo().args(["fmt", "--all", "--check"]))?;
+    step(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    test_step(
+        "unit tests",
+        cargo().args(["test", "--workspace", "--exclude", "e2e"]),
+        totals,
+    )?;
+    if !e2e {
+        eprintln!("xtask test: end-to-end tests not run (--no-e2e)");
+        return Ok(());
+    }
+    let bin = build_sensor(false)?;
+    let log = root().join("target").join("e2e-log.txt");
+    let _ = std::fs::remove_file(&log);
+    // Serial: the tests share the kernel and filter events by their own pids.
+    test_step(
+        "end-to-end tests",
+        cargo()
+            .args(["test", "--package", "e2e", "--", "--test-threads=1"])
+            .env("SENSOR_BIN", &bin)
+            .env("SENSOR_E2E_LOG", &log),
+        totals,
+    )?;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let ran = text.lines().filter(|l| l.starts_with("ran ")).count();
+    let skipped: Vec<&str> = text.lines().filter(|l| l.starts_with("skipped ")).collect();
+    eprintln!(
+        "xtask test: end-to-end: {ran} ran against the kernel, {} skipped",
+        skipped.len()
+    );
+    for s in &skipped {
+        eprintln!("  {s}");
+    }
+    if is_root() && (!skipped.is_empty() || ran == 0) {
+        bail!("end-to-end tests must run, not skip, when running as root");
+    }
+    Ok(())
+}
+
+fn step(name: &str, cmd: &mut std::process::Command) -> Result<()> {
+    eprintln!("xtask test: {name}");
+    run(cmd).map_err(|e| anyhow::anyhow!("{name} failed: {e:#}"))
+}
+
+/// Runs a `cargo test` step, echoing its output and adding up its
+/// `test result:` lines.
+fn test_step(name: &str, cmd: &mut Command, totals: &mut Totals) -> Result<()> {
+    eprintln!("xtask test: {name}");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    let out = child.stdout.take().context("test stdout")?;
+    for line in BufReader::new(out).lines().map_while(Result::ok) {
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            totals.passed += count(rest, " passed");
+            totals.failed += count(rest, " failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
+
+/// `ok. 34 passed; 0 failed; ...` → the number before `what`.
+fn count(summary: &str, what: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| part.trim_end().strip_suffix(what.trim_start()))
+        .and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_cargo_summaries() {
+        let s = "ok. 34 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.42s";
+        assert_eq!(super::count(s, " passed"), 34);
+        assert_eq!(super::count(s, " failed"), 2);
+        assert_eq!(super::count("FAILED. 1 passed; 1 failed;", " failed"), 1);
+    }
+}
