@@ -77,6 +77,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut batch = Vec::with_capacity(1024);
     let mut by_kind = std::collections::BTreeMap::<&'static str, u64>::new();
     let mut last_sweep = Instant::now();
+    let mut drops = DropWatch::default();
+    let mut check = tokio::time::interval(Duration::from_secs(10));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     let mut stopping = false;
     let own_pid = std::process::id();
@@ -113,6 +116,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                     last_sweep = Instant::now();
                 }
             }
+            _ = check.tick() => drops.check(&counters.read(), &stats),
             sig = &mut shutdown, if !stopping => {
                 info!(signal = sig, "shutting down");
                 stopping = true;
@@ -162,4 +166,37 @@ fn self_exclusion_probe() -> u16 {
         return 0;
     }
     port
+}
+
+/// Warns while running, not only at shutdown, when records are being lost.
+#[derive(Default)]
+struct DropWatch {
+    ringbuf_full: u64,
+    queue_full: u64,
+}
+
+impl DropWatch {
+    fn check(&mut self, kernel: &[(&'static str, u64)], stats: &CollectStats) {
+        let ringbuf_full = kernel
+            .iter()
+            .find(|(k, _)| *k == sensor_common::Counter::RingbufFull.name())
+            .map_or(0, |(_, v)| *v);
+        let queue_full = stats.queue_full_drops.load(Ordering::Relaxed);
+        if ringbuf_full > self.ringbuf_full {
+            tracing::warn!(
+                dropped = ringbuf_full - self.ringbuf_full,
+                total = ringbuf_full,
+                "kernel ring buffer full: records dropped (raise ringbuf.bytes)"
+            );
+        }
+        if queue_full > self.queue_full {
+            tracing::warn!(
+                dropped = queue_full - self.queue_full,
+                total = queue_full,
+                "pipeline queue full: records dropped (raise ringbuf.queue_capacity, or the output is too slow)"
+            );
+        }
+        self.ringbuf_full = ringbuf_full;
+        self.queue_full = queue_full;
+    }
 }

@@ -110,3 +110,55 @@ fn sensor_programs() -> Vec<String> {
         .filter(|n| NAMES.contains(&n.as_str()))
         .collect()
 }
+
+#[test]
+fn ring_buffer_overflow_is_counted_not_silent() {
+    let _g = serial();
+    if !require_root("ring_buffer_overflow_is_counted_not_silent") {
+        return;
+    }
+    // One page of ring buffer holds ~39 connect records.
+    let sensor = Sensor::start_with(
+        &["--json"],
+        Some("[ringbuf]\nbytes = 4096\nwakeup_bytes = 0\n"),
+    );
+    let server = HttpServer::start("127.0.0.1");
+    // Freeze the reader so the burst must overflow the ring.
+    // SAFETY: kill(2) on the sensor child we started.
+    unsafe { libc::kill(sensor.pid as i32, libc::SIGSTOP) };
+    let made = 300;
+    let script = format!(
+        "import socket\nfor _ in range({made}):\n    s = socket.create_connection(('127.0.0.1', {}))\n    s.close()\n",
+        server.port
+    );
+    let (child, status) = run(Command::new(e2e::python3()).args(["-c", &script]));
+    // SAFETY: as above.
+    unsafe { libc::kill(sensor.pid as i32, libc::SIGCONT) };
+    assert!(status.success());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let seen = sensor
+        .events()
+        .iter()
+        .filter(|v| e2e::kind(v) == "connect" && e2e::pid(v) == u64::from(child))
+        .count() as u64;
+    let (_, stderr) = sensor.stop();
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("sensor stopped:"))
+        .unwrap_or("");
+    let dropped: u64 = summary
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ringbuf_full_drops="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no drop counter: {summary}"));
+    assert!(
+        dropped > 0,
+        "a 4 KiB ring must overflow on {made} connects: {summary}"
+    );
+    assert!(seen < made, "saw all {made} despite the frozen reader?");
+    // Every record is either delivered or counted as dropped.
+    assert!(
+        seen + dropped >= made,
+        "seen {seen} + dropped {dropped} < made {made}: {summary}"
+    );
+}
