@@ -16,6 +16,8 @@ pub enum EventKind {
     Fork = 2,
     Exit = 3,
     Connect = 4,
+    /// Variable length: a [`TlsDataHeader`] then `captured` bytes.
+    TlsData = 5,
 }
 
 impl EventKind {
@@ -25,18 +27,21 @@ impl EventKind {
             2 => Some(Self::Fork),
             3 => Some(Self::Exit),
             4 => Some(Self::Connect),
+            5 => Some(Self::TlsData),
             _ => None,
         }
     }
 
-    /// Size in bytes of the whole record (header included) of this kind.
-    /// Exhaustive on purpose: a new kind does not build until it has a size.
+    /// Size in bytes of the fixed part of a record of this kind (the whole
+    /// record for all but TlsData). Exhaustive on purpose: a new kind does
+    /// not build until it has a size.
     pub const fn record_size(self) -> usize {
         match self {
             Self::Exec => size_of::<ExecRecord>(),
             Self::Fork => size_of::<ForkRecord>(),
             Self::Exit => size_of::<ExitRecord>(),
             Self::Connect => size_of::<ConnectRecord>(),
+            Self::TlsData => size_of::<TlsDataHeader>(),
         }
     }
 }
@@ -123,6 +128,45 @@ pub struct ConnectRecord {
     pub _pad: u32,
 }
 
+/// Most plaintext bytes one TLS record can carry (a TLS record holds at most
+/// 16 KiB of plaintext, so one SSL_read never returns more).
+pub const TLS_DATA_MAX: usize = 16384;
+
+/// Direction of TLS plaintext, from the process's point of view.
+pub const TLS_DIR_WRITE: u8 = 0;
+pub const TLS_DIR_READ: u8 = 1;
+/// Which library the plaintext came from.
+pub const TLS_LIB_OPENSSL: u8 = 1;
+pub const TLS_LIB_GNUTLS: u8 = 2;
+
+/// Plaintext passed to or returned by a TLS library call, captured at the
+/// call's return. `captured` bytes follow this header in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TlsDataHeader {
+    pub header: EventHeader,
+    /// The library's connection object (`SSL *`, `gnutls_session_t`): with
+    /// tgid, it keys the stream.
+    pub conn: u64,
+    /// Bytes the call actually wrote or read.
+    pub len: u64,
+    /// Bytes that follow (`min(len, capture limit)`).
+    pub captured: u32,
+    /// [`TLS_DIR_WRITE`] or [`TLS_DIR_READ`].
+    pub dir: u8,
+    /// [`TLS_LIB_OPENSSL`] or [`TLS_LIB_GNUTLS`].
+    pub lib: u8,
+    pub _pad: [u8; 2],
+}
+
+/// The kernel's scratch layout for building a TlsData record.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsDataRecord {
+    pub hdr: TlsDataHeader,
+    pub data: [u8; TLS_DATA_MAX],
+}
+
 /// Indexes of the per-CPU `COUNTERS` array.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,15 +178,22 @@ pub enum Counter {
     ReadError = 1,
     /// A connect() could not be parked between syscall entry and exit.
     ConnectPendingError = 2,
+    /// A TLS call could not be parked between entry and return.
+    TlsPendingError = 3,
+    /// TLS plaintext longer than the capture limit (sent truncated, with
+    /// its true length).
+    TlsTruncated = 4,
 }
 
-pub const COUNTER_SLOTS: u32 = 3;
+pub const COUNTER_SLOTS: u32 = 5;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_SLOTS as usize] = [
         Self::RingbufFull,
         Self::ReadError,
         Self::ConnectPendingError,
+        Self::TlsPendingError,
+        Self::TlsTruncated,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -150,6 +201,8 @@ impl Counter {
             Self::RingbufFull => "ringbuf_full_drops",
             Self::ReadError => "kernel_read_errors",
             Self::ConnectPendingError => "connect_pending_errors",
+            Self::TlsPendingError => "tls_pending_errors",
+            Self::TlsTruncated => "tls_truncated_records",
         }
     }
 }
@@ -168,6 +221,7 @@ mod pod {
     unsafe impl aya::Pod for ForkRecord {}
     unsafe impl aya::Pod for ExitRecord {}
     unsafe impl aya::Pod for ConnectRecord {}
+    unsafe impl aya::Pod for TlsDataHeader {}
 }
 
 // Layout checks: the kernel and userspace must agree byte for byte, and the
@@ -177,3 +231,4 @@ const _: () = assert!(size_of::<ExecRecord>().is_multiple_of(8));
 const _: () = assert!(size_of::<ForkRecord>().is_multiple_of(8));
 const _: () = assert!(size_of::<ExitRecord>().is_multiple_of(8));
 const _: () = assert!(size_of::<ConnectRecord>().is_multiple_of(8));
+const _: () = assert!(size_of::<TlsDataHeader>().is_multiple_of(8));

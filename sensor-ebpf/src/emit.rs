@@ -51,13 +51,19 @@ pub fn reserve<T: 'static>() -> Option<RingBufEntry<T>> {
 /// Submit, waking the reader only when enough bytes are pending.
 #[inline(always)]
 pub fn submit<T>(entry: RingBufEntry<T>) {
+    entry.submit(wakeup_flags());
+}
+
+/// Ring-buffer flags that batch wakeups: wake only once `WAKEUP_BYTES` are
+/// pending (the reader's timer picks up the rest).
+#[inline(always)]
+pub fn wakeup_flags() -> u64 {
     let threshold = WAKEUP_BYTES.load();
-    let flags = if threshold == 0 {
+    if threshold == 0 {
         0
     } else if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
-    };
-    entry.submit(flags);
+    }
 }

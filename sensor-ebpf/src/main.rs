@@ -12,6 +12,7 @@ mod emit;
 mod maps;
 mod process;
 mod task;
+mod tls;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

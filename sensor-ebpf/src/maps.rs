@@ -50,6 +50,11 @@ pub static WAKEUP_BYTES: Global<u64> = Global::new(0);
 pub static PENDING_CONNECT: HashMap<u64, crate::connect::PendingConnect> =
     HashMap::with_max_entries(16384, 0);
 
+/// Most plaintext bytes copied per TLS call (`tls.capture_bytes`), at most
+/// `TLS_DATA_MAX`.
+#[unsafe(no_mangle)]
+pub static TLS_CAPTURE_BYTES: Global<u32> = Global::new(4096);
+
 #[inline(always)]
 pub fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {

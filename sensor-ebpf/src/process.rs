@@ -136,8 +136,10 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 }
 
 fn try_exit(_ctx: &TracePointContext) -> Result<u32, i64> {
-    // Every exiting thread: forget a connect() it never returned from.
-    let _ = crate::maps::PENDING_CONNECT.remove(&bpf_get_current_pid_tgid());
+    // Every exiting thread: forget calls it never returned from.
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let _ = crate::maps::PENDING_CONNECT.remove(&pid_tgid);
+    crate::tls::forget_thread(pid_tgid);
     let header = emit::current_header(EventKind::Exit);
     // Report the process once: when its group leader exits. (`group_dead` in
     // the tracepoint would be exact but only exists on recent kernels.)

@@ -16,7 +16,27 @@ pub struct Config {
     pub ringbuf: RingbufConfig,
     pub output: OutputConfig,
     pub procs: ProcsConfig,
+    pub tls: TlsConfig,
     pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Capture TLS plaintext with uprobes on OpenSSL and GnuTLS.
+    pub enabled: bool,
+    /// Plaintext bytes copied per TLS call (the rest is counted, with its
+    /// true length). Enough for a request line and headers of LLM SDKs.
+    pub capture_bytes: u32,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            capture_bytes: 4096,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -187,6 +207,13 @@ impl Config {
             return Err((
                 "procs.max_entries",
                 format!("{} is too small (at least 1024)", self.procs.max_entries),
+            ));
+        }
+        let max = sensor_common::TLS_DATA_MAX as u32;
+        if !(64..=max).contains(&self.tls.capture_bytes) {
+            return Err((
+                "tls.capture_bytes",
+                format!("{} must be between 64 and {max}", self.tls.capture_bytes),
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

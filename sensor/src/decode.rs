@@ -3,7 +3,10 @@
 //! A record shorter than its kind requires, or of an unknown kind, is an
 //! error the caller counts and skips; nothing here can panic on bad input.
 
-use sensor_common::{ConnectRecord, EventHeader, EventKind, ExecRecord, ExitRecord, ForkRecord};
+use sensor_common::{
+    ConnectRecord, EventHeader, EventKind, ExecRecord, ExitRecord, ForkRecord, TLS_DATA_MAX,
+    TlsDataHeader,
+};
 
 #[derive(Clone, Debug)]
 pub enum Record {
@@ -12,6 +15,14 @@ pub enum Record {
     Fork(ForkRecord),
     Exit(ExitRecord),
     Connect(ConnectRecord),
+    TlsData(Box<TlsData>),
+}
+
+/// TLS plaintext as captured: the fixed header and the bytes that followed.
+#[derive(Clone, Debug)]
+pub struct TlsData {
+    pub hdr: TlsDataHeader,
+    pub data: Vec<u8>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -20,6 +31,8 @@ pub enum DecodeError {
     TooShortForHeader { len: usize },
     #[error("record kind {kind} is unknown")]
     UnknownKind { kind: u32 },
+    #[error("TLS record claims {captured} bytes but carries {carried}")]
+    BadTlsLength { captured: usize, carried: usize },
     #[error("{kind:?} record of {len} bytes, expected at least {need}")]
     Truncated {
         kind: EventKind,
@@ -35,6 +48,7 @@ impl DecodeError {
             Self::TooShortForHeader { .. } => "too_short",
             Self::UnknownKind { .. } => "unknown_kind",
             Self::Truncated { .. } => "truncated",
+            Self::BadTlsLength { .. } => "bad_tls_length",
         }
     }
 }
@@ -64,6 +78,21 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EventKind::Fork => Record::Fork(read(bytes).ok_or(truncated)?),
         EventKind::Exit => Record::Exit(read(bytes).ok_or(truncated)?),
         EventKind::Connect => Record::Connect(read(bytes).ok_or(truncated)?),
+        EventKind::TlsData => {
+            let hdr: TlsDataHeader = read(bytes).ok_or(truncated)?;
+            let captured = hdr.captured as usize;
+            let carried = bytes.len() - size_of::<TlsDataHeader>();
+            // The ring buffer pads records to 8 bytes, so more may follow;
+            // fewer, or more than the kernel can send, is corruption.
+            if captured > carried || captured > TLS_DATA_MAX {
+                return Err(DecodeError::BadTlsLength { captured, carried });
+            }
+            let start = size_of::<TlsDataHeader>();
+            Record::TlsData(Box::new(TlsData {
+                hdr,
+                data: bytes[start..start + captured].to_vec(),
+            }))
+        }
     })
 }
 
@@ -74,6 +103,7 @@ impl Record {
             Record::Fork(r) => &r.header,
             Record::Exit(r) => &r.header,
             Record::Connect(r) => &r.header,
+            Record::TlsData(r) => &r.hdr.header,
         }
     }
 }
@@ -225,6 +255,48 @@ pub(crate) mod tests {
             for len in 0..=r.len() {
                 let _ = decode(&r[..len]);
             }
+        }
+    }
+
+    pub fn tls(tgid: u32, conn: u64, dir: u8, data: &[u8]) -> Vec<u8> {
+        let hdr = TlsDataHeader {
+            header: header(EventKind::TlsData, tgid),
+            conn,
+            len: data.len() as u64,
+            captured: data.len() as u32,
+            dir,
+            lib: sensor_common::TLS_LIB_OPENSSL,
+            _pad: [0; 2],
+        };
+        let mut b = bytes_of(&hdr);
+        b.extend_from_slice(data);
+        b
+    }
+
+    #[test]
+    fn tls_records_carry_their_bytes() {
+        let b = tls(5, 0xabc, 0, b"GET / HTTP/1.1\r\n");
+        match decode(&b).unwrap() {
+            Record::TlsData(t) => {
+                assert_eq!(t.data, b"GET / HTTP/1.1\r\n");
+                assert_eq!(t.hdr.conn, 0xabc);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Ring-buffer padding after the bytes is fine.
+        let mut padded = b.clone();
+        padded.extend_from_slice(&[0; 3]);
+        assert!(matches!(decode(&padded).unwrap(), Record::TlsData(t) if t.data.len() == 16));
+        // A record whose length claim exceeds what it carries is an error.
+        assert!(matches!(
+            decode(&b[..b.len() - 1]).unwrap_err(),
+            DecodeError::BadTlsLength {
+                captured: 16,
+                carried: 15
+            }
+        ));
+        for len in 0..b.len() {
+            let _ = decode(&b[..len]);
         }
     }
 

@@ -27,6 +27,8 @@ pub struct Attachment {
 pub struct Loaded {
     pub bpf: Ebpf,
     pub attachments: Vec<Attachment>,
+    /// The TLS uprobe programs are loaded (attached per file by `tls`).
+    pub tls_loaded: bool,
     /// Features that run reduced on this host, with the reason.
     pub degraded: Vec<String>,
 }
@@ -65,6 +67,7 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
         .override_global("SENSOR_TGID", &tgid, true)
         .override_global("TASK_OFFSETS", &offsets, true)
         .override_global("WAKEUP_BYTES", &cfg.ringbuf.wakeup_bytes, true)
+        .override_global("TLS_CAPTURE_BYTES", &cfg.tls.capture_bytes, true)
         .load(OBJECT)
         .context("loading the kernel programs (are you root, with CAP_BPF and CAP_PERFMON?)")?;
 
@@ -92,12 +95,32 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
     } else {
         degraded.push("fork events: need BTF to read the child task".into());
     }
+    let tls_loaded = if cfg.tls.enabled {
+        match crate::tls::load_programs(&mut bpf) {
+            Ok(()) => {
+                attachments.push(Attachment {
+                    program: "tls",
+                    method: "uprobe + uretprobe per TLS library file".into(),
+                });
+                true
+            }
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "TLS plaintext capture unavailable");
+                degraded.push(format!("TLS plaintext capture: {e:#}"));
+                false
+            }
+        }
+    } else {
+        degraded.push("TLS plaintext capture: disabled in config (tls.enabled = false)".into());
+        false
+    };
     for a in &attachments {
         info!(program = a.program, method = %a.method, "attached");
     }
     Ok(Loaded {
         bpf,
         attachments,
+        tls_loaded,
         degraded,
     })
 }

@@ -71,8 +71,10 @@ impl Detail {
     }
 }
 
-/// Turns a decoded record into an event, updating the process table.
-pub fn from_record(rec: &Record, procs: &mut ProcessTable, clock: &Clock) -> Event {
+/// Turns a decoded record into an event, updating the process table. TLS
+/// plaintext is not an event of its own (it holds secrets): the stream
+/// layer turns it into API calls, so it yields None here.
+pub fn from_record(rec: &Record, procs: &mut ProcessTable, clock: &Clock) -> Option<Event> {
     let header = *rec.header();
     let (process, detail) = match rec {
         Record::Exec(r) => {
@@ -119,14 +121,26 @@ pub fn from_record(rec: &Record, procs: &mut ProcessTable, clock: &Clock) -> Eve
             (p, detail)
         }
         Record::Connect(r) => (procs.resolve(&r.header), connect_detail(r)),
+        Record::TlsData(_) => return None,
     };
-    let system_time = clock.to_system_time(header.ktime_ns);
-    Event {
-        time: humantime::format_rfc3339_micros(system_time).to_string(),
-        ts_unix_ns: clock.to_unix_ns(header.ktime_ns),
-        tid: header.tid,
-        process,
-        detail,
+    Some(Event::new(clock, &header, process, detail))
+}
+
+impl Event {
+    pub fn new(
+        clock: &Clock,
+        header: &sensor_common::EventHeader,
+        process: Arc<Process>,
+        detail: Detail,
+    ) -> Event {
+        let system_time = clock.to_system_time(header.ktime_ns);
+        Event {
+            time: humantime::format_rfc3339_micros(system_time).to_string(),
+            ts_unix_ns: clock.to_unix_ns(header.ktime_ns),
+            tid: header.tid,
+            process,
+            detail,
+        }
     }
 }
 
@@ -234,7 +248,7 @@ mod tests {
         let mut procs = ProcessTable::new(&ProcsConfig::default());
         let clock = Clock::new();
         let rec = Record::Connect(connect(4_000_300, 8443, -111));
-        let ev = from_record(&rec, &mut procs, &clock);
+        let ev = from_record(&rec, &mut procs, &clock).unwrap();
         let v: serde_json::Value = serde_json::from_str(&ev.to_json()).unwrap();
         assert_eq!(v["kind"], "connect");
         assert_eq!(v["daddr"], "127.0.0.1");
@@ -290,9 +304,9 @@ mod tests {
             })
         };
         let v = |e: Event| serde_json::to_value(&e).unwrap();
-        let ok = v(from_record(&mk(3 << 8), &mut procs, &clock));
+        let ok = v(from_record(&mk(3 << 8), &mut procs, &clock).unwrap());
         assert_eq!(ok["exit_code"], 3);
-        let killed = v(from_record(&mk(9), &mut procs, &clock));
+        let killed = v(from_record(&mk(9), &mut procs, &clock).unwrap());
         assert_eq!(killed["signal"], 9);
         assert!(killed.get("exit_code").is_none());
     }

@@ -14,3 +14,4 @@ pub mod event;
 pub mod http;
 pub mod procs;
 pub mod run;
+pub mod tls;

@@ -20,8 +20,9 @@ use crate::{
     config::{Config, OutputFormat},
     decode::Record,
     ebpf::{self, Counters},
-    event,
+    event::{self, Detail},
     procs::ProcessTable,
+    tls::TlsAttacher,
 };
 
 pub async fn run(cfg: Config) -> Result<()> {
@@ -41,6 +42,11 @@ pub async fn run(cfg: Config) -> Result<()> {
             .take_map("EVENTS")
             .context("EVENTS map missing from the object")?,
     )?;
+    let mut tls = TlsAttacher::new(&cfg.procs.proc_root);
+    if loaded.tls_loaded {
+        tls.scan_host(&mut loaded.bpf, procs.live_keys());
+        info!(files = tls.attached.len(), "TLS capture targets attached");
+    }
     for d in &loaded.degraded {
         tracing::warn!(feature = %d, "degraded");
     }
@@ -84,6 +90,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut stopping = false;
     let own_pid = std::process::id();
     let mut self_events = 0u64;
+    let mut tls_records = 0u64;
     loop {
         tokio::select! {
             n = rx.recv_many(&mut batch, 1024) => {
@@ -99,7 +106,23 @@ pub async fn run(cfg: Config) -> Result<()> {
                         self_events += 1;
                         continue;
                     }
-                    let ev = event::from_record(&rec, &mut procs, &clock);
+                    if let Record::TlsData(_) = &rec {
+                        tls_records += 1;
+                        continue;
+                    }
+                    let Some(ev) = event::from_record(&rec, &mut procs, &clock) else {
+                        continue;
+                    };
+                    if loaded.tls_loaded {
+                        match ev.detail {
+                            // A new image maps new libraries.
+                            Detail::Exec { .. } => tls.rescan_process(&mut loaded.bpf, ev.process.pid),
+                            // By its first connect a process has loaded its
+                            // TLS library (Python imports ssl lazily).
+                            Detail::Connect { .. } => tls.scan_process(&mut loaded.bpf, ev.process.pid, ev.process.start_ticks),
+                            _ => {}
+                        }
+                    }
                     *by_kind.entry(ev.detail.kind()).or_default() += 1;
                     let line = match format {
                         OutputFormat::Json => ev.to_json(),
@@ -147,8 +170,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         summary.push_str(&format!(" {k}={v}"));
     }
     summary.push_str(&format!(
-        " process_table_evictions={} self_records_leaked={self_events}",
-        procs.evicted
+        " process_table_evictions={} self_records_leaked={self_events} tls_records={tls_records} tls_files_attached={} tls_attach_errors={}",
+        procs.evicted,
+        tls.attached.len(),
+        tls.attach_errors
     ));
     eprintln!("{summary}");
     Ok(())

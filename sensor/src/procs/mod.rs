@@ -111,6 +111,15 @@ impl ProcessTable {
         n
     }
 
+    /// (pid, start ticks) of every process not known to have exited.
+    pub fn live_keys(&self) -> Vec<(u32, u64)> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.exited_at.is_none())
+            .map(|(k, _)| (k.pid, k.start_ticks))
+            .collect()
+    }
+
     pub fn get(&self, key: &ProcKey) -> Option<&Arc<Process>> {
         self.entries.get(key).map(|e| &e.process)
     }

@@ -1,0 +1,190 @@
+//! TLS plaintext from the libraries' own API, before encryption and after
+//! decryption: uprobes at entry park the arguments per thread, one uretprobe
+//! copies the bytes the call really moved.
+//!
+//! Signatures (arguments in order):
+//! - OpenSSL `int SSL_write(SSL *s, const void *buf, int num)` and
+//!   `int SSL_read(SSL *s, void *buf, int num)`: return the byte count (> 0)
+//!   or <= 0 on error / retry.
+//! - OpenSSL `int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t
+//!   *written)` and `SSL_read_ex(.., size_t *readbytes)`: return 1 on
+//!   success, the count is in the 4th argument, read at return.
+//! - GnuTLS `ssize_t gnutls_record_send(gnutls_session_t s, const void
+//!   *data, size_t n)` and `gnutls_record_recv(.., void *data, size_t n)`.
+//!
+//! Which function a return belongs to is in the parked arguments, so a
+//! single return program serves them all.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
+    macros::{map, uprobe, uretprobe},
+    maps::{HashMap, PerCpuArray},
+    programs::{ProbeContext, RetProbeContext},
+};
+use sensor_common::{
+    Counter, EventKind, TLS_DATA_MAX, TLS_DIR_READ, TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_OPENSSL,
+    TlsDataHeader, TlsDataRecord,
+};
+
+use crate::{
+    emit,
+    maps::{EVENTS, TLS_CAPTURE_BYTES, count, is_sensor},
+};
+
+/// Arguments of a TLS call in progress on a thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsCall {
+    conn: u64,
+    buf: u64,
+    /// `size_t *` holding the count for the `_ex` functions, else 0.
+    count_ptr: u64,
+    dir: u8,
+    lib: u8,
+    _pad: [u8; 6],
+}
+
+#[map]
+static TLS_CALLS: HashMap<u64, TlsCall> = HashMap::with_max_entries(16384, 0);
+
+/// Building area for one record: 16 KiB does not fit the 512-byte stack.
+#[map]
+static TLS_SCRATCH: PerCpuArray<TlsDataRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// A thread that exits inside a TLS call leaves its entry; drop it.
+#[inline(always)]
+pub fn forget_thread(pid_tgid: u64) {
+    let _ = TLS_CALLS.remove(&pid_tgid);
+}
+
+#[inline(always)]
+fn enter(ctx: &ProbeContext, dir: u8, lib: u8, ex: bool) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if is_sensor((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let (Some(conn), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return 0;
+    };
+    let count_ptr = if ex {
+        ctx.arg::<u64>(3).unwrap_or(0)
+    } else {
+        0
+    };
+    let call = TlsCall {
+        conn,
+        buf,
+        count_ptr,
+        dir,
+        lib,
+        _pad: [0; 6],
+    };
+    if TLS_CALLS.insert(&pid_tgid, &call, 0).is_err() {
+        count(Counter::TlsPendingError);
+    }
+    0
+}
+
+#[uprobe]
+pub fn ssl_write(ctx: ProbeContext) -> u32 {
+    enter(&ctx, TLS_DIR_WRITE, TLS_LIB_OPENSSL, false)
+}
+
+#[uprobe]
+pub fn ssl_read(ctx: ProbeContext) -> u32 {
+    enter(&ctx, TLS_DIR_READ, TLS_LIB_OPENSSL, false)
+}
+
+#[uprobe]
+pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
+    enter(&ctx, TLS_DIR_WRITE, TLS_LIB_OPENSSL, true)
+}
+
+#[uprobe]
+pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
+    enter(&ctx, TLS_DIR_READ, TLS_LIB_OPENSSL, true)
+}
+
+#[uprobe]
+pub fn gnutls_send(ctx: ProbeContext) -> u32 {
+    enter(&ctx, TLS_DIR_WRITE, TLS_LIB_GNUTLS, false)
+}
+
+#[uprobe]
+pub fn gnutls_recv(ctx: ProbeContext) -> u32 {
+    enter(&ctx, TLS_DIR_READ, TLS_LIB_GNUTLS, false)
+}
+
+#[uretprobe]
+pub fn tls_ret(ctx: RetProbeContext) -> u32 {
+    try_ret(&ctx).unwrap_or(1)
+}
+
+fn try_ret(ctx: &RetProbeContext) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(call) = TLS_CALLS.get_ptr(&pid_tgid) else {
+        return Ok(0);
+    };
+    let call = unsafe { *call };
+    let _ = TLS_CALLS.remove(&pid_tgid);
+
+    let moved: u64 = if call.count_ptr != 0 {
+        // _ex: 1 on success, count written through the pointer.
+        if ctx.ret::<i32>() != 1 {
+            return Ok(0);
+        }
+        unsafe { bpf_probe_read_user(call.count_ptr as *const u64) }.unwrap_or(0)
+    } else if call.lib == TLS_LIB_GNUTLS {
+        let n = ctx.ret::<i64>();
+        if n <= 0 { 0 } else { n as u64 }
+    } else {
+        let n = ctx.ret::<i32>();
+        if n <= 0 { 0 } else { n as u64 }
+    };
+    if moved == 0 {
+        return Ok(0);
+    }
+    let Some(rec) = TLS_SCRATCH.get_ptr_mut(0) else {
+        return Ok(0);
+    };
+    let limit = TLS_CAPTURE_BYTES.load() as u64;
+    let mut n = if moved < limit { moved } else { limit };
+    // Explicit clamp against the buffer size: this is what lets the
+    // verifier bound both the copy and the ring-buffer output below.
+    if n > TLS_DATA_MAX as u64 {
+        n = TLS_DATA_MAX as u64;
+    }
+    if n < moved {
+        count(Counter::TlsTruncated);
+    }
+    unsafe {
+        (*rec).hdr = TlsDataHeader {
+            header: emit::current_header(EventKind::TlsData),
+            conn: call.conn,
+            len: moved,
+            captured: n as u32,
+            dir: call.dir,
+            lib: call.lib,
+            _pad: [0; 2],
+        };
+        if generated::bpf_probe_read_user(
+            (*rec).data.as_mut_ptr() as *mut _,
+            n as u32,
+            call.buf as *const _,
+        ) != 0
+        {
+            count(Counter::ReadError);
+            return Ok(0);
+        }
+        // Only the header and the captured bytes go out, not the whole
+        // 16 KiB scratch record.
+        let size = size_of::<TlsDataHeader>() + n as usize;
+        let bytes = &*(rec as *const [u8; size_of::<TlsDataRecord>()]);
+        if let Some(out) = bytes.get(..size)
+            && EVENTS.output(out, emit::wakeup_flags()).is_err()
+        {
+            count(Counter::RingbufFull);
+        }
+    }
+    Ok(0)
+}

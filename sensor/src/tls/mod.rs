@@ -1,0 +1,145 @@
+//! TLS plaintext capture: which files to probe, and attaching to them.
+//!
+//! Uprobes are per inode, so each library or executable is attached once,
+//! and that covers every process mapping it (now and later). Files are
+//! found at start (system library directories and every process's maps)
+//! and again when a process execs or first connects, which is when a
+//! container's own libssl or a newly installed runtime shows up.
+
+pub mod targets;
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result};
+use aya::{
+    Ebpf,
+    programs::{UProbe, uprobe::UProbeScope},
+};
+use tracing::{info, warn};
+
+use targets::{Candidate, FUNCTIONS, FileId};
+
+/// The return program shared by every TLS function.
+const RET_PROGRAM: &str = "tls_ret";
+
+#[derive(Clone, Debug)]
+pub struct TlsTarget {
+    pub path: PathBuf,
+    pub functions: Vec<&'static str>,
+}
+
+pub struct TlsAttacher {
+    proc_root: PathBuf,
+    /// Files already attached or found to hold no TLS function.
+    done: HashSet<FileId>,
+    /// Processes whose maps were read, by (pid, start ticks).
+    scanned: HashSet<(u32, u64)>,
+    pub attached: Vec<TlsTarget>,
+    pub attach_errors: u64,
+}
+
+/// Loads the TLS programs into the kernel (attaching comes per file).
+pub fn load_programs(bpf: &mut Ebpf) -> Result<()> {
+    let names = FUNCTIONS.iter().map(|(_, p)| *p).chain([RET_PROGRAM]);
+    for name in names {
+        let prog: &mut UProbe = bpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the object"))?
+            .try_into()
+            .with_context(|| format!("program {name} is not a uprobe"))?;
+        prog.load()
+            .with_context(|| format!("loading uprobe program {name}"))?;
+    }
+    Ok(())
+}
+
+impl TlsAttacher {
+    pub fn new(proc_root: &Path) -> Self {
+        Self {
+            proc_root: proc_root.to_path_buf(),
+            done: HashSet::new(),
+            scanned: HashSet::new(),
+            attached: Vec::new(),
+            attach_errors: 0,
+        }
+    }
+
+    /// The host's own TLS libraries, then every running process.
+    pub fn scan_host(&mut self, bpf: &mut Ebpf, pids: impl IntoIterator<Item = (u32, u64)>) {
+        for c in targets::system_libraries() {
+            self.consider(bpf, c);
+        }
+        for (pid, start) in pids {
+            self.scan_process(bpf, pid, start);
+        }
+    }
+
+    /// Reads one process's maps (once per process) and attaches to new files.
+    pub fn scan_process(&mut self, bpf: &mut Ebpf, pid: u32, start_ticks: u64) {
+        if self.scanned.len() > 200_000 {
+            self.scanned.clear(); // bound memory; a rescan is harmless
+        }
+        if !self.scanned.insert((pid, start_ticks)) {
+            return;
+        }
+        self.rescan_process(bpf, pid);
+    }
+
+    /// Reads the maps again even if the process was seen (after an exec, a
+    /// process maps a new set of libraries).
+    pub fn rescan_process(&mut self, bpf: &mut Ebpf, pid: u32) {
+        let (libs, exe) = targets::of_process(&self.proc_root, pid);
+        for c in libs.into_iter().chain(exe) {
+            self.consider(bpf, c);
+        }
+    }
+
+    fn consider(&mut self, bpf: &mut Ebpf, c: Candidate) {
+        if !self.done.insert(c.id) {
+            return;
+        }
+        let functions = targets::exported_functions(&c.path);
+        if functions.is_empty() {
+            return;
+        }
+        let mut ok = Vec::new();
+        for f in &functions {
+            match attach(bpf, f, &c.path) {
+                Ok(()) => ok.push(*f),
+                Err(e) => {
+                    self.attach_errors += 1;
+                    warn!(function = f, file = %c.path.display(), error = %format!("{e:#}"), "TLS uprobe not attached");
+                }
+            }
+        }
+        if !ok.is_empty() {
+            info!(file = %c.path.display(), functions = ?ok, "TLS capture attached");
+            self.attached.push(TlsTarget {
+                path: c.path,
+                functions: ok,
+            });
+        }
+    }
+}
+
+fn attach(bpf: &mut Ebpf, function: &str, path: &Path) -> Result<()> {
+    let entry = FUNCTIONS
+        .iter()
+        .find(|(f, _)| *f == function)
+        .map(|(_, p)| *p)
+        .context("unknown TLS function")?;
+    for prog_name in [entry, RET_PROGRAM] {
+        let prog: &mut UProbe = bpf
+            .program_mut(prog_name)
+            .context("uprobe program missing")?
+            .try_into()?;
+        prog.attach([function], path, UProbeScope::AllProcesses)
+            .with_context(|| {
+                format!("attaching {prog_name} to {function} in {}", path.display())
+            })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Finding the files that hold TLS functions: shared libraries mapped by
+//! processes (through /proc/PID/root, so containers' own copies count too),
+//! the system's libraries, and executables that export the functions
+//! themselves (Node links OpenSSL statically and exports SSL_*).
+
+use std::{
+    collections::HashSet,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use object::{Object, ObjectSymbol};
+
+/// TLS functions, the entry program for each, and the library family.
+pub const FUNCTIONS: [(&str, &str); 6] = [
+    ("SSL_write", "ssl_write"),
+    ("SSL_read", "ssl_read"),
+    ("SSL_write_ex", "ssl_write_ex"),
+    ("SSL_read_ex", "ssl_read_ex"),
+    ("gnutls_record_send", "gnutls_send"),
+    ("gnutls_record_recv", "gnutls_recv"),
+];
+
+/// A file is identified by (device, inode): uprobes are per inode, so one
+/// attach covers every process that maps it, under whatever path.
+pub type FileId = (u64, u64);
+
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    /// A path that opens the file from the sensor's mount namespace.
+    pub path: PathBuf,
+    pub id: FileId,
+}
+
+fn is_tls_library(path: &str) -> bool {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.starts_with("libssl.so") || base.starts_with("libgnutls.so")
+}
+
+pub fn file_id(path: &Path) -> Option<FileId> {
+    let md = std::fs::metadata(path).ok()?;
+    Some((md.dev(), md.ino()))
+}
+
+/// TLS libraries in the usual system directories, so the host's own copies
+/// are covered before any process has loaded them.
+pub fn system_libraries() -> Vec<Candidate> {
+    let dirs = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+        "/lib64",
+    ];
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for dir in dirs {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !is_tls_library(&name) || name.ends_with(".so") {
+                // `libssl.so` without a version is the -dev symlink.
+                continue;
+            }
+            if let Some(id) = file_id(&path)
+                && seen.insert(id)
+            {
+                out.push(Candidate { path, id });
+            }
+        }
+    }
+    out
+}
+
+/// TLS libraries mapped by `pid`, and its executable (to be checked for
+/// exported TLS functions).
+pub fn of_process(proc_root: &Path, pid: u32) -> (Vec<Candidate>, Option<Candidate>) {
+    let dir = proc_root.join(pid.to_string());
+    let root = dir.join("root");
+    let mut libs = Vec::new();
+    if let Ok(maps) = std::fs::read_to_string(dir.join("maps")) {
+        let mut seen = HashSet::new();
+        for line in maps.lines() {
+            // addr perms offset dev inode path
+            let Some(path) = line.split_whitespace().nth(5) else {
+                continue;
+            };
+            if !path.starts_with('/') || !is_tls_library(path) || !seen.insert(path) {
+                continue;
+            }
+            let in_ns = root.join(path.trim_start_matches('/'));
+            if let Some(id) = file_id(&in_ns) {
+                libs.push(Candidate { path: in_ns, id });
+            }
+        }
+    }
+    let exe = dir.join("exe");
+    let exe = file_id(&exe).map(|id| Candidate { path: exe, id });
+    (libs, exe)
+}
+
+/// The TLS functions `path` exports (dynamic symbols, defined here).
+pub fn exported_functions(path: &Path) -> Vec<&'static str> {
+    let Ok(file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    // SAFETY: read-only map of a file we only read; a concurrent truncation
+    // could fault, which is why only library/executable files are mapped.
+    let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
+        return Vec::new();
+    };
+    let Ok(obj) = object::File::parse(&*map) else {
+        return Vec::new();
+    };
+    let defined: HashSet<&str> = obj
+        .dynamic_symbols()
+        .filter(|s| s.is_definition())
+        .filter_map(|s| s.name().ok())
+        .collect();
+    FUNCTIONS
+        .iter()
+        .map(|(f, _)| *f)
+        .filter(|f| defined.contains(f))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_names() {
+        assert!(is_tls_library("/usr/lib/x86_64-linux-gnu/libssl.so.3"));
+        assert!(is_tls_library("libgnutls.so.30"));
+        assert!(!is_tls_library("/usr/lib/x86_64-linux-gnu/libcrypto.so.3"));
+        assert!(!is_tls_library("/opt/libssl_helper.py"));
+    }
+
+    #[test]
+    fn finds_this_hosts_libssl_and_its_functions() {
+        let libs = system_libraries();
+        let ssl = libs
+            .iter()
+            .find(|c| c.path.to_string_lossy().contains("libssl.so"))
+            .expect("libssl on this host (curl depends on it)");
+        let f = exported_functions(&ssl.path);
+        for want in ["SSL_write", "SSL_read", "SSL_write_ex", "SSL_read_ex"] {
+            assert!(
+                f.contains(&want),
+                "{want} missing from {}: {f:?}",
+                ssl.path.display()
+            );
+        }
+        // An executable without TLS exports has none.
+        assert!(exported_functions(Path::new("/bin/sh")).is_empty());
+    }
+
+    #[test]
+    fn a_process_that_maps_nothing_yields_its_exe_only() {
+        let (libs, exe) = of_process(Path::new("/proc"), std::process::id());
+        assert!(
+            libs.iter()
+                .all(|c| is_tls_library(&c.path.to_string_lossy()))
+        );
+        assert!(exe.is_some());
+    }
+}
