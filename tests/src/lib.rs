@@ -316,3 +316,86 @@ pub fn kind(v: &Value) -> &str {
 pub fn pid(v: &Value) -> u64 {
     v["process"]["pid"].as_u64().unwrap_or(0)
 }
+
+/// A local HTTPS (HTTP/1.1, keep-alive) server in Python with a
+/// self-signed certificate made at start; it reports each request it gets.
+pub struct HttpsServer {
+    pub port: u16,
+    pub pid: u32,
+    child: Child,
+    requests: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpsServer {
+    /// `addr` is "127.0.0.1" or "::1".
+    pub fn start(addr: &str) -> HttpsServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let status = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl to make a test certificate");
+        assert!(status.success(), "openssl req failed");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/https_server.py");
+        let mut child = Command::new(python3())
+            .arg(script)
+            .arg(&cert)
+            .arg(&key)
+            .arg(addr)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the HTTPS test server");
+        let pid = child.id();
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let port = lines
+            .next()
+            .and_then(Result::ok)
+            .and_then(|l| l.strip_prefix("PORT ").and_then(|p| p.parse().ok()))
+            .expect("the HTTPS server reports its port");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        {
+            let requests = requests.clone();
+            thread::spawn(move || {
+                for l in lines.map_while(Result::ok) {
+                    requests.lock().unwrap().push(l);
+                }
+            });
+        }
+        HttpsServer {
+            port,
+            pid,
+            child,
+            requests,
+            _dir: dir,
+        }
+    }
+
+    /// "REQ <method> <path> <body bytes>" lines received so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

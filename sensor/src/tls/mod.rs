@@ -6,6 +6,7 @@
 //! and again when a process execs or first connects, which is when a
 //! container's own libssl or a newly installed runtime shows up.
 
+pub mod client_hello;
 pub mod targets;
 
 use std::{
