@@ -18,6 +18,8 @@ pub enum EventKind {
     Connect = 4,
     /// Variable length: a [`TlsDataHeader`] then `captured` bytes.
     TlsData = 5,
+    /// Variable length: a [`SockDataHeader`] then `captured` bytes.
+    SockData = 6,
 }
 
 impl EventKind {
@@ -28,6 +30,7 @@ impl EventKind {
             3 => Some(Self::Exit),
             4 => Some(Self::Connect),
             5 => Some(Self::TlsData),
+            6 => Some(Self::SockData),
             _ => None,
         }
     }
@@ -42,6 +45,7 @@ impl EventKind {
             Self::Exit => size_of::<ExitRecord>(),
             Self::Connect => size_of::<ConnectRecord>(),
             Self::TlsData => size_of::<TlsDataHeader>(),
+            Self::SockData => size_of::<SockDataHeader>(),
         }
     }
 }
@@ -167,6 +171,30 @@ pub struct TlsDataRecord {
     pub data: [u8; TLS_DATA_MAX],
 }
 
+/// Most bytes one socket-data record carries: enough for a ClientHello
+/// (post-quantum key shares make them ~1.8 KiB) or a request head.
+pub const SOCK_DATA_MAX: usize = 4096;
+
+/// The first bytes a process sent on a socket it connected (write/sendto),
+/// captured at syscall entry. `captured` bytes follow this header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SockDataHeader {
+    pub header: EventHeader,
+    pub fd: i32,
+    pub captured: u32,
+    /// Bytes the call was asked to send.
+    pub len: u64,
+}
+
+/// The kernel's scratch layout for building a SockData record.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockDataRecord {
+    pub hdr: SockDataHeader,
+    pub data: [u8; SOCK_DATA_MAX],
+}
+
 /// Indexes of the per-CPU `COUNTERS` array.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,9 +211,11 @@ pub enum Counter {
     /// TLS plaintext longer than the capture limit (sent truncated, with
     /// its true length).
     TlsTruncated = 4,
+    /// A connected socket could not be watched (map full).
+    SockWatchFull = 5,
 }
 
-pub const COUNTER_SLOTS: u32 = 5;
+pub const COUNTER_SLOTS: u32 = 6;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_SLOTS as usize] = [
@@ -194,6 +224,7 @@ impl Counter {
         Self::ConnectPendingError,
         Self::TlsPendingError,
         Self::TlsTruncated,
+        Self::SockWatchFull,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -203,6 +234,7 @@ impl Counter {
             Self::ConnectPendingError => "connect_pending_errors",
             Self::TlsPendingError => "tls_pending_errors",
             Self::TlsTruncated => "tls_truncated_records",
+            Self::SockWatchFull => "socket_watch_full",
         }
     }
 }
@@ -222,6 +254,7 @@ mod pod {
     unsafe impl aya::Pod for ExitRecord {}
     unsafe impl aya::Pod for ConnectRecord {}
     unsafe impl aya::Pod for TlsDataHeader {}
+    unsafe impl aya::Pod for SockDataHeader {}
 }
 
 // Layout checks: the kernel and userspace must agree byte for byte, and the
@@ -232,3 +265,4 @@ const _: () = assert!(size_of::<ForkRecord>().is_multiple_of(8));
 const _: () = assert!(size_of::<ExitRecord>().is_multiple_of(8));
 const _: () = assert!(size_of::<ConnectRecord>().is_multiple_of(8));
 const _: () = assert!(size_of::<TlsDataHeader>().is_multiple_of(8));
+const _: () = assert!(size_of::<SockDataHeader>().is_multiple_of(8));

@@ -12,7 +12,6 @@
 //! outbound API traffic.
 
 use aya_ebpf::{
-    EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::tracepoint,
     programs::TracePointContext,
@@ -22,20 +21,9 @@ use sensor_common::{AF_INET, AF_INET6, ConnectRecord, Counter, EventKind};
 use crate::{
     emit,
     maps::{PENDING_CONNECT, count, is_sensor},
+    sockdata,
+    syscall::{ARG0, ARG1, ARG2, RET, field},
 };
-
-const ARG_FD: usize = 16;
-const ARG_UADDR: usize = 24;
-const ARG_ADDRLEN: usize = 32;
-const RET: usize = 16;
-
-/// Reads a tracepoint record field directly: tracepoint programs may load
-/// from their context (kernel `tp_prog_is_valid_access`), which saves a
-/// `bpf_probe_read` helper call per field.
-#[inline(always)]
-fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
-    unsafe { core::ptr::read_unaligned((ctx.as_ptr() as *const u8).add(offset) as *const T) }
-}
 
 /// connect() arguments parked between syscall entry and exit.
 #[repr(C)]
@@ -56,13 +44,13 @@ fn try_enter(ctx: &TracePointContext) -> Result<u32, i64> {
     if is_sensor((pid_tgid >> 32) as u32) {
         return Ok(0);
     }
-    // Only the arguments are parked here; everything else is read at exit,
-    // where the user's sockaddr is still in place (connect() has not
-    // returned). Keeping enter minimal halves the programs' cost.
+    // Only the arguments are parked here; the sockaddr is read at exit, where
+    // it is still in place (connect() has not returned), so filtered
+    // families cost one map entry and nothing else.
     let pending = PendingConnect {
-        fd: field::<u64>(ctx, ARG_FD) as i64,
-        uaddr: field::<u64>(ctx, ARG_UADDR),
-        addrlen: field::<u64>(ctx, ARG_ADDRLEN),
+        fd: field::<u64>(ctx, ARG0) as i64,
+        uaddr: field::<u64>(ctx, ARG1),
+        addrlen: field::<u64>(ctx, ARG2),
     };
     if PENDING_CONNECT.insert(&pid_tgid, &pending, 0).is_err() {
         count(Counter::ConnectPendingError);
@@ -115,6 +103,11 @@ fn try_exit(ctx: &TracePointContext) -> Result<u32, i64> {
             }
         }
         _ => return Ok(0), // AF_UNIX and others are not reported
+    }
+    // Connected or connecting: watch its first sends (ClientHello, request).
+    const EINPROGRESS: i64 = 115;
+    if ret == 0 || ret == -EINPROGRESS {
+        sockdata::watch(pid_tgid, pending.fd as i32);
     }
     let Some(mut entry) = emit::reserve::<ConnectRecord>() else {
         return Ok(0);

@@ -11,6 +11,8 @@ mod connect;
 mod emit;
 mod maps;
 mod process;
+mod sockdata;
+mod syscall;
 mod task;
 mod tls;
 

@@ -55,6 +55,15 @@ pub static PENDING_CONNECT: HashMap<u64, crate::connect::PendingConnect> =
 #[unsafe(no_mangle)]
 pub static TLS_CAPTURE_BYTES: Global<u32> = Global::new(4096);
 
+/// Most bytes copied per watched send (`sockets.capture_bytes`), at most
+/// `SOCK_DATA_MAX`.
+#[unsafe(no_mangle)]
+pub static SOCK_CAPTURE_BYTES: Global<u32> = Global::new(2048);
+
+/// How many sends of each connected socket are captured.
+#[unsafe(no_mangle)]
+pub static SOCK_CAPTURE_SENDS: Global<u32> = Global::new(2);
+
 #[inline(always)]
 pub fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {

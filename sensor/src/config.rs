@@ -17,7 +17,30 @@ pub struct Config {
     pub output: OutputConfig,
     pub procs: ProcsConfig,
     pub tls: TlsConfig,
+    pub sockets: SocketsConfig,
     pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketsConfig {
+    /// Capture the first sends of connected sockets (TLS ClientHello for
+    /// SNI/ALPN, plain-text requests). Hooks write/sendto/close.
+    pub enabled: bool,
+    /// Bytes copied per captured send.
+    pub capture_bytes: u32,
+    /// Sends captured per connection.
+    pub capture_sends: u32,
+}
+
+impl Default for SocketsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            capture_bytes: 2048,
+            capture_sends: 2,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -214,6 +237,22 @@ impl Config {
             return Err((
                 "tls.capture_bytes",
                 format!("{} must be between 64 and {max}", self.tls.capture_bytes),
+            ));
+        }
+        let max = sensor_common::SOCK_DATA_MAX as u32;
+        if !(64..=max).contains(&self.sockets.capture_bytes) {
+            return Err((
+                "sockets.capture_bytes",
+                format!(
+                    "{} must be between 64 and {max}",
+                    self.sockets.capture_bytes
+                ),
+            ));
+        }
+        if self.sockets.capture_sends > 64 {
+            return Err((
+                "sockets.capture_sends",
+                format!("{} is more than 64", self.sockets.capture_sends),
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

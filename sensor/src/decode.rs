@@ -4,8 +4,8 @@
 //! error the caller counts and skips; nothing here can panic on bad input.
 
 use sensor_common::{
-    ConnectRecord, EventHeader, EventKind, ExecRecord, ExitRecord, ForkRecord, TLS_DATA_MAX,
-    TlsDataHeader,
+    ConnectRecord, EventHeader, EventKind, ExecRecord, ExitRecord, ForkRecord, SOCK_DATA_MAX,
+    SockDataHeader, TLS_DATA_MAX, TlsDataHeader,
 };
 
 #[derive(Clone, Debug)]
@@ -16,6 +16,25 @@ pub enum Record {
     Exit(ExitRecord),
     Connect(ConnectRecord),
     TlsData(Box<TlsData>),
+    SockData(Box<SockData>),
+}
+
+/// The first bytes sent on a connected socket.
+#[derive(Clone, Debug)]
+pub struct SockData {
+    pub hdr: SockDataHeader,
+    pub data: Vec<u8>,
+}
+
+/// The `captured` bytes after a fixed header of `header` bytes, checked.
+fn tail(bytes: &[u8], header: usize, captured: usize, max: usize) -> Result<Vec<u8>, DecodeError> {
+    let carried = bytes.len().saturating_sub(header);
+    // The ring buffer pads records to 8 bytes, so more may follow; fewer,
+    // or more than the kernel can send, is corruption.
+    if captured > carried || captured > max {
+        return Err(DecodeError::BadDataLength { captured, carried });
+    }
+    Ok(bytes[header..header + captured].to_vec())
 }
 
 /// TLS plaintext as captured: the fixed header and the bytes that followed.
@@ -31,8 +50,8 @@ pub enum DecodeError {
     TooShortForHeader { len: usize },
     #[error("record kind {kind} is unknown")]
     UnknownKind { kind: u32 },
-    #[error("TLS record claims {captured} bytes but carries {carried}")]
-    BadTlsLength { captured: usize, carried: usize },
+    #[error("data record claims {captured} bytes but carries {carried}")]
+    BadDataLength { captured: usize, carried: usize },
     #[error("{kind:?} record of {len} bytes, expected at least {need}")]
     Truncated {
         kind: EventKind,
@@ -48,7 +67,7 @@ impl DecodeError {
             Self::TooShortForHeader { .. } => "too_short",
             Self::UnknownKind { .. } => "unknown_kind",
             Self::Truncated { .. } => "truncated",
-            Self::BadTlsLength { .. } => "bad_tls_length",
+            Self::BadDataLength { .. } => "bad_data_length",
         }
     }
 }
@@ -80,18 +99,23 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EventKind::Connect => Record::Connect(read(bytes).ok_or(truncated)?),
         EventKind::TlsData => {
             let hdr: TlsDataHeader = read(bytes).ok_or(truncated)?;
-            let captured = hdr.captured as usize;
-            let carried = bytes.len() - size_of::<TlsDataHeader>();
-            // The ring buffer pads records to 8 bytes, so more may follow;
-            // fewer, or more than the kernel can send, is corruption.
-            if captured > carried || captured > TLS_DATA_MAX {
-                return Err(DecodeError::BadTlsLength { captured, carried });
-            }
-            let start = size_of::<TlsDataHeader>();
-            Record::TlsData(Box::new(TlsData {
-                hdr,
-                data: bytes[start..start + captured].to_vec(),
-            }))
+            let data = tail(
+                bytes,
+                size_of::<TlsDataHeader>(),
+                hdr.captured as usize,
+                TLS_DATA_MAX,
+            )?;
+            Record::TlsData(Box::new(TlsData { hdr, data }))
+        }
+        EventKind::SockData => {
+            let hdr: SockDataHeader = read(bytes).ok_or(truncated)?;
+            let data = tail(
+                bytes,
+                size_of::<SockDataHeader>(),
+                hdr.captured as usize,
+                SOCK_DATA_MAX,
+            )?;
+            Record::SockData(Box::new(SockData { hdr, data }))
         }
     })
 }
@@ -104,6 +128,7 @@ impl Record {
             Record::Exit(r) => &r.header,
             Record::Connect(r) => &r.header,
             Record::TlsData(r) => &r.hdr.header,
+            Record::SockData(r) => &r.hdr.header,
         }
     }
 }
@@ -290,7 +315,7 @@ pub(crate) mod tests {
         // A record whose length claim exceeds what it carries is an error.
         assert!(matches!(
             decode(&b[..b.len() - 1]).unwrap_err(),
-            DecodeError::BadTlsLength {
+            DecodeError::BadDataLength {
                 captured: 16,
                 carried: 15
             }

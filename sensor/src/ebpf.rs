@@ -41,6 +41,14 @@ const TRACEPOINTS: [(&str, &str, &str); 4] = [
     ("sys_exit_connect", "syscalls", "sys_exit_connect"),
 ];
 
+/// First-bytes capture of connected sockets: every write/sendto/close on
+/// the host passes through these (one map lookup when the fd is not watched).
+const SOCKET_TRACEPOINTS: [(&str, &str, &str); 3] = [
+    ("sys_enter_write", "syscalls", "sys_enter_write"),
+    ("sys_enter_sendto", "syscalls", "sys_enter_sendto"),
+    ("sys_enter_close", "syscalls", "sys_enter_close"),
+];
+
 pub fn load(cfg: &Config) -> Result<Loaded> {
     if OBJECT.is_empty() {
         anyhow::bail!(
@@ -68,11 +76,30 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
         .override_global("TASK_OFFSETS", &offsets, true)
         .override_global("WAKEUP_BYTES", &cfg.ringbuf.wakeup_bytes, true)
         .override_global("TLS_CAPTURE_BYTES", &cfg.tls.capture_bytes, true)
+        .override_global("SOCK_CAPTURE_BYTES", &cfg.sockets.capture_bytes, true)
+        .override_global(
+            "SOCK_CAPTURE_SENDS",
+            &if cfg.sockets.enabled {
+                cfg.sockets.capture_sends
+            } else {
+                0
+            },
+            true,
+        )
         .load(OBJECT)
         .context("loading the kernel programs (are you root, with CAP_BPF and CAP_PERFMON?)")?;
 
     let mut attachments = Vec::new();
-    for (name, category, event) in TRACEPOINTS {
+    let socket_hooks = if cfg.sockets.enabled {
+        &SOCKET_TRACEPOINTS[..]
+    } else {
+        degraded.push(
+            "first-bytes capture (SNI, plain HTTP): disabled in config (sockets.enabled = false)"
+                .into(),
+        );
+        &[]
+    };
+    for &(name, category, event) in TRACEPOINTS.iter().chain(socket_hooks) {
         let prog: &mut TracePoint = program(&mut bpf, name)?;
         prog.load()
             .with_context(|| format!("loading program {name}"))?;

@@ -3,7 +3,7 @@
 
 use std::{
     fmt::Write as _,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
 };
 
@@ -58,6 +58,18 @@ pub enum Detail {
         /// `ok`, `EINPROGRESS`, `ECONNREFUSED`, …
         result_name: String,
     },
+    /// A TLS ClientHello sent on a connection the process opened: names
+    /// the destination of any TLS client, hookable or not.
+    TlsClientHello {
+        fd: i32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        daddr: Option<IpAddr>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dport: Option<u16>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sni: Option<String>,
+        alpn: Vec<String>,
+    },
 }
 
 impl Detail {
@@ -67,6 +79,7 @@ impl Detail {
             Detail::Fork { .. } => "fork",
             Detail::Exit { .. } => "exit",
             Detail::Connect { .. } => "connect",
+            Detail::TlsClientHello { .. } => "tls_client_hello",
         }
     }
 }
@@ -121,7 +134,8 @@ pub fn from_record(rec: &Record, procs: &mut ProcessTable, clock: &Clock) -> Opt
             (p, detail)
         }
         Record::Connect(r) => (procs.resolve(&r.header), connect_detail(r)),
-        Record::TlsData(_) => return None,
+        // Plaintext and first bytes: the stream layers handle them.
+        Record::TlsData(_) | Record::SockData(_) => return None,
     };
     Some(Event::new(clock, &header, process, detail))
 }
@@ -201,6 +215,22 @@ impl Event {
             }
             Detail::Exec { filename, .. } => {
                 let _ = write!(s, " ppid={} exec {filename}", p.ppid);
+            }
+            Detail::TlsClientHello {
+                sni,
+                alpn,
+                daddr,
+                dport,
+                fd,
+            } => {
+                let _ = write!(s, " -> sni={}", sni.as_deref().unwrap_or("-"));
+                if let (Some(a), Some(p)) = (daddr, dport) {
+                    let _ = write!(s, " dst={}", SocketAddr::new(*a, *p));
+                }
+                if !alpn.is_empty() {
+                    let _ = write!(s, " alpn={}", alpn.join(","));
+                }
+                let _ = write!(s, " fd={fd}");
             }
             Detail::Fork { child_pid, .. } => {
                 let _ = write!(s, " forked {child_pid}");

@@ -22,6 +22,7 @@ use crate::{
     ebpf::{self, Counters},
     event::{self, Detail},
     procs::ProcessTable,
+    sockets::FirstBytes,
     tls::TlsAttacher,
 };
 
@@ -91,6 +92,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     let own_pid = std::process::id();
     let mut self_events = 0u64;
     let mut tls_records = 0u64;
+    let mut sock_records = 0u64;
+    let mut first_bytes = FirstBytes::default();
     loop {
         tokio::select! {
             n = rx.recv_many(&mut batch, 1024) => {
@@ -106,13 +109,25 @@ pub async fn run(cfg: Config) -> Result<()> {
                         self_events += 1;
                         continue;
                     }
-                    if let Record::TlsData(_) = &rec {
-                        tls_records += 1;
-                        continue;
+                    match &rec {
+                        Record::TlsData(_) => {
+                            tls_records += 1;
+                            continue;
+                        }
+                        Record::SockData(d) => {
+                            sock_records += 1;
+                            if let Some(ev) = first_bytes.on_data(d, &mut procs, &clock) {
+                                *by_kind.entry(ev.detail.kind()).or_default() += 1;
+                                write_event(&mut out, &ev, format, &stop_tx);
+                            }
+                            continue;
+                        }
+                        _ => {}
                     }
                     let Some(ev) = event::from_record(&rec, &mut procs, &clock) else {
                         continue;
                     };
+                    first_bytes.on_event(&ev);
                     if loaded.tls_loaded {
                         match ev.detail {
                             // A new image maps new libraries.
@@ -124,14 +139,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                         }
                     }
                     *by_kind.entry(ev.detail.kind()).or_default() += 1;
-                    let line = match format {
-                        OutputFormat::Json => ev.to_json(),
-                        OutputFormat::Text => ev.to_text(),
-                    };
-                    if writeln!(out, "{line}").is_err() {
-                        // stdout closed (e.g. `sensor run | head`): stop cleanly.
-                        let _ = stop_tx.send(true);
-                    }
+                    write_event(&mut out, &ev, format, &stop_tx);
                 }
                 let _ = out.flush();
                 if last_sweep.elapsed() > Duration::from_secs(5) {
@@ -170,7 +178,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         summary.push_str(&format!(" {k}={v}"));
     }
     summary.push_str(&format!(
-        " process_table_evictions={} self_records_leaked={self_events} tls_records={tls_records} tls_files_attached={} tls_attach_errors={}",
+        " process_table_evictions={} self_records_leaked={self_events} tls_records={tls_records} socket_records={sock_records} tls_files_attached={} tls_attach_errors={}",
         procs.evicted,
         tls.attached.len(),
         tls.attach_errors
@@ -223,5 +231,21 @@ impl DropWatch {
         }
         self.ringbuf_full = ringbuf_full;
         self.queue_full = queue_full;
+    }
+}
+
+fn write_event(
+    out: &mut impl Write,
+    ev: &event::Event,
+    format: OutputFormat,
+    stop: &watch::Sender<bool>,
+) {
+    let line = match format {
+        OutputFormat::Json => ev.to_json(),
+        OutputFormat::Text => ev.to_text(),
+    };
+    if writeln!(out, "{line}").is_err() {
+        // stdout closed (e.g. `sensor run | head`): stop cleanly.
+        let _ = stop.send(true);
     }
 }

@@ -24,6 +24,7 @@ use crate::{
     clock::ns_to_ticks,
     config::ProcsConfig,
     decode::{argv, c_str},
+    redact,
 };
 use sensor_common::{EventHeader, ExecRecord, ExitRecord, ForkRecord};
 
@@ -43,6 +44,7 @@ pub struct Process {
     pub comm: String,
     /// Executable path; empty when it could not be learned.
     pub exe: String,
+    /// Arguments, with credentials replaced (see `redact`).
     pub cmdline: Vec<String>,
     /// cgroup v2 path.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -230,13 +232,15 @@ impl ProcessTable {
                 .map(|p| p.display().to_string())
                 .unwrap_or(filename)
         };
-        let cmdline = if args.is_empty() {
+        // Redacted here, where every command line enters: events only ever
+        // see the stored copy.
+        let cmdline = redact::argv(&if args.is_empty() {
             live.as_ref()
                 .and_then(|p| p.cmdline().ok())
                 .unwrap_or_default()
         } else {
             args
-        };
+        });
         let cgroup_text = live.as_ref().and_then(read_cgroup);
         // exec does not move cgroups: the previous image's entry (or the
         // parent's) is the fallback when the process is already gone.
@@ -344,7 +348,7 @@ fn read_proc(p: &ProcfsProcess) -> Option<Process> {
         uid,
         comm: stat.comm.clone(),
         exe: p.exe().map(|e| e.display().to_string()).unwrap_or_default(),
-        cmdline: p.cmdline().unwrap_or_default(),
+        cmdline: redact::argv(&p.cmdline().unwrap_or_default()),
         cgroup: cgroup_text.as_deref().and_then(container::v2_path),
         cgroup_id: 0,
         container: cgroup_text.as_deref().and_then(container::from_proc_cgroup),

@@ -1,0 +1,291 @@
+//! TLS streams: plaintext records grouped per connection object (SSL
+//! pointer + process), per direction, fed to HTTP parsers, and paired into
+//! API calls (request with its response). Bounded in streams and bytes;
+//! what is evicted is counted.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crate::procs::Process;
+
+/// What the HTTP layer reports for one request (secrets already replaced
+/// by fingerprints).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestSummary {
+    pub method: String,
+    pub target: String,
+    pub authority: String,
+    pub http_version: String,
+    pub credential_fingerprint: Option<String>,
+    pub body_bytes: u64,
+    pub head_bytes: u64,
+}
+
+/// What the HTTP layer reports for one response.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResponseSummary {
+    pub status: u16,
+    pub body_bytes: u64,
+    pub head_bytes: u64,
+}
+
+/// One HTTP exchange, attributed, ready to become an `api_call` event.
+#[derive(Clone, Debug)]
+pub struct ApiCall {
+    pub process: Arc<Process>,
+    pub conn: u64,
+    pub tls_library: &'static str,
+    pub request: RequestSummary,
+    /// None when the stream ended (or was evicted) before a response.
+    pub response: Option<ResponseSummary>,
+    /// Kernel time (ns since boot) of the request's first bytes.
+    pub started_ns: u64,
+    pub finished_ns: u64,
+}
+
+/// Stream identity: the connection object is only unique within a process
+/// incarnation.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct StreamKey {
+    pub pid: u32,
+    pub start_ticks: u64,
+    pub conn: u64,
+}
+
+pub struct Stream<P> {
+    pub parsers: P,
+    pub process: Arc<Process>,
+    pub tls_library: &'static str,
+    pending: VecDeque<(RequestSummary, u64)>,
+    last_seen: Instant,
+}
+
+impl<P> Stream<P> {
+    /// A request finished at kernel time `ns`: await its response.
+    pub fn request(&mut self, req: RequestSummary, ns: u64) {
+        // Pipelining depth is small in practice; a client that never reads
+        // responses must not grow this without bound.
+        if self.pending.len() < 64 {
+            self.pending.push_back((req, ns));
+        }
+    }
+
+    /// A response finished: pair it with the oldest pending request.
+    pub fn response(&mut self, key: &StreamKey, resp: ResponseSummary, ns: u64) -> Option<ApiCall> {
+        let (request, started_ns) = self.pending.pop_front()?;
+        Some(ApiCall {
+            process: self.process.clone(),
+            conn: key.conn,
+            tls_library: self.tls_library,
+            request,
+            response: Some(resp),
+            started_ns,
+            finished_ns: ns,
+        })
+    }
+
+    fn drain_unanswered(&mut self, key: &StreamKey, now_ns: u64) -> Vec<ApiCall> {
+        self.pending
+            .drain(..)
+            .map(|(request, started_ns)| ApiCall {
+                process: self.process.clone(),
+                conn: key.conn,
+                tls_library: self.tls_library,
+                request,
+                response: None,
+                started_ns,
+                finished_ns: now_ns,
+            })
+            .collect()
+    }
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+pub struct FlowStats {
+    pub streams_evicted: u64,
+}
+
+pub struct Flows<P> {
+    streams: HashMap<StreamKey, Stream<P>>,
+    max_streams: usize,
+    idle: Duration,
+    pub stats: FlowStats,
+}
+
+impl<P> Flows<P> {
+    pub fn new(max_streams: usize, idle: Duration) -> Self {
+        Self {
+            streams: HashMap::new(),
+            max_streams,
+            idle,
+            stats: FlowStats::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// The stream for `key`, made with `make` if new. When the table is
+    /// full the least recently used stream goes first; its unanswered
+    /// requests come back so they are still reported.
+    pub fn stream(
+        &mut self,
+        key: StreamKey,
+        process: &Arc<Process>,
+        tls_library: &'static str,
+        now_ns: u64,
+        make: impl FnOnce() -> P,
+        evicted: &mut Vec<ApiCall>,
+    ) -> &mut Stream<P> {
+        if !self.streams.contains_key(&key)
+            && self.streams.len() >= self.max_streams
+            && let Some(oldest) = self
+                .streams
+                .iter()
+                .min_by_key(|(_, s)| s.last_seen)
+                .map(|(k, _)| *k)
+            && let Some(mut s) = self.streams.remove(&oldest)
+        {
+            evicted.extend(s.drain_unanswered(&oldest, now_ns));
+            self.stats.streams_evicted += 1;
+        }
+        let s = self.streams.entry(key).or_insert_with(|| Stream {
+            parsers: make(),
+            process: process.clone(),
+            tls_library,
+            pending: VecDeque::new(),
+            last_seen: Instant::now(),
+        });
+        s.last_seen = Instant::now();
+        s
+    }
+
+    /// Ends idle streams (and all streams of exited processes, which the
+    /// caller names); their unanswered requests are returned.
+    pub fn sweep(
+        &mut self,
+        now: Instant,
+        now_ns: u64,
+        exited: impl Fn(&StreamKey) -> bool,
+    ) -> Vec<ApiCall> {
+        let idle = self.idle;
+        let gone: Vec<StreamKey> = self
+            .streams
+            .iter()
+            .filter(|(k, s)| now.duration_since(s.last_seen) > idle || exited(k))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out = Vec::new();
+        for k in gone {
+            if let Some(mut s) = self.streams.remove(&k) {
+                out.extend(s.drain_unanswered(&k, now_ns));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process() -> Arc<Process> {
+        Arc::new(Process {
+            pid: 7,
+            start_ticks: 1,
+            ppid: 1,
+            uid: 0,
+            comm: "agent".into(),
+            exe: "/usr/bin/agent".into(),
+            cmdline: vec![],
+            cgroup: None,
+            cgroup_id: 0,
+            container: None,
+            partial: false,
+        })
+    }
+
+    fn req(path: &str) -> RequestSummary {
+        RequestSummary {
+            method: "GET".into(),
+            target: path.into(),
+            authority: "vendor.example".into(),
+            http_version: "HTTP/1.1".into(),
+            credential_fingerprint: None,
+            body_bytes: 0,
+            head_bytes: 40,
+        }
+    }
+
+    fn resp(status: u16) -> ResponseSummary {
+        ResponseSummary {
+            status,
+            body_bytes: 2,
+            head_bytes: 30,
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_pair_in_order() {
+        let mut f: Flows<()> = Flows::new(8, Duration::from_secs(60));
+        let key = StreamKey {
+            pid: 7,
+            start_ticks: 1,
+            conn: 0x10,
+        };
+        let p = process();
+        let mut ev = Vec::new();
+        let s = f.stream(key, &p, "openssl", 0, || (), &mut ev);
+        s.request(req("/a"), 100);
+        s.request(req("/b"), 110);
+        let a = s.response(&key, resp(200), 150).unwrap();
+        let b = s.response(&key, resp(404), 190).unwrap();
+        assert_eq!(
+            (a.request.target.as_str(), a.response.unwrap().status),
+            ("/a", 200)
+        );
+        assert_eq!(
+            (b.request.target.as_str(), b.finished_ns - b.started_ns),
+            ("/b", 80)
+        );
+        assert!(
+            s.response(&key, resp(200), 200).is_none(),
+            "no request left to pair"
+        );
+    }
+
+    #[test]
+    fn eviction_is_bounded_counted_and_loses_no_request() {
+        let mut f: Flows<()> = Flows::new(2, Duration::from_secs(60));
+        let p = process();
+        let mut ev = Vec::new();
+        for conn in 0..5u64 {
+            let key = StreamKey {
+                pid: 7,
+                start_ticks: 1,
+                conn,
+            };
+            f.stream(key, &p, "openssl", conn, || (), &mut ev)
+                .request(req("/x"), conn);
+        }
+        assert_eq!(f.len(), 2);
+        assert_eq!(f.stats.streams_evicted, 3);
+        assert_eq!(
+            ev.len(),
+            3,
+            "evicted streams report their unanswered requests"
+        );
+        assert!(ev.iter().all(|c| c.response.is_none()));
+        let rest = f.sweep(Instant::now(), 99, |_| true);
+        assert_eq!(rest.len(), 2);
+        assert!(f.is_empty());
+    }
+}

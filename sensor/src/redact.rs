@@ -1,0 +1,304 @@
+//! Secrets in command lines never reach an event: credentials passed as
+//! arguments (`curl -H "Authorization: Bearer …"`, `--password=…`,
+//! `?api_key=…` in a URL, `https://user:pass@host`, `API_KEY=… cmd`) are
+//! replaced before the process table stores the command line.
+
+const MASK: &str = "<redacted>";
+
+/// Header names whose values are credentials.
+const SECRET_HEADERS: [&str; 7] = [
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+    "x-goog-api-key",
+    "x-auth-token",
+];
+
+/// Words that make an option, query parameter or variable a secret.
+const SECRET_WORDS: [&str; 9] = [
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "apikey",
+    "api-key",
+    "api_key",
+    "credential",
+    "auth",
+];
+
+fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    let n = n.trim_start_matches('-');
+    SECRET_WORDS.iter().any(|w| n.contains(w))
+        || matches!(n, "key" | "k" | "sig" | "signature" | "pass" | "pwd")
+        || n.ends_with("_key")
+        || n.ends_with("-key")
+}
+
+/// Options whose next argument is a secret, or `user:secret`.
+fn takes_secret(opt: &str) -> bool {
+    let bare = opt.trim_start_matches('-');
+    opt.starts_with('-') && !bare.is_empty() && is_secret_name(bare)
+}
+
+/// Redacts a command line.
+pub fn argv(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut next_is_secret = false;
+    let mut next_is_userpass = false;
+    for a in args {
+        if next_is_secret {
+            out.push(MASK.to_string());
+            next_is_secret = false;
+            continue;
+        }
+        if next_is_userpass {
+            out.push(user_pass(a));
+            next_is_userpass = false;
+            continue;
+        }
+        match a.as_str() {
+            // curl -u/--user user:password, --proxy-user
+            "-u" | "--user" | "--proxy-user" | "-U" => {
+                out.push(a.clone());
+                next_is_userpass = true;
+                continue;
+            }
+            _ => {}
+        }
+        if let Some((opt, _)) = a.split_once('=')
+            && opt.starts_with('-')
+            && is_secret_name(opt)
+        {
+            out.push(format!("{opt}={MASK}"));
+            continue;
+        }
+        if takes_secret(a) && !a.contains('=') {
+            out.push(a.clone());
+            next_is_secret = true;
+            continue;
+        }
+        out.push(text(a));
+    }
+    out
+}
+
+fn user_pass(a: &str) -> String {
+    match a.split_once(':') {
+        Some((user, _)) => format!("{user}:{MASK}"),
+        None => a.to_string(),
+    }
+}
+
+/// Redacts secrets inside one argument: header lines, URL credentials and
+/// query values, `NAME=value` assignments, bearer tokens and well-known key
+/// shapes.
+pub fn text(a: &str) -> String {
+    // "Authorization: Bearer x" and friends (curl -H, wget --header).
+    if let Some((name, _)) = a.split_once(':') {
+        let lname = name.trim().to_ascii_lowercase();
+        if SECRET_HEADERS.contains(&lname.as_str()) {
+            return format!("{name}: {MASK}");
+        }
+    }
+    // API_KEY=..., OPENAI_API_KEY=... (env assignments on a shell line).
+    if let Some((name, _)) = a.split_once('=')
+        && !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && is_secret_name(name)
+    {
+        return format!("{name}={MASK}");
+    }
+    let mut s = a.to_string();
+    if s.contains("://") {
+        s = url(&s);
+    }
+    tokens(&s)
+}
+
+/// `scheme://user:pass@host/path?key=v&x=y` → password and secret query
+/// values masked.
+fn url(s: &str) -> String {
+    let (scheme, rest) = match s.split_once("://") {
+        Some(p) => p,
+        None => return s.to_string(),
+    };
+    let (authority, tail) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => format!("{}@{host}", user_pass(userinfo)),
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, frag) = match query.split_once('#') {
+                Some((q, f)) => (q, format!("#{f}")),
+                None => (query, String::new()),
+            };
+            let q: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if is_secret_name(k) => format!("{k}={MASK}"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{path}?{}{frag}", q.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+/// Bearer/Basic credentials and key shapes anywhere in the text.
+fn tokens(s: &str) -> String {
+    let mut out = Vec::new();
+    let mut after_scheme = false;
+    for word in s.split(' ') {
+        let lw = word.to_ascii_lowercase();
+        if after_scheme && !word.is_empty() {
+            out.push(MASK.to_string());
+            after_scheme = false;
+            continue;
+        }
+        after_scheme = lw == "bearer" || lw == "basic" || lw == "token";
+        out.push(mask_key_shapes(word));
+    }
+    out.join(" ")
+}
+
+/// Masks every run of token characters that looks like a key, wherever it
+/// sits in the word (`OpenAI(api_key="sk-…")`).
+fn mask_key_shapes(word: &str) -> String {
+    let is_tok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut out = String::with_capacity(word.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if looks_like_key(run) {
+            out.push_str(MASK);
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in word.chars() {
+        if is_tok(c) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+/// Well-known credential shapes: OpenAI/Anthropic `sk-…`, GitHub `ghp_…`,
+/// Slack `xox?-…`, AWS access key ids, Google `AIza…`.
+fn looks_like_key(w: &str) -> bool {
+    let long_tail = |p: &str| {
+        w.strip_prefix(p).is_some_and(|t| {
+            t.len() >= 16
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+    };
+    long_tail("sk-")
+        || long_tail("ghp_")
+        || long_tail("github_pat_")
+        || long_tail("xoxb-")
+        || long_tail("xoxp-")
+        || long_tail("AIza")
+        || (w.len() == 20
+            && w.starts_with("AKIA")
+            && w.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: &str = "sk-live-PLANTED-unit-1234567890";
+
+    fn r(args: &[&str]) -> Vec<String> {
+        let v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        argv(&v)
+    }
+
+    fn clean(out: &[String]) {
+        let j = out.join(" ");
+        assert!(
+            !j.contains("PLANTED") && !j.contains("hunter2"),
+            "leak: {j}"
+        );
+    }
+
+    #[test]
+    fn curl_headers_urls_and_user() {
+        let out = r(&[
+            "curl",
+            "-H",
+            &format!("Authorization: Bearer {S}"),
+            "-H",
+            &format!("x-api-key: {S}"),
+            "-u",
+            "alice:hunter2",
+            &format!("https://bob:hunter2@api.example/v1/x?api_key={S}&limit=5"),
+        ]);
+        clean(&out);
+        assert_eq!(out[2], "Authorization: <redacted>");
+        assert_eq!(out[6], "alice:<redacted>");
+        assert_eq!(
+            out[7],
+            "https://bob:<redacted>@api.example/v1/x?api_key=<redacted>&limit=5"
+        );
+    }
+
+    #[test]
+    fn options_env_and_key_shapes() {
+        let out = r(&[
+            "mytool",
+            "--password",
+            "hunter2",
+            &format!("--api-key={S}"),
+            "--token",
+            S,
+            &format!("OPENAI_API_KEY={S}"),
+            "--verbose",
+            "-c",
+            &format!("client = OpenAI(api_key=\"{S}\")"),
+        ]);
+        clean(&out);
+        assert_eq!(out[1], "--password");
+        assert_eq!(out[7], "--verbose", "ordinary options are kept");
+    }
+
+    #[test]
+    fn bearer_inside_a_script() {
+        let out = r(&[
+            "sh",
+            "-c",
+            &format!("wget --header 'Authorization: Bearer {S}' https://x/"),
+        ]);
+        clean(&out);
+    }
+
+    #[test]
+    fn ordinary_command_lines_are_untouched() {
+        let args = [
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "127.0.0.1",
+            "https://api.openai.com/v1/chat/completions?stream=true",
+        ];
+        assert_eq!(r(&args), args);
+    }
+}

@@ -1,0 +1,115 @@
+//! TLS: destinations named from the ClientHello, plaintext captured from the
+//! libraries, and no secret from that plaintext ever in the output.
+
+use std::process::Command;
+
+use e2e::{HttpsServer, Sensor, kind, pid, python3, require_root, run, serial};
+
+fn counter(summary: &str, key: &str) -> u64 {
+    summary
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .and_then(|v| v.trim_end_matches(';').parse().ok())
+        .unwrap_or_else(|| panic!("{key} missing from: {summary}"))
+}
+
+#[test]
+fn client_hello_names_the_destination() {
+    let _g = serial();
+    if !require_root("client_hello_names_the_destination") {
+        return;
+    }
+    let sensor = Sensor::start();
+    for addr in ["127.0.0.1", "::1"] {
+        let server = HttpsServer::start(addr);
+        let script = format!(
+            "import socket, ssl\nctx = ssl.create_default_context()\nctx.check_hostname = False\nctx.verify_mode = ssl.CERT_NONE\nctx.set_alpn_protocols(['http/1.1'])\ns = ctx.wrap_socket(socket.create_connection(('{addr}', {})), server_hostname='api.vendor.example')\ns.sendall(b'GET /v1/models HTTP/1.1\\r\\nHost: api.vendor.example\\r\\nConnection: close\\r\\n\\r\\n')\ns.recv(4096)\n",
+            server.port
+        );
+        let (child, status) = run(Command::new(python3()).args(["-c", &script]));
+        assert!(status.success(), "python TLS client to {addr}: {status}");
+        let ev = sensor.wait_for(&format!("ClientHello of {child}"), |v| {
+            kind(v) == "tls_client_hello" && pid(v) == u64::from(child)
+        });
+        assert_eq!(ev["sni"], "api.vendor.example", "{ev}");
+        assert_eq!(ev["alpn"][0], "http/1.1", "{ev}");
+        assert_eq!(ev["daddr"], addr, "{ev}");
+        assert_eq!(ev["dport"], server.port, "{ev}");
+        assert_eq!(server.requests().len(), 1, "{:?}", server.requests());
+    }
+    sensor.stop();
+}
+
+#[test]
+fn curl_hello_carries_its_sni() {
+    let _g = serial();
+    if !require_root("curl_hello_carries_its_sni") {
+        return;
+    }
+    let sensor = Sensor::start();
+    let server = HttpsServer::start("127.0.0.1");
+    let url = format!("https://localhost:{}/v1/chat/completions", server.port);
+    let (child, status) = run(Command::new("curl").args(["-sSk", "-m", "10", "--http1.1", &url]));
+    assert!(status.success());
+    let ev = sensor.wait_for("curl's ClientHello", |v| {
+        kind(v) == "tls_client_hello" && pid(v) == u64::from(child)
+    });
+    assert_eq!(ev["sni"], "localhost", "{ev}");
+    assert_eq!(ev["process"]["exe"], "/usr/bin/curl");
+    sensor.stop();
+}
+
+#[test]
+fn secrets_in_tls_plaintext_never_reach_the_output() {
+    let _g = serial();
+    if !require_root("secrets_in_tls_plaintext_never_reach_the_output") {
+        return;
+    }
+    const SECRET: &str = "sk-live-PLANTED-e2e-7f3a9c1b5d";
+    let sensor = Sensor::start();
+    let server = HttpsServer::start("127.0.0.1");
+    let url = format!(
+        "https://127.0.0.1:{}/v1/orders?api_key={SECRET}",
+        server.port
+    );
+    let auth = format!("Authorization: Bearer {SECRET}");
+    let key = format!("x-api-key: {SECRET}");
+    // curl: SSL_write/SSL_read; python: SSL_write_ex/SSL_read_ex.
+    let (curl, status) = run(Command::new("curl").args([
+        "-sSk",
+        "-m",
+        "10",
+        "--http1.1",
+        "-H",
+        &auth,
+        "-H",
+        &key,
+        "-d",
+        "{\"qty\":1}",
+        &url,
+    ]));
+    assert!(status.success());
+    let script = format!(
+        "import ssl, urllib.request\nctx = ssl.create_default_context()\nctx.check_hostname = False\nctx.verify_mode = ssl.CERT_NONE\nreq = urllib.request.Request('{url}', data=b'{{}}', headers={{'Authorization': 'Bearer {SECRET}', 'Cookie': 'session={SECRET}'}})\nurllib.request.urlopen(req, context=ctx).read()\n"
+    );
+    let (py, status) = run(Command::new(python3()).args(["-c", &script]));
+    assert!(status.success());
+    for child in [curl, py] {
+        sensor.wait_for("the client's exit", |v| {
+            kind(v) == "exit" && pid(v) == u64::from(child)
+        });
+    }
+    assert_eq!(server.requests().len(), 2, "{:?}", server.requests());
+    let events = sensor.events();
+    let (_, stderr) = sensor.stop();
+    // The plaintext was captured (so this check is not vacuous)...
+    assert!(counter(&stderr, "tls_records=") >= 4, "{stderr}");
+    // ...and appears in no event and no log line.
+    for v in &events {
+        assert!(
+            !v.to_string().contains("PLANTED"),
+            "secret in an event: {v}"
+        );
+    }
+    assert!(!stderr.contains("PLANTED"), "secret in the log:\n{stderr}");
+}
