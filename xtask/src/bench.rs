@@ -65,34 +65,43 @@ pub fn run(seconds: u64, rounds: usize) -> Result<()> {
     // open): it times every program run, which would bias the rounds above.
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
     let sensor = RunningSensor::start(&bin)?;
-    connect_count(&listener, dur)?;
-    let ns = connect_programs_ns_per_call();
+    let made = connect_count(&listener, dur)?;
+    let ns = programs_ns_per_connect(made);
     sensor.stop()?;
     drop(stats);
     println!(
-        "kernel programs: {ns:.0} ns per connect (sys_enter + sys_exit, profiled round); the rest of the added cost is the kernel's syscall-tracepoint path, which every syscall of every process takes while a syscall tracepoint is attached"
+        "kernel programs: {ns:.0} ns per connect (all the sensor's programs, profiled round); the rest of the added cost is the kernel's syscall-tracepoint path, which every syscall of every process takes while a syscall tracepoint is attached"
     );
     Ok(())
 }
 
-/// Sum over the two connect programs of their average run time per call.
-fn connect_programs_ns_per_call() -> f64 {
-    aya::programs::loaded_programs()
+/// Names of the sensor's syscall and scheduler programs (the kernel keeps
+/// 15 bytes of a name).
+const PROGRAMS: [&str; 8] = [
+    "sys_enter_conne",
+    "sys_exit_connec",
+    "sys_enter_close",
+    "sys_enter_write",
+    "sys_enter_sendt",
+    "sched_process_e",
+    "sched_process_f",
+    "sched_process_exit",
+];
+
+/// Run time of all the sensor's programs, spread over `connects` loop
+/// iterations (the loop's close runs one too).
+fn programs_ns_per_connect(connects: u64) -> f64 {
+    let total: u128 = aya::programs::loaded_programs()
         .flatten()
-        .filter(|p| {
-            matches!(
-                p.name_as_str(),
-                Some("sys_enter_conne") | Some("sys_exit_connec")
-            )
-        })
+        .filter(|p| p.name_as_str().is_some_and(|n| PROGRAMS.iter().any(|x| x.starts_with(n) || n == *x)))
         .map(|p| {
-            let ns = p.run_time().as_nanos() as f64 / p.run_count().max(1) as f64;
             if std::env::var_os("BENCH_DEBUG").is_some() {
-                eprintln!("  {:?}: {ns:.0} ns x {}", p.name_as_str(), p.run_count());
+                eprintln!("  {:?}: {:?} x {}", p.name_as_str(), p.run_time(), p.run_count());
             }
-            ns
+            p.run_time().as_nanos()
         })
-        .sum()
+        .sum();
+    total as f64 / connects.max(1) as f64
 }
 
 fn median(v: &mut [f64]) -> f64 {
