@@ -18,7 +18,24 @@ pub struct Config {
     pub procs: ProcsConfig,
     pub tls: TlsConfig,
     pub sockets: SocketsConfig,
+    pub state: StateConfig,
     pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Where the sensor keeps what must outlive it (the host's credential
+    /// fingerprint key, later baselines and the audit trail).
+    pub dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/var/lib/sensor"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

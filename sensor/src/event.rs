@@ -58,6 +58,31 @@ pub enum Detail {
         /// `ok`, `EINPROGRESS`, `ECONNREFUSED`, …
         result_name: String,
     },
+    /// One HTTP exchange (request and its response) seen in plaintext.
+    ApiCall {
+        method: String,
+        authority: String,
+        /// Request target with secret query values masked.
+        path: String,
+        path_template: String,
+        /// None when no response was seen (stream ended or evicted).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        request_bytes: u64,
+        response_bytes: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        latency_ms: Option<f64>,
+        http_version: String,
+        /// `tls` (library plaintext) or `plain`.
+        transport: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tls_library: Option<&'static str>,
+        /// Keyed fingerprint of the credential sent, never the credential.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        credential_fingerprint: Option<String>,
+        /// The connection object (SSL pointer), to group calls.
+        connection: String,
+    },
     /// A TLS ClientHello sent on a connection the process opened: names
     /// the destination of any TLS client, hookable or not.
     TlsClientHello {
@@ -80,6 +105,7 @@ impl Detail {
             Detail::Exit { .. } => "exit",
             Detail::Connect { .. } => "connect",
             Detail::TlsClientHello { .. } => "tls_client_hello",
+            Detail::ApiCall { .. } => "api_call",
         }
     }
 }
@@ -231,6 +257,24 @@ impl Event {
                     let _ = write!(s, " alpn={}", alpn.join(","));
                 }
                 let _ = write!(s, " fd={fd}");
+            }
+            Detail::ApiCall {
+                method,
+                authority,
+                path,
+                status,
+                latency_ms,
+                credential_fingerprint,
+                ..
+            } => {
+                let status = status.map_or("-".to_string(), |s| s.to_string());
+                let _ = write!(s, " {method} {authority}{path} -> {status}");
+                if let Some(ms) = latency_ms {
+                    let _ = write!(s, " {ms:.1}ms");
+                }
+                if let Some(fp) = credential_fingerprint {
+                    let _ = write!(s, " cred={fp}");
+                }
             }
             Detail::Fork { child_pid, .. } => {
                 let _ = write!(s, " forked {child_pid}");

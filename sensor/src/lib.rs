@@ -5,6 +5,7 @@
 //! `procs` (process table) → `event` (typed events, rendering) → output.
 
 pub mod btf;
+pub mod calls;
 pub mod clock;
 pub mod collect;
 pub mod config;

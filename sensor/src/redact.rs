@@ -116,7 +116,23 @@ pub fn text(a: &str) -> String {
     if s.contains("://") {
         s = url(&s);
     }
+    let s = code_assignments(&s);
     tokens(&s)
+}
+
+/// Secrets assigned in code or data passed as an argument (`python -c`,
+/// `sh -c`, JSON): `'x-api-key': 'v'`, `api_key="v"`, `"password": "v"`.
+fn code_assignments(s: &str) -> String {
+    static RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#"(?i)(["']?[\w-]*(?:authorization|api[-_]?key|token|secret|password|passwd|cookie|credential)[\w-]*["']?\s*[:=]\s*)(["'])([^"']*)(["'])"#,
+        )
+        .expect("valid regex")
+    });
+    RE.replace_all(s, |c: &regex::Captures| {
+        format!("{}{}{MASK}{}", &c[1], &c[2], &c[4])
+    })
+    .into_owned()
 }
 
 /// `scheme://user:pass@host/path?key=v&x=y` → password and secret query
@@ -134,7 +150,12 @@ fn url(s: &str) -> String {
         Some((userinfo, host)) => format!("{}@{host}", user_pass(userinfo)),
         None => authority.to_string(),
     };
-    let tail = match tail.split_once('?') {
+    format!("{scheme}://{authority}{}", target(tail))
+}
+
+/// A request target (`/path?query#frag`) with secret query values masked.
+pub fn target(t: &str) -> String {
+    match t.split_once('?') {
         Some((path, query)) => {
             let (query, frag) = match query.split_once('#') {
                 Some((q, f)) => (q, format!("#{f}")),
@@ -149,9 +170,8 @@ fn url(s: &str) -> String {
                 .collect();
             format!("{path}?{}{frag}", q.join("&"))
         }
-        None => tail.to_string(),
-    };
-    format!("{scheme}://{authority}{tail}")
+        None => t.to_string(),
+    }
 }
 
 /// Bearer/Basic credentials and key shapes anywhere in the text.
@@ -286,6 +306,17 @@ mod tests {
             &format!("wget --header 'Authorization: Bearer {S}' https://x/"),
         ]);
         clean(&out);
+    }
+
+    #[test]
+    fn secrets_in_code_arguments() {
+        let out = r(&[
+            "python3",
+            "-c",
+            "urlopen(Request(u, headers={'x-api-key': 'k-PLANTED', 'Cookie':\"s=hunter2\"}))\nclient = X(api_key='PLANTED2')",
+        ]);
+        clean(&out);
+        assert!(out[2].contains("'x-api-key': '<redacted>'"), "{}", out[2]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tokio::{
 use tracing::info;
 
 use crate::{
+    calls::Calls,
     clock::Clock,
     collect::{self, CollectStats},
     config::{Config, OutputFormat},
@@ -94,6 +95,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut tls_records = 0u64;
     let mut sock_records = 0u64;
     let mut first_bytes = FirstBytes::default();
+    let mut calls = Calls::new(&cfg.state.dir)?;
     loop {
         tokio::select! {
             n = rx.recv_many(&mut batch, 1024) => {
@@ -110,8 +112,14 @@ pub async fn run(cfg: Config) -> Result<()> {
                         continue;
                     }
                     match &rec {
-                        Record::TlsData(_) => {
+                        Record::TlsData(t) => {
                             tls_records += 1;
+                            let process = procs.resolve(&t.hdr.header);
+                            for call in calls.on_tls(t, &process) {
+                                let ev = crate::calls::event(call, &clock, &t.hdr.header);
+                                *by_kind.entry(ev.detail.kind()).or_default() += 1;
+                                write_event(&mut out, &ev, format, &stop_tx);
+                            }
                             continue;
                         }
                         Record::SockData(d) => {
@@ -178,8 +186,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         summary.push_str(&format!(" {k}={v}"));
     }
     summary.push_str(&format!(
-        " process_table_evictions={} self_records_leaked={self_events} tls_records={tls_records} socket_records={sock_records} tls_files_attached={} tls_attach_errors={}",
+        " process_table_evictions={} self_records_leaked={self_events} tls_records={tls_records} socket_records={sock_records} http_parse_errors={} http_streams_evicted={} tls_files_attached={} tls_attach_errors={}",
         procs.evicted,
+        calls.parse_errors,
+        calls.evicted_streams(),
         tls.attached.len(),
         tls.attach_errors
     ));

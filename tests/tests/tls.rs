@@ -102,8 +102,11 @@ fn secrets_in_tls_plaintext_never_reach_the_output() {
     assert_eq!(server.requests().len(), 2, "{:?}", server.requests());
     let events = sensor.events();
     let (_, stderr) = sensor.stop();
-    // The plaintext was captured (so this check is not vacuous)...
+    // The plaintext was captured and understood (so this check is not
+    // vacuous)...
     assert!(counter(&stderr, "tls_records=") >= 4, "{stderr}");
+    let calls = events.iter().filter(|v| kind(v) == "api_call").count();
+    assert!(calls >= 2, "expected the two calls as events, got {calls}");
     // ...and appears in no event and no log line.
     for v in &events {
         assert!(
@@ -112,4 +115,115 @@ fn secrets_in_tls_plaintext_never_reach_the_output() {
         );
     }
     assert!(!stderr.contains("PLANTED"), "secret in the log:\n{stderr}");
+}
+
+fn api_call_of(sensor: &Sensor, child: u32, method: &str) -> e2e::Value {
+    sensor.wait_for(&format!("{method} api_call of {child}"), |v| {
+        kind(v) == "api_call" && pid(v) == u64::from(child) && v["method"] == method
+    })
+}
+
+#[test]
+fn curl_calls_become_api_calls() {
+    let _g = serial();
+    if !require_root("curl_calls_become_api_calls") {
+        return;
+    }
+    let sensor = Sensor::start();
+    let server = HttpsServer::start("127.0.0.1");
+    let base = format!("https://localhost:{}", server.port);
+    let (get, status) = run(Command::new("curl").args([
+        "-sSk",
+        "-m",
+        "10",
+        "--http1.1",
+        "-H",
+        "Authorization: Bearer tok-e2e-123",
+        &format!("{base}/v1/orders/8812?limit=5"),
+    ]));
+    assert!(status.success());
+    let (post, status) = run(Command::new("curl").args([
+        "-sSk",
+        "-m",
+        "10",
+        "--http1.1",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        "{\"sku\":\"A-1\",\"qty\":2}",
+        &format!("{base}/v1/orders"),
+    ]));
+    assert!(status.success());
+
+    let g = api_call_of(&sensor, get, "GET");
+    assert_eq!(g["authority"], format!("localhost:{}", server.port), "{g}");
+    assert_eq!(g["path"], "/v1/orders/8812?limit=5");
+    assert_eq!(g["path_template"], "/v1/orders/{id}?limit");
+    assert_eq!(g["status"], 200);
+    assert_eq!(g["http_version"], "HTTP/1.1");
+    assert_eq!(g["transport"], "tls");
+    assert_eq!(g["tls_library"], "openssl");
+    let fp = g["credential_fingerprint"].as_str().unwrap();
+    assert!(
+        fp.starts_with("Bearer fp:") && !fp.contains("tok-e2e"),
+        "{fp}"
+    );
+    assert!(g["response_bytes"].as_u64().unwrap() > 20, "{g}");
+    assert!(g["latency_ms"].as_f64().unwrap() >= 0.0);
+
+    let p = api_call_of(&sensor, post, "POST");
+    assert_eq!(p["status"], 201, "{p}");
+    assert_eq!(p["path_template"], "/v1/orders");
+    assert!(
+        p["request_bytes"].as_u64().unwrap() >= 21,
+        "body counted: {p}"
+    );
+    assert!(p.get("credential_fingerprint").is_none(), "{p}");
+
+    // The server saw exactly these two requests.
+    let reqs = server.requests();
+    assert_eq!(
+        reqs,
+        [
+            "REQ GET /v1/orders/8812?limit=5 0",
+            "REQ POST /v1/orders 21"
+        ],
+        "{reqs:?}"
+    );
+    sensor.stop();
+}
+
+#[test]
+fn python_ex_calls_become_api_calls() {
+    let _g = serial();
+    if !require_root("python_ex_calls_become_api_calls") {
+        return;
+    }
+    let sensor = Sensor::start();
+    let server = HttpsServer::start("127.0.0.1");
+    // urllib over Python's ssl module: SSL_write_ex / SSL_read_ex.
+    let script = format!(
+        "import ssl, urllib.request\nctx = ssl.create_default_context()\nctx.check_hostname = False\nctx.verify_mode = ssl.CERT_NONE\nbase = 'https://127.0.0.1:{}'\nurllib.request.urlopen(base + '/crm/customers/42', context=ctx).read()\nreq = urllib.request.Request(base + '/billing/credits', data=b'{{\"amount\": 50}}', headers={{'x-api-key': 'crm-key-e2e'}})\nurllib.request.urlopen(req, context=ctx).read()\n",
+        server.port
+    );
+    let (child, status) = run(Command::new(python3()).args(["-c", &script]));
+    assert!(status.success());
+    let g = api_call_of(&sensor, child, "GET");
+    assert_eq!(g["path_template"], "/crm/customers/{id}", "{g}");
+    assert_eq!(g["status"], 200);
+    let p = api_call_of(&sensor, child, "POST");
+    assert_eq!(p["path"], "/billing/credits", "{p}");
+    assert_eq!(p["status"], 201);
+    let fp = p["credential_fingerprint"].as_str().unwrap();
+    assert!(fp.starts_with("fp:") && fp.len() == 15, "{fp}");
+    assert_eq!(server.requests().len(), 2);
+    // The test server's own side of the connections is not reported.
+    assert!(
+        !sensor
+            .events()
+            .iter()
+            .any(|v| kind(v) == "api_call" && pid(v) == u64::from(server.pid)),
+        "server-side exchanges must not be reported as calls"
+    );
+    sensor.stop();
 }

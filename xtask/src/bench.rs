@@ -93,10 +93,18 @@ const PROGRAMS: [&str; 8] = [
 fn programs_ns_per_connect(connects: u64) -> f64 {
     let total: u128 = aya::programs::loaded_programs()
         .flatten()
-        .filter(|p| p.name_as_str().is_some_and(|n| PROGRAMS.iter().any(|x| x.starts_with(n) || n == *x)))
+        .filter(|p| {
+            p.name_as_str()
+                .is_some_and(|n| PROGRAMS.iter().any(|x| x.starts_with(n) || n == *x))
+        })
         .map(|p| {
             if std::env::var_os("BENCH_DEBUG").is_some() {
-                eprintln!("  {:?}: {:?} x {}", p.name_as_str(), p.run_time(), p.run_count());
+                eprintln!(
+                    "  {:?}: {:?} x {}",
+                    p.name_as_str(),
+                    p.run_time(),
+                    p.run_count()
+                );
             }
             p.run_time().as_nanos()
         })

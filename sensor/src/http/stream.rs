@@ -1,0 +1,568 @@
+//! HTTP/1.1 message framing over one direction of a captured byte stream:
+//! keep-alive and pipelining, Content-Length, chunked bodies (extensions,
+//! trailers), bodiless responses (1xx, 204, 304, HEAD), read-until-close.
+//! Heads are parsed with `httparse`; bodies are counted, not kept.
+//!
+//! Memory is bounded (a head may not exceed `MAX_HEAD`); bad input is an
+//! error that resets the stream, which then waits for the next thing that
+//! looks like a message start. Nothing here panics on input.
+
+use std::collections::VecDeque;
+
+/// Largest request/response head accepted.
+pub const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 128;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+/// A parsed head with the header values the layers above need. Values of
+/// credential headers are never stored, only passed to `on_secret`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Head {
+    pub method: String,
+    pub target: String,
+    pub status: u16,
+    pub version: u8,
+    pub host: Option<String>,
+    pub head_bytes: u64,
+    /// Keyed fingerprints of credential header values.
+    pub credentials: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    /// A complete message: its head and body size.
+    Complete { head: Head, body_bytes: u64 },
+    /// Input that could not be framed; the stream resynchronises.
+    Error(String),
+}
+
+#[derive(Clone, Debug)]
+enum Body {
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+}
+
+#[derive(Clone, Debug)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+pub struct H1Stream {
+    dir: Direction,
+    buf: Vec<u8>,
+    current: Option<(Head, Body, u64)>,
+    /// Methods of requests whose responses are awaited (HEAD has no body).
+    methods: VecDeque<String>,
+    /// True after an error until a plausible message start is seen.
+    lost: bool,
+}
+
+/// Credential headers: their values become fingerprints, never text.
+pub const SECRET_HEADERS: [&str; 7] = [
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+    "set-cookie",
+    "x-goog-api-key",
+];
+
+impl H1Stream {
+    pub fn new(dir: Direction) -> Self {
+        Self {
+            dir,
+            buf: Vec::new(),
+            current: None,
+            methods: VecDeque::new(),
+            lost: false,
+        }
+    }
+
+    /// Tells a response stream the method of a request sent on the same
+    /// connection (responses to HEAD carry no body).
+    pub fn expect_response_to(&mut self, method: &str) {
+        if self.methods.len() < 256 {
+            self.methods.push_back(method.to_string());
+        }
+    }
+
+    /// `n` bytes of the stream were not captured (the kernel copies a
+    /// bounded prefix of each call). Inside a body they are simply counted;
+    /// anywhere else the message cannot be framed.
+    pub fn gap(&mut self, n: u64) -> Vec<Message> {
+        let mut out = Vec::new();
+        if let Some((_, body, got)) = &mut self.current {
+            match body {
+                Body::Length(rest) if *rest >= n => {
+                    *rest -= n;
+                    *got += n;
+                    if *rest == 0 {
+                        self.finish(&mut out);
+                    }
+                    return out;
+                }
+                Body::Chunked(Chunk::Data(rest)) if *rest >= n => {
+                    *rest -= n;
+                    *got += n;
+                    if *rest == 0 {
+                        *body = Body::Chunked(Chunk::DataEnd);
+                    }
+                    return out;
+                }
+                Body::UntilClose => {
+                    *got += n;
+                    return out;
+                }
+                _ => {}
+            }
+        }
+        self.fail(&mut out, format!("{n} bytes not captured outside a body"));
+        out
+    }
+
+    /// The connection ended: a read-until-close body is complete.
+    pub fn close(&mut self) -> Vec<Message> {
+        let mut out = Vec::new();
+        if matches!(self.current, Some((_, Body::UntilClose, _))) {
+            self.finish(&mut out);
+        }
+        out
+    }
+
+    pub fn feed(&mut self, mut data: &[u8], fingerprint: &dyn Fn(&[u8]) -> String) -> Vec<Message> {
+        let mut out = Vec::new();
+        while !data.is_empty() || (self.current.is_none() && !self.buf.is_empty() && !self.lost) {
+            if self.current.is_none() {
+                if self.lost {
+                    // Skip to something that starts like a message.
+                    match find_start(data, self.dir) {
+                        Some(i) => {
+                            data = &data[i..];
+                            self.lost = false;
+                        }
+                        None => return out,
+                    }
+                }
+                self.buf.extend_from_slice(data);
+                match self.parse_head(fingerprint) {
+                    Ok(Some((head, body, used))) => {
+                        // Bytes after the head go back to the input.
+                        let rest = self.buf.split_off(used);
+                        self.buf.clear();
+                        self.current = Some((head, body, 0));
+                        if let Some((_, Body::Length(0), _)) = &self.current {
+                            self.finish(&mut out);
+                        }
+                        if !rest.is_empty() {
+                            out.extend(self.feed(&rest, fingerprint));
+                        }
+                        return out;
+                    }
+                    Ok(None) => {
+                        if self.buf.len() > MAX_HEAD {
+                            let n = self.buf.len();
+                            self.fail(
+                                &mut out,
+                                format!("head larger than {MAX_HEAD} bytes ({n} so far)"),
+                            );
+                        }
+                        return out;
+                    }
+                    Err(e) => {
+                        // Look for the next message start past the bad byte.
+                        let rest = self.buf.get(1..).unwrap_or(&[]).to_vec();
+                        self.fail(&mut out, e);
+                        out.extend(self.feed(&rest, fingerprint));
+                        return out;
+                    }
+                }
+            }
+            let used = self.body(data, &mut out);
+            data = &data[used..];
+        }
+        out
+    }
+
+    fn fail(&mut self, out: &mut Vec<Message>, why: String) {
+        out.push(Message::Error(why));
+        self.buf.clear();
+        self.current = None;
+        self.lost = true;
+    }
+
+    fn finish(&mut self, out: &mut Vec<Message>) {
+        if let Some((head, _, got)) = self.current.take() {
+            out.push(Message::Complete {
+                head,
+                body_bytes: got,
+            });
+        }
+    }
+
+    /// Consumes body bytes from `data`; returns how many were used.
+    fn body(&mut self, data: &[u8], out: &mut Vec<Message>) -> usize {
+        let Some((_, body, got)) = &mut self.current else {
+            return 0;
+        };
+        match body {
+            Body::Length(rest) => {
+                let n = (*rest).min(data.len() as u64);
+                *rest -= n;
+                *got += n;
+                if *rest == 0 {
+                    self.finish(out);
+                }
+                n as usize
+            }
+            Body::UntilClose => {
+                *got += data.len() as u64;
+                data.len()
+            }
+            Body::Chunked(state) => {
+                let mut i = 0;
+                while i < data.len() {
+                    match state {
+                        Chunk::Data(rest) => {
+                            let n = (*rest).min((data.len() - i) as u64);
+                            *rest -= n;
+                            *got += n;
+                            i += n as usize;
+                            if *rest == 0 {
+                                *state = Chunk::DataEnd;
+                            }
+                        }
+                        Chunk::Size | Chunk::DataEnd | Chunk::Trailers => {
+                            // Line-oriented parts: gather one line.
+                            let Some(nl) = data[i..].iter().position(|&b| b == b'\n') else {
+                                self.buf.extend_from_slice(&data[i..]);
+                                if self.buf.len() > 4096 {
+                                    self.fail(out, "chunk framing line too long".into());
+                                }
+                                return data.len();
+                            };
+                            self.buf.extend_from_slice(&data[i..i + nl]);
+                            i += nl + 1;
+                            let line = std::mem::take(&mut self.buf);
+                            let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                            match state {
+                                Chunk::Size => {
+                                    let hex = line.split(|&b| b == b';').next().unwrap_or(b"");
+                                    let hex = std::str::from_utf8(hex).unwrap_or("").trim();
+                                    match u64::from_str_radix(hex, 16) {
+                                        Ok(0) => *state = Chunk::Trailers,
+                                        Ok(n) => *state = Chunk::Data(n),
+                                        Err(_) => {
+                                            self.fail(out, format!("bad chunk size {hex:?}"));
+                                            return data.len();
+                                        }
+                                    }
+                                }
+                                Chunk::DataEnd => {
+                                    if !line.is_empty() {
+                                        self.fail(out, "chunk not followed by CRLF".into());
+                                        return data.len();
+                                    }
+                                    *state = Chunk::Size;
+                                }
+                                Chunk::Trailers => {
+                                    if line.is_empty() {
+                                        self.finish(out);
+                                        return i;
+                                    }
+                                }
+                                Chunk::Data(_) => {}
+                            }
+                        }
+                    }
+                }
+                i
+            }
+        }
+    }
+
+    /// Parses a head from `self.buf`: Ok(None) if incomplete.
+    fn parse_head(
+        &mut self,
+        fingerprint: &dyn Fn(&[u8]) -> String,
+    ) -> Result<Option<(Head, Body, usize)>, String> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let (used, mut head, hdrs): (usize, Head, Vec<(String, &[u8])>) = match self.dir {
+            Direction::Request => {
+                let mut req = httparse::Request::new(&mut headers);
+                match req.parse(&self.buf) {
+                    Ok(httparse::Status::Complete(n)) => (
+                        n,
+                        Head {
+                            method: req.method.unwrap_or("").to_string(),
+                            target: req.path.unwrap_or("").to_string(),
+                            status: 0,
+                            version: req.version.unwrap_or(1),
+                            host: None,
+                            head_bytes: n as u64,
+                            credentials: Vec::new(),
+                        },
+                        req.headers
+                            .iter()
+                            .map(|h| (h.name.to_ascii_lowercase(), h.value))
+                            .collect(),
+                    ),
+                    Ok(httparse::Status::Partial) => return Ok(None),
+                    Err(e) => return Err(format!("request head: {e}")),
+                }
+            }
+            Direction::Response => {
+                let mut resp = httparse::Response::new(&mut headers);
+                match resp.parse(&self.buf) {
+                    Ok(httparse::Status::Complete(n)) => (
+                        n,
+                        Head {
+                            method: String::new(),
+                            target: String::new(),
+                            status: resp.code.unwrap_or(0),
+                            version: resp.version.unwrap_or(1),
+                            host: None,
+                            head_bytes: n as u64,
+                            credentials: Vec::new(),
+                        },
+                        resp.headers
+                            .iter()
+                            .map(|h| (h.name.to_ascii_lowercase(), h.value))
+                            .collect(),
+                    ),
+                    Ok(httparse::Status::Partial) => return Ok(None),
+                    Err(e) => return Err(format!("response head: {e}")),
+                }
+            }
+        };
+        let mut length = None;
+        let mut chunked = false;
+        for (name, value) in &hdrs {
+            match name.as_str() {
+                "host" => {
+                    head.host = Some(String::from_utf8_lossy(value).trim().to_ascii_lowercase())
+                }
+                "content-length" => {
+                    let v = std::str::from_utf8(value).unwrap_or("").trim();
+                    length = Some(
+                        v.parse::<u64>()
+                            .map_err(|_| format!("bad Content-Length {v:?}"))?,
+                    );
+                }
+                "transfer-encoding" => {
+                    chunked = String::from_utf8_lossy(value)
+                        .to_ascii_lowercase()
+                        .contains("chunked");
+                }
+                n if SECRET_HEADERS.contains(&n) => head.credentials.push(fingerprint(value)),
+                _ => {}
+            }
+        }
+        let body = match self.dir {
+            Direction::Request => {
+                if chunked {
+                    Body::Chunked(Chunk::Size)
+                } else {
+                    Body::Length(length.unwrap_or(0))
+                }
+            }
+            Direction::Response => {
+                let method = if (100..200).contains(&head.status) {
+                    // Interim response: the request still awaits its final one.
+                    self.methods.front().cloned().unwrap_or_default()
+                } else {
+                    self.methods.pop_front().unwrap_or_default()
+                };
+                if method == "HEAD"
+                    || (100..200).contains(&head.status)
+                    || head.status == 204
+                    || head.status == 304
+                {
+                    Body::Length(0)
+                } else if chunked {
+                    Body::Chunked(Chunk::Size)
+                } else if let Some(n) = length {
+                    Body::Length(n)
+                } else {
+                    Body::UntilClose
+                }
+            }
+        };
+        Ok(Some((head, body, used)))
+    }
+}
+
+/// Offset of the first plausible message start in `data`.
+fn find_start(data: &[u8], dir: Direction) -> Option<usize> {
+    const METHODS: [&[u8]; 7] = [
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"DELETE ",
+        b"PATCH ",
+        b"HEAD ",
+        b"OPTIONS ",
+    ];
+    (0..data.len()).find(|&i| {
+        let s = &data[i..];
+        match dir {
+            Direction::Request => METHODS.iter().any(|m| s.starts_with(m)),
+            Direction::Response => s.starts_with(b"HTTP/1."),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(v: &[u8]) -> String {
+        format!("fp:{}", v.len())
+    }
+
+    fn feed_all(s: &mut H1Stream, data: &[u8]) -> Vec<Message> {
+        s.feed(data, &fp)
+    }
+
+    fn feed_bytewise(s: &mut H1Stream, data: &[u8]) -> Vec<Message> {
+        let mut out = Vec::new();
+        for b in data {
+            out.extend(s.feed(std::slice::from_ref(b), &fp));
+        }
+        out
+    }
+
+    fn complete(m: &[Message]) -> Vec<(String, String, u16, u64)> {
+        m.iter()
+            .filter_map(|m| match m {
+                Message::Complete { head, body_bytes } => Some((
+                    head.method.clone(),
+                    head.target.clone(),
+                    head.status,
+                    *body_bytes,
+                )),
+                Message::Error(_) => None,
+            })
+            .collect()
+    }
+
+    const REQS: &[u8] = b"POST /v1/orders HTTP/1.1\r\nHost: Vendor.Example\r\nAuthorization: Bearer sk-secret-123\r\nContent-Length: 9\r\n\r\n{\"qty\":1}GET /v1/orders/7 HTTP/1.1\r\nHost: vendor.example\r\n\r\n";
+    const RESPS: &[u8] = b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nabcd\r\n3\r\nefg\r\n0\r\nX-Trailer: y\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+    #[test]
+    fn pipelined_requests_and_chunked_responses() {
+        for bytewise in [false, true] {
+            let mut rq = H1Stream::new(Direction::Request);
+            let m = if bytewise {
+                feed_bytewise(&mut rq, REQS)
+            } else {
+                feed_all(&mut rq, REQS)
+            };
+            assert_eq!(
+                complete(&m),
+                [
+                    ("POST".into(), "/v1/orders".into(), 0, 9),
+                    ("GET".into(), "/v1/orders/7".into(), 0, 0)
+                ]
+            );
+            let Message::Complete { head, .. } = &m[0] else {
+                panic!()
+            };
+            assert_eq!(head.host.as_deref(), Some("vendor.example"));
+            assert_eq!(head.credentials, ["fp:20"]);
+            assert!(!format!("{m:?}").contains("sk-secret"), "no secret kept");
+
+            let mut rs = H1Stream::new(Direction::Response);
+            rs.expect_response_to("POST");
+            rs.expect_response_to("GET");
+            let m = if bytewise {
+                feed_bytewise(&mut rs, RESPS)
+            } else {
+                feed_all(&mut rs, RESPS)
+            };
+            assert_eq!(
+                complete(&m),
+                [
+                    (String::new(), String::new(), 201, 7),
+                    (String::new(), String::new(), 200, 2)
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn bodiless_responses() {
+        let mut rs = H1Stream::new(Direction::Response);
+        for m in ["HEAD", "GET", "GET", "GET"] {
+            rs.expect_response_to(m);
+        }
+        let data = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\nHTTP/1.1 200 OK\r\n\r\nrest-until-close";
+        let m = feed_all(&mut rs, data);
+        let statuses: Vec<u16> = complete(&m).iter().map(|c| c.2).collect();
+        assert_eq!(statuses, [200, 100, 204, 304]);
+        let m = rs.close();
+        assert_eq!(complete(&m), [(String::new(), String::new(), 200, 16)]);
+    }
+
+    #[test]
+    fn garbage_then_resync() {
+        let mut rq = H1Stream::new(Direction::Request);
+        let m = feed_all(
+            &mut rq,
+            b"\x16\x03\x01garbage\r\n\r\nGET /ok HTTP/1.1\r\n\r\n",
+        );
+        assert!(matches!(m[0], Message::Error(_)), "{m:?}");
+        assert_eq!(complete(&m), [("GET".into(), "/ok".into(), 0, 0)]);
+    }
+
+    #[test]
+    fn head_size_is_bounded() {
+        let mut rq = H1Stream::new(Direction::Request);
+        let mut big = b"GET / HTTP/1.1\r\n".to_vec();
+        for _ in 0..5000 {
+            big.extend_from_slice(b"X-Pad: aaaaaaaaaaaaaaaaaa\r\n");
+        }
+        let m = feed_all(&mut rq, &big);
+        assert!(m.iter().any(|m| matches!(m, Message::Error(_))));
+        assert!(rq.buf.len() <= MAX_HEAD);
+    }
+
+    #[test]
+    fn gaps_inside_bodies_are_counted() {
+        let mut rs = H1Stream::new(Direction::Response);
+        rs.expect_response_to("GET");
+        let mut m = feed_all(
+            &mut rs,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\nabc",
+        );
+        m.extend(rs.gap(9997));
+        assert_eq!(complete(&m), [(String::new(), String::new(), 200, 10000)]);
+        // A gap in a head cannot be framed.
+        let mut rq = H1Stream::new(Direction::Request);
+        rq.feed(b"GET / HT", &fp);
+        assert!(matches!(rq.gap(10)[0], Message::Error(_)));
+    }
+
+    #[test]
+    fn arbitrary_splits_never_panic() {
+        let all = [REQS, RESPS].concat();
+        for dir in [Direction::Request, Direction::Response] {
+            for cut in 0..all.len() {
+                let mut s = H1Stream::new(dir);
+                s.feed(&all[..cut], &fp);
+                s.feed(&all[cut..], &fp);
+                s.gap(3);
+                s.close();
+            }
+        }
+    }
+}
