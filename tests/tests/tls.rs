@@ -227,3 +227,67 @@ fn python_ex_calls_become_api_calls() {
     );
     sensor.stop();
 }
+
+#[test]
+fn gnutls_calls_become_api_calls() {
+    let _g = serial();
+    if !require_root("gnutls_calls_become_api_calls") {
+        return;
+    }
+    let sensor = Sensor::start();
+    let server = HttpsServer::start("127.0.0.1");
+    // Debian's wget links GnuTLS: gnutls_record_send / gnutls_record_recv.
+    let url = format!("https://127.0.0.1:{}/v1/inventory/items", server.port);
+    let (child, status) = run(Command::new("wget").args([
+        "-q",
+        "--no-check-certificate",
+        "-O",
+        "/dev/null",
+        "--header",
+        "Authorization: Bearer w-e2e",
+        &url,
+    ]));
+    assert!(status.success(), "wget: {status}");
+    let g = api_call_of(&sensor, child, "GET");
+    assert_eq!(g["tls_library"], "gnutls", "{g}");
+    assert_eq!(g["path"], "/v1/inventory/items");
+    assert_eq!(g["status"], 200);
+    assert!(
+        g["credential_fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bearer fp:")
+    );
+    sensor.stop();
+}
+
+#[test]
+fn node_fetch_becomes_an_api_call() {
+    let _g = serial();
+    if !require_root("node_fetch_becomes_an_api_call") {
+        return;
+    }
+    let sensor = Sensor::start();
+    let server = HttpsServer::start("127.0.0.1");
+    // Node links OpenSSL statically and exports SSL_*; its TLS runs over a
+    // memory BIO.
+    let script = format!(
+        "fetch('https://127.0.0.1:{}/v1/chat/completions', {{method: 'POST', body: JSON.stringify({{model: 'm'}}), headers: {{authorization: 'Bearer node-e2e', 'content-type': 'application/json'}}}}).then(r => r.text()).then(() => process.exit(0), e => {{ console.error(e); process.exit(1); }})",
+        server.port
+    );
+    let (child, status) = run(Command::new("node")
+        .args(["-e", &script])
+        .env("NODE_TLS_REJECT_UNAUTHORIZED", "0"));
+    assert!(status.success(), "node: {status}");
+    let p = api_call_of(&sensor, child, "POST");
+    assert_eq!(p["path"], "/v1/chat/completions", "{p}");
+    assert_eq!(p["status"], 201);
+    assert_eq!(p["process"]["exe"], "/usr/bin/node");
+    assert!(
+        p["credential_fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bearer fp:")
+    );
+    sensor.stop();
+}

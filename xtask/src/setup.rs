@@ -24,6 +24,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("curl", "a real client in the end-to-end tests"),
     ("python3", "a real client in the end-to-end tests"),
+    ("wget", "a GnuTLS client in the end-to-end tests"),
+    ("openssl", "makes the test certificates"),
 ];
 
 pub fn ensure() -> Result<()> {

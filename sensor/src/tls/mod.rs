@@ -70,7 +70,10 @@ impl TlsAttacher {
 
     /// The host's own TLS libraries, then every running process.
     pub fn scan_host(&mut self, bpf: &mut Ebpf, pids: impl IntoIterator<Item = (u32, u64)>) {
-        for c in targets::system_libraries() {
+        for c in targets::system_libraries()
+            .into_iter()
+            .chain(targets::system_runtimes())
+        {
             self.consider(bpf, c);
         }
         for (pid, start) in pids {

@@ -76,6 +76,28 @@ pub fn system_libraries() -> Vec<Candidate> {
     out
 }
 
+/// Runtimes that carry their own OpenSSL and export it (Node), found in
+/// the usual binary directories at start: a process's first request comes
+/// within milliseconds of its exec, sooner than a per-process scan could
+/// attach, so known runtimes are covered before they run.
+pub fn system_runtimes() -> Vec<Candidate> {
+    let dirs = ["/usr/bin", "/usr/local/bin", "/bin", "/opt/node/bin"];
+    let names = ["node", "nodejs"];
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for dir in dirs {
+        for name in names {
+            let path = Path::new(dir).join(name);
+            if let Some(id) = file_id(&path)
+                && seen.insert(id)
+            {
+                out.push(Candidate { path, id });
+            }
+        }
+    }
+    out
+}
+
 /// TLS libraries mapped by `pid`, and its executable (to be checked for
 /// exported TLS functions).
 pub fn of_process(proc_root: &Path, pid: u32) -> (Vec<Candidate>, Option<Candidate>) {
