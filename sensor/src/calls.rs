@@ -7,12 +7,12 @@ use sensor_common::{TLS_DIR_WRITE, TLS_LIB_GNUTLS};
 
 use crate::{
     clock::Clock,
-    decode::TlsData,
+    decode::{SockData, TlsData},
     event::{Detail, Event},
     flows::{ApiCall, Flows, RequestSummary, ResponseSummary, StreamKey},
     http::{
         fingerprint::Fingerprinter,
-        stream::{Direction, H1Stream, Message},
+        stream::{Direction, H1Stream, Message, SECRET_HEADERS},
         template::path_template,
     },
     procs::Process,
@@ -144,6 +144,55 @@ impl Calls {
     }
 }
 
+impl Calls {
+    /// A plain-text request seen in the first sends of a connected socket.
+    /// Only sends are captured on plain sockets so far: the call carries no
+    /// response (status absent).
+    pub fn on_plain(&mut self, d: &SockData, process: &Arc<Process>) -> Option<ApiCall> {
+        if !starts_with_method(&d.data) {
+            return None;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut req = httparse::Request::new(&mut headers);
+        let head_len = match req.parse(&d.data) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) | Err(_) => {
+                self.parse_errors += 1;
+                return None;
+            }
+        };
+        let mut authority = String::new();
+        let mut credential = None;
+        for h in req.headers.iter() {
+            let name = h.name.to_ascii_lowercase();
+            if name == "host" {
+                authority = String::from_utf8_lossy(h.value).trim().to_ascii_lowercase();
+            } else if credential.is_none() && SECRET_HEADERS.contains(&name.as_str()) {
+                credential = Some(self.fp.fingerprint(h.value));
+            }
+        }
+        let ns = d.hdr.header.ktime_ns;
+        Some(ApiCall {
+            process: process.clone(),
+            conn: d.hdr.fd as u64,
+            tls_library: None,
+            request: RequestSummary {
+                method: req.method.unwrap_or("").to_string(),
+                target: req.path.unwrap_or("").to_string(),
+                authority,
+                http_version: format!("HTTP/1.{}", req.version.unwrap_or(1)),
+                credential_fingerprint: credential,
+                // What this send carried after the head.
+                body_bytes: d.hdr.len.saturating_sub(head_len as u64),
+                head_bytes: head_len as u64,
+            },
+            response: None,
+            started_ns: ns,
+            finished_ns: ns,
+        })
+    }
+}
+
 /// The event for a finished exchange.
 pub fn event(call: ApiCall, clock: &Clock, header: &sensor_common::EventHeader) -> Event {
     let r = &call.request;
@@ -164,10 +213,18 @@ pub fn event(call: ApiCall, clock: &Clock, header: &sensor_common::EventHeader) 
             .map_or(0, |s| s.head_bytes + s.body_bytes),
         latency_ms,
         http_version: r.http_version.clone(),
-        transport: "tls",
-        tls_library: Some(call.tls_library),
+        transport: if call.tls_library.is_some() {
+            "tls"
+        } else {
+            "plain"
+        },
+        tls_library: call.tls_library,
         credential_fingerprint: r.credential_fingerprint.clone(),
-        connection: format!("{:#x}", call.conn),
+        connection: if call.tls_library.is_some() {
+            format!("{:#x}", call.conn)
+        } else {
+            format!("fd {}", call.conn)
+        },
     };
     let mut ev = Event::new(clock, header, call.process, detail);
     // The call's time is when the request went out.

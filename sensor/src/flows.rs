@@ -37,7 +37,8 @@ pub struct ResponseSummary {
 pub struct ApiCall {
     pub process: Arc<Process>,
     pub conn: u64,
-    pub tls_library: &'static str,
+    /// The TLS library the plaintext came from; None for plain sockets.
+    pub tls_library: Option<&'static str>,
     pub request: RequestSummary,
     /// None when the stream ended (or was evicted) before a response.
     pub response: Option<ResponseSummary>,
@@ -79,7 +80,7 @@ impl<P> Stream<P> {
         Some(ApiCall {
             process: self.process.clone(),
             conn: key.conn,
-            tls_library: self.tls_library,
+            tls_library: Some(self.tls_library),
             request,
             response: Some(resp),
             started_ns,
@@ -93,7 +94,7 @@ impl<P> Stream<P> {
             .map(|(request, started_ns)| ApiCall {
                 process: self.process.clone(),
                 conn: key.conn,
-                tls_library: self.tls_library,
+                tls_library: Some(self.tls_library),
                 request,
                 response: None,
                 started_ns,

@@ -127,6 +127,13 @@ pub async fn run(cfg: Config) -> Result<()> {
                             if let Some(ev) = first_bytes.on_data(d, &mut procs, &clock) {
                                 *by_kind.entry(ev.detail.kind()).or_default() += 1;
                                 write_event(&mut out, &ev, format, &stop_tx);
+                            } else {
+                                let process = procs.resolve(&d.hdr.header);
+                                if let Some(call) = calls.on_plain(d, &process) {
+                                    let ev = crate::calls::event(call, &clock, &d.hdr.header);
+                                    *by_kind.entry(ev.detail.kind()).or_default() += 1;
+                                    write_event(&mut out, &ev, format, &stop_tx);
+                                }
                             }
                             continue;
                         }
