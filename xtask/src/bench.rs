@@ -72,6 +72,7 @@ pub fn run(seconds: u64, rounds: usize) -> Result<()> {
     println!(
         "kernel programs: {ns:.0} ns per connect (all the sensor's programs, profiled round); the rest of the added cost is the kernel's syscall-tracepoint path, which every syscall of every process takes while a syscall tracepoint is attached"
     );
+    crate::bench_https::run(&bin, seconds, rounds)?;
     Ok(())
 }
 
@@ -112,7 +113,7 @@ fn programs_ns_per_connect(connects: u64) -> f64 {
     total as f64 / connects.max(1) as f64
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {
@@ -122,7 +123,7 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-fn counter(summary: &str, key: &str) -> u64 {
+pub fn counter(summary: &str, key: &str) -> u64 {
     summary
         .split_whitespace()
         .find_map(|w| w.strip_prefix(key))
@@ -172,13 +173,13 @@ fn connect_count(listener: &TcpListener, dur: Duration) -> Result<u64> {
     Ok(n)
 }
 
-struct RunningSensor {
+pub struct RunningSensor {
     child: Child,
     stderr: Arc<Mutex<String>>,
 }
 
 impl RunningSensor {
-    fn start(bin: &std::path::Path) -> Result<Self> {
+    pub fn start(bin: &std::path::Path) -> Result<Self> {
         let mut child = Command::new("taskset")
             .args(["--cpu-list", "1"])
             .arg(bin)
@@ -209,7 +210,7 @@ impl RunningSensor {
     }
 
     /// CPU time (user + system) the sensor has used so far.
-    fn cpu_seconds(&self) -> f64 {
+    pub fn cpu_seconds(&self) -> f64 {
         let stat =
             std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         // Fields after the parenthesised comm; utime and stime are 14 and 15.
@@ -223,7 +224,7 @@ impl RunningSensor {
     }
 
     /// SIGTERM and wait; returns the shutdown summary line.
-    fn stop(mut self) -> Result<String> {
+    pub fn stop(mut self) -> Result<String> {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait()?;

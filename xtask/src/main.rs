@@ -2,6 +2,7 @@
 //! fresh machine themselves (see `setup`), then build and run or test.
 
 mod bench;
+mod bench_https;
 mod cmd;
 mod setup;
 mod test;
