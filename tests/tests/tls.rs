@@ -291,3 +291,66 @@ fn node_fetch_becomes_an_api_call() {
     );
     sensor.stop();
 }
+
+#[test]
+fn go_client_is_named_by_its_sni() {
+    let _g = serial();
+    if !require_root("go_client_is_named_by_its_sni") {
+        return;
+    }
+    // Go's crypto/tls has no symbols to hook: the ClientHello it writes on
+    // the socket is what names its destination.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("main.go");
+    std::fs::write(
+        &src,
+        r#"package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+)
+
+func main() {
+	tr := &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "agent-api.vendor.example"}}
+	resp, err := (&http.Client{Transport: tr}).Get(os.Args[1])
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	io.Copy(io.Discard, resp.Body)
+}
+"#,
+    )
+    .unwrap();
+    let bin = dir.path().join("goclient");
+    let out = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .env("GOCACHE", dir.path().join("cache"))
+        .env("GOPATH", dir.path().join("gopath"))
+        .env("GO111MODULE", "off")
+        .output()
+        .expect("go (golang-go) is installed by cargo xtask setup");
+    assert!(
+        out.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sensor = Sensor::start();
+    let server = HttpsServer::start("127.0.0.1");
+    let (child, status) =
+        run(Command::new(&bin).arg(format!("https://127.0.0.1:{}/v1/orders", server.port)));
+    assert!(status.success(), "go client: {status}");
+    let ev = sensor.wait_for("the Go client's ClientHello", |v| {
+        kind(v) == "tls_client_hello" && pid(v) == u64::from(child)
+    });
+    assert_eq!(ev["sni"], "agent-api.vendor.example", "{ev}");
+    assert_eq!(ev["dport"], server.port);
+    assert_eq!(ev["alpn"][0], "h2", "Go offers h2 first: {ev}");
+    sensor.stop();
+}

@@ -26,6 +26,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("python3", "a real client in the end-to-end tests"),
     ("wget", "a GnuTLS client in the end-to-end tests"),
     ("openssl", "makes the test certificates"),
+    (
+        "golang-go",
+        "a Go client (crypto/tls, nothing to hook) in the end-to-end tests",
+    ),
 ];
 
 pub fn ensure() -> Result<()> {
