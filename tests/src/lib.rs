@@ -399,3 +399,18 @@ impl Drop for HttpsServer {
         let _ = self.child.wait();
     }
 }
+
+/// The test virtualenv's python (requests, httpx), made by `cargo xtask test`.
+pub fn venv_python() -> PathBuf {
+    let p = std::env::var_os("SENSOR_E2E_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!("SENSOR_E2E_PYTHON is not set: run the end-to-end tests with `cargo xtask test`")
+        });
+    assert!(
+        p.exists(),
+        "SENSOR_E2E_PYTHON={} does not exist",
+        p.display()
+    );
+    p
+}

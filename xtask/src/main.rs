@@ -6,6 +6,7 @@ mod bench_https;
 mod cmd;
 mod setup;
 mod test;
+mod venv;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -24,6 +24,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("curl", "a real client in the end-to-end tests"),
     ("python3", "a real client in the end-to-end tests"),
+    (
+        "python3-venv",
+        "the virtualenv for the Python SDK clients of the end-to-end tests",
+    ),
     ("wget", "a GnuTLS client in the end-to-end tests"),
     ("openssl", "makes the test certificates"),
     (

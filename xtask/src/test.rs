@@ -48,6 +48,7 @@ fn steps(e2e: bool, totals: &mut Totals) -> Result<()> {
         return Ok(());
     }
     let bin = build_sensor(false)?;
+    let python = crate::venv::ensure()?;
     let log = root().join("target").join("e2e-log.txt");
     let _ = std::fs::remove_file(&log);
     // Serial: the tests share the kernel and filter events by their own pids.
@@ -56,6 +57,7 @@ fn steps(e2e: bool, totals: &mut Totals) -> Result<()> {
         cargo()
             .args(["test", "--package", "e2e", "--", "--test-threads=1"])
             .env("SENSOR_BIN", &bin)
+            .env("SENSOR_E2E_PYTHON", &python)
             .env("SENSOR_E2E_LOG", &log),
         totals,
     )?;
