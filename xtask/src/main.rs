@@ -4,6 +4,7 @@
 mod bench;
 mod bench_https;
 mod cmd;
+mod fuzz;
 mod setup;
 mod test;
 mod venv;
@@ -34,6 +35,13 @@ enum Command {
         #[arg(long)]
         no_e2e: bool,
     },
+    /// Run every fuzz target (records, ClientHello, HTTP/1.1) for a bounded
+    /// time; installs cargo-fuzz if needed. Not part of CI.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Set up, then measure overheads with the sensor off and on, side by side.
     Bench {
         /// Seconds per measurement round.
@@ -57,6 +65,10 @@ fn main() -> Result<()> {
         Command::Test { no_e2e } => {
             setup::ensure()?;
             test::run_all(!no_e2e)
+        }
+        Command::Fuzz { seconds } => {
+            setup::ensure()?;
+            fuzz::run_all(seconds)
         }
         Command::Bench { seconds, rounds } => {
             setup::ensure()?;
