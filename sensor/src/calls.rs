@@ -12,7 +12,7 @@ use crate::{
     flows::{ApiCall, Flows, RequestSummary, ResponseSummary, StreamKey},
     http::{
         fingerprint::Fingerprinter,
-        stream::{Direction, H1Stream, Message, SECRET_HEADERS},
+        stream::{Direction, H1Stream, Message, SECRET_HEADERS, starts_with_method},
         template::path_template,
     },
     procs::Process,
@@ -231,17 +231,4 @@ pub fn event(call: ApiCall, clock: &Clock, header: &sensor_common::EventHeader) 
     ev.ts_unix_ns = clock.to_unix_ns(call.started_ns);
     ev.time = humantime::format_rfc3339_micros(clock.to_system_time(call.started_ns)).to_string();
     ev
-}
-
-fn starts_with_method(d: &[u8]) -> bool {
-    const METHODS: [&[u8]; 7] = [
-        b"GET ",
-        b"POST ",
-        b"PUT ",
-        b"DELETE ",
-        b"PATCH ",
-        b"HEAD ",
-        b"OPTIONS ",
-    ];
-    METHODS.iter().any(|m| d.starts_with(m))
 }

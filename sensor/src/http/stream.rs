@@ -401,8 +401,8 @@ impl H1Stream {
     }
 }
 
-/// Offset of the first plausible message start in `data`.
-fn find_start(data: &[u8], dir: Direction) -> Option<usize> {
+/// Whether `d` starts with a request line's method (a message start).
+pub fn starts_with_method(d: &[u8]) -> bool {
     const METHODS: [&[u8]; 7] = [
         b"GET ",
         b"POST ",
@@ -412,12 +412,14 @@ fn find_start(data: &[u8], dir: Direction) -> Option<usize> {
         b"HEAD ",
         b"OPTIONS ",
     ];
-    (0..data.len()).find(|&i| {
-        let s = &data[i..];
-        match dir {
-            Direction::Request => METHODS.iter().any(|m| s.starts_with(m)),
-            Direction::Response => s.starts_with(b"HTTP/1."),
-        }
+    METHODS.iter().any(|m| d.starts_with(m))
+}
+
+/// Offset of the first plausible message start in `data`.
+fn find_start(data: &[u8], dir: Direction) -> Option<usize> {
+    (0..data.len()).find(|&i| match dir {
+        Direction::Request => starts_with_method(&data[i..]),
+        Direction::Response => data[i..].starts_with(b"HTTP/1."),
     })
 }
 
