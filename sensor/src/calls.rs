@@ -128,7 +128,7 @@ impl Calls {
                         body_bytes,
                         head_bytes: head.head_bytes,
                     };
-                    stream.request(req, now);
+                    stream.request(req, now, t.hdr.header.tid);
                 }
                 Message::Complete { head, body_bytes } => {
                     let resp = ResponseSummary {
@@ -189,12 +189,27 @@ impl Calls {
             response: None,
             started_ns: ns,
             finished_ns: ns,
+            tid: d.hdr.header.tid,
         })
     }
 }
 
-/// The event for a finished exchange.
-pub fn event(call: ApiCall, clock: &Clock, header: &sensor_common::EventHeader) -> Event {
+impl Calls {
+    /// Ends streams idle for long (all of them with `u64::MAX`, at
+    /// shutdown); their unanswered requests come back as calls.
+    pub fn sweep(&mut self, now_ns: u64) -> Vec<ApiCall> {
+        if now_ns == u64::MAX {
+            return self
+                .flows
+                .sweep(std::time::Instant::now(), now_ns, |_| true);
+        }
+        self.flows
+            .sweep(std::time::Instant::now(), now_ns, |_| false)
+    }
+}
+
+/// The event for a finished exchange, timed at its request.
+pub fn event(call: ApiCall, clock: &Clock) -> Event {
     let r = &call.request;
     let latency_ms = call
         .response
@@ -226,9 +241,7 @@ pub fn event(call: ApiCall, clock: &Clock, header: &sensor_common::EventHeader) 
             format!("fd {}", call.conn)
         },
     };
-    let mut ev = Event::new(clock, header, call.process, detail);
-    // The call's time is when the request went out.
-    ev.ts_unix_ns = clock.to_unix_ns(call.started_ns);
-    ev.time = humantime::format_rfc3339_micros(clock.to_system_time(call.started_ns)).to_string();
-    ev
+    let tid = call.tid;
+    let started = call.started_ns;
+    Event::at(clock, started, tid, call.process, detail)
 }

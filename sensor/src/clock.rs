@@ -13,7 +13,8 @@ pub fn ns_to_ticks(ns: u64) -> u64 {
     ns / (1_000_000_000 / USER_HZ)
 }
 
-fn boottime_ns() -> u64 {
+/// Now, in the kernel's `bpf_ktime_get_boot_ns` time base.
+pub fn boottime_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

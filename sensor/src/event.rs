@@ -167,20 +167,30 @@ pub fn from_record(rec: &Record, procs: &mut ProcessTable, clock: &Clock) -> Opt
 }
 
 impl Event {
+    /// An event at kernel time `ktime_ns` by thread `tid`.
+    pub fn at(
+        clock: &Clock,
+        ktime_ns: u64,
+        tid: u32,
+        process: Arc<Process>,
+        detail: Detail,
+    ) -> Event {
+        Event {
+            time: humantime::format_rfc3339_micros(clock.to_system_time(ktime_ns)).to_string(),
+            ts_unix_ns: clock.to_unix_ns(ktime_ns),
+            tid,
+            process,
+            detail,
+        }
+    }
+
     pub fn new(
         clock: &Clock,
         header: &sensor_common::EventHeader,
         process: Arc<Process>,
         detail: Detail,
     ) -> Event {
-        let system_time = clock.to_system_time(header.ktime_ns);
-        Event {
-            time: humantime::format_rfc3339_micros(system_time).to_string(),
-            ts_unix_ns: clock.to_unix_ns(header.ktime_ns),
-            tid: header.tid,
-            process,
-            detail,
-        }
+        Self::at(clock, header.ktime_ns, header.tid, process, detail)
     }
 }
 

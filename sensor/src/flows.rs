@@ -45,6 +45,8 @@ pub struct ApiCall {
     /// Kernel time (ns since boot) of the request's first bytes.
     pub started_ns: u64,
     pub finished_ns: u64,
+    /// Thread that sent the request.
+    pub tid: u32,
 }
 
 /// Stream identity: the connection object is only unique within a process
@@ -60,23 +62,23 @@ pub struct Stream<P> {
     pub parsers: P,
     pub process: Arc<Process>,
     pub tls_library: &'static str,
-    pending: VecDeque<(RequestSummary, u64)>,
+    pending: VecDeque<(RequestSummary, u64, u32)>,
     last_seen: Instant,
 }
 
 impl<P> Stream<P> {
     /// A request finished at kernel time `ns`: await its response.
-    pub fn request(&mut self, req: RequestSummary, ns: u64) {
+    pub fn request(&mut self, req: RequestSummary, ns: u64, tid: u32) {
         // Pipelining depth is small in practice; a client that never reads
         // responses must not grow this without bound.
         if self.pending.len() < 64 {
-            self.pending.push_back((req, ns));
+            self.pending.push_back((req, ns, tid));
         }
     }
 
     /// A response finished: pair it with the oldest pending request.
     pub fn response(&mut self, key: &StreamKey, resp: ResponseSummary, ns: u64) -> Option<ApiCall> {
-        let (request, started_ns) = self.pending.pop_front()?;
+        let (request, started_ns, tid) = self.pending.pop_front()?;
         Some(ApiCall {
             process: self.process.clone(),
             conn: key.conn,
@@ -85,13 +87,14 @@ impl<P> Stream<P> {
             response: Some(resp),
             started_ns,
             finished_ns: ns,
+            tid,
         })
     }
 
     fn drain_unanswered(&mut self, key: &StreamKey, now_ns: u64) -> Vec<ApiCall> {
         self.pending
             .drain(..)
-            .map(|(request, started_ns)| ApiCall {
+            .map(|(request, started_ns, tid)| ApiCall {
                 process: self.process.clone(),
                 conn: key.conn,
                 tls_library: Some(self.tls_library),
@@ -99,6 +102,7 @@ impl<P> Stream<P> {
                 response: None,
                 started_ns,
                 finished_ns: now_ns,
+                tid,
             })
             .collect()
     }
@@ -245,8 +249,8 @@ mod tests {
         let p = process();
         let mut ev = Vec::new();
         let s = f.stream(key, &p, "openssl", 0, || (), &mut ev);
-        s.request(req("/a"), 100);
-        s.request(req("/b"), 110);
+        s.request(req("/a"), 100, 7);
+        s.request(req("/b"), 110, 7);
         let a = s.response(&key, resp(200), 150).unwrap();
         let b = s.response(&key, resp(404), 190).unwrap();
         assert_eq!(
@@ -275,7 +279,7 @@ mod tests {
                 conn,
             };
             f.stream(key, &p, "openssl", conn, || (), &mut ev)
-                .request(req("/x"), conn);
+                .request(req("/x"), conn, 7);
         }
         assert_eq!(f.len(), 2);
         assert_eq!(f.stats.streams_evicted, 3);

@@ -16,7 +16,7 @@ use tracing::info;
 
 use crate::{
     calls::Calls,
-    clock::Clock,
+    clock::{self, Clock},
     collect::{self, CollectStats},
     config::{Config, OutputFormat},
     decode::Record,
@@ -80,10 +80,13 @@ pub async fn run(cfg: Config) -> Result<()> {
     };
 
     let clock = Clock::new();
-    let format = cfg.output.format;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = Output {
+        out: std::io::BufWriter::new(std::io::stdout().lock()),
+        format: cfg.output.format,
+        by_kind: Default::default(),
+        stop: stop_tx.clone(),
+    };
     let mut batch = Vec::with_capacity(1024);
-    let mut by_kind = std::collections::BTreeMap::<&'static str, u64>::new();
     let mut last_sweep = Instant::now();
     let mut drops = DropWatch::default();
     let mut check = tokio::time::interval(Duration::from_secs(10));
@@ -116,23 +119,18 @@ pub async fn run(cfg: Config) -> Result<()> {
                             tls_records += 1;
                             let process = procs.resolve(&t.hdr.header);
                             for call in calls.on_tls(t, &process) {
-                                let ev = crate::calls::event(call, &clock, &t.hdr.header);
-                                *by_kind.entry(ev.detail.kind()).or_default() += 1;
-                                write_event(&mut out, &ev, format, &stop_tx);
+                                out.emit(&crate::calls::event(call, &clock));
                             }
                             continue;
                         }
                         Record::SockData(d) => {
                             sock_records += 1;
                             if let Some(ev) = first_bytes.on_data(d, &mut procs, &clock) {
-                                *by_kind.entry(ev.detail.kind()).or_default() += 1;
-                                write_event(&mut out, &ev, format, &stop_tx);
+                                out.emit(&ev);
                             } else {
                                 let process = procs.resolve(&d.hdr.header);
                                 if let Some(call) = calls.on_plain(d, &process) {
-                                    let ev = crate::calls::event(call, &clock, &d.hdr.header);
-                                    *by_kind.entry(ev.detail.kind()).or_default() += 1;
-                                    write_event(&mut out, &ev, format, &stop_tx);
+                                    out.emit(&crate::calls::event(call, &clock));
                                 }
                             }
                             continue;
@@ -153,12 +151,17 @@ pub async fn run(cfg: Config) -> Result<()> {
                             _ => {}
                         }
                     }
-                    *by_kind.entry(ev.detail.kind()).or_default() += 1;
-                    write_event(&mut out, &ev, format, &stop_tx);
+                    out.emit(&ev);
                 }
-                let _ = out.flush();
+                out.flush();
                 if last_sweep.elapsed() > Duration::from_secs(5) {
                     procs.sweep(Instant::now());
+                    // Idle streams end; requests that never got a response
+                    // are still reported (status absent).
+                    for call in calls.sweep(clock::boottime_ns()) {
+                        out.emit(&crate::calls::event(call, &clock));
+                    }
+                    out.flush();
                     last_sweep = Instant::now();
                 }
             }
@@ -171,7 +174,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
     }
     reader.await.context("ring buffer reader panicked")??;
-    let _ = out.flush();
+    for call in calls.sweep(u64::MAX) {
+        out.emit(&crate::calls::event(call, &clock));
+    }
+    out.flush();
+    let by_kind = std::mem::take(&mut out.by_kind);
     drop(out);
 
     let kernel = counters.read();
@@ -251,18 +258,28 @@ impl DropWatch {
     }
 }
 
-fn write_event(
-    out: &mut impl Write,
-    ev: &event::Event,
+/// Where events go: counted by kind, written in the configured format.
+struct Output<W: Write> {
+    out: W,
     format: OutputFormat,
-    stop: &watch::Sender<bool>,
-) {
-    let line = match format {
-        OutputFormat::Json => ev.to_json(),
-        OutputFormat::Text => ev.to_text(),
-    };
-    if writeln!(out, "{line}").is_err() {
-        // stdout closed (e.g. `sensor run | head`): stop cleanly.
-        let _ = stop.send(true);
+    by_kind: std::collections::BTreeMap<&'static str, u64>,
+    stop: watch::Sender<bool>,
+}
+
+impl<W: Write> Output<W> {
+    fn emit(&mut self, ev: &event::Event) {
+        *self.by_kind.entry(ev.detail.kind()).or_default() += 1;
+        let line = match self.format {
+            OutputFormat::Json => ev.to_json(),
+            OutputFormat::Text => ev.to_text(),
+        };
+        if writeln!(self.out, "{line}").is_err() {
+            // stdout closed (e.g. `sensor run | head`): stop cleanly.
+            let _ = self.stop.send(true);
+        }
+    }
+
+    fn flush(&mut self) {
+        let _ = self.out.flush();
     }
 }
