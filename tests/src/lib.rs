@@ -198,6 +198,15 @@ impl Sensor {
         }
     }
 
+    /// Like `stop`, and also returns every event, including those written
+    /// during shutdown.
+    pub fn stop_with_events(self) -> (std::process::ExitStatus, String, Vec<Value>) {
+        let events = self.events.clone();
+        let (status, stderr) = self.stop();
+        let events = events.lock().unwrap().clone();
+        (status, stderr, events)
+    }
+
     /// SIGTERM, then wait; returns everything the sensor wrote to stderr.
     pub fn stop(mut self) -> (std::process::ExitStatus, String) {
         // SAFETY: plain kill(2) on our child's pid.

@@ -1,7 +1,10 @@
 //! TLS: destinations named from the ClientHello, plaintext captured from the
 //! libraries, and no secret from that plaintext ever in the output.
 
-use std::process::Command;
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
 
 use e2e::{HttpsServer, Sensor, kind, pid, python3, require_root, run, serial};
 
@@ -353,4 +356,92 @@ func main() {
     assert_eq!(ev["dport"], server.port);
     assert_eq!(ev["alpn"][0], "h2", "Go offers h2 first: {ev}");
     sensor.stop();
+}
+
+#[test]
+fn unanswered_request_is_still_reported() {
+    let _g = serial();
+    if !require_root("unanswered_request_is_still_reported") {
+        return;
+    }
+    // A TLS server that reads the request and never answers.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let server_src = format!(
+        "import socket, ssl, time\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nctx.load_cert_chain('{}', '{}')\nl = socket.create_server(('127.0.0.1', 0))\nprint(l.getsockname()[1], flush=True)\nc, _ = l.accept()\ns = ctx.wrap_socket(c, server_side=True)\ns.recv(4096)\ntime.sleep(60)\n",
+        cert.display(),
+        key.display()
+    );
+    let mut server = Command::new(python3())
+        .args(["-c", &server_src])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}/v1/payments", port.trim());
+
+    let sensor = Sensor::start();
+    let mut client = Command::new("curl")
+        .args([
+            "-sSk",
+            "-m",
+            "30",
+            "--http1.1",
+            "-d",
+            "{\"amount\":1}",
+            &url,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cpid = u64::from(client.id());
+    sensor.wait_for("curl's ClientHello", |v| {
+        kind(v) == "tls_client_hello" && pid(v) == cpid
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        !sensor
+            .events()
+            .iter()
+            .any(|v| kind(v) == "api_call" && pid(v) == cpid),
+        "a call is reported once answered or abandoned, not before"
+    );
+    // Stopping the sensor ends every stream: the request is still reported.
+    let (_, stderr, events) = sensor.stop_with_events();
+    let _ = client.kill();
+    let _ = client.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+    let call = events
+        .iter()
+        .find(|v| kind(v) == "api_call" && pid(v) == cpid)
+        .unwrap_or_else(|| panic!("the unanswered POST was lost:\n{stderr}"));
+    assert_eq!(call["method"], "POST", "{call}");
+    assert_eq!(call["path"], "/v1/payments");
+    assert!(call.get("status").is_none(), "no response was seen: {call}");
 }
