@@ -340,26 +340,7 @@ impl HttpsServer {
     /// `addr` is "127.0.0.1" or "::1".
     pub fn start(addr: &str) -> HttpsServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let status = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
-            .args([
-                "-subj",
-                "/CN=localhost",
-                "-addext",
-                "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run openssl to make a test certificate");
-        assert!(status.success(), "openssl req failed");
+        let (cert, key) = self_signed_cert(dir.path());
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/https_server.py");
         let mut child = Command::new(python3())
             .arg(script)
@@ -422,4 +403,30 @@ pub fn venv_python() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// A self-signed certificate for localhost / 127.0.0.1 / ::1 in `dir`,
+/// made now with `openssl req`; returns (cert, key) paths.
+pub fn self_signed_cert(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl to make a test certificate");
+    assert!(status.success(), "openssl req failed");
+    (cert, key)
 }
