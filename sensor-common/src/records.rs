@@ -20,6 +20,9 @@ pub enum EventKind {
     TlsData = 5,
     /// Variable length: a [`SockDataHeader`] then `captured` bytes.
     SockData = 6,
+    /// A TLS connection object tied to its socket after the fact (memory-BIO
+    /// users encrypt first and write the socket later).
+    TlsBind = 7,
 }
 
 impl EventKind {
@@ -31,6 +34,7 @@ impl EventKind {
             4 => Some(Self::Connect),
             5 => Some(Self::TlsData),
             6 => Some(Self::SockData),
+            7 => Some(Self::TlsBind),
             _ => None,
         }
     }
@@ -46,6 +50,7 @@ impl EventKind {
             Self::Connect => size_of::<ConnectRecord>(),
             Self::TlsData => size_of::<TlsDataHeader>(),
             Self::SockData => size_of::<SockDataHeader>(),
+            Self::TlsBind => size_of::<TlsBindRecord>(),
         }
     }
 }
@@ -156,11 +161,26 @@ pub struct TlsDataHeader {
     pub len: u64,
     /// Bytes that follow (`min(len, capture limit)`).
     pub captured: u32,
+    /// The socket the library wrote or read during the call, or -1 when it
+    /// made no socket syscall (memory BIO, data already buffered).
+    pub fd: i32,
     /// [`TLS_DIR_WRITE`] or [`TLS_DIR_READ`].
     pub dir: u8,
     /// [`TLS_LIB_OPENSSL`] or [`TLS_LIB_GNUTLS`].
     pub lib: u8,
-    pub _pad: [u8; 2],
+    pub _pad: [u8; 6],
+}
+
+/// `conn` of this process writes its ciphertext to socket `fd`: sent for
+/// the first socket write of a thread after a TLS write that touched no
+/// socket itself.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TlsBindRecord {
+    pub header: EventHeader,
+    pub conn: u64,
+    pub fd: i32,
+    pub _pad: u32,
 }
 
 /// The kernel's scratch layout for building a TlsData record.
@@ -175,16 +195,20 @@ pub struct TlsDataRecord {
 /// (post-quantum key shares make them ~1.8 KiB) or a request head.
 pub const SOCK_DATA_MAX: usize = 4096;
 
-/// The first bytes a process sent on a socket it connected (write/sendto),
-/// captured at syscall entry. `captured` bytes follow this header.
+/// Bytes a process sent (write/sendto, captured at entry) or received
+/// (read/recvfrom, captured at exit) on a socket it connected. `captured` bytes follow this header.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SockDataHeader {
     pub header: EventHeader,
     pub fd: i32,
     pub captured: u32,
-    /// Bytes the call was asked to send.
+    /// Bytes the call was asked to send (at send entry) or received (at
+    /// receive exit).
     pub len: u64,
+    /// [`TLS_DIR_WRITE`] for a send, [`TLS_DIR_READ`] for a receive.
+    pub dir: u8,
+    pub _pad: [u8; 7],
 }
 
 /// The kernel's scratch layout for building a SockData record.
@@ -255,6 +279,7 @@ mod pod {
     unsafe impl aya::Pod for ConnectRecord {}
     unsafe impl aya::Pod for TlsDataHeader {}
     unsafe impl aya::Pod for SockDataHeader {}
+    unsafe impl aya::Pod for TlsBindRecord {}
 }
 
 // Layout checks: the kernel and userspace must agree byte for byte, and the
@@ -266,3 +291,4 @@ const _: () = assert!(size_of::<ExitRecord>().is_multiple_of(8));
 const _: () = assert!(size_of::<ConnectRecord>().is_multiple_of(8));
 const _: () = assert!(size_of::<TlsDataHeader>().is_multiple_of(8));
 const _: () = assert!(size_of::<SockDataHeader>().is_multiple_of(8));
+const _: () = assert!(size_of::<TlsBindRecord>().is_multiple_of(8));

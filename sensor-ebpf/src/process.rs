@@ -140,6 +140,7 @@ fn try_exit(_ctx: &TracePointContext) -> Result<u32, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let _ = crate::maps::PENDING_CONNECT.remove(&pid_tgid);
     crate::tls::forget_thread(pid_tgid);
+    crate::sockdata::forget_thread(pid_tgid);
     let header = emit::current_header(EventKind::Exit);
     // Report the process once: when its group leader exits. (`group_dead` in
     // the tracepoint would be exact but only exists on recent kernels.)

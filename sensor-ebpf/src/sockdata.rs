@@ -1,11 +1,16 @@
-//! The first bytes a process sends on a socket it connected: a TLS
-//! ClientHello (SNI and ALPN name the destination of any TLS client, hookable
-//! or not) or a plain-text request (local LLM servers, internal APIs).
+//! Bytes on sockets a process connected (TCP over IPv4/IPv6).
+//!
+//! - The first sends name the destination of any TLS client (the ClientHello
+//!   carries SNI and ALPN, hookable library or not).
+//! - Plain-text HTTP (local LLM servers, internal APIs) is captured in both
+//!   directions for the life of the connection, a bounded prefix per call.
+//! - Inside a TLS call, the socket the library touches ties the library's
+//!   connection object to the socket (see `tls::on_socket_syscall`).
 //!
 //! Sockets are registered per (tgid, fd) when connect() succeeds or is in
-//! progress, with a budget of sends to capture. `write` and `sendto` (glibc's
-//! `send`) capture from registered fds only; `close` forgets the fd, so a
-//! reused fd number never exposes a file's contents.
+//! progress, and classified by their first send: TLS, HTTP or other. Only
+//! registered fds are looked at; `close` forgets the fd, so a reused fd
+//! number never exposes a file's contents.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated},
@@ -13,17 +18,48 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray},
     programs::TracePointContext,
 };
-use sensor_common::{Counter, EventKind, SOCK_DATA_MAX, SockDataHeader, SockDataRecord};
+use sensor_common::{
+    Counter, EventKind, SOCK_DATA_MAX, SockDataHeader, SockDataRecord, TLS_DIR_READ, TLS_DIR_WRITE,
+};
 
 use crate::{
     emit,
     maps::{EVENTS, SOCK_CAPTURE_BYTES, SOCK_CAPTURE_SENDS, count},
-    syscall::{ARG0, ARG1, ARG2, field},
+    syscall::{ARG0, ARG1, ARG2, RET, field},
+    tls,
 };
 
-/// (tgid << 32 | fd) → sends still to capture.
+/// What the first send said the connection speaks.
+const MODE_NEW: u32 = 0;
+const MODE_TLS: u32 = 1;
+const MODE_HTTP: u32 = 2;
+const MODE_OTHER: u32 = 3;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Watch {
+    /// Sends still to capture while the protocol is unknown or other.
+    sends_left: u32,
+    mode: u32,
+}
+
+/// (tgid << 32 | fd) → what is captured of that socket. Entries live until
+/// close (TLS sockets stay for the binding of TLS calls to sockets).
 #[map]
-static WATCHED: HashMap<u64, u32> = HashMap::with_max_entries(65536, 0);
+static WATCHED: HashMap<u64, Watch> = HashMap::with_max_entries(65536, 0);
+
+/// A receive on a plain HTTP socket in flight, keyed by thread, from
+/// syscall entry (buffer) to exit (byte count).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingRecv {
+    buf: u64,
+    fd: i32,
+    _pad: u32,
+}
+
+#[map]
+static PENDING_RECV: HashMap<u64, PendingRecv> = HashMap::with_max_entries(16384, 0);
 
 #[map]
 static SOCK_SCRATCH: PerCpuArray<SockDataRecord> = PerCpuArray::with_max_entries(1, 0);
@@ -36,20 +72,49 @@ fn key(pid_tgid: u64, fd: i32) -> u64 {
 /// Called at connect() exit for sockets worth watching.
 #[inline(always)]
 pub fn watch(pid_tgid: u64, fd: i32) {
-    let budget = SOCK_CAPTURE_SENDS.load();
-    if budget > 0 && WATCHED.insert(&key(pid_tgid, fd), &budget, 0).is_err() {
+    let w = Watch {
+        sends_left: SOCK_CAPTURE_SENDS.load(),
+        mode: MODE_NEW,
+    };
+    if WATCHED.insert(&key(pid_tgid, fd), &w, 0).is_err() {
         count(Counter::SockWatchFull);
     }
 }
 
+/// A thread exiting inside a receive leaves its entry; drop it.
+#[inline(always)]
+pub fn forget_thread(pid_tgid: u64) {
+    let _ = PENDING_RECV.remove(&pid_tgid);
+}
+
 #[tracepoint]
 pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
-    capture(&ctx)
+    on_send(&ctx)
 }
 
 #[tracepoint]
 pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
-    capture(&ctx)
+    on_send(&ctx)
+}
+
+#[tracepoint]
+pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
+    on_recv_enter(&ctx)
+}
+
+#[tracepoint]
+pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
+    on_recv_enter(&ctx)
+}
+
+#[tracepoint]
+pub fn sys_exit_read(ctx: TracePointContext) -> u32 {
+    on_recv_exit(&ctx)
+}
+
+#[tracepoint]
+pub fn sys_exit_recvfrom(ctx: TracePointContext) -> u32 {
+    on_recv_exit(&ctx)
 }
 
 #[tracepoint]
@@ -66,21 +131,35 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// First four bytes of a request line (or of the h2c preface): the
+/// connection speaks plain HTTP.
 #[inline(always)]
-fn capture(ctx: &TracePointContext) -> u32 {
+fn is_http_start(b: &[u8; 4]) -> bool {
+    matches!(
+        b,
+        b"GET " | b"POST" | b"PUT " | b"DELE" | b"PATC" | b"HEAD" | b"OPTI" | b"PRI "
+    )
+}
+
+#[inline(always)]
+fn on_send(ctx: &TracePointContext) -> u32 {
     // write/sendto share the layout: fd, buf, count at ARG0..ARG2.
     let pid_tgid = bpf_get_current_pid_tgid();
     let fd = field::<u64>(ctx, ARG0) as i32;
-    let k = key(pid_tgid, fd);
     // Most writes on the host are not to a watched socket: one lookup and out.
-    let Some(budget) = WATCHED.get_ptr_mut(&k) else {
+    let Some(w) = WATCHED.get_ptr_mut(&key(pid_tgid, fd)) else {
         return 0;
     };
-    unsafe {
-        if *budget <= 1 {
-            let _ = WATCHED.remove(&k);
-        } else {
-            *budget -= 1;
+    tls::on_socket_syscall(pid_tgid, fd, true);
+    let w = unsafe { &mut *w };
+    match w.mode {
+        MODE_TLS => return 0,
+        MODE_HTTP => {}
+        _ => {
+            if w.sends_left == 0 {
+                return 0;
+            }
+            w.sends_left -= 1;
         }
     }
     let buf = field::<u64>(ctx, ARG1);
@@ -88,9 +167,63 @@ fn capture(ctx: &TracePointContext) -> u32 {
     if len == 0 {
         return 0;
     }
-    let Some(rec) = SOCK_SCRATCH.get_ptr_mut(0) else {
+    let first = output(fd, buf, len, TLS_DIR_WRITE);
+    if w.mode == MODE_NEW {
+        w.mode = match first {
+            // A TLS handshake record: the library's plaintext is captured
+            // by the TLS hooks, nothing more to copy here.
+            Some([0x16, 0x03, _, _]) => MODE_TLS,
+            Some(b) if is_http_start(&b) => MODE_HTTP,
+            _ => MODE_OTHER,
+        };
+    }
+    0
+}
+
+#[inline(always)]
+fn on_recv_enter(ctx: &TracePointContext) -> u32 {
+    // read/recvfrom share the layout: fd, buf at ARG0..ARG1.
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let fd = field::<u64>(ctx, ARG0) as i32;
+    let Some(w) = WATCHED.get_ptr(&key(pid_tgid, fd)) else {
         return 0;
     };
+    tls::on_socket_syscall(pid_tgid, fd, false);
+    if unsafe { (*w).mode } != MODE_HTTP {
+        return 0;
+    }
+    let p = PendingRecv {
+        buf: field::<u64>(ctx, ARG1),
+        fd,
+        _pad: 0,
+    };
+    if PENDING_RECV.insert(&pid_tgid, &p, 0).is_err() {
+        count(Counter::SockWatchFull);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_recv_exit(ctx: &TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // Every read on the host exits here: an empty map answers fast.
+    let Some(p) = PENDING_RECV.get_ptr(&pid_tgid) else {
+        return 0;
+    };
+    let p = unsafe { *p };
+    let _ = PENDING_RECV.remove(&pid_tgid);
+    let ret = field::<i64>(ctx, RET);
+    if ret > 0 {
+        output(p.fd, p.buf, ret as u64, TLS_DIR_READ);
+    }
+    0
+}
+
+/// Copies up to the capture limit of `len` bytes at `buf` into a record;
+/// returns the first four bytes when there were that many.
+#[inline(always)]
+fn output(fd: i32, buf: u64, len: u64, dir: u8) -> Option<[u8; 4]> {
+    let rec = SOCK_SCRATCH.get_ptr_mut(0)?;
     let limit = SOCK_CAPTURE_BYTES.load() as u64;
     let mut n = if len < limit { len } else { limit };
     // Explicit clamp: bounds the copy and the output size for the verifier.
@@ -103,6 +236,8 @@ fn capture(ctx: &TracePointContext) -> u32 {
             fd,
             captured: n as u32,
             len,
+            dir,
+            _pad: [0; 7],
         };
         if generated::bpf_probe_read_user(
             (*rec).data.as_mut_ptr() as *mut _,
@@ -111,7 +246,7 @@ fn capture(ctx: &TracePointContext) -> u32 {
         ) != 0
         {
             count(Counter::ReadError);
-            return 0;
+            return None;
         }
         let size = size_of::<SockDataHeader>() + n as usize;
         let bytes = &*(rec as *const [u8; size_of::<SockDataRecord>()]);
@@ -120,6 +255,10 @@ fn capture(ctx: &TracePointContext) -> u32 {
         {
             count(Counter::RingbufFull);
         }
+        if n >= 4 {
+            let d = &(*rec).data;
+            return Some([d[0], d[1], d[2], d[3]]);
+        }
     }
-    0
+    None
 }

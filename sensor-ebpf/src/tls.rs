@@ -23,7 +23,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     Counter, EventKind, TLS_DATA_MAX, TLS_DIR_READ, TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_OPENSSL,
-    TlsDataHeader, TlsDataRecord,
+    TlsBindRecord, TlsDataHeader, TlsDataRecord,
 };
 
 use crate::{
@@ -31,7 +31,9 @@ use crate::{
     maps::{EVENTS, TLS_CAPTURE_BYTES, count, is_sensor},
 };
 
-/// Arguments of a TLS call in progress on a thread.
+/// Arguments of a TLS call in progress on a thread, or (state
+/// `AWAIT_SOCKET`) a finished write whose ciphertext has not reached a
+/// socket yet.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct TlsCall {
@@ -39,10 +41,16 @@ pub struct TlsCall {
     buf: u64,
     /// `size_t *` holding the count for the `_ex` functions, else 0.
     count_ptr: u64,
+    /// First watched socket the thread wrote or read during the call.
+    fd: i32,
+    state: u8,
     dir: u8,
     lib: u8,
-    _pad: [u8; 6],
+    _pad: u8,
 }
+
+const IN_CALL: u8 = 0;
+const AWAIT_SOCKET: u8 = 1;
 
 #[map]
 static TLS_CALLS: HashMap<u64, TlsCall> = HashMap::with_max_entries(16384, 0);
@@ -55,6 +63,40 @@ static TLS_SCRATCH: PerCpuArray<TlsDataRecord> = PerCpuArray::with_max_entries(1
 #[inline(always)]
 pub fn forget_thread(pid_tgid: u64) {
     let _ = TLS_CALLS.remove(&pid_tgid);
+}
+
+/// The thread is about to write (`writing`) or read watched socket `fd`.
+/// Inside a TLS call that is the call's socket (OpenSSL's socket BIO uses
+/// write/read, curl's own BIO send/recv, GnuTLS its push/pull functions).
+/// After a TLS write that touched no socket (a memory BIO: Python asyncio,
+/// Node), the thread's next socket write carries that ciphertext: report
+/// the pair once.
+#[inline(always)]
+pub fn on_socket_syscall(pid_tgid: u64, fd: i32, writing: bool) {
+    let Some(call) = TLS_CALLS.get_ptr_mut(&pid_tgid) else {
+        return;
+    };
+    let call = unsafe { &mut *call };
+    if call.state == IN_CALL {
+        if call.fd < 0 {
+            call.fd = fd;
+        }
+        return;
+    }
+    if !writing {
+        return;
+    }
+    let conn = call.conn;
+    let _ = TLS_CALLS.remove(&pid_tgid);
+    if let Some(mut entry) = emit::reserve::<TlsBindRecord>() {
+        entry.write(TlsBindRecord {
+            header: emit::current_header(EventKind::TlsBind),
+            conn,
+            fd,
+            _pad: 0,
+        });
+        emit::submit(entry);
+    }
 }
 
 #[inline(always)]
@@ -75,9 +117,11 @@ fn enter(ctx: &ProbeContext, dir: u8, lib: u8, ex: bool) -> u32 {
         conn,
         buf,
         count_ptr,
+        fd: -1,
+        state: IN_CALL,
         dir,
         lib,
-        _pad: [0; 6],
+        _pad: 0,
     };
     if TLS_CALLS.insert(&pid_tgid, &call, 0).is_err() {
         count(Counter::TlsPendingError);
@@ -122,11 +166,20 @@ pub fn tls_ret(ctx: RetProbeContext) -> u32 {
 
 fn try_ret(ctx: &RetProbeContext) -> Result<u32, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(call) = TLS_CALLS.get_ptr(&pid_tgid) else {
+    let Some(entry) = TLS_CALLS.get_ptr_mut(&pid_tgid) else {
         return Ok(0);
     };
-    let call = unsafe { *call };
-    let _ = TLS_CALLS.remove(&pid_tgid);
+    let call = unsafe { *entry };
+    if call.state != IN_CALL {
+        return Ok(0);
+    }
+    // A write that reached no socket went to a memory BIO: keep the entry
+    // so the thread's next socket write names the connection's socket.
+    if call.dir == TLS_DIR_WRITE && call.fd < 0 {
+        unsafe { (*entry).state = AWAIT_SOCKET };
+    } else {
+        let _ = TLS_CALLS.remove(&pid_tgid);
+    }
 
     let moved: u64 = if call.count_ptr != 0 {
         // _ex: 1 on success, count written through the pointer.
@@ -163,9 +216,10 @@ fn try_ret(ctx: &RetProbeContext) -> Result<u32, i64> {
             conn: call.conn,
             len: moved,
             captured: n as u32,
+            fd: call.fd,
             dir: call.dir,
             lib: call.lib,
-            _pad: [0; 2],
+            _pad: [0; 6],
         };
         if generated::bpf_probe_read_user(
             (*rec).data.as_mut_ptr() as *mut _,

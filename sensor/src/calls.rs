@@ -1,4 +1,5 @@
-//! TLS plaintext → HTTP exchanges → `api_call` events.
+//! Captured HTTP bytes (TLS library plaintext, plain-text sockets) →
+//! exchanges → `api_call` events.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -12,17 +13,76 @@ use crate::{
     flows::{ApiCall, Flows, RequestSummary, ResponseSummary, StreamKey},
     http::{
         fingerprint::Fingerprinter,
-        stream::{Direction, H1Stream, Message, SECRET_HEADERS, starts_with_method},
+        stream::{Direction, H1Stream, Message, starts_with_method},
         template::path_template,
     },
     procs::Process,
     redact,
+    sockets::FirstBytes,
 };
 
-/// Request parser, response parser, and whether the process turned out to
-/// be the server of this connection (it writes responses): the sensor
-/// reports the calls a process makes, not the ones it serves.
-type Parsers = (H1Stream, H1Stream, Option<bool>);
+/// Plain sockets share the stream table with TLS connection objects
+/// (user-space pointers, below 2^57 on x86-64 and arm64): this bit keeps
+/// their keys apart.
+const PLAIN: u64 = 1 << 63;
+
+/// Per-stream parser state.
+struct Parsers {
+    request: H1Stream,
+    response: H1Stream,
+    /// Whether the process turned out to be the server of this connection
+    /// (it writes responses): the sensor reports the calls a process makes,
+    /// not the ones it serves.
+    server: Option<bool>,
+    /// A parse error of this stream was reported (later ones are counted).
+    error_reported: bool,
+}
+
+impl Parsers {
+    fn new() -> Self {
+        Self {
+            request: H1Stream::new(Direction::Request),
+            response: H1Stream::new(Direction::Response),
+            server: None,
+            error_reported: false,
+        }
+    }
+}
+
+/// Bytes that could not be framed, named by connection: reported once per
+/// stream so a misbehaving connection cannot flood the output.
+#[derive(Clone, Debug)]
+pub struct ParseFailure {
+    pub process: Arc<Process>,
+    pub conn: u64,
+    pub fd: Option<i32>,
+    pub tls_library: Option<&'static str>,
+    pub protocol: &'static str,
+    /// Says what was wrong, never the bytes themselves.
+    pub error: String,
+    pub ns: u64,
+    pub tid: u32,
+}
+
+/// What feeding bytes produced.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Call(ApiCall),
+    ParseError(ParseFailure),
+}
+
+/// One captured chunk of one direction of a connection.
+struct Chunk<'a> {
+    conn: u64,
+    tls_library: Option<&'static str>,
+    writing: bool,
+    data: &'a [u8],
+    /// Bytes the call really moved (`data` may be a prefix).
+    len: u64,
+    ns: u64,
+    tid: u32,
+    fd: Option<i32>,
+}
 
 pub struct Calls {
     flows: Flows<Parsers>,
@@ -30,7 +90,7 @@ pub struct Calls {
     /// Stream bytes that could not be framed as HTTP/1.1 (HTTP/2, other
     /// protocols, captures that started mid-message).
     pub parse_errors: u64,
-    /// TLS records of connections where the process is the server.
+    /// Records of connections where the process is the server.
     pub server_records: u64,
 }
 
@@ -48,77 +108,155 @@ impl Calls {
         self.flows.stats.streams_evicted
     }
 
-    /// Feeds one TLS record; returns the exchanges it completed.
-    pub fn on_tls(&mut self, t: &TlsData, process: &Arc<Process>) -> Vec<ApiCall> {
-        let key = StreamKey {
-            pid: process.pid,
-            start_ticks: process.start_ticks,
-            conn: t.hdr.conn,
-        };
+    /// Feeds one TLS record.
+    pub fn on_tls(&mut self, t: &TlsData, process: &Arc<Process>) -> Vec<Outcome> {
         let lib = if t.hdr.lib == TLS_LIB_GNUTLS {
             "gnutls"
         } else {
             "openssl"
         };
-        let now = t.hdr.header.ktime_ns;
-        let mut done = Vec::new();
+        let chunk = Chunk {
+            conn: t.hdr.conn,
+            tls_library: Some(lib),
+            writing: t.hdr.dir == TLS_DIR_WRITE,
+            data: &t.data,
+            len: t.hdr.len,
+            ns: t.hdr.header.ktime_ns,
+            tid: t.hdr.header.tid,
+            fd: (t.hdr.fd >= 0).then_some(t.hdr.fd),
+        };
+        self.feed(process, chunk, true)
+    }
+
+    /// Feeds bytes of a plain socket. Only a send that starts like a
+    /// request opens a stream: other protocols' first bytes (and TLS
+    /// ClientHellos) are not HTTP.
+    pub fn on_plain(&mut self, d: &SockData, process: &Arc<Process>) -> Vec<Outcome> {
+        let writing = d.hdr.dir == TLS_DIR_WRITE;
+        let chunk = Chunk {
+            conn: PLAIN | d.hdr.fd as u32 as u64,
+            tls_library: None,
+            writing,
+            data: &d.data,
+            len: d.hdr.len,
+            ns: d.hdr.header.ktime_ns,
+            tid: d.hdr.header.tid,
+            fd: Some(d.hdr.fd),
+        };
+        let opens = writing && starts_with_method(&d.data);
+        self.feed(process, chunk, opens)
+    }
+
+    /// The kernel saw TLS connection `conn` of `process` write to socket
+    /// `fd` (a memory-BIO user). The caller checks `fd` carried a TLS
+    /// handshake.
+    pub fn bind(&mut self, process: &Process, conn: u64, fd: i32) {
+        let key = StreamKey {
+            pid: process.pid,
+            start_ticks: process.start_ticks,
+            conn,
+        };
+        if let Some(s) = self.flows.existing(&key) {
+            s.fd = Some(fd);
+        }
+    }
+
+    /// `fd` of `process` was connected anew: a plain stream on the old
+    /// connection with that number is over.
+    pub fn on_connect(&mut self, process: &Process, fd: i32, now_ns: u64) -> Vec<Outcome> {
+        let key = StreamKey {
+            pid: process.pid,
+            start_ticks: process.start_ticks,
+            conn: PLAIN | fd as u32 as u64,
+        };
+        self.flows
+            .end(&key, now_ns)
+            .into_iter()
+            .map(Outcome::Call)
+            .collect()
+    }
+
+    fn feed(&mut self, process: &Arc<Process>, c: Chunk, open: bool) -> Vec<Outcome> {
+        let key = StreamKey {
+            pid: process.pid,
+            start_ticks: process.start_ticks,
+            conn: c.conn,
+        };
+        let mut evicted = Vec::new();
         let Self {
             flows,
             fp,
             parse_errors,
             server_records,
         } = self;
-        let stream = flows.stream(
-            key,
-            process,
-            lib,
-            now,
-            || {
-                (
-                    H1Stream::new(Direction::Request),
-                    H1Stream::new(Direction::Response),
-                    None,
-                )
-            },
-            &mut done,
-        );
-        let writing = t.hdr.dir == TLS_DIR_WRITE;
-        if stream.parsers.2.is_none() {
+        let stream = if open {
+            flows.stream(
+                key,
+                process,
+                c.tls_library,
+                c.ns,
+                Parsers::new,
+                &mut evicted,
+            )
+        } else {
+            match flows.existing(&key) {
+                Some(s) => s,
+                None => return Vec::new(),
+            }
+        };
+        let mut out: Vec<Outcome> = evicted.into_iter().map(Outcome::Call).collect();
+        if c.fd.is_some() {
+            stream.fd = c.fd;
+        }
+        let p = &mut stream.parsers;
+        if p.server.is_none() {
             // Decided on evidence only: a status line or a request line at
             // the start of a record. Until then the process is taken for
             // the client (a connection that predates the sensor may start
             // mid-body).
-            let status_line = t.data.starts_with(b"HTTP/1.");
-            let request_line = starts_with_method(&t.data);
-            stream.parsers.2 = match (writing, status_line, request_line) {
+            let status_line = c.data.starts_with(b"HTTP/1.");
+            let request_line = starts_with_method(c.data);
+            p.server = match (c.writing, status_line, request_line) {
                 (true, true, _) | (false, _, true) => Some(true),
                 (true, _, true) | (false, true, _) => Some(false),
                 _ => None,
             };
         }
-        if stream.parsers.2 == Some(true) {
+        if p.server == Some(true) {
             *server_records += 1;
-            return done;
+            return out;
         }
         let fingerprint = |v: &[u8]| fp.fingerprint(v);
-        let parser = if writing {
-            &mut stream.parsers.0
+        let parser = if c.writing {
+            &mut p.request
         } else {
-            &mut stream.parsers.1
+            &mut p.response
         };
-        let mut msgs = parser.feed(&t.data, &fingerprint);
-        let missing = t.hdr.len.saturating_sub(t.data.len() as u64);
+        let mut msgs = parser.feed(c.data, &fingerprint);
+        let missing = c.len.saturating_sub(c.data.len() as u64);
         if missing > 0 {
             msgs.extend(parser.gap(missing));
         }
         for m in msgs {
             match m {
-                Message::Error(e) => {
+                Message::Error(error) => {
                     *parse_errors += 1;
-                    tracing::debug!(pid = key.pid, conn = key.conn, error = %e, "HTTP framing");
+                    if !stream.parsers.error_reported {
+                        stream.parsers.error_reported = true;
+                        out.push(Outcome::ParseError(ParseFailure {
+                            process: process.clone(),
+                            conn: c.conn,
+                            fd: stream.fd,
+                            tls_library: c.tls_library,
+                            protocol: "http/1.1",
+                            error,
+                            ns: c.ns,
+                            tid: c.tid,
+                        }));
+                    }
                 }
-                Message::Complete { head, body_bytes } if writing => {
-                    stream.parsers.1.expect_response_to(&head.method);
+                Message::Complete { head, body_bytes } if c.writing => {
+                    stream.parsers.response.expect_response_to(&head.method);
                     let req = RequestSummary {
                         authority: head.host.clone().unwrap_or_default(),
                         method: head.method,
@@ -128,7 +266,7 @@ impl Calls {
                         body_bytes,
                         head_bytes: head.head_bytes,
                     };
-                    stream.request(req, now, t.hdr.header.tid);
+                    stream.request(req, c.ns, c.tid, 0);
                 }
                 Message::Complete { head, body_bytes } => {
                     let resp = ResponseSummary {
@@ -136,81 +274,60 @@ impl Calls {
                         body_bytes,
                         head_bytes: head.head_bytes,
                     };
-                    done.extend(stream.response(&key, resp, now));
+                    out.extend(stream.response(&key, 0, resp, c.ns).map(Outcome::Call));
                 }
             }
         }
-        done
+        out
     }
-}
 
-impl Calls {
-    /// A plain-text request seen in the first sends of a connected socket.
-    /// Only sends are captured on plain sockets so far: the call carries no
-    /// response (status absent).
-    pub fn on_plain(&mut self, d: &SockData, process: &Arc<Process>) -> Option<ApiCall> {
-        if !starts_with_method(&d.data) {
-            return None;
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 128];
-        let mut req = httparse::Request::new(&mut headers);
-        let head_len = match req.parse(&d.data) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) | Err(_) => {
-                self.parse_errors += 1;
-                return None;
-            }
-        };
-        let mut authority = String::new();
-        let mut credential = None;
-        for h in req.headers.iter() {
-            let name = h.name.to_ascii_lowercase();
-            if name == "host" {
-                authority = String::from_utf8_lossy(h.value).trim().to_ascii_lowercase();
-            } else if credential.is_none() && SECRET_HEADERS.contains(&name.as_str()) {
-                credential = Some(self.fp.fingerprint(h.value));
-            }
-        }
-        let ns = d.hdr.header.ktime_ns;
-        Some(ApiCall {
-            process: process.clone(),
-            conn: d.hdr.fd as u64,
-            tls_library: None,
-            request: RequestSummary {
-                method: req.method.unwrap_or("").to_string(),
-                target: req.path.unwrap_or("").to_string(),
-                authority,
-                http_version: format!("HTTP/1.{}", req.version.unwrap_or(1)),
-                credential_fingerprint: credential,
-                // What this send carried after the head.
-                body_bytes: d.hdr.len.saturating_sub(head_len as u64),
-                head_bytes: head_len as u64,
-            },
-            response: None,
-            started_ns: ns,
-            finished_ns: ns,
-            tid: d.hdr.header.tid,
-        })
-    }
-}
-
-impl Calls {
     /// Ends streams idle for long (all of them with `u64::MAX`, at
     /// shutdown); their unanswered requests come back as calls.
-    pub fn sweep(&mut self, now_ns: u64) -> Vec<ApiCall> {
-        if now_ns == u64::MAX {
-            return self
-                .flows
-                .sweep(std::time::Instant::now(), now_ns, |_| true);
-        }
+    pub fn sweep(&mut self, now_ns: u64) -> Vec<Outcome> {
+        let all = now_ns == u64::MAX;
         self.flows
-            .sweep(std::time::Instant::now(), now_ns, |_| false)
+            .sweep(std::time::Instant::now(), now_ns, |_| all)
+            .into_iter()
+            .map(Outcome::Call)
+            .collect()
+    }
+}
+
+/// How a connection is named in events: the TLS library's object, or the
+/// plain socket.
+fn connection_name(conn: u64, tls_library: Option<&str>) -> String {
+    match tls_library {
+        Some(_) => format!("{conn:#x}"),
+        None => format!("fd {}", conn & !PLAIN),
+    }
+}
+
+/// The event for an outcome; destinations come from the socket table.
+pub fn event(outcome: Outcome, clock: &Clock, sockets: &FirstBytes) -> Event {
+    match outcome {
+        Outcome::Call(call) => call_event(call, clock, sockets),
+        Outcome::ParseError(f) => {
+            let dst =
+                f.fd.and_then(|fd| sockets.get(f.process.pid, f.process.start_ticks, fd));
+            let detail = Detail::ParseError {
+                protocol: f.protocol,
+                error: f.error,
+                connection: connection_name(f.conn, f.tls_library),
+                daddr: dst.map(|d| d.addr),
+                dport: dst.map(|d| d.port),
+                sni: dst.and_then(|d| d.sni.clone()),
+            };
+            Event::at(clock, f.ns, f.tid, f.process, detail)
+        }
     }
 }
 
 /// The event for a finished exchange, timed at its request.
-pub fn event(call: ApiCall, clock: &Clock) -> Event {
+fn call_event(call: ApiCall, clock: &Clock, sockets: &FirstBytes) -> Event {
     let r = &call.request;
+    let dst = call
+        .fd
+        .and_then(|fd| sockets.get(call.process.pid, call.process.start_ticks, fd));
     let latency_ms = call
         .response
         .as_ref()
@@ -235,11 +352,10 @@ pub fn event(call: ApiCall, clock: &Clock) -> Event {
         },
         tls_library: call.tls_library,
         credential_fingerprint: r.credential_fingerprint.clone(),
-        connection: if call.tls_library.is_some() {
-            format!("{:#x}", call.conn)
-        } else {
-            format!("fd {}", call.conn)
-        },
+        connection: connection_name(call.conn, call.tls_library),
+        daddr: dst.map(|d| d.addr),
+        dport: dst.map(|d| d.port),
+        sni: dst.and_then(|d| d.sni.clone()),
     };
     let tid = call.tid;
     let started = call.started_ns;

@@ -41,12 +41,15 @@ impl Default for StateConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SocketsConfig {
-    /// Capture the first sends of connected sockets (TLS ClientHello for
-    /// SNI/ALPN, plain-text requests). Hooks write/sendto/close.
+    /// Capture bytes of connected sockets: the first send (a TLS
+    /// ClientHello names SNI/ALPN), and both directions of plain-text HTTP
+    /// connections for their whole life. Also ties TLS calls to their
+    /// socket. Hooks write/sendto/read/recvfrom/close.
     pub enabled: bool,
-    /// Bytes copied per captured send.
+    /// Bytes copied per captured send or receive.
     pub capture_bytes: u32,
-    /// Sends captured per connection.
+    /// Sends captured of a connection that is neither TLS nor HTTP (its
+    /// first send decides).
     pub capture_sends: u32,
 }
 

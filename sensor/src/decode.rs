@@ -5,7 +5,7 @@
 
 use sensor_common::{
     ConnectRecord, EventHeader, EventKind, ExecRecord, ExitRecord, ForkRecord, SOCK_DATA_MAX,
-    SockDataHeader, TLS_DATA_MAX, TlsDataHeader,
+    SockDataHeader, TLS_DATA_MAX, TlsBindRecord, TlsDataHeader,
 };
 
 #[derive(Clone, Debug)]
@@ -17,9 +17,10 @@ pub enum Record {
     Connect(ConnectRecord),
     TlsData(Box<TlsData>),
     SockData(Box<SockData>),
+    TlsBind(TlsBindRecord),
 }
 
-/// The first bytes sent on a connected socket.
+/// Bytes sent or received on a connected socket.
 #[derive(Clone, Debug)]
 pub struct SockData {
     pub hdr: SockDataHeader,
@@ -117,6 +118,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             )?;
             Record::SockData(Box::new(SockData { hdr, data }))
         }
+        EventKind::TlsBind => Record::TlsBind(read(bytes).ok_or(truncated)?),
     })
 }
 
@@ -129,6 +131,7 @@ impl Record {
             Record::Connect(r) => &r.header,
             Record::TlsData(r) => &r.hdr.header,
             Record::SockData(r) => &r.hdr.header,
+            Record::TlsBind(r) => &r.header,
         }
     }
 }
@@ -235,6 +238,15 @@ pub(crate) mod tests {
             _pad: 0,
         };
         assert!(matches!(decode(&bytes_of(&x)).unwrap(), Record::Exit(r) if r.exit_code == 256));
+        let b = sensor_common::TlsBindRecord {
+            header: header(EventKind::TlsBind, 4),
+            conn: 0x5555,
+            fd: 7,
+            _pad: 0,
+        };
+        assert!(
+            matches!(decode(&bytes_of(&b)).unwrap(), Record::TlsBind(r) if (r.conn, r.fd) == (0x5555, 7))
+        );
     }
 
     #[test]
@@ -289,9 +301,10 @@ pub(crate) mod tests {
             conn,
             len: data.len() as u64,
             captured: data.len() as u32,
+            fd: -1,
             dir,
             lib: sensor_common::TLS_LIB_OPENSSL,
-            _pad: [0; 2],
+            _pad: [0; 6],
         };
         let mut b = bytes_of(&hdr);
         b.extend_from_slice(data);

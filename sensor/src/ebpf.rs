@@ -41,11 +41,17 @@ const TRACEPOINTS: [(&str, &str, &str); 4] = [
     ("sys_exit_connect", "syscalls", "sys_exit_connect"),
 ];
 
-/// First-bytes capture of connected sockets: every write/sendto/close on
-/// the host passes through these (one map lookup when the fd is not watched).
-const SOCKET_TRACEPOINTS: [(&str, &str, &str); 3] = [
+/// Bytes of connected sockets: every write/sendto/read/recvfrom/close on
+/// the host passes through these (one map lookup when the fd is not
+/// watched; one more at read exit, on a map that is empty unless a plain
+/// HTTP receive is in flight).
+const SOCKET_TRACEPOINTS: [(&str, &str, &str); 7] = [
     ("sys_enter_write", "syscalls", "sys_enter_write"),
     ("sys_enter_sendto", "syscalls", "sys_enter_sendto"),
+    ("sys_enter_read", "syscalls", "sys_enter_read"),
+    ("sys_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
+    ("sys_exit_read", "syscalls", "sys_exit_read"),
+    ("sys_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
     ("sys_enter_close", "syscalls", "sys_enter_close"),
 ];
 

@@ -80,8 +80,17 @@ pub enum Detail {
         /// Keyed fingerprint of the credential sent, never the credential.
         #[serde(skip_serializing_if = "Option::is_none")]
         credential_fingerprint: Option<String>,
-        /// The connection object (SSL pointer), to group calls.
+        /// The connection: TLS library object (SSL pointer) or `fd N`.
         connection: String,
+        /// Where the socket goes, when the connection was tied to a socket
+        /// the sensor saw connect.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        daddr: Option<IpAddr>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dport: Option<u16>,
+        /// Server name the TLS client asked for.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sni: Option<String>,
     },
     /// A TLS ClientHello sent on a connection the process opened: names
     /// the destination of any TLS client, hookable or not.
@@ -95,6 +104,20 @@ pub enum Detail {
         sni: Option<String>,
         alpn: Vec<String>,
     },
+    /// Captured bytes of a connection could not be understood (reported
+    /// once per connection; `http_parse_errors` counts them all).
+    ParseError {
+        protocol: &'static str,
+        /// What was wrong; never the bytes themselves.
+        error: String,
+        connection: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        daddr: Option<IpAddr>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dport: Option<u16>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sni: Option<String>,
+    },
 }
 
 impl Detail {
@@ -106,6 +129,7 @@ impl Detail {
             Detail::Connect { .. } => "connect",
             Detail::TlsClientHello { .. } => "tls_client_hello",
             Detail::ApiCall { .. } => "api_call",
+            Detail::ParseError { .. } => "parse_error",
         }
     }
 }
@@ -161,7 +185,7 @@ pub fn from_record(rec: &Record, procs: &mut ProcessTable, clock: &Clock) -> Opt
         }
         Record::Connect(r) => (procs.resolve(&r.header), connect_detail(r)),
         // Plaintext and first bytes: the stream layers handle them.
-        Record::TlsData(_) | Record::SockData(_) => return None,
+        Record::TlsData(_) | Record::SockData(_) | Record::TlsBind(_) => return None,
     };
     Some(Event::new(clock, &header, process, detail))
 }
@@ -275,6 +299,8 @@ impl Event {
                 status,
                 latency_ms,
                 credential_fingerprint,
+                daddr,
+                dport,
                 ..
             } => {
                 let status = status.map_or("-".to_string(), |s| s.to_string());
@@ -282,9 +308,20 @@ impl Event {
                 if let Some(ms) = latency_ms {
                     let _ = write!(s, " {ms:.1}ms");
                 }
+                if let (Some(a), Some(p)) = (daddr, dport) {
+                    let _ = write!(s, " dst={}", SocketAddr::new(*a, *p));
+                }
                 if let Some(fp) = credential_fingerprint {
                     let _ = write!(s, " cred={fp}");
                 }
+            }
+            Detail::ParseError {
+                protocol,
+                error,
+                connection,
+                ..
+            } => {
+                let _ = write!(s, " {protocol} parse error on {connection}: {error}");
             }
             Detail::Fork { child_pid, .. } => {
                 let _ = write!(s, " forked {child_pid}");

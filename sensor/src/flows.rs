@@ -1,7 +1,7 @@
-//! TLS streams: plaintext records grouped per connection object (SSL
-//! pointer + process), per direction, fed to HTTP parsers, and paired into
-//! API calls (request with its response). Bounded in streams and bytes;
-//! what is evicted is counted.
+//! HTTP streams: captured bytes grouped per connection (TLS connection
+//! object or plain socket, within a process), fed to HTTP parsers, and
+//! paired into API calls (request with its response). Bounded in streams
+//! and bytes; what is evicted is counted.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -37,6 +37,8 @@ pub struct ResponseSummary {
 pub struct ApiCall {
     pub process: Arc<Process>,
     pub conn: u64,
+    /// The socket the connection uses, when known.
+    pub fd: Option<i32>,
     /// The TLS library the plaintext came from; None for plain sockets.
     pub tls_library: Option<&'static str>,
     pub request: RequestSummary,
@@ -58,52 +60,82 @@ pub struct StreamKey {
     pub conn: u64,
 }
 
+/// A request awaiting its response.
+struct Pending {
+    request: RequestSummary,
+    started_ns: u64,
+    tid: u32,
+    /// HTTP/2 stream id; 0 for HTTP/1.x, where responses come in order.
+    sid: u32,
+}
+
 pub struct Stream<P> {
     pub parsers: P,
     pub process: Arc<Process>,
-    pub tls_library: &'static str,
-    pending: VecDeque<(RequestSummary, u64, u32)>,
+    /// None for plain sockets.
+    pub tls_library: Option<&'static str>,
+    /// The socket, once known (from the kernel's binding of TLS calls to
+    /// sockets; always for plain sockets).
+    pub fd: Option<i32>,
+    pending: VecDeque<Pending>,
     last_seen: Instant,
 }
 
 impl<P> Stream<P> {
-    /// A request finished at kernel time `ns`: await its response.
-    pub fn request(&mut self, req: RequestSummary, ns: u64, tid: u32) {
+    /// A request (on HTTP/2 stream `sid`, else 0) finished at kernel time
+    /// `ns`: await its response.
+    pub fn request(&mut self, req: RequestSummary, ns: u64, tid: u32, sid: u32) {
         // Pipelining depth is small in practice; a client that never reads
         // responses must not grow this without bound.
-        if self.pending.len() < 64 {
-            self.pending.push_back((req, ns, tid));
+        if self.pending.len() < 256 {
+            self.pending.push_back(Pending {
+                request: req,
+                started_ns: ns,
+                tid,
+                sid,
+            });
         }
     }
 
-    /// A response finished: pair it with the oldest pending request.
-    pub fn response(&mut self, key: &StreamKey, resp: ResponseSummary, ns: u64) -> Option<ApiCall> {
-        let (request, started_ns, tid) = self.pending.pop_front()?;
-        Some(ApiCall {
+    /// A response finished: pair it with the oldest pending request of the
+    /// same HTTP/2 stream (the oldest of all for HTTP/1.x).
+    pub fn response(
+        &mut self,
+        key: &StreamKey,
+        sid: u32,
+        resp: ResponseSummary,
+        ns: u64,
+    ) -> Option<ApiCall> {
+        let i = self.pending.iter().position(|p| p.sid == sid)?;
+        let p = self.pending.remove(i)?;
+        Some(self.call(key, p, Some(resp), ns))
+    }
+
+    fn call(
+        &self,
+        key: &StreamKey,
+        p: Pending,
+        response: Option<ResponseSummary>,
+        ns: u64,
+    ) -> ApiCall {
+        ApiCall {
             process: self.process.clone(),
             conn: key.conn,
-            tls_library: Some(self.tls_library),
-            request,
-            response: Some(resp),
-            started_ns,
+            fd: self.fd,
+            tls_library: self.tls_library,
+            request: p.request,
+            response,
+            started_ns: p.started_ns,
             finished_ns: ns,
-            tid,
-        })
+            tid: p.tid,
+        }
     }
 
     fn drain_unanswered(&mut self, key: &StreamKey, now_ns: u64) -> Vec<ApiCall> {
-        self.pending
-            .drain(..)
-            .map(|(request, started_ns, tid)| ApiCall {
-                process: self.process.clone(),
-                conn: key.conn,
-                tls_library: Some(self.tls_library),
-                request,
-                response: None,
-                started_ns,
-                finished_ns: now_ns,
-                tid,
-            })
+        let pending = std::mem::take(&mut self.pending);
+        pending
+            .into_iter()
+            .map(|p| self.call(key, p, None, now_ns))
             .collect()
     }
 }
@@ -145,7 +177,7 @@ impl<P> Flows<P> {
         &mut self,
         key: StreamKey,
         process: &Arc<Process>,
-        tls_library: &'static str,
+        tls_library: Option<&'static str>,
         now_ns: u64,
         make: impl FnOnce() -> P,
         evicted: &mut Vec<ApiCall>,
@@ -166,11 +198,28 @@ impl<P> Flows<P> {
             parsers: make(),
             process: process.clone(),
             tls_library,
+            fd: None,
             pending: VecDeque::new(),
             last_seen: Instant::now(),
         });
         s.last_seen = Instant::now();
         s
+    }
+
+    /// The stream for `key` if there is one.
+    pub fn existing(&mut self, key: &StreamKey) -> Option<&mut Stream<P>> {
+        let s = self.streams.get_mut(key)?;
+        s.last_seen = Instant::now();
+        Some(s)
+    }
+
+    /// Ends the stream for `key` (its connection closed or was replaced);
+    /// its unanswered requests are returned.
+    pub fn end(&mut self, key: &StreamKey, now_ns: u64) -> Vec<ApiCall> {
+        match self.streams.remove(key) {
+            Some(mut s) => s.drain_unanswered(key, now_ns),
+            None => Vec::new(),
+        }
     }
 
     /// Ends idle streams (and all streams of exited processes, which the
@@ -248,11 +297,11 @@ mod tests {
         };
         let p = process();
         let mut ev = Vec::new();
-        let s = f.stream(key, &p, "openssl", 0, || (), &mut ev);
-        s.request(req("/a"), 100, 7);
-        s.request(req("/b"), 110, 7);
-        let a = s.response(&key, resp(200), 150).unwrap();
-        let b = s.response(&key, resp(404), 190).unwrap();
+        let s = f.stream(key, &p, Some("openssl"), 0, || (), &mut ev);
+        s.request(req("/a"), 100, 7, 0);
+        s.request(req("/b"), 110, 7, 0);
+        let a = s.response(&key, 0, resp(200), 150).unwrap();
+        let b = s.response(&key, 0, resp(404), 190).unwrap();
         assert_eq!(
             (a.request.target.as_str(), a.response.unwrap().status),
             ("/a", 200)
@@ -262,9 +311,37 @@ mod tests {
             ("/b", 80)
         );
         assert!(
-            s.response(&key, resp(200), 200).is_none(),
+            s.response(&key, 0, resp(200), 200).is_none(),
             "no request left to pair"
         );
+    }
+
+    #[test]
+    fn http2_responses_pair_by_stream_id() {
+        let mut f: Flows<()> = Flows::new(8, Duration::from_secs(60));
+        let key = StreamKey {
+            pid: 7,
+            start_ticks: 1,
+            conn: 0x10,
+        };
+        let p = process();
+        let mut ev = Vec::new();
+        let s = f.stream(key, &p, Some("openssl"), 0, || (), &mut ev);
+        s.request(req("/slow"), 100, 7, 1);
+        s.request(req("/fast"), 110, 7, 3);
+        let fast = s.response(&key, 3, resp(201), 120).unwrap();
+        assert_eq!(fast.request.target, "/fast");
+        assert!(
+            s.response(&key, 5, resp(200), 130).is_none(),
+            "unknown stream"
+        );
+        let slow = s.response(&key, 1, resp(200), 300).unwrap();
+        assert_eq!(
+            (slow.request.target.as_str(), slow.finished_ns),
+            ("/slow", 300)
+        );
+        assert!(f.end(&key, 400).is_empty());
+        assert!(f.is_empty());
     }
 
     #[test]
@@ -278,8 +355,8 @@ mod tests {
                 start_ticks: 1,
                 conn,
             };
-            f.stream(key, &p, "openssl", conn, || (), &mut ev)
-                .request(req("/x"), conn, 7);
+            f.stream(key, &p, Some("openssl"), conn, || (), &mut ev)
+                .request(req("/x"), conn, 7, 0);
         }
         assert_eq!(f.len(), 2);
         assert_eq!(f.stats.streams_evicted, 3);

@@ -118,8 +118,8 @@ pub async fn run(cfg: Config) -> Result<()> {
                         Record::TlsData(t) => {
                             tls_records += 1;
                             let process = procs.resolve(&t.hdr.header);
-                            for call in calls.on_tls(t, &process) {
-                                out.emit(&crate::calls::event(call, &clock));
+                            for o in calls.on_tls(t, &process) {
+                                out.emit(&crate::calls::event(o, &clock, &first_bytes));
                             }
                             continue;
                         }
@@ -129,9 +129,21 @@ pub async fn run(cfg: Config) -> Result<()> {
                                 out.emit(&ev);
                             } else {
                                 let process = procs.resolve(&d.hdr.header);
-                                if let Some(call) = calls.on_plain(d, &process) {
-                                    out.emit(&crate::calls::event(call, &clock));
+                                for o in calls.on_plain(d, &process) {
+                                    out.emit(&crate::calls::event(o, &clock, &first_bytes));
                                 }
+                            }
+                            continue;
+                        }
+                        Record::TlsBind(b) => {
+                            let process = procs.resolve(&b.header);
+                            // Only a socket that sent a ClientHello carries
+                            // TLS: anything else was a stray write.
+                            if first_bytes
+                                .get(process.pid, process.start_ticks, b.fd)
+                                .is_some_and(|d| d.tls)
+                            {
+                                calls.bind(&process, b.conn, b.fd);
                             }
                             continue;
                         }
@@ -141,6 +153,11 @@ pub async fn run(cfg: Config) -> Result<()> {
                         continue;
                     };
                     first_bytes.on_event(&ev);
+                    if let Detail::Connect { fd, .. } = ev.detail {
+                        for o in calls.on_connect(&ev.process, fd, rec.header().ktime_ns) {
+                            out.emit(&crate::calls::event(o, &clock, &first_bytes));
+                        }
+                    }
                     if loaded.tls_loaded {
                         match ev.detail {
                             // A new image maps new libraries.
@@ -158,8 +175,8 @@ pub async fn run(cfg: Config) -> Result<()> {
                     procs.sweep(Instant::now());
                     // Idle streams end; requests that never got a response
                     // are still reported (status absent).
-                    for call in calls.sweep(clock::boottime_ns()) {
-                        out.emit(&crate::calls::event(call, &clock));
+                    for o in calls.sweep(clock::boottime_ns()) {
+                        out.emit(&crate::calls::event(o, &clock, &first_bytes));
                     }
                     out.flush();
                     last_sweep = Instant::now();
@@ -174,8 +191,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
     }
     reader.await.context("ring buffer reader panicked")??;
-    for call in calls.sweep(u64::MAX) {
-        out.emit(&crate::calls::event(call, &clock));
+    for o in calls.sweep(u64::MAX) {
+        out.emit(&crate::calls::event(o, &clock, &first_bytes));
     }
     out.flush();
     let by_kind = std::mem::take(&mut out.by_kind);

@@ -1,6 +1,7 @@
-//! The first bytes of connected sockets: a TLS ClientHello names the
-//! destination (SNI) of any TLS client; plain-text requests go to the HTTP
-//! layer. Connections are known by (process, fd) from connect events.
+//! Connected sockets by (process, fd), from connect events: where they go
+//! and, from their first bytes, whether they speak TLS and to which name
+//! (a ClientHello's SNI names the destination of any TLS client). Plain
+//! text goes on to the HTTP layer.
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -15,9 +16,19 @@ use crate::{
 /// (pid, start ticks, fd) → destination, from the connect that opened it.
 type ConnKey = (u32, u64, i32);
 
+/// Where a connected socket goes, and what its ClientHello said.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Destination {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// A TLS ClientHello was sent on it.
+    pub tls: bool,
+    pub sni: Option<String>,
+}
+
 #[derive(Default)]
 pub struct FirstBytes {
-    conns: HashMap<ConnKey, (IpAddr, u16)>,
+    conns: HashMap<ConnKey, Destination>,
     /// ClientHellos that did not parse (counted, never fatal).
     pub hello_errors: u64,
 }
@@ -43,9 +54,20 @@ impl FirstBytes {
             }
             self.conns.insert(
                 (ev.process.pid, ev.process.start_ticks, *fd),
-                (*daddr, *dport),
+                Destination {
+                    addr: *daddr,
+                    port: *dport,
+                    tls: false,
+                    sni: None,
+                },
             );
         }
+    }
+
+    /// The destination of socket `fd` of a process, if it was connected
+    /// while the sensor ran.
+    pub fn get(&self, pid: u32, start_ticks: u64, fd: i32) -> Option<&Destination> {
+        self.conns.get(&(pid, start_ticks, fd))
     }
 
     /// An event for data worth reporting on its own (a ClientHello).
@@ -55,7 +77,9 @@ impl FirstBytes {
         procs: &mut ProcessTable,
         clock: &Clock,
     ) -> Option<Event> {
-        if !client_hello::looks_like_client_hello(&d.data) {
+        if d.hdr.dir != sensor_common::TLS_DIR_WRITE
+            || !client_hello::looks_like_client_hello(&d.data)
+        {
             return None;
         }
         let hello = match client_hello::parse(&d.data) {
@@ -69,8 +93,12 @@ impl FirstBytes {
         let process = procs.resolve(&d.hdr.header);
         let dst = self
             .conns
-            .get(&(process.pid, process.start_ticks, d.hdr.fd))
-            .copied();
+            .get_mut(&(process.pid, process.start_ticks, d.hdr.fd))
+            .map(|dst| {
+                dst.tls = true;
+                dst.sni.clone_from(&hello.sni);
+                (dst.addr, dst.port)
+            });
         Some(Event::new(
             clock,
             &d.hdr.header,

@@ -43,8 +43,11 @@ fn plain_http_requests_become_api_calls() {
             .starts_with("Bearer fp:")
     );
     assert!(ev.get("tls_library").is_none());
-    // Only sends are captured on plain sockets so far: no status yet.
-    assert!(ev.get("status").is_none(), "{ev}");
+    // Receives on plain HTTP sockets are captured too: the exchange is whole.
+    assert_eq!(ev["status"], 200, "{ev}");
+    assert!(ev["response_bytes"].as_u64().unwrap() > 0, "{ev}");
+    assert_eq!(ev["daddr"], "127.0.0.1", "{ev}");
+    assert_eq!(ev["dport"], u64::from(server.port), "{ev}");
     assert!(!ev.to_string().contains("PLANTED"), "{ev}");
     sensor.stop();
 }

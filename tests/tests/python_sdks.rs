@@ -35,6 +35,8 @@ fn check(client: &str, script: &str) {
         "{client}: {post}"
     );
     for c in [&get, &post] {
+        assert_eq!(c["daddr"], "127.0.0.1", "{client}: {c}");
+        assert_eq!(c["dport"], u64::from(server.port), "{client}: {c}");
         let fp = c["credential_fingerprint"].as_str().unwrap_or_default();
         assert!(fp.starts_with("Bearer fp:"), "{client}: {c}");
         assert!(!c.to_string().contains("sdk-secret"), "{client}: {c}");

@@ -166,6 +166,11 @@ fn curl_calls_become_api_calls() {
     assert_eq!(g["http_version"], "HTTP/1.1");
     assert_eq!(g["transport"], "tls");
     assert_eq!(g["tls_library"], "openssl");
+    // The stream is tied to its socket: destination and SNI from connect
+    // and the ClientHello.
+    assert_eq!(g["daddr"], "127.0.0.1", "{g}");
+    assert_eq!(g["dport"], u64::from(server.port), "{g}");
+    assert_eq!(g["sni"], "localhost", "{g}");
     let fp = g["credential_fingerprint"].as_str().unwrap();
     assert!(
         fp.starts_with("Bearer fp:") && !fp.contains("tok-e2e"),
@@ -216,6 +221,7 @@ fn python_ex_calls_become_api_calls() {
     assert_eq!(g["status"], 200);
     let p = api_call_of(&sensor, child, "POST");
     assert_eq!(p["path"], "/billing/credits", "{p}");
+    assert_eq!(p["dport"], u64::from(server.port), "{p}");
     assert_eq!(p["status"], 201);
     let fp = p["credential_fingerprint"].as_str().unwrap();
     assert!(fp.starts_with("fp:") && fp.len() == 15, "{fp}");
@@ -286,6 +292,8 @@ fn node_fetch_becomes_an_api_call() {
     assert_eq!(p["path"], "/v1/chat/completions", "{p}");
     assert_eq!(p["status"], 201);
     assert_eq!(p["process"]["exe"], "/usr/bin/node");
+    // Memory BIO: the socket is the thread's next write after SSL_write.
+    assert_eq!(p["dport"], u64::from(server.port), "{p}");
     assert!(
         p["credential_fingerprint"]
             .as_str()

@@ -262,7 +262,15 @@ impl H1Stream {
                                         Ok(0) => *state = Chunk::Trailers,
                                         Ok(n) => *state = Chunk::Data(n),
                                         Err(_) => {
-                                            self.fail(out, format!("bad chunk size {hex:?}"));
+                                            // The line is not echoed: errors reach the output,
+                                            // and a misframed line may be body text.
+                                            self.fail(
+                                                out,
+                                                format!(
+                                                    "bad chunk size line ({} bytes)",
+                                                    line.len()
+                                                ),
+                                            );
                                             return data.len();
                                         }
                                     }
@@ -355,7 +363,7 @@ impl H1Stream {
                     let v = std::str::from_utf8(value).unwrap_or("").trim();
                     length = Some(
                         v.parse::<u64>()
-                            .map_err(|_| format!("bad Content-Length {v:?}"))?,
+                            .map_err(|_| format!("bad Content-Length ({} bytes)", v.len()))?,
                     );
                 }
                 "transfer-encoding" => {
