@@ -51,3 +51,54 @@ fn plain_http_requests_become_api_calls() {
     assert!(!ev.to_string().contains("PLANTED"), "{ev}");
     sensor.stop();
 }
+
+/// A server that answers an HTTP request with bytes that are not HTTP.
+fn garbage_server() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"PLANTED-garbage \x00\x01\x02 not a status line\r\n\r\n");
+        }
+    });
+    port
+}
+
+#[test]
+fn unparseable_response_is_reported_with_its_connection() {
+    let _g = serial();
+    if !require_root("unparseable_response_is_reported_with_its_connection") {
+        return;
+    }
+    let sensor = Sensor::start();
+    let port = garbage_server();
+    let url = format!("http://127.0.0.1:{port}/v1/status");
+    // curl refuses the reply (HTTP/0.9): its exit status is not the point.
+    let (child, _) = run(Command::new("curl").args(["-sS", "-m", "5", &url]));
+    let ev = sensor.wait_for("parse_error", |v| {
+        kind(v) == "parse_error" && pid(v) == u64::from(child)
+    });
+    assert_eq!(ev["protocol"], "http/1.1", "{ev}");
+    assert!(
+        ev["connection"].as_str().unwrap().starts_with("fd "),
+        "{ev}"
+    );
+    assert_eq!(ev["daddr"], "127.0.0.1", "{ev}");
+    assert_eq!(ev["dport"], u64::from(port), "{ev}");
+    assert!(!ev["error"].as_str().unwrap().is_empty(), "{ev}");
+    // What was wrong is said; the captured bytes are not repeated.
+    assert!(!ev.to_string().contains("PLANTED"), "{ev}");
+    // The request itself is still a call, with no status (reported when
+    // its stream ends: here at shutdown).
+    let (_, stderr, events) = sensor.stop_with_events();
+    let call = events
+        .iter()
+        .find(|v| kind(v) == "api_call" && pid(v) == u64::from(child))
+        .unwrap_or_else(|| panic!("no api_call; stderr:\n{stderr}"));
+    assert_eq!(call["path"], "/v1/status", "{call}");
+    assert!(call.get("status").is_none(), "{call}");
+    assert!(stderr.contains("http_parse_errors=1"), "{stderr}");
+}
