@@ -8,7 +8,8 @@
 //!   or <= 0 on error / retry.
 //! - OpenSSL `int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t
 //!   *written)` and `SSL_read_ex(.., size_t *readbytes)`: return 1 on
-//!   success, the count is in the 4th argument, read at return.
+//!   success, the count is in the 4th argument, read at return (5th for
+//!   OpenSSL 3.3+ `SSL_write_ex2`, which takes flags before it).
 //! - GnuTLS `ssize_t gnutls_record_send(gnutls_session_t s, const void
 //!   *data, size_t n)` and `gnutls_record_recv(.., void *data, size_t n)`.
 //!
@@ -100,7 +101,9 @@ pub fn on_socket_syscall(pid_tgid: u64, fd: i32, writing: bool) {
 }
 
 #[inline(always)]
-fn enter(ctx: &ProbeContext, dir: u8, lib: u8, ex: bool) -> u32 {
+/// `count_arg`: index of the `size_t *` argument that receives the byte
+/// count (the `_ex` functions), or None when the return value is the count.
+fn enter(ctx: &ProbeContext, dir: u8, lib: u8, count_arg: Option<usize>) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if is_sensor((pid_tgid >> 32) as u32) {
         return 0;
@@ -108,10 +111,9 @@ fn enter(ctx: &ProbeContext, dir: u8, lib: u8, ex: bool) -> u32 {
     let (Some(conn), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
         return 0;
     };
-    let count_ptr = if ex {
-        ctx.arg::<u64>(3).unwrap_or(0)
-    } else {
-        0
+    let count_ptr = match count_arg {
+        Some(n) => ctx.arg::<u64>(n).unwrap_or(0),
+        None => 0,
     };
     let call = TlsCall {
         conn,
@@ -131,32 +133,39 @@ fn enter(ctx: &ProbeContext, dir: u8, lib: u8, ex: bool) -> u32 {
 
 #[uprobe]
 pub fn ssl_write(ctx: ProbeContext) -> u32 {
-    enter(&ctx, TLS_DIR_WRITE, TLS_LIB_OPENSSL, false)
+    enter(&ctx, TLS_DIR_WRITE, TLS_LIB_OPENSSL, None)
 }
 
 #[uprobe]
 pub fn ssl_read(ctx: ProbeContext) -> u32 {
-    enter(&ctx, TLS_DIR_READ, TLS_LIB_OPENSSL, false)
+    enter(&ctx, TLS_DIR_READ, TLS_LIB_OPENSSL, None)
 }
 
 #[uprobe]
 pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
-    enter(&ctx, TLS_DIR_WRITE, TLS_LIB_OPENSSL, true)
+    enter(&ctx, TLS_DIR_WRITE, TLS_LIB_OPENSSL, Some(3))
 }
 
 #[uprobe]
 pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
-    enter(&ctx, TLS_DIR_READ, TLS_LIB_OPENSSL, true)
+    enter(&ctx, TLS_DIR_READ, TLS_LIB_OPENSSL, Some(3))
+}
+
+/// `int SSL_write_ex2(SSL *s, const void *buf, size_t num, uint64_t flags,
+/// size_t *written)`.
+#[uprobe]
+pub fn ssl_write_ex2(ctx: ProbeContext) -> u32 {
+    enter(&ctx, TLS_DIR_WRITE, TLS_LIB_OPENSSL, Some(4))
 }
 
 #[uprobe]
 pub fn gnutls_send(ctx: ProbeContext) -> u32 {
-    enter(&ctx, TLS_DIR_WRITE, TLS_LIB_GNUTLS, false)
+    enter(&ctx, TLS_DIR_WRITE, TLS_LIB_GNUTLS, None)
 }
 
 #[uprobe]
 pub fn gnutls_recv(ctx: ProbeContext) -> u32 {
-    enter(&ctx, TLS_DIR_READ, TLS_LIB_GNUTLS, false)
+    enter(&ctx, TLS_DIR_READ, TLS_LIB_GNUTLS, None)
 }
 
 #[uretprobe]

@@ -12,11 +12,16 @@ use std::{
 use object::{Object, ObjectSymbol};
 
 /// TLS functions, the entry program for each, and the library family.
-pub const FUNCTIONS: [(&str, &str); 6] = [
+/// `SSL_write_ex2` exists from OpenSSL 3.3 (QUIC stream flags); there is
+/// no `SSL_read_ex2`. Where `SSL_write_ex` wraps `SSL_write_ex2`, the inner
+/// call replaces the outer one's in-flight entry in the kernel and only one
+/// record is made.
+pub const FUNCTIONS: [(&str, &str); 7] = [
     ("SSL_write", "ssl_write"),
     ("SSL_read", "ssl_read"),
     ("SSL_write_ex", "ssl_write_ex"),
     ("SSL_read_ex", "ssl_read_ex"),
+    ("SSL_write_ex2", "ssl_write_ex2"),
     ("gnutls_record_send", "gnutls_send"),
     ("gnutls_record_recv", "gnutls_recv"),
 ];
