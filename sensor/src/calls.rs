@@ -226,12 +226,12 @@ impl Calls {
             *server_records += 1;
             return out;
         }
-        let fingerprint = |v: &[u8]| fp.fingerprint(v);
         let parser = if c.writing {
             &mut p.request
         } else {
             &mut p.response
         };
+        let fingerprint = |v: &[u8]| fp.fingerprint(v);
         let mut msgs = parser.feed(c.data, &fingerprint);
         let missing = c.len.saturating_sub(c.data.len() as u64);
         if missing > 0 {

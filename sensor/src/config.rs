@@ -20,6 +20,91 @@ pub struct Config {
     pub sockets: SocketsConfig,
     pub state: StateConfig,
     pub log: LogConfig,
+    pub api: ApiConfig,
+    pub audit: AuditConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// gRPC on a unix socket (mode 0600, root): the CLI and node-local
+    /// tools. Empty: no local API.
+    pub socket: PathBuf,
+    /// Events a subscriber may fall behind by before it is told it lagged
+    /// (and misses them): a slow reader never slows the pipeline.
+    pub subscriber_queue: usize,
+    /// Optional TCP listener for remote collectors; mutual TLS only.
+    pub tcp: Option<TcpApiConfig>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from("/run/sensor/sensor.sock"),
+            subscriber_queue: 4096,
+            tcp: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TcpApiConfig {
+    /// Address and port, e.g. "0.0.0.0:9443".
+    pub listen: std::net::SocketAddr,
+    /// Server certificate chain and key (PEM).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA (PEM) that client certificates must chain to: without a valid
+    /// client certificate nothing is served.
+    pub client_ca: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    pub enabled: bool,
+    /// SQLite file; relative paths are under `state.dir`.
+    pub path: PathBuf,
+    /// Events older than this are deleted (humantime: "7d", "12h").
+    #[serde(with = "duration_text")]
+    pub max_age: std::time::Duration,
+    /// Oldest events are deleted while the store is larger.
+    pub max_bytes: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: PathBuf::from("audit.db"),
+            max_age: std::time::Duration::from_secs(7 * 24 * 3600),
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Headers whose values are credentials, besides the built-in ones
+    /// (authorization, x-api-key, cookie, ...): fingerprinted, never shown.
+    pub secret_headers: Vec<String>,
+}
+
+/// Durations as humantime text ("7d", "90s") in the config file.
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -274,6 +359,17 @@ impl Config {
                 "sockets.capture_sends",
                 format!("{} is more than 64", self.sockets.capture_sends),
             ));
+        }
+        if self.api.subscriber_queue == 0 {
+            return Err(("api.subscriber_queue", "must be at least 1".into()));
+        }
+        if let Some(h) = self
+            .http
+            .secret_headers
+            .iter()
+            .find(|h| h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic() && b != b':'))
+        {
+            return Err(("http.secret_headers", format!("{h:?} is not a header name")));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level", format!("{:?}: {e}", self.log.level)));

@@ -31,6 +31,8 @@ pub struct Loaded {
     pub tls_loaded: bool,
     /// Features that run reduced on this host, with the reason.
     pub degraded: Vec<String>,
+    /// Kernel features proven here by loading what needs them.
+    pub capabilities: Vec<&'static str>,
 }
 
 /// Regular tracepoints: (program, category, event).
@@ -95,6 +97,11 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
         .load(OBJECT)
         .context("loading the kernel programs (are you root, with CAP_BPF and CAP_PERFMON?)")?;
 
+    // The object loaded: its ring buffer map exists; tracepoints follow.
+    let mut capabilities = vec!["ringbuf", "tracepoint"];
+    if offsets.valid == 1 {
+        capabilities.push("btf");
+    }
     let mut attachments = Vec::new();
     let socket_hooks = if cfg.sockets.enabled {
         &SOCKET_TRACEPOINTS[..]
@@ -125,6 +132,7 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
             program: "sched_process_fork",
             method: "raw_tracepoint sched_process_fork".into(),
         });
+        capabilities.push("raw_tracepoint");
     } else {
         degraded.push("fork events: need BTF to read the child task".into());
     }
@@ -135,6 +143,7 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
                     program: "tls",
                     method: "uprobe + uretprobe per TLS library file".into(),
                 });
+                capabilities.push("uprobe");
                 true
             }
             Err(e) => {
@@ -155,6 +164,7 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
         attachments,
         tls_loaded,
         degraded,
+        capabilities,
     })
 }
 

@@ -18,6 +18,9 @@ use sensor_common::{AF_INET, ConnectRecord};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
+    /// Emission order, increasing across restarts (continued from the
+    /// audit store): a gap means events were lost. Set at output.
+    pub seq: u64,
     /// RFC 3339, UTC.
     pub time: String,
     pub ts_unix_ns: u64,
@@ -200,6 +203,7 @@ impl Event {
         detail: Detail,
     ) -> Event {
         Event {
+            seq: 0,
             time: humantime::format_rfc3339_micros(clock.to_system_time(ktime_ns)).to_string(),
             ts_unix_ns: clock.to_unix_ns(ktime_ns),
             tid,

@@ -4,8 +4,11 @@
 //! Data flow (see ARCHITECTURE.md): `collect` (ring buffer) → `decode` →
 //! `procs` (process table) → `event` (typed events, rendering) → output.
 
+pub mod api;
+pub mod audit;
 pub mod btf;
 pub mod calls;
+pub mod cli;
 pub mod clock;
 pub mod collect;
 pub mod config;

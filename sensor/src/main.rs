@@ -2,7 +2,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use sensor::config::{Config, OutputFormat};
+use sensor::{
+    cli::{self, Conn, Filters},
+    config::{Config, OutputFormat},
+};
 
 /// eBPF host sensor for AI detection and response.
 #[derive(Parser)]
@@ -22,6 +25,48 @@ enum Command {
         /// JSON lines instead of readable text.
         #[arg(long)]
         json: bool,
+        /// State directory (overrides state.dir).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// API unix socket (overrides api.socket).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// What the running daemon does: attach methods, degraded features,
+    /// TLS targets, event rates and drop counters.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Recent events from the daemon's audit trail; with --follow, then
+    /// live events until interrupted.
+    Events {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        filters: Filters,
+        /// Keep streaming live events.
+        #[arg(long, short)]
+        follow: bool,
+        /// How many recent events to show first.
+        #[arg(long, default_value_t = 20)]
+        last: u32,
+    },
+    /// Everything one process did, in order, from the audit trail.
+    History {
+        /// The process id.
+        pid: u32,
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        filters: Filters,
+        /// Only this far back (e.g. 1h, 30m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// At most this many events, the most recent ones (0: no limit
+        /// beyond the server's).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
     },
     /// Configuration helpers.
     Config {
@@ -51,12 +96,24 @@ fn init_logging(level: &str) {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, json } => {
+        Command::Run {
+            config,
+            json,
+            state_dir,
+            socket,
+        } => {
             let mut cfg = Config::load(config.as_deref())?;
             if json {
                 cfg.output.format = OutputFormat::Json;
             }
+            if let Some(d) = state_dir {
+                cfg.state.dir = d;
+            }
+            if let Some(s) = socket {
+                cfg.api.socket = s;
+            }
             init_logging(&cfg.log.level);
+            sensor::redact::set_extra_secret_headers(&cfg.http.secret_headers);
             if !nix::unistd::Uid::effective().is_root() {
                 anyhow::bail!(
                     "sensor run needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN): try `sudo sensor run`"
@@ -67,6 +124,20 @@ fn main() -> Result<()> {
                 .build()?;
             rt.block_on(sensor::run::run(cfg))
         }
+        Command::Status { conn } => client_runtime()?.block_on(cli::status(&conn)),
+        Command::Events {
+            conn,
+            filters,
+            follow,
+            last,
+        } => client_runtime()?.block_on(cli::events(&conn, &filters, last, follow)),
+        Command::History {
+            pid,
+            conn,
+            filters,
+            since,
+            limit,
+        } => client_runtime()?.block_on(cli::history(&conn, pid, since, &filters, limit)),
         Command::Config { action } => {
             match action {
                 ConfigAction::Default => print!("{}", Config::default().to_toml()),
@@ -78,4 +149,10 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn client_runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }

@@ -5,16 +5,37 @@
 
 const MASK: &str = "<redacted>";
 
-/// Header names whose values are credentials.
-const SECRET_HEADERS: [&str; 7] = [
+/// Header names whose values are credentials, in command lines and in
+/// captured HTTP alike (operators add more: `http.secret_headers`).
+pub const SECRET_HEADERS: [&str; 8] = [
     "authorization",
     "proxy-authorization",
     "x-api-key",
     "api-key",
     "cookie",
+    "set-cookie",
     "x-goog-api-key",
     "x-auth-token",
 ];
+
+/// Operator-added credential headers, lowercase; set once at start. A
+/// process-wide policy, like the built-in list: every layer that sees
+/// headers (command lines, HTTP parsers) must apply the same one.
+static EXTRA_SECRET_HEADERS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Adds header names to the credential list for the life of the process
+/// (only the first call counts).
+pub fn set_extra_secret_headers(names: &[String]) {
+    let _ = EXTRA_SECRET_HEADERS.set(names.iter().map(|n| n.to_ascii_lowercase()).collect());
+}
+
+/// `name` must be lowercase.
+pub fn is_secret_header(name: &str) -> bool {
+    SECRET_HEADERS.contains(&name)
+        || EXTRA_SECRET_HEADERS
+            .get()
+            .is_some_and(|extra| extra.iter().any(|h| h == name))
+}
 
 /// Words that make an option, query parameter or variable a secret.
 const SECRET_WORDS: [&str; 9] = [
@@ -100,7 +121,7 @@ pub fn text(a: &str) -> String {
     // "Authorization: Bearer x" and friends (curl -H, wget --header).
     if let Some((name, _)) = a.split_once(':') {
         let lname = name.trim().to_ascii_lowercase();
-        if SECRET_HEADERS.contains(&lname.as_str()) {
+        if is_secret_header(&lname) {
             return format!("{name}: {MASK}");
         }
     }

@@ -15,6 +15,13 @@ use tokio::{
 use tracing::info;
 
 use crate::{
+    api::{
+        self,
+        bus::Bus,
+        convert::{self, Origin},
+        status::{StartFacts, StatusBoard},
+    },
+    audit::{Audit, Query, Retention},
     calls::Calls,
     clock::{self, Clock},
     collect::{self, CollectStats},
@@ -52,6 +59,48 @@ pub async fn run(cfg: Config) -> Result<()> {
     for d in &loaded.degraded {
         tracing::warn!(feature = %d, "degraded");
     }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let origin = Origin::of_this_host();
+    let retention = Retention {
+        max_age: cfg.audit.max_age,
+        max_bytes: cfg.audit.max_bytes,
+    };
+    let audit_path = cfg.state.dir.join(&cfg.audit.path);
+    let audit = if cfg.audit.enabled {
+        Some(Audit::open(&audit_path, retention.clone())?)
+    } else {
+        None
+    };
+    let bus = Bus::new(origin.clone(), cfg.api.subscriber_queue, RECENT_EVENTS);
+    // Replay and seq numbers continue from what the store already holds.
+    let mut next_seq = 1;
+    if let Some(a) = &audit {
+        let stored = a.query(&Query {
+            limit: Some(RECENT_EVENTS),
+            ..Default::default()
+        })?;
+        next_seq = a.max_seq()? + 1;
+        bus.seed(stored.iter().map(|v| convert::from_json(v, &origin)));
+    }
+    let board = Arc::new(StatusBoard::new(StartFacts {
+        node: origin.node.clone(),
+        kernel: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        capabilities: loaded.capabilities.iter().map(|c| c.to_string()).collect(),
+        attachments: loaded
+            .attachments
+            .iter()
+            .map(|a| (a.program.to_string(), a.method.clone()))
+            .collect(),
+        degraded: loaded.degraded.clone(),
+    }));
+    let store = if cfg.audit.enabled {
+        Some(api::store::Store::open(&audit_path, retention)?)
+    } else {
+        None
+    };
+    let serving = api::serve(&cfg.api, bus.clone(), board.clone(), store, stop_rx.clone()).await?;
     let probe_port = self_exclusion_probe();
     // Tests and scripts wait for this line before driving traffic.
     info!(
@@ -61,7 +110,6 @@ pub async fn run(cfg: Config) -> Result<()> {
         "sensor ready"
     );
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let (tx, mut rx) = mpsc::channel::<Record>(cfg.ringbuf.queue_capacity);
     let stats = Arc::new(CollectStats::default());
     let poll = Duration::from_millis(cfg.ringbuf.poll_interval_ms);
@@ -85,12 +133,21 @@ pub async fn run(cfg: Config) -> Result<()> {
         format: cfg.output.format,
         by_kind: Default::default(),
         stop: stop_tx.clone(),
+        next_seq,
+        audit,
+        audit_errors: 0,
+        bus: bus.clone(),
     };
     let mut batch = Vec::with_capacity(1024);
     let mut last_sweep = Instant::now();
     let mut drops = DropWatch::default();
     let mut check = tokio::time::interval(Duration::from_secs(10));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The audit store is written at least this often: what a crash can
+    // lose.
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = Instant::now();
     tokio::pin!(shutdown);
     let mut stopping = false;
     let own_pid = std::process::id();
@@ -119,18 +176,18 @@ pub async fn run(cfg: Config) -> Result<()> {
                             tls_records += 1;
                             let process = procs.resolve(&t.hdr.header);
                             for o in calls.on_tls(t, &process) {
-                                out.emit(&crate::calls::event(o, &clock, &first_bytes));
+                                out.emit(crate::calls::event(o, &clock, &first_bytes));
                             }
                             continue;
                         }
                         Record::SockData(d) => {
                             sock_records += 1;
                             if let Some(ev) = first_bytes.on_data(d, &mut procs, &clock) {
-                                out.emit(&ev);
+                                out.emit(ev);
                             } else {
                                 let process = procs.resolve(&d.hdr.header);
                                 for o in calls.on_plain(d, &process) {
-                                    out.emit(&crate::calls::event(o, &clock, &first_bytes));
+                                    out.emit(crate::calls::event(o, &clock, &first_bytes));
                                 }
                             }
                             continue;
@@ -155,7 +212,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                     first_bytes.on_event(&ev);
                     if let Detail::Connect { fd, .. } = ev.detail {
                         for o in calls.on_connect(&ev.process, fd, rec.header().ktime_ns) {
-                            out.emit(&crate::calls::event(o, &clock, &first_bytes));
+                            out.emit(crate::calls::event(o, &clock, &first_bytes));
                         }
                     }
                     if loaded.tls_loaded {
@@ -168,7 +225,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                             _ => {}
                         }
                     }
-                    out.emit(&ev);
+                    out.emit(ev);
                 }
                 out.flush();
                 if last_sweep.elapsed() > Duration::from_secs(5) {
@@ -176,13 +233,33 @@ pub async fn run(cfg: Config) -> Result<()> {
                     // Idle streams end; requests that never got a response
                     // are still reported (status absent).
                     for o in calls.sweep(clock::boottime_ns()) {
-                        out.emit(&crate::calls::event(o, &clock, &first_bytes));
+                        out.emit(crate::calls::event(o, &clock, &first_bytes));
                     }
                     out.flush();
                     last_sweep = Instant::now();
                 }
             }
             _ = check.tick() => drops.check(&counters.read(), &stats),
+            _ = second.tick() => {
+                out.persist();
+                if last_prune.elapsed() > Duration::from_secs(60) {
+                    out.prune();
+                    last_prune = Instant::now();
+                }
+                board.update(
+                    totals(&counters, &stats, &procs, &calls, self_events),
+                    &out.by_kind,
+                    tls.attached
+                        .iter()
+                        .map(|t| {
+                            (
+                                t.path.display().to_string(),
+                                t.functions.iter().map(|f| f.to_string()).collect(),
+                            )
+                        })
+                        .collect(),
+                );
+            }
             sig = &mut shutdown, if !stopping => {
                 info!(signal = sig, "shutting down");
                 stopping = true;
@@ -192,11 +269,15 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     reader.await.context("ring buffer reader panicked")??;
     for o in calls.sweep(u64::MAX) {
-        out.emit(&crate::calls::event(o, &clock, &first_bytes));
+        out.emit(crate::calls::event(o, &clock, &first_bytes));
     }
     out.flush();
+    out.persist();
     let by_kind = std::mem::take(&mut out.by_kind);
+    let audit_errors = out.audit_errors;
     drop(out);
+    bus.close();
+    serving.finish().await;
 
     let kernel = counters.read();
     let attached = loaded.attachments.len();
@@ -223,6 +304,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         calls.evicted_streams(),
         tls.attached.len(),
         tls.attach_errors
+    ));
+    summary.push_str(&format!(
+        " audit_write_errors={audit_errors} api_subscribers_at_exit={}",
+        bus.subscribers()
     ));
     eprintln!("{summary}");
     Ok(())
@@ -275,16 +360,26 @@ impl DropWatch {
     }
 }
 
-/// Where events go: counted by kind, written in the configured format.
+/// Recent events kept in memory for replay to new subscribers.
+const RECENT_EVENTS: usize = 10_000;
+
+/// Where events go: numbered, counted by kind, written in the configured
+/// format, kept in the audit store and published to API subscribers.
 struct Output<W: Write> {
     out: W,
     format: OutputFormat,
     by_kind: std::collections::BTreeMap<&'static str, u64>,
     stop: watch::Sender<bool>,
+    next_seq: u64,
+    audit: Option<Audit>,
+    audit_errors: u64,
+    bus: Arc<Bus>,
 }
 
 impl<W: Write> Output<W> {
-    fn emit(&mut self, ev: &event::Event) {
+    fn emit(&mut self, mut ev: event::Event) {
+        ev.seq = self.next_seq;
+        self.next_seq += 1;
         *self.by_kind.entry(ev.detail.kind()).or_default() += 1;
         let line = match self.format {
             OutputFormat::Json => ev.to_json(),
@@ -294,9 +389,73 @@ impl<W: Write> Output<W> {
             // stdout closed (e.g. `sensor run | head`): stop cleanly.
             let _ = self.stop.send(true);
         }
+        if let Some(a) = &mut self.audit
+            && let Err(e) = a.append(&ev)
+        {
+            self.audit_error("append", &e);
+        }
+        self.bus.publish(convert::event(&ev, &self.bus.origin));
     }
 
     fn flush(&mut self) {
         let _ = self.out.flush();
     }
+
+    /// Writes queued events to the audit store.
+    fn persist(&mut self) {
+        if let Some(a) = &mut self.audit
+            && let Err(e) = a.flush()
+        {
+            self.audit_error("write", &e);
+        }
+    }
+
+    fn prune(&mut self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        if let Some(a) = &mut self.audit {
+            match a.prune(now) {
+                Ok(0) => {}
+                Ok(n) => info!(rows = n, "audit store pruned (retention)"),
+                Err(e) => self.audit_error("prune", &e),
+            }
+        }
+    }
+
+    fn audit_error(&mut self, what: &str, e: &anyhow::Error) {
+        // Said loudly the first time, then counted (status, shutdown line).
+        if self.audit_errors == 0 {
+            tracing::error!(error = %format!("{e:#}"), "audit store {what} failed: events are not being kept");
+        }
+        self.audit_errors += 1;
+    }
+}
+
+/// Kernel and pipeline counters by name, for the status report.
+fn totals(
+    counters: &Counters,
+    stats: &CollectStats,
+    procs: &ProcessTable,
+    calls: &Calls,
+    self_events: u64,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut m: std::collections::BTreeMap<String, u64> = counters
+        .read()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    m.insert("records_read".into(), stats.records.load(Ordering::Relaxed));
+    m.insert(
+        "queue_full_drops".into(),
+        stats.queue_full_drops.load(Ordering::Relaxed),
+    );
+    for (k, v) in stats.decode_errors() {
+        m.insert(format!("decode_error_{k}"), v);
+    }
+    m.insert("process_table_evictions".into(), procs.evicted);
+    m.insert("self_records_leaked".into(), self_events);
+    m.insert("http_parse_errors".into(), calls.parse_errors);
+    m.insert("http_streams_evicted".into(), calls.evicted_streams());
+    m
 }

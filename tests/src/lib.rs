@@ -8,7 +8,7 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex, MutexGuard,
@@ -78,7 +78,13 @@ pub struct Sensor {
     pub pid: u32,
     /// Port of the sensor's own loopback connect at start (must be filtered).
     pub probe_port: u16,
+    /// Its state directory (audit store, fingerprint key) and API socket:
+    /// private to the test, so a sensor already running on the host is
+    /// not disturbed.
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
     _config: Option<tempfile::NamedTempFile>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Sensor {
@@ -87,15 +93,31 @@ impl Sensor {
         Self::start_with(&["--json"], None)
     }
 
-    /// Starts `sensor run` with extra args and optional TOML config text.
+    /// Starts `sensor run` with extra args and optional TOML config text,
+    /// in a fresh state directory.
     pub fn start_with(args: &[&str], config: Option<&str>) -> Sensor {
+        let dir = tempfile::tempdir().expect("state dir");
+        let mut s = Self::start_in(dir.path(), args, config);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts `sensor run` with state (and API socket) in `state_dir`, so a
+    /// later sensor can start where this one stopped.
+    pub fn start_in(state_dir: &Path, args: &[&str], config: Option<&str>) -> Sensor {
+        let socket = state_dir.join("sensor.sock");
         let cfg = config.map(|text| {
             let mut f = tempfile::NamedTempFile::new().expect("temp config");
             f.write_all(text.as_bytes()).expect("write config");
             f
         });
         let mut cmd = Command::new(sensor_bin());
-        cmd.arg("run").args(args);
+        cmd.arg("run")
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("--socket")
+            .arg(&socket)
+            .args(args);
         if let Some(f) = &cfg {
             cmd.arg("--config").arg(f.path());
         }
@@ -135,7 +157,10 @@ impl Sensor {
             stderr,
             pid,
             probe_port: 0,
+            state_dir: state_dir.to_path_buf(),
+            socket,
             _config: cfg,
+            _dir: None,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -205,6 +230,30 @@ impl Sensor {
         let (status, stderr) = self.stop();
         let events = events.lock().unwrap().clone();
         (status, stderr, events)
+    }
+
+    /// SIGKILL: a crash. Returns what it wrote to stderr.
+    pub fn crash(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        thread::sleep(Duration::from_millis(100));
+        self.stderr()
+    }
+
+    /// Runs the sensor CLI (`sensor status`, `events`, ...) against this
+    /// daemon's socket; returns (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(sensor_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .expect("run the sensor CLI");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// SIGTERM, then wait; returns everything the sensor wrote to stderr.
@@ -326,7 +375,7 @@ pub fn pid(v: &Value) -> u64 {
     v["process"]["pid"].as_u64().unwrap_or(0)
 }
 
-/// A local HTTPS (HTTP/1.1, keep-alive) server in Python with a
+/// A local HTTPS (HTTP/1.1 keep-alive, or HTTP/2) server in Python with a
 /// self-signed certificate made at start; it reports each request it gets.
 pub struct HttpsServer {
     pub port: u16,
@@ -339,10 +388,30 @@ pub struct HttpsServer {
 impl HttpsServer {
     /// `addr` is "127.0.0.1" or "::1".
     pub fn start(addr: &str) -> HttpsServer {
+        Self::spawn(Path::new(python3()), "https_server.py", true, addr)
+    }
+
+    /// An HTTP/2 server over TLS (ALPN h2), in Python with the `h2` package.
+    pub fn start_h2(addr: &str) -> HttpsServer {
+        Self::spawn(&venv_python(), "h2_server.py", true, addr)
+    }
+
+    /// A cleartext HTTP/2 server (prior knowledge, no upgrade).
+    pub fn start_h2c(addr: &str) -> HttpsServer {
+        Self::spawn(&venv_python(), "h2_server.py", false, addr)
+    }
+
+    fn spawn(python: &Path, fixture: &str, tls: bool, addr: &str) -> HttpsServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (cert, key) = self_signed_cert(dir.path());
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/https_server.py");
-        let mut child = Command::new(python3())
+        let (cert, key) = if tls {
+            self_signed_cert(dir.path())
+        } else {
+            ("-".into(), "-".into())
+        };
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(fixture);
+        let mut child = Command::new(python)
             .arg(script)
             .arg(&cert)
             .arg(&key)
@@ -351,14 +420,14 @@ impl HttpsServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start the HTTPS test server");
+            .expect("start the test server");
         let pid = child.id();
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let port = lines
             .next()
             .and_then(Result::ok)
             .and_then(|l| l.strip_prefix("PORT ").and_then(|p| p.parse().ok()))
-            .expect("the HTTPS server reports its port");
+            .unwrap_or_else(|| panic!("the {fixture} server reports its port"));
         let requests = Arc::new(Mutex::new(Vec::new()));
         {
             let requests = requests.clone();

@@ -102,3 +102,36 @@ fn unparseable_response_is_reported_with_its_connection() {
     assert!(call.get("status").is_none(), "{call}");
     assert!(stderr.contains("http_parse_errors=1"), "{stderr}");
 }
+
+#[test]
+fn operator_added_secret_headers_are_fingerprinted() {
+    let _g = serial();
+    if !require_root("operator_added_secret_headers_are_fingerprinted") {
+        return;
+    }
+    let sensor = Sensor::start_with(
+        &["--json"],
+        Some("[http]\nsecret_headers = [\"X-Vendor-Token\"]\n"),
+    );
+    let server = HttpServer::start("127.0.0.1");
+    let url = format!("http://127.0.0.1:{}/v1/orders", server.port);
+    let (child, status) = run(Command::new("curl").args([
+        "-sS",
+        "-m",
+        "5",
+        "-H",
+        "X-Vendor-Token: PLANTED-vendor-secret",
+        &url,
+    ]));
+    assert!(status.success());
+    let ev = sensor.wait_for("api_call", |v| {
+        kind(v) == "api_call" && pid(v) == u64::from(child)
+    });
+    let fp = ev["credential_fingerprint"].as_str().unwrap_or_default();
+    assert!(fp.starts_with("fp:"), "{ev}");
+    let (_, stderr, events) = sensor.stop_with_events();
+    for e in &events {
+        assert!(!e.to_string().contains("PLANTED"), "{e}");
+    }
+    assert!(!stderr.contains("PLANTED"), "{stderr}");
+}

@@ -12,6 +12,26 @@ pub struct Fingerprinter {
     key: [u8; 32],
 }
 
+/// What the HTTP parsers ask about headers: is this one a credential, and
+/// what stands for its value in output.
+pub trait Credentials {
+    /// `name` is lowercase.
+    fn is_secret(&self, name: &str) -> bool;
+    fn fingerprint(&self, value: &[u8]) -> String;
+}
+
+/// A fingerprint function, with the process's credential header list
+/// (built-in and operator-added, see `redact`).
+impl<F: Fn(&[u8]) -> String> Credentials for F {
+    fn is_secret(&self, name: &str) -> bool {
+        crate::redact::is_secret_header(name)
+    }
+
+    fn fingerprint(&self, value: &[u8]) -> String {
+        self(value)
+    }
+}
+
 impl Fingerprinter {
     pub fn new(key: [u8; 32]) -> Self {
         Self { key }

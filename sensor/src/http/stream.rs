@@ -9,6 +9,8 @@
 
 use std::collections::VecDeque;
 
+use super::fingerprint::Credentials;
+
 /// Largest request/response head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
@@ -67,15 +69,7 @@ pub struct H1Stream {
 }
 
 /// Credential headers: their values become fingerprints, never text.
-pub const SECRET_HEADERS: [&str; 7] = [
-    "authorization",
-    "proxy-authorization",
-    "x-api-key",
-    "api-key",
-    "cookie",
-    "set-cookie",
-    "x-goog-api-key",
-];
+pub use crate::redact::SECRET_HEADERS;
 
 impl H1Stream {
     pub fn new(dir: Direction) -> Self {
@@ -139,7 +133,7 @@ impl H1Stream {
         out
     }
 
-    pub fn feed(&mut self, mut data: &[u8], fingerprint: &dyn Fn(&[u8]) -> String) -> Vec<Message> {
+    pub fn feed(&mut self, mut data: &[u8], fingerprint: &dyn Credentials) -> Vec<Message> {
         let mut out = Vec::new();
         while !data.is_empty() || (self.current.is_none() && !self.buf.is_empty() && !self.lost) {
             if self.current.is_none() {
@@ -301,7 +295,7 @@ impl H1Stream {
     /// Parses a head from `self.buf`: Ok(None) if incomplete.
     fn parse_head(
         &mut self,
-        fingerprint: &dyn Fn(&[u8]) -> String,
+        fingerprint: &dyn Credentials,
     ) -> Result<Option<(Head, Body, usize)>, String> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let (used, mut head, hdrs): (usize, Head, Vec<(String, &[u8])>) = match self.dir {
@@ -371,7 +365,9 @@ impl H1Stream {
                         .to_ascii_lowercase()
                         .contains("chunked");
                 }
-                n if SECRET_HEADERS.contains(&n) => head.credentials.push(fingerprint(value)),
+                n if fingerprint.is_secret(n) => {
+                    head.credentials.push(fingerprint.fingerprint(value))
+                }
                 _ => {}
             }
         }

@@ -1,0 +1,182 @@
+//! The CLI's side of the API: connecting to the daemon's unix socket with
+//! errors that say what to do, and rendering events and status for people.
+
+use std::{fmt::Write as _, path::Path};
+
+use anyhow::{Result, anyhow};
+use hyper_util::rt::TokioIo;
+use sensor_proto::v1 as pb;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// A channel to the daemon listening on `socket`.
+pub async fn connect(socket: &Path) -> Result<Channel> {
+    // Checked first so the common mistakes get a plain answer instead of a
+    // transport error.
+    match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(_) => {}
+        Err(e) => return Err(unreachable(socket, &e)),
+    }
+    let path = socket.to_path_buf();
+    // The URI is required by the API but unused: the connector below
+    // always dials the socket.
+    Endpoint::try_from("http://sensor.local")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let s = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(s))
+            }
+        }))
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "cannot talk to the sensor daemon on {}: {e}",
+                socket.display()
+            )
+        })
+}
+
+fn unreachable(socket: &Path, e: &std::io::Error) -> anyhow::Error {
+    use std::io::ErrorKind::*;
+    let s = socket.display();
+    match e.kind() {
+        NotFound => anyhow!(
+            "the sensor daemon is not running: no API socket at {s} (start it with `sudo sensor run`, or pass --socket)"
+        ),
+        PermissionDenied => anyhow!(
+            "permission denied on {s}: the API socket is root-only (mode 0600); run this command with sudo"
+        ),
+        ConnectionRefused => anyhow!(
+            "no sensor daemon is listening on {s} (a stale socket from a daemon that stopped; start it with `sudo sensor run`)"
+        ),
+        _ => anyhow!("cannot reach the sensor daemon at {s}: {e}"),
+    }
+}
+
+/// Maps an RPC error to a message for people.
+pub fn rpc_error(what: &str, s: tonic::Status) -> anyhow::Error {
+    anyhow!("{what}: {} ({:?})", s.message(), s.code())
+}
+
+fn time(e: &pb::Event) -> String {
+    let Some(t) = &e.time else {
+        return "-".into();
+    };
+    let secs = t.seconds.rem_euclid(86_400);
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        t.nanos / 1_000_000
+    )
+}
+
+/// One readable line per event: time (UTC), kind, process, what.
+pub fn event_line(e: &pb::Event) -> String {
+    use pb::event::Payload;
+    let (comm, pid) = e
+        .process
+        .as_ref()
+        .map_or(("-", 0), |p| (p.comm.as_str(), p.pid));
+    let mut s = format!("{} {:<16} {}[{}]", time(e), e.kind, comm, pid);
+    match &e.payload {
+        Some(Payload::ProcessEvent(p)) => match &p.change {
+            Some(pb::process_event::Change::Exec(x)) => {
+                let args = e.process.as_ref().map(|p| p.cmdline.join(" "));
+                let _ = write!(s, " {} {}", x.filename, args.unwrap_or_default());
+            }
+            Some(pb::process_event::Change::Fork(f)) => {
+                let _ = write!(s, " forked {}", f.child_pid);
+            }
+            Some(pb::process_event::Change::Exit(x)) => {
+                let _ = match (x.exit_code, x.signal) {
+                    (Some(c), _) => write!(s, " exit code {c}"),
+                    (None, Some(sig)) => write!(s, " killed by signal {sig}"),
+                    _ => write!(s, " exited"),
+                };
+            }
+            None => {}
+        },
+        Some(Payload::Connect(c)) => {
+            let _ = write!(s, " {}:{} {}", c.daddr, c.dport, c.result_name);
+        }
+        Some(Payload::ApiCall(c)) => {
+            let status = c.status.map_or("-".to_string(), |v| v.to_string());
+            let _ = write!(
+                s,
+                " {} {}{} {status} {} {}",
+                c.method,
+                c.authority,
+                c.path,
+                c.http_version,
+                if c.tls_library.is_empty() {
+                    &c.transport
+                } else {
+                    &c.tls_library
+                }
+            );
+            if !c.credential_fingerprint.is_empty() {
+                let _ = write!(s, " cred={}", c.credential_fingerprint);
+            }
+        }
+        Some(Payload::TlsClientHello(h)) => {
+            let _ = write!(s, " sni={} {}:{}", h.sni, h.daddr, h.dport.unwrap_or(0));
+        }
+        Some(Payload::ParseError(p)) => {
+            let _ = write!(s, " {} on {}: {}", p.protocol, p.connection, p.error);
+        }
+        Some(Payload::Lagged(l)) => {
+            let _ = write!(s, " this subscriber missed {} events", l.missed);
+        }
+        Some(Payload::Error(x)) => {
+            let _ = write!(s, " {}", x.message);
+        }
+        None => {}
+    }
+    s
+}
+
+pub fn status_text(r: &pb::StatusResponse) -> String {
+    let mut s = String::new();
+    let up = r.uptime.as_ref().map_or(0, |d| d.seconds);
+    let _ = writeln!(
+        s,
+        "sensor {} on {} (kernel {}), pid {}, up {}s",
+        r.version, r.node, r.kernel, r.pid, up
+    );
+    let _ = writeln!(s, "capabilities: {}", r.capabilities.join(", "));
+    let _ = writeln!(s, "attached:");
+    for a in &r.attachments {
+        let _ = writeln!(s, "  {:<22} {}", a.program, a.method);
+    }
+    if r.degraded.is_empty() {
+        let _ = writeln!(s, "degraded: none");
+    } else {
+        let _ = writeln!(s, "degraded:");
+        for d in &r.degraded {
+            let _ = writeln!(s, "  {d}");
+        }
+    }
+    let _ = writeln!(s, "TLS targets: {}", r.tls_targets.len());
+    for t in &r.tls_targets {
+        let _ = writeln!(s, "  {} ({})", t.path, t.functions.join(", "));
+    }
+    let _ = writeln!(
+        s,
+        "events: {:.1}/s over the last minute, {} subscribers",
+        r.event_rate, r.subscribers
+    );
+    let mut kinds: Vec<_> = r.events_by_kind.iter().collect();
+    kinds.sort();
+    for (k, v) in kinds {
+        let _ = writeln!(s, "  {k:<22} {v}");
+    }
+    let _ = writeln!(s, "counters:");
+    let mut counters: Vec<_> = r.counters.iter().collect();
+    counters.sort();
+    for (k, v) in counters {
+        let _ = writeln!(s, "  {k:<28} {v}");
+    }
+    s
+}

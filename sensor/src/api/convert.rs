@@ -1,0 +1,280 @@
+//! Events as the API sends them. The source is an event's JSON form, the
+//! same text the audit store keeps, so live events and replayed ones go
+//! through one conversion and cannot drift apart.
+
+use sensor_proto::pbjson_types::Timestamp;
+use sensor_proto::v1 as pb;
+use serde_json::Value;
+
+use crate::event::Event;
+
+/// What the API adds to every event: where it was seen.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub node: String,
+    /// /proc/sys/kernel/random/boot_id: with pid and start time it names a
+    /// process uniquely across pid reuse and reboots.
+    pub boot_id: String,
+}
+
+impl Origin {
+    pub fn of_this_host() -> Self {
+        let node = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default();
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        Self { node, boot_id }
+    }
+
+    pub fn process_id(&self, pid: u64, start_ticks: u64) -> String {
+        format!("{}:{pid}:{start_ticks}", self.boot_id)
+    }
+}
+
+pub fn event(ev: &Event, origin: &Origin) -> pb::Event {
+    match serde_json::to_value(ev) {
+        Ok(v) => from_json(&v, origin),
+        Err(e) => error_event(origin, format!("event could not be encoded: {e}")),
+    }
+}
+
+/// The severity of an event kind, until findings bring their own.
+pub fn severity(kind: &str) -> pb::Severity {
+    match kind {
+        "parse_error" => pb::Severity::Low,
+        "lagged" | "error" => pb::Severity::Medium,
+        _ => pb::Severity::Info,
+    }
+}
+
+pub fn error_event(origin: &Origin, message: String) -> pb::Event {
+    pb::Event {
+        time: Some(now()),
+        node: origin.node.clone(),
+        kind: "error".into(),
+        severity: severity("error") as i32,
+        payload: Some(pb::event::Payload::Error(pb::Error { message })),
+        ..Default::default()
+    }
+}
+
+pub fn lagged_event(origin: &Origin, missed: u64) -> pb::Event {
+    pb::Event {
+        time: Some(now()),
+        node: origin.node.clone(),
+        kind: "lagged".into(),
+        severity: severity("lagged") as i32,
+        payload: Some(pb::event::Payload::Lagged(pb::Lagged { missed })),
+        ..Default::default()
+    }
+}
+
+fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn text(v: &Value, k: &str) -> String {
+    v.get(k).and_then(Value::as_str).unwrap_or_default().into()
+}
+
+fn num(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(Value::as_u64).unwrap_or_default()
+}
+
+fn int(v: &Value, k: &str) -> i64 {
+    v.get(k).and_then(Value::as_i64).unwrap_or_default()
+}
+
+fn opt_u32(v: &Value, k: &str) -> Option<u32> {
+    v.get(k)
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+}
+
+fn process(p: &Value, origin: &Origin) -> pb::Process {
+    let pid = num(p, "pid");
+    let start = num(p, "start_ticks");
+    let container = p.get("container").unwrap_or(&Value::Null);
+    pb::Process {
+        pid: pid as u32,
+        start_ticks: start,
+        process_id: origin.process_id(pid, start),
+        ppid: num(p, "ppid") as u32,
+        uid: num(p, "uid") as u32,
+        comm: text(p, "comm"),
+        exe: text(p, "exe"),
+        cmdline: p
+            .get("cmdline")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        cgroup: text(p, "cgroup"),
+        container_id: text(container, "id"),
+        container_runtime: text(container, "runtime"),
+        pod: None,
+        partial: p.get("partial").and_then(Value::as_bool).unwrap_or(false),
+        agent_id: String::new(),
+    }
+}
+
+/// One stored or live event (its JSON form) as the API's message.
+pub fn from_json(v: &Value, origin: &Origin) -> pb::Event {
+    use pb::event::Payload;
+    let kind = text(v, "kind");
+    let ns = num(v, "ts_unix_ns");
+    let payload = match kind.as_str() {
+        "exec" => Some(Payload::ProcessEvent(pb::ProcessEvent {
+            change: Some(pb::process_event::Change::Exec(pb::Exec {
+                filename: text(v, "filename"),
+                filename_truncated: v["filename_truncated"].as_bool().unwrap_or(false),
+                args_truncated: v["args_truncated"].as_bool().unwrap_or(false),
+            })),
+        })),
+        "fork" => Some(Payload::ProcessEvent(pb::ProcessEvent {
+            change: Some(pb::process_event::Change::Fork(pb::Fork {
+                child_pid: num(v, "child_pid") as u32,
+                child_start_ticks: num(v, "child_start_ticks"),
+            })),
+        })),
+        "exit" => Some(Payload::ProcessEvent(pb::ProcessEvent {
+            change: Some(pb::process_event::Change::Exit(pb::Exit {
+                exit_code: v.get("exit_code").and_then(Value::as_i64).map(|c| c as i32),
+                signal: v.get("signal").and_then(Value::as_i64).map(|c| c as i32),
+            })),
+        })),
+        "connect" => Some(Payload::Connect(pb::Connect {
+            fd: int(v, "fd") as i32,
+            family: text(v, "family"),
+            daddr: text(v, "daddr"),
+            dport: num(v, "dport") as u32,
+            result: int(v, "result") as i32,
+            result_name: text(v, "result_name"),
+        })),
+        "api_call" => Some(Payload::ApiCall(pb::ApiCall {
+            method: text(v, "method"),
+            authority: text(v, "authority"),
+            path: text(v, "path"),
+            path_template: text(v, "path_template"),
+            status: opt_u32(v, "status"),
+            request_bytes: num(v, "request_bytes"),
+            response_bytes: num(v, "response_bytes"),
+            latency_ms: v.get("latency_ms").and_then(Value::as_f64),
+            http_version: text(v, "http_version"),
+            transport: text(v, "transport"),
+            tls_library: text(v, "tls_library"),
+            credential_fingerprint: text(v, "credential_fingerprint"),
+            connection: text(v, "connection"),
+            daddr: text(v, "daddr"),
+            dport: opt_u32(v, "dport"),
+            sni: text(v, "sni"),
+        })),
+        "tls_client_hello" => Some(Payload::TlsClientHello(pb::TlsClientHello {
+            fd: int(v, "fd") as i32,
+            daddr: text(v, "daddr"),
+            dport: opt_u32(v, "dport"),
+            sni: text(v, "sni"),
+            alpn: v
+                .get("alpn")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })),
+        "parse_error" => Some(Payload::ParseError(pb::ParseError {
+            protocol: text(v, "protocol"),
+            error: text(v, "error"),
+            connection: text(v, "connection"),
+            daddr: text(v, "daddr"),
+            dport: opt_u32(v, "dport"),
+            sni: text(v, "sni"),
+        })),
+        other => {
+            return error_event(origin, format!("event of unknown kind {other:?}"));
+        }
+    };
+    pb::Event {
+        time: Some(Timestamp {
+            seconds: (ns / 1_000_000_000) as i64,
+            nanos: (ns % 1_000_000_000) as i32,
+        }),
+        node: origin.node.clone(),
+        seq: num(v, "seq"),
+        tid: num(v, "tid") as u32,
+        process: v.get("process").map(|p| process(p, origin)),
+        severity: severity(&kind) as i32,
+        kind,
+        payload,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> Origin {
+        Origin {
+            node: "node-a".into(),
+            boot_id: "b00t".into(),
+        }
+    }
+
+    #[test]
+    fn api_call_keeps_every_field() {
+        let v = serde_json::json!({
+            "time": "2026-11-22T10:00:00.000000001Z", "ts_unix_ns": 1_700_000_000_000_000_123u64,
+            "tid": 12, "kind": "api_call",
+            "process": {"pid": 10, "start_ticks": 99, "ppid": 1, "uid": 0, "comm": "curl",
+                        "exe": "/usr/bin/curl", "cmdline": ["curl", "-s"],
+                        "container": {"id": "ab", "runtime": "docker"}},
+            "method": "POST", "authority": "vendor.example", "path": "/v1/orders",
+            "path_template": "/v1/orders", "status": 201, "request_bytes": 120,
+            "response_bytes": 80, "latency_ms": 1.5, "http_version": "HTTP/2",
+            "transport": "tls", "tls_library": "openssl",
+            "credential_fingerprint": "Bearer fp:0123456789ab", "connection": "0x1",
+            "daddr": "127.0.0.1", "dport": 443, "sni": "vendor.example"
+        });
+        let e = from_json(&v, &origin());
+        assert_eq!(e.kind, "api_call");
+        assert_eq!(e.node, "node-a");
+        assert_eq!(e.time.unwrap().nanos, 123);
+        let p = e.process.unwrap();
+        assert_eq!(p.process_id, "b00t:10:99");
+        assert_eq!(p.container_id, "ab");
+        assert_eq!(p.cmdline, ["curl", "-s"]);
+        let Some(pb::event::Payload::ApiCall(c)) = e.payload else {
+            panic!("payload")
+        };
+        assert_eq!(c.status, Some(201));
+        assert_eq!(c.dport, Some(443));
+        assert_eq!(c.latency_ms, Some(1.5));
+        assert_eq!(c.credential_fingerprint, "Bearer fp:0123456789ab");
+    }
+
+    #[test]
+    fn absent_status_stays_absent_and_unknown_kinds_are_errors() {
+        let v = serde_json::json!({"kind": "api_call", "ts_unix_ns": 1, "method": "GET"});
+        let Some(pb::event::Payload::ApiCall(c)) = from_json(&v, &origin()).payload else {
+            panic!("payload")
+        };
+        assert_eq!(c.status, None);
+        let e = from_json(&serde_json::json!({"kind": "nope"}), &origin());
+        assert_eq!(e.kind, "error");
+        assert_eq!(e.severity, pb::Severity::Medium as i32);
+    }
+}

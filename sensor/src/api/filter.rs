@@ -1,0 +1,178 @@
+//! Subscription filters: an allow-list and a deny-list of the same shape,
+//! and a minimum severity.
+
+use regex::Regex;
+use sensor_proto::v1 as pb;
+use tonic::Status;
+
+/// One `pb::Filter`, compiled. Every non-empty field must match; a list
+/// matches when any value does.
+#[derive(Debug, Default)]
+struct Compiled {
+    kinds: Vec<String>,
+    agent_ids: Vec<String>,
+    pids: Vec<u32>,
+    exe: Option<Regex>,
+    container_id: String,
+    pod: String,
+    namespace: String,
+}
+
+impl Compiled {
+    fn new(f: Option<&pb::Filter>, which: &str) -> Result<Self, Status> {
+        let Some(f) = f else {
+            return Ok(Self::default());
+        };
+        let exe = if f.exe_regex.is_empty() {
+            None
+        } else {
+            Some(Regex::new(&f.exe_regex).map_err(|e| {
+                Status::invalid_argument(format!("{which}.exe_regex is not a valid regex: {e}"))
+            })?)
+        };
+        Ok(Self {
+            kinds: f.kinds.clone(),
+            agent_ids: f.agent_ids.clone(),
+            pids: f.pids.clone(),
+            exe,
+            container_id: f.container_id.clone(),
+            pod: f.pod.clone(),
+            namespace: f.namespace.clone(),
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.kinds.is_empty()
+            && self.agent_ids.is_empty()
+            && self.pids.is_empty()
+            && self.exe.is_none()
+            && self.container_id.is_empty()
+            && self.pod.is_empty()
+            && self.namespace.is_empty()
+    }
+
+    fn matches(&self, e: &pb::Event) -> bool {
+        let p = e.process.as_ref();
+        let pod = p.and_then(|p| p.pod.as_ref());
+        (self.kinds.is_empty() || self.kinds.contains(&e.kind))
+            && (self.agent_ids.is_empty()
+                || p.is_some_and(|p| self.agent_ids.contains(&p.agent_id)))
+            && (self.pids.is_empty() || p.is_some_and(|p| self.pids.contains(&p.pid)))
+            && self
+                .exe
+                .as_ref()
+                .is_none_or(|re| p.is_some_and(|p| re.is_match(&p.exe)))
+            && (self.container_id.is_empty()
+                || p.is_some_and(|p| p.container_id.starts_with(&self.container_id)))
+            && (self.pod.is_empty() || pod.is_some_and(|x| x.name == self.pod))
+            && (self.namespace.is_empty() || pod.is_some_and(|x| x.namespace == self.namespace))
+    }
+}
+
+#[derive(Debug)]
+pub struct Selection {
+    allow: Compiled,
+    deny: Compiled,
+    min_severity: i32,
+}
+
+impl Selection {
+    pub fn new(
+        allow: Option<&pb::Filter>,
+        deny: Option<&pb::Filter>,
+        min_severity: i32,
+    ) -> Result<Self, Status> {
+        Ok(Self {
+            allow: Compiled::new(allow, "allow")?,
+            deny: Compiled::new(deny, "deny")?,
+            min_severity,
+        })
+    }
+
+    pub fn passes(&self, e: &pb::Event) -> bool {
+        // A subscriber must always learn that it lost events or that the
+        // sensor failed, whatever it filters on.
+        if e.kind == "lagged" || e.kind == "error" {
+            return true;
+        }
+        e.severity >= self.min_severity
+            && self.allow.matches(e)
+            && (self.deny.is_empty() || !self.deny.matches(e))
+    }
+
+    /// Event kinds the allow-list is limited to (empty: any), so stores
+    /// can narrow their query.
+    pub fn kinds(&self) -> &[String] {
+        &self.allow.kinds
+    }
+
+    /// The single pid the allow-list names, if it names exactly one.
+    pub fn single_pid(&self) -> Option<u32> {
+        match self.allow.pids.as_slice() {
+            [p] => Some(*p),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: &str, pid: u32, exe: &str) -> pb::Event {
+        pb::Event {
+            kind: kind.into(),
+            severity: super::super::convert::severity(kind) as i32,
+            process: Some(pb::Process {
+                pid,
+                exe: exe.into(),
+                container_id: "abcdef".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn filter(f: impl FnOnce(&mut pb::Filter)) -> pb::Filter {
+        let mut x = pb::Filter::default();
+        f(&mut x);
+        x
+    }
+
+    #[test]
+    fn allow_and_deny() {
+        let allow = filter(|f| {
+            f.kinds = vec!["api_call".into(), "connect".into()];
+            f.exe_regex = "python".into();
+        });
+        let deny = filter(|f| f.pids = vec![7]);
+        let s = Selection::new(Some(&allow), Some(&deny), 0).unwrap();
+        assert!(s.passes(&ev("api_call", 1, "/usr/bin/python3")));
+        assert!(s.passes(&ev("connect", 1, "/usr/bin/python3")));
+        assert!(!s.passes(&ev("exec", 1, "/usr/bin/python3")), "kind");
+        assert!(!s.passes(&ev("api_call", 1, "/usr/bin/curl")), "exe");
+        assert!(
+            !s.passes(&ev("api_call", 7, "/usr/bin/python3")),
+            "denied pid"
+        );
+        assert!(s.passes(&ev("lagged", 0, "")), "lagged always passes");
+    }
+
+    #[test]
+    fn empty_allows_everything_and_severity_cuts() {
+        let s = Selection::new(None, None, pb::Severity::Low as i32).unwrap();
+        assert!(!s.passes(&ev("api_call", 1, "x")), "info < low");
+        assert!(s.passes(&ev("parse_error", 1, "x")));
+        let c = filter(|f| f.container_id = "abc".into());
+        let s = Selection::new(Some(&c), None, 0).unwrap();
+        assert!(s.passes(&ev("exec", 1, "x")), "container id prefix");
+    }
+
+    #[test]
+    fn bad_regex_is_a_clear_error() {
+        let f = filter(|f| f.exe_regex = "(".into());
+        let e = Selection::new(None, Some(&f), 0).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("deny.exe_regex"), "{}", e.message());
+    }
+}

@@ -1,0 +1,185 @@
+//! Commands that talk to the running daemon through its API: `status`,
+//! `events`, `history`.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Result, bail};
+use clap::Args;
+use sensor_proto::v1::{self as pb, events_client::EventsClient, sensor_client::SensorClient};
+use tokio_stream::StreamExt;
+
+use crate::api::client::{connect, event_line, rpc_error, status_text};
+
+pub const DEFAULT_SOCKET: &str = "/run/sensor/sensor.sock";
+
+#[derive(Args, Debug, Clone)]
+pub struct Conn {
+    /// The daemon's API socket.
+    #[arg(long, env = "SENSOR_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// One JSON object per line (the proto3 JSON form) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct Filters {
+    /// Only these event kinds (repeatable): exec, connect, api_call, ...
+    #[arg(long = "kind")]
+    pub kinds: Vec<String>,
+    /// Only these processes (repeatable).
+    #[arg(long = "pid")]
+    pub pids: Vec<u32>,
+    /// Only processes whose executable matches this regex.
+    #[arg(long)]
+    pub exe: Option<String>,
+    /// Only processes in this container (id or id prefix).
+    #[arg(long)]
+    pub container: Option<String>,
+    /// Leave out these kinds (repeatable).
+    #[arg(long = "not-kind")]
+    pub not_kinds: Vec<String>,
+    /// Leave out these processes (repeatable).
+    #[arg(long = "not-pid")]
+    pub not_pids: Vec<u32>,
+    /// Leave out processes whose executable matches this regex.
+    #[arg(long = "not-exe")]
+    pub not_exe: Option<String>,
+    /// Minimum severity: info, low, medium, high, critical.
+    #[arg(long, value_parser = parse_severity)]
+    pub min_severity: Option<i32>,
+}
+
+fn parse_severity(s: &str) -> Result<i32, String> {
+    let name = format!("SEVERITY_{}", s.to_ascii_uppercase());
+    pb::Severity::from_str_name(&name)
+        .map(|v| v as i32)
+        .ok_or_else(|| format!("{s:?}: one of info, low, medium, high, critical"))
+}
+
+impl Filters {
+    fn allow(&self) -> pb::Filter {
+        pb::Filter {
+            kinds: self.kinds.clone(),
+            pids: self.pids.clone(),
+            exe_regex: self.exe.clone().unwrap_or_default(),
+            container_id: self.container.clone().unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    fn deny(&self) -> pb::Filter {
+        pb::Filter {
+            kinds: self.not_kinds.clone(),
+            pids: self.not_pids.clone(),
+            exe_regex: self.not_exe.clone().unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+}
+
+fn print(e: &pb::Event, json: bool) -> Result<()> {
+    use std::io::Write;
+    let line = if json {
+        serde_json::to_string(e)?
+    } else {
+        event_line(e)
+    };
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").is_err() {
+        // Reader went away (`| head`): a normal way to stop.
+        std::process::exit(0);
+    }
+    Ok(())
+}
+
+pub async fn status(c: &Conn) -> Result<()> {
+    let mut client = SensorClient::new(connect(&c.socket).await?);
+    let r = client
+        .status(pb::StatusRequest {})
+        .await
+        .map_err(|s| rpc_error("status", s))?
+        .into_inner();
+    if c.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", status_text(&r));
+    }
+    Ok(())
+}
+
+/// Recent stored events; with `follow`, then live ones until interrupted.
+pub async fn events(c: &Conn, f: &Filters, last: u32, follow: bool) -> Result<()> {
+    let mut client = EventsClient::new(connect(&c.socket).await?);
+    if !follow {
+        let req = pb::HistoryRequest {
+            allow: Some(f.allow()),
+            deny: Some(f.deny()),
+            min_severity: f.min_severity.unwrap_or_default(),
+            since: None,
+            limit: last,
+        };
+        return drain(client.history(req).await, c.json).await;
+    }
+    let req = pb::SubscribeRequest {
+        allow: Some(f.allow()),
+        deny: Some(f.deny()),
+        min_severity: f.min_severity.unwrap_or_default(),
+        replay_last: last,
+    };
+    let mut stream = client
+        .subscribe(req)
+        .await
+        .map_err(|s| rpc_error("subscribe", s))?
+        .into_inner();
+    loop {
+        tokio::select! {
+            item = stream.next() => match item {
+                Some(Ok(e)) => print(&e, c.json)?,
+                Some(Err(s)) => return Err(rpc_error("event stream", s)),
+                None => bail!("the sensor daemon closed the event stream (it is shutting down?)"),
+            },
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// What one process did, from the audit trail, oldest first.
+pub async fn history(
+    c: &Conn,
+    pid: u32,
+    since: Option<Duration>,
+    f: &Filters,
+    limit: u32,
+) -> Result<()> {
+    let mut client = EventsClient::new(connect(&c.socket).await?);
+    let mut allow = f.allow();
+    allow.pids = vec![pid];
+    let since = since.map(|d| {
+        let t = std::time::SystemTime::now() - d;
+        let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        sensor_proto::pbjson_types::Timestamp {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        }
+    });
+    let req = pb::HistoryRequest {
+        allow: Some(allow),
+        deny: Some(f.deny()),
+        min_severity: f.min_severity.unwrap_or_default(),
+        since,
+        limit,
+    };
+    drain(client.history(req).await, c.json).await
+}
+
+async fn drain(
+    resp: Result<tonic::Response<tonic::Streaming<pb::Event>>, tonic::Status>,
+    json: bool,
+) -> Result<()> {
+    let mut stream = resp.map_err(|s| rpc_error("history", s))?.into_inner();
+    while let Some(item) = stream.next().await {
+        print(&item.map_err(|s| rpc_error("history", s))?, json)?;
+    }
+    Ok(())
+}
