@@ -12,7 +12,8 @@ use crate::{
     event::{Detail, Event},
     flows::{ApiCall, Flows, RequestSummary, ResponseSummary, StreamKey},
     http::{
-        fingerprint::Fingerprinter,
+        fingerprint::{Credentials, Fingerprinter},
+        h2::{H2Conn, H2Message, is_client_preface, is_server_preface},
         stream::{Direction, H1Stream, Message, starts_with_method},
         template::path_template,
     },
@@ -30,6 +31,9 @@ const PLAIN: u64 = 1 << 63;
 struct Parsers {
     request: H1Stream,
     response: H1Stream,
+    /// Set when the client's first bytes are the HTTP/2 preface (ALPN h2,
+    /// or cleartext with prior knowledge); both directions then go here.
+    h2: Option<H2Conn>,
     /// Whether the process turned out to be the server of this connection
     /// (it writes responses): the sensor reports the calls a process makes,
     /// not the ones it serves.
@@ -43,6 +47,7 @@ impl Parsers {
         Self {
             request: H1Stream::new(Direction::Request),
             response: H1Stream::new(Direction::Response),
+            h2: None,
             server: None,
             error_reported: false,
         }
@@ -62,6 +67,14 @@ pub struct ParseFailure {
     pub error: String,
     pub ns: u64,
     pub tid: u32,
+}
+
+/// One parsed message of either protocol, before pairing.
+enum Parsed {
+    Error(String),
+    /// A request and the HTTP/2 stream it went on (0 for HTTP/1.x).
+    Request(RequestSummary, u32),
+    Response(ResponseSummary, u32),
 }
 
 /// What feeding bytes produced.
@@ -87,7 +100,7 @@ struct Chunk<'a> {
 pub struct Calls {
     flows: Flows<Parsers>,
     fp: Fingerprinter,
-    /// Stream bytes that could not be framed as HTTP/1.1 (HTTP/2, other
+    /// Stream bytes that could not be framed as HTTP/1.1 or HTTP/2 (other
     /// protocols, captures that started mid-message).
     pub parse_errors: u64,
     /// Records of connections where the process is the server.
@@ -129,8 +142,8 @@ impl Calls {
     }
 
     /// Feeds bytes of a plain socket. Only a send that starts like a
-    /// request opens a stream: other protocols' first bytes (and TLS
-    /// ClientHellos) are not HTTP.
+    /// request (or the HTTP/2 preface) opens a stream: other protocols'
+    /// first bytes (and TLS ClientHellos) are not HTTP.
     pub fn on_plain(&mut self, d: &SockData, process: &Arc<Process>) -> Vec<Outcome> {
         let writing = d.hdr.dir == TLS_DIR_WRITE;
         let chunk = Chunk {
@@ -143,7 +156,7 @@ impl Calls {
             tid: d.hdr.header.tid,
             fd: Some(d.hdr.fd),
         };
-        let opens = writing && starts_with_method(&d.data);
+        let opens = writing && (starts_with_method(&d.data) || is_client_preface(&d.data));
         self.feed(process, chunk, opens)
     }
 
@@ -210,36 +223,31 @@ impl Calls {
         }
         let p = &mut stream.parsers;
         if p.server.is_none() {
-            // Decided on evidence only: a status line or a request line at
-            // the start of a record. Until then the process is taken for
-            // the client (a connection that predates the sensor may start
-            // mid-body).
-            let status_line = c.data.starts_with(b"HTTP/1.");
-            let request_line = starts_with_method(c.data);
-            p.server = match (c.writing, status_line, request_line) {
+            // Decided on evidence only: a status line, a request line or
+            // the HTTP/2 preface at the start of a record. Until then the
+            // process is taken for the client (a connection that predates
+            // the sensor may start mid-body).
+            // An HTTP/2 server speaks first, with SETTINGS.
+            let status_line = c.data.starts_with(b"HTTP/1.") || is_server_preface(c.data);
+            let request_start = starts_with_method(c.data) || is_client_preface(c.data);
+            p.server = match (c.writing, status_line, request_start) {
                 (true, true, _) | (false, _, true) => Some(true),
                 (true, _, true) | (false, true, _) => Some(false),
                 _ => None,
             };
+            if p.server == Some(false) && is_client_preface(c.data) {
+                p.h2 = Some(H2Conn::new());
+            }
         }
         if p.server == Some(true) {
             *server_records += 1;
             return out;
         }
-        let parser = if c.writing {
-            &mut p.request
-        } else {
-            &mut p.response
-        };
-        let fingerprint = |v: &[u8]| fp.fingerprint(v);
-        let mut msgs = parser.feed(c.data, &fingerprint);
         let missing = c.len.saturating_sub(c.data.len() as u64);
-        if missing > 0 {
-            msgs.extend(parser.gap(missing));
-        }
-        for m in msgs {
+        let (parsed, protocol) = parse(p, &c, missing, &|v: &[u8]| fp.fingerprint(v));
+        for m in parsed {
             match m {
-                Message::Error(error) => {
+                Parsed::Error(error) => {
                     *parse_errors += 1;
                     if !stream.parsers.error_reported {
                         stream.parsers.error_reported = true;
@@ -248,33 +256,16 @@ impl Calls {
                             conn: c.conn,
                             fd: stream.fd,
                             tls_library: c.tls_library,
-                            protocol: "http/1.1",
+                            protocol,
                             error,
                             ns: c.ns,
                             tid: c.tid,
                         }));
                     }
                 }
-                Message::Complete { head, body_bytes } if c.writing => {
-                    stream.parsers.response.expect_response_to(&head.method);
-                    let req = RequestSummary {
-                        authority: head.host.clone().unwrap_or_default(),
-                        method: head.method,
-                        target: head.target,
-                        http_version: format!("HTTP/1.{}", head.version),
-                        credential_fingerprint: head.credentials.into_iter().next(),
-                        body_bytes,
-                        head_bytes: head.head_bytes,
-                    };
-                    stream.request(req, c.ns, c.tid, 0);
-                }
-                Message::Complete { head, body_bytes } => {
-                    let resp = ResponseSummary {
-                        status: head.status,
-                        body_bytes,
-                        head_bytes: head.head_bytes,
-                    };
-                    out.extend(stream.response(&key, 0, resp, c.ns).map(Outcome::Call));
+                Parsed::Request(req, sid) => stream.request(req, c.ns, c.tid, sid),
+                Parsed::Response(resp, sid) => {
+                    out.extend(stream.response(&key, sid, resp, c.ns).map(Outcome::Call));
                 }
             }
         }
@@ -291,6 +282,103 @@ impl Calls {
             .map(Outcome::Call)
             .collect()
     }
+}
+
+/// Runs one chunk through the connection's parser; returns the messages
+/// and the protocol they were framed as.
+fn parse(
+    p: &mut Parsers,
+    c: &Chunk,
+    missing: u64,
+    fingerprint: &dyn Credentials,
+) -> (Vec<Parsed>, &'static str) {
+    if let Some(h2) = &mut p.h2 {
+        let dir = if c.writing {
+            Direction::Request
+        } else {
+            Direction::Response
+        };
+        let mut msgs = h2.feed(dir, c.data, fingerprint);
+        if missing > 0 {
+            msgs.extend(h2.gap(dir, missing));
+        }
+        let parsed = msgs.into_iter().map(|m| match m {
+            H2Message::Error(e) => Parsed::Error(e),
+            H2Message::Request {
+                stream_id,
+                method,
+                path,
+                authority,
+                credentials,
+                head_bytes,
+                body_bytes,
+            } => Parsed::Request(
+                RequestSummary {
+                    authority: authority.unwrap_or_default(),
+                    method,
+                    target: path,
+                    http_version: "HTTP/2".to_string(),
+                    credential_fingerprint: credentials.into_iter().next(),
+                    body_bytes,
+                    head_bytes,
+                },
+                stream_id,
+            ),
+            H2Message::Response {
+                stream_id,
+                status,
+                head_bytes,
+                body_bytes,
+            } => Parsed::Response(
+                ResponseSummary {
+                    status,
+                    body_bytes,
+                    head_bytes,
+                },
+                stream_id,
+            ),
+        });
+        return (parsed.collect(), "http/2");
+    }
+    let parser = if c.writing {
+        &mut p.request
+    } else {
+        &mut p.response
+    };
+    let mut msgs = parser.feed(c.data, fingerprint);
+    if missing > 0 {
+        msgs.extend(parser.gap(missing));
+    }
+    let mut parsed = Vec::with_capacity(msgs.len());
+    for m in msgs {
+        parsed.push(match m {
+            Message::Error(e) => Parsed::Error(e),
+            Message::Complete { head, body_bytes } if c.writing => {
+                p.response.expect_response_to(&head.method);
+                Parsed::Request(
+                    RequestSummary {
+                        authority: head.host.unwrap_or_default(),
+                        method: head.method,
+                        target: head.target,
+                        http_version: format!("HTTP/1.{}", head.version),
+                        credential_fingerprint: head.credentials.into_iter().next(),
+                        body_bytes,
+                        head_bytes: head.head_bytes,
+                    },
+                    0,
+                )
+            }
+            Message::Complete { head, body_bytes } => Parsed::Response(
+                ResponseSummary {
+                    status: head.status,
+                    body_bytes,
+                    head_bytes: head.head_bytes,
+                },
+                0,
+            ),
+        });
+    }
+    (parsed, "http/1.1")
 }
 
 /// How a connection is named in events: the TLS library's object, or the
