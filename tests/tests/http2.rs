@@ -70,7 +70,25 @@ fn curl_http2_over_tls() {
     }
     assert_eq!(calls[0]["path_template"], "/v1/orders/{id}");
     assert_eq!(calls[1]["path_template"], "/v1/orders/{id}?api_key");
-    assert_eq!(server.requests().len(), 2, "{:?}", server.requests());
+    let (post, status) = run(Command::new("curl").args([
+        "-sSk",
+        "-m",
+        "10",
+        "--http2",
+        "-H",
+        "Authorization: Bearer PLANTED-h2-token",
+        "-d",
+        "{\"sku\":\"A-1\",\"qty\":2}",
+        &format!("{base}/v1/orders"),
+    ]));
+    assert!(status.success(), "curl: {status}");
+    let p = &calls_of(&sensor, post, 1)[0];
+    assert_eq!(p["method"], "POST", "{p}");
+    assert_eq!(p["status"], 201, "{p}");
+    assert_eq!(p["http_version"], "HTTP/2", "{p}");
+    assert!(p["request_bytes"].as_u64().unwrap() >= 21, "{p}");
+    assert!(!p.to_string().contains("PLANTED"), "{p}");
+    assert_eq!(server.requests().len(), 3, "{:?}", server.requests());
     let (_, stderr) = sensor.stop();
     assert!(!stderr.contains("PLANTED"), "{stderr}");
     assert!(stderr.contains("http_parse_errors=0"), "{stderr}");

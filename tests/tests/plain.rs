@@ -49,6 +49,25 @@ fn plain_http_requests_become_api_calls() {
     assert_eq!(ev["daddr"], "127.0.0.1", "{ev}");
     assert_eq!(ev["dport"], u64::from(server.port), "{ev}");
     assert!(!ev.to_string().contains("PLANTED"), "{ev}");
+    let get_url = format!("http://127.0.0.1:{}/api/tags", server.port);
+    let (get, status) = run(Command::new("curl").args([
+        "-sS",
+        "-m",
+        "5",
+        "-H",
+        "Authorization: Bearer PLANTED-plain-tok",
+        &get_url,
+    ]));
+    assert!(status.success());
+    let g = sensor.wait_for("plain GET", |v| {
+        kind(v) == "api_call" && pid(v) == u64::from(get)
+    });
+    assert_eq!(g["method"], "GET", "{g}");
+    assert_eq!(g["status"], 200, "{g}");
+    assert_eq!(
+        g["credential_fingerprint"], ev["credential_fingerprint"],
+        "same token, same fingerprint"
+    );
     sensor.stop();
 }
 

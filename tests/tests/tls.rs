@@ -152,6 +152,8 @@ fn curl_calls_become_api_calls() {
         "--http1.1",
         "-H",
         "Content-Type: application/json",
+        "-H",
+        "Authorization: Bearer tok-e2e-456",
         "-d",
         "{\"sku\":\"A-1\",\"qty\":2}",
         &format!("{base}/v1/orders"),
@@ -186,7 +188,9 @@ fn curl_calls_become_api_calls() {
         p["request_bytes"].as_u64().unwrap() >= 21,
         "body counted: {p}"
     );
-    assert!(p.get("credential_fingerprint").is_none(), "{p}");
+    // The same kind of credential, another value: another fingerprint.
+    let pfp = p["credential_fingerprint"].as_str().unwrap();
+    assert!(pfp.starts_with("Bearer fp:") && pfp != fp, "{pfp} vs {fp}");
 
     // The server saw exactly these two requests.
     let reqs = server.requests();
@@ -267,6 +271,28 @@ fn gnutls_calls_become_api_calls() {
             .unwrap()
             .starts_with("Bearer fp:")
     );
+    let (post, status) = run(Command::new("wget").args([
+        "-q",
+        "--no-check-certificate",
+        "-O",
+        "/dev/null",
+        "--header",
+        "Authorization: Bearer w-e2e",
+        "--post-data",
+        "{\"sku\":\"A-1\"}",
+        &url,
+    ]));
+    assert!(status.success(), "wget: {status}");
+    let p = api_call_of(&sensor, post, "POST");
+    assert_eq!(p["status"], 201, "{p}");
+    assert!(p["request_bytes"].as_u64().unwrap() > 13, "{p}");
+    assert!(
+        p["credential_fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bearer fp:")
+    );
+    assert!(!p.to_string().contains("w-e2e"), "{p}");
     sensor.stop();
 }
 
@@ -281,13 +307,17 @@ fn node_fetch_becomes_an_api_call() {
     // Node links OpenSSL statically and exports SSL_*; its TLS runs over a
     // memory BIO.
     let script = format!(
-        "fetch('https://127.0.0.1:{}/v1/chat/completions', {{method: 'POST', body: JSON.stringify({{model: 'm'}}), headers: {{authorization: 'Bearer node-e2e', 'content-type': 'application/json'}}}}).then(r => r.text()).then(() => process.exit(0), e => {{ console.error(e); process.exit(1); }})",
+        "const base = 'https://127.0.0.1:{}'; const auth = {{authorization: 'Bearer node-e2e'}}; fetch(base + '/v1/models/42', {{headers: auth}}).then(r => r.text()).then(() => fetch(base + '/v1/chat/completions', {{method: 'POST', body: JSON.stringify({{model: 'm'}}), headers: {{...auth, 'content-type': 'application/json'}}}})).then(r => r.text()).then(() => process.exit(0), e => {{ console.error(e); process.exit(1); }})",
         server.port
     );
     let (child, status) = run(Command::new("node")
         .args(["-e", &script])
         .env("NODE_TLS_REJECT_UNAUTHORIZED", "0"));
     assert!(status.success(), "node: {status}");
+    let g = api_call_of(&sensor, child, "GET");
+    assert_eq!(g["path_template"], "/v1/models/{id}", "{g}");
+    assert_eq!(g["status"], 200, "{g}");
+    assert!(g["credential_fingerprint"].as_str().is_some(), "{g}");
     let p = api_call_of(&sensor, child, "POST");
     assert_eq!(p["path"], "/v1/chat/completions", "{p}");
     assert_eq!(p["status"], 201);
