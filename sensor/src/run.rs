@@ -17,8 +17,8 @@ use tracing::info;
 use crate::{
     api::{
         self,
-        bus::Bus,
-        convert::{self, Origin},
+        bus::{Bus, Published},
+        convert::Origin,
         status::{StartFacts, StatusBoard},
     },
     audit::{Audit, Query, Retention},
@@ -80,7 +80,10 @@ pub async fn run(cfg: Config) -> Result<()> {
             ..Default::default()
         })?;
         next_seq = a.max_seq()? + 1;
-        bus.seed(stored.iter().map(|v| convert::from_json(v, &origin)));
+        bus.seed(stored.iter().map(|v| Published {
+            seq: v["seq"].as_u64().unwrap_or(0),
+            json: v.to_string(),
+        }));
     }
     let board = Arc::new(StatusBoard::new(StartFacts {
         node: origin.node.clone(),
@@ -246,8 +249,15 @@ pub async fn run(cfg: Config) -> Result<()> {
                     out.prune();
                     last_prune = Instant::now();
                 }
+                let mut t = totals(&counters, &stats, &procs, &calls, self_events);
+                t.insert("audit_write_errors".into(), out.audit_errors);
+                if let Some(a) = &out.audit {
+                    t.insert("audit_rows_written".into(), a.stats().rows_written);
+                    t.insert("audit_rows_dropped".into(), a.stats().rows_dropped);
+                    t.insert("audit_rows_pruned".into(), a.stats().rows_pruned);
+                }
                 board.update(
-                    totals(&counters, &stats, &procs, &calls, self_events),
+                    t,
                     &out.by_kind,
                     tls.attached
                         .iter()
@@ -275,6 +285,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     out.persist();
     let by_kind = std::mem::take(&mut out.by_kind);
     let audit_errors = out.audit_errors;
+    let audit_dropped = out.audit.as_ref().map_or(0, |a| a.stats().rows_dropped);
     drop(out);
     bus.close();
     serving.finish().await;
@@ -306,7 +317,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         tls.attach_errors
     ));
     summary.push_str(&format!(
-        " audit_write_errors={audit_errors} api_subscribers_at_exit={}",
+        " audit_write_errors={audit_errors} audit_rows_dropped={audit_dropped} api_subscribers_at_exit={}",
         bus.subscribers()
     ));
     eprintln!("{summary}");
@@ -381,20 +392,27 @@ impl<W: Write> Output<W> {
         ev.seq = self.next_seq;
         self.next_seq += 1;
         *self.by_kind.entry(ev.detail.kind()).or_default() += 1;
+        // Serialised once: stdout (JSON), the audit store and the API bus
+        // share the text.
+        let json = ev.to_json();
+        let text;
         let line = match self.format {
-            OutputFormat::Json => ev.to_json(),
-            OutputFormat::Text => ev.to_text(),
+            OutputFormat::Json => &json,
+            OutputFormat::Text => {
+                text = ev.to_text();
+                &text
+            }
         };
         if writeln!(self.out, "{line}").is_err() {
             // stdout closed (e.g. `sensor run | head`): stop cleanly.
             let _ = self.stop.send(true);
         }
         if let Some(a) = &mut self.audit
-            && let Err(e) = a.append(&ev)
+            && let Err(e) = a.append(&ev, &json)
         {
             self.audit_error("append", &e);
         }
-        self.bus.publish(convert::event(&ev, &self.bus.origin));
+        self.bus.publish(Published { seq: ev.seq, json });
     }
 
     fn flush(&mut self) {

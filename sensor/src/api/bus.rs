@@ -1,5 +1,7 @@
-//! The event bus between the pipeline and API subscribers: a broadcast
-//! channel (a subscriber that falls `queue` events behind is told how many
+//! The event bus between the pipeline and API subscribers. It carries
+//! events as the JSON text the pipeline already made for its output and the
+//! audit store, so publishing costs no conversion; each subscriber turns
+//! what it sends into API messages. A broadcast channel (a subscriber that falls `queue` events behind is told how many
 //! it missed; the pipeline never waits) and a ring of recent events for
 //! replay. Both change under one lock, so a new subscriber's replay and
 //! its live events neither overlap nor leave a gap.
@@ -9,13 +11,20 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use sensor_proto::v1 as pb;
 use tokio::sync::broadcast;
 
 use super::convert::Origin;
 
+/// One emitted event.
+#[derive(Debug)]
+pub struct Published {
+    pub seq: u64,
+    /// The event's JSON form (as on stdout and in the audit store).
+    pub json: String,
+}
+
 /// A new subscriber's replay and its receiver for what follows.
-pub type Subscription = (Vec<Arc<pb::Event>>, broadcast::Receiver<Arc<pb::Event>>);
+pub type Subscription = (Vec<Arc<Published>>, broadcast::Receiver<Arc<Published>>);
 
 pub struct Bus {
     inner: Mutex<Inner>,
@@ -24,9 +33,9 @@ pub struct Bus {
 }
 
 struct Inner {
-    recent: VecDeque<Arc<pb::Event>>,
+    recent: VecDeque<Arc<Published>>,
     /// None once closed: receivers then see the end of the stream.
-    tx: Option<broadcast::Sender<Arc<pb::Event>>>,
+    tx: Option<broadcast::Sender<Arc<Published>>>,
 }
 
 impl Bus {
@@ -55,7 +64,7 @@ impl Bus {
 
     /// Fills the ring with stored events at start (oldest first), so a
     /// replay right after a restart still shows what came before it.
-    pub fn seed(&self, events: impl IntoIterator<Item = pb::Event>) {
+    pub fn seed(&self, events: impl IntoIterator<Item = Published>) {
         let r = &mut self.inner().recent;
         for e in events {
             if r.len() == self.recent_cap {
@@ -65,7 +74,7 @@ impl Bus {
         }
     }
 
-    pub fn publish(&self, e: pb::Event) {
+    pub fn publish(&self, e: Published) {
         let e = Arc::new(e);
         let mut inner = self.inner();
         if inner.recent.len() == self.recent_cap {
@@ -89,7 +98,7 @@ impl Bus {
 
     /// Ring events with a sequence number above `seq`: those the store may
     /// not have yet (it is written at least once a second).
-    pub fn recent_after(&self, seq: u64) -> Vec<Arc<pb::Event>> {
+    pub fn recent_after(&self, seq: u64) -> Vec<Arc<Published>> {
         self.inner()
             .recent
             .iter()
@@ -111,11 +120,10 @@ impl Bus {
 mod tests {
     use super::*;
 
-    fn ev(seq: u64) -> pb::Event {
-        pb::Event {
+    fn ev(seq: u64) -> Published {
+        Published {
             seq,
-            kind: "connect".into(),
-            ..Default::default()
+            json: format!("{{\"seq\":{seq}}}"),
         }
     }
 

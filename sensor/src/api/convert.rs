@@ -6,7 +6,7 @@ use sensor_proto::pbjson_types::Timestamp;
 use sensor_proto::v1 as pb;
 use serde_json::Value;
 
-use crate::event::Event;
+use super::bus::Published;
 
 /// What the API adds to every event: where it was seen.
 #[derive(Clone, Debug)]
@@ -34,10 +34,11 @@ impl Origin {
     }
 }
 
-pub fn event(ev: &Event, origin: &Origin) -> pb::Event {
-    match serde_json::to_value(ev) {
+/// An event as published on the bus (its JSON text).
+pub fn published(p: &Published, origin: &Origin) -> pb::Event {
+    match serde_json::from_str::<Value>(&p.json) {
         Ok(v) => from_json(&v, origin),
-        Err(e) => error_event(origin, format!("event could not be encoded: {e}")),
+        Err(e) => error_event(origin, format!("event {} could not be read: {e}", p.seq)),
     }
 }
 

@@ -40,14 +40,18 @@ impl Events for EventsService {
         let Some((replay, rx)) = self.bus.subscribe(r.replay_last as usize) else {
             return Err(Status::unavailable("the sensor is shutting down"));
         };
-        let replay: Vec<Result<pb::Event, Status>> = replay
-            .into_iter()
-            .filter(|e| sel.passes(e))
-            .map(|e| Ok((*e).clone()))
-            .collect();
         let origin = self.bus.origin.clone();
+        let replay: Vec<Result<pb::Event, Status>> = replay
+            .iter()
+            .map(|p| convert::published(p, &origin))
+            .filter(|e| sel.passes(e))
+            .map(Ok)
+            .collect();
         let live = BroadcastStream::new(rx).filter_map(move |item| match item {
-            Ok(e) => sel.passes(&e).then(|| Ok((*e).clone())),
+            Ok(p) => {
+                let e = convert::published(&p, &origin);
+                sel.passes(&e).then_some(Ok(e))
+            }
             Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
                 Some(Ok(convert::lagged_event(&origin, n)))
             }
@@ -99,9 +103,9 @@ impl Events for EventsService {
         events.extend(
             self.bus
                 .recent_after(last)
-                .into_iter()
-                .filter(|e| since_ns.is_none_or(|s| event_ns(e) >= s))
-                .map(|e| (*e).clone()),
+                .iter()
+                .map(|p| convert::published(p, &origin))
+                .filter(|e| since_ns.is_none_or(|s| event_ns(e) >= s)),
         );
         events.retain(|e| sel.passes(e));
         let skip = events.len().saturating_sub(limit);
