@@ -25,6 +25,9 @@ use crate::event::Event;
 
 /// Queued events written at once when the queue reaches this size.
 const BATCH: usize = 1024;
+/// While writes fail (disk full, store locked) events wait in memory up to
+/// this many; beyond it the oldest are dropped and counted.
+const MAX_QUEUE: usize = 65_536;
 const SCHEMA_VERSION: i64 = 1;
 
 #[derive(Clone, Debug)]
@@ -50,6 +53,8 @@ pub struct AuditStats {
     pub rows_written: u64,
     pub flushes: u64,
     pub rows_pruned: u64,
+    /// Events lost because writes kept failing (see `MAX_QUEUE`).
+    pub rows_dropped: u64,
 }
 
 struct Row {
@@ -84,12 +89,17 @@ impl Audit {
         }
         // Created here with 0600 so SQLite never makes it world-readable
         // (it gives the -wal and -shm files the same mode).
-        std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(path)
             .with_context(|| format!("audit store: cannot create {shown}"))?;
+        // A file someone made readable stays private from now on.
+        if file.metadata()?.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("audit store: chmod 0600 {shown}"))?;
+        }
         let db = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -116,8 +126,11 @@ impl Audit {
             );
         }
         if version < SCHEMA_VERSION {
+            // Incremental auto-vacuum (only settable before the first
+            // table) lets pruning give space back to the filesystem.
             db.execute_batch(
-                "BEGIN;
+                "PRAGMA auto_vacuum = INCREMENTAL;
+                 BEGIN;
                  CREATE TABLE IF NOT EXISTS events (
                      seq INTEGER PRIMARY KEY,
                      ts_unix_ns INTEGER NOT NULL,
@@ -143,10 +156,10 @@ impl Audit {
         })
     }
 
-    /// Queues one event (its `seq` is the row's key); writes the queue when
-    /// it is full.
-    pub fn append(&mut self, ev: &Event) -> Result<()> {
-        let json = serde_json::to_string(ev)?;
+    /// Queues one event given with its JSON text (its `seq` is the row's
+    /// key); writes the queue when it is full.
+    pub fn append(&mut self, ev: &Event, json: &str) -> Result<()> {
+        let json = json.to_string();
         self.queue.push(Row {
             seq: ev.seq,
             ts: ev.ts_unix_ns,
@@ -161,11 +174,22 @@ impl Audit {
         Ok(())
     }
 
-    /// Writes every queued event in one transaction.
+    /// Writes every queued event in one transaction. On failure the
+    /// events stay queued for the next call, up to `MAX_QUEUE`.
     pub fn flush(&mut self) -> Result<()> {
         if self.queue.is_empty() {
             return Ok(());
         }
+        let r = self.write_queue();
+        if r.is_err() && self.queue.len() > MAX_QUEUE {
+            let excess = self.queue.len() - MAX_QUEUE;
+            self.queue.drain(..excess);
+            self.stats.rows_dropped += excess as u64;
+        }
+        r
+    }
+
+    fn write_queue(&mut self) -> Result<()> {
         let tx = self.db.transaction()?;
         {
             let mut insert = tx.prepare_cached(
@@ -213,6 +237,9 @@ impl Audit {
                 [(rows / 10).max(1)],
             )?;
             deleted += n as u64;
+        }
+        if deleted > 0 {
+            self.db.execute_batch("PRAGMA incremental_vacuum;")?;
         }
         self.stats.rows_pruned += deleted;
         Ok(deleted)
@@ -362,6 +389,11 @@ mod tests {
         }
     }
 
+    fn put(a: &mut Audit, e: Event) {
+        let json = e.to_json();
+        a.append(&e, &json).unwrap();
+    }
+
     fn seqs(v: &[serde_json::Value]) -> Vec<u64> {
         v.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
     }
@@ -374,8 +406,7 @@ mod tests {
             let mut a = Audit::open(&path, retention()).unwrap();
             for s in 1..=6 {
                 let kind = if s % 2 == 0 { "api_call" } else { "connect" };
-                a.append(&event(s, 10 + (s as u32 % 3), s * 1000, kind))
-                    .unwrap();
+                put(&mut a, event(s, 10 + (s as u32 % 3), s * 1000, kind));
             }
             a.flush().unwrap();
             assert_eq!(a.stats().rows_written, 6);
@@ -430,11 +461,11 @@ mod tests {
         if let Some(path) = std::env::var_os(CHILD) {
             let mut a = Audit::open(Path::new(&path), retention()).unwrap();
             for s in 1..=50 {
-                a.append(&event(s, 7, s, "connect")).unwrap();
+                put(&mut a, event(s, 7, s, "connect"));
             }
             a.flush().unwrap();
             for s in 51..=60 {
-                a.append(&event(s, 7, s, "connect")).unwrap();
+                put(&mut a, event(s, 7, s, "connect"));
             }
             // SAFETY: kill(2) on ourselves: no destructor gets to flush.
             unsafe { libc::raise(libc::SIGKILL) };
@@ -471,7 +502,7 @@ mod tests {
         )
         .unwrap();
         for s in 1..=10 {
-            a.append(&event(s, 1, s * 100, "connect")).unwrap();
+            put(&mut a, event(s, 1, s * 100, "connect"));
         }
         a.flush().unwrap();
         // now=1000, age 500: rows with ts < 500 go.
@@ -488,7 +519,7 @@ mod tests {
         )
         .unwrap();
         for s in 100..2100 {
-            a.append(&event(s, 1, s, "api_call")).unwrap();
+            put(&mut a, event(s, 1, s, "api_call"));
         }
         a.flush().unwrap();
         assert!(a.used_bytes().unwrap() > 64 * 1024);
@@ -514,11 +545,49 @@ mod tests {
     }
 
     #[test]
+    fn failing_writes_keep_a_bounded_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let mut a = Audit::open(&path, retention()).unwrap();
+        // Another connection holds the write lock: every write fails
+        // (after the busy timeout, shortened here).
+        a.db.busy_timeout(Duration::from_millis(1)).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE;").unwrap();
+        for s in 1..=(MAX_QUEUE as u64 + 10) {
+            let e = event(s, 1, s, "connect");
+            let json = e.to_json();
+            a.queue.push(Row {
+                seq: e.seq,
+                ts: e.ts_unix_ns,
+                kind: e.detail.kind(),
+                pid: 1,
+                start_ticks: 0,
+                json,
+            });
+        }
+        assert!(a.flush().is_err());
+        assert_eq!(a.queue.len(), MAX_QUEUE);
+        assert_eq!(a.stats().rows_dropped, 10);
+        // Once the lock is gone the queue is written, oldest dropped.
+        other.execute_batch("COMMIT;").unwrap();
+        a.flush().unwrap();
+        let first = seqs(
+            &a.query(&Query {
+                limit: None,
+                ..Default::default()
+            })
+            .unwrap(),
+        )[0];
+        assert_eq!(first, 11);
+    }
+
+    #[test]
     fn clean_drop_keeps_queued_events() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.db");
         let mut a = Audit::open(&path, retention()).unwrap();
-        a.append(&event(1, 1, 1, "connect")).unwrap();
+        put(&mut a, event(1, 1, 1, "connect"));
         drop(a);
         let a = Audit::open(&path, retention()).unwrap();
         assert_eq!(a.query(&Query::default()).unwrap().len(), 1);
