@@ -6,7 +6,11 @@
 use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["sensor/v1/events.proto", "sensor/v1/sensor.proto"];
+    let files = [
+        "sensor/v1/events.proto",
+        "sensor/v1/sensor.proto",
+        "sensor/v1/agents.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -385,6 +385,7 @@ mod tests {
             ts_unix_ns: ts,
             tid: pid,
             process,
+            agent: None,
             detail,
         }
     }

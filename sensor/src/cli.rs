@@ -1,11 +1,14 @@
 //! Commands that talk to the running daemon through its API: `status`,
-//! `events`, `history`.
+//! `events`, `history`, `agents`, `agent`.
 
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use sensor_proto::v1::{self as pb, events_client::EventsClient, sensor_client::SensorClient};
+use sensor_proto::v1::{
+    self as pb, agents_client::AgentsClient, events_client::EventsClient,
+    sensor_client::SensorClient,
+};
 use tokio_stream::StreamExt;
 
 use crate::api::client::{connect, event_line, rpc_error, status_text};
@@ -180,6 +183,83 @@ async fn drain(
     let mut stream = resp.map_err(|s| rpc_error("history", s))?.into_inner();
     while let Some(item) = stream.next().await {
         print(&item.map_err(|s| rpc_error("history", s))?, json)?;
+    }
+    Ok(())
+}
+
+/// Every agent identity seen on this host.
+pub async fn agents(c: &Conn) -> Result<()> {
+    let mut client = AgentsClient::new(connect(&c.socket).await?);
+    let r = client
+        .list(pb::ListAgentsRequest {})
+        .await
+        .map_err(|s| rpc_error("agents", s))?
+        .into_inner();
+    if c.json {
+        for a in &r.agents {
+            println!("{}", serde_json::to_string(a)?);
+        }
+        return Ok(());
+    }
+    if r.agents.is_empty() {
+        println!("no agent seen on this host yet");
+        return Ok(());
+    }
+    println!(
+        "{:<17} {:<24} {:>8} {:>6} {:>12}  providers",
+        "ID", "NAME", "CALLS", "RUNS", "IRREVERSIBLE"
+    );
+    for a in &r.agents {
+        let irreversible: u64 = a.irreversible.iter().map(|e| e.calls).sum();
+        println!(
+            "{:<17} {:<24} {:>8} {:>6} {:>12}  {}",
+            a.id,
+            a.name,
+            a.calls,
+            a.sessions,
+            irreversible,
+            a.providers.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// One agent's profile and blast radius.
+pub async fn agent(c: &Conn, id: &str) -> Result<()> {
+    let mut client = AgentsClient::new(connect(&c.socket).await?);
+    let a = client
+        .get(pb::GetAgentRequest { id: id.to_string() })
+        .await
+        .map_err(|s| rpc_error("agent", s))?
+        .into_inner();
+    if c.json {
+        println!("{}", serde_json::to_string_pretty(&a)?);
+        return Ok(());
+    }
+    println!("agent {} ({})", a.name, a.id);
+    println!("  exe:          {}", a.exe);
+    println!("  command:      {}", a.cmdline.join(" "));
+    println!(
+        "  runs:         {} (recent: {})",
+        a.sessions,
+        a.recent_sessions.join(", ")
+    );
+    println!("  providers:    {}", a.providers.join(", "));
+    println!("  credentials:  {}", a.credentials.join(", "));
+    println!("  destinations: {}", a.destinations.join(", "));
+    println!("  irreversible calls:");
+    for e in &a.irreversible {
+        println!(
+            "    {:>6}  {} {}{}",
+            e.calls, e.method, e.authority, e.path_template
+        );
+    }
+    println!("  endpoints ({} calls):", a.calls);
+    for e in &a.endpoints {
+        println!(
+            "    {:>6}  {} {}{}",
+            e.calls, e.method, e.authority, e.path_template
+        );
     }
     Ok(())
 }

@@ -27,6 +27,9 @@ pub struct Event {
     /// Thread that did it.
     pub tid: u32,
     pub process: Arc<Process>,
+    /// The agent (identity and session) the process belongs to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Arc<crate::agents::AgentTag>>,
     #[serde(flatten)]
     pub detail: Detail,
 }
@@ -208,6 +211,7 @@ impl Event {
             ts_unix_ns: clock.to_unix_ns(ktime_ns),
             tid,
             process,
+            agent: None,
             detail,
         }
     }
@@ -349,6 +353,9 @@ impl Event {
         }
         if let Some(c) = &p.container {
             let _ = write!(s, " container={}", &c.id[..12.min(c.id.len())]);
+        }
+        if let Some(a) = &self.agent {
+            let _ = write!(s, " agent={}({})", a.name, a.id);
         }
         s
     }

@@ -4,6 +4,7 @@
 //! Data flow (see ARCHITECTURE.md): `collect` (ring buffer) → `decode` →
 //! `procs` (process table) → `event` (typed events, rendering) → output.
 
+pub mod agents;
 pub mod api;
 pub mod audit;
 pub mod btf;

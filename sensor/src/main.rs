@@ -68,6 +68,19 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         limit: u32,
     },
+    /// Every AI agent identity seen on this host (the shadow-AI inventory).
+    Agents {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// One agent's profile: credentials, endpoints, irreversible calls,
+    /// destinations, runs.
+    Agent {
+        /// Agent id (agt-...) or name.
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -138,6 +151,8 @@ fn main() -> Result<()> {
             since,
             limit,
         } => client_runtime()?.block_on(cli::history(&conn, pid, since, &filters, limit)),
+        Command::Agents { conn } => client_runtime()?.block_on(cli::agents(&conn)),
+        Command::Agent { id, conn } => client_runtime()?.block_on(cli::agent(&conn, &id)),
         Command::Config { action } => {
             match action {
                 ConfigAction::Default => print!("{}", Config::default().to_toml()),

@@ -15,6 +15,7 @@ use tokio::{
 use tracing::info;
 
 use crate::{
+    agents::Agents,
     api::{
         self,
         bus::{Bus, Published},
@@ -103,7 +104,18 @@ pub async fn run(cfg: Config) -> Result<()> {
     } else {
         None
     };
-    let serving = api::serve(&cfg.api, bus.clone(), board.clone(), store, stop_rx.clone()).await?;
+    let agents = Arc::new(std::sync::Mutex::new(Agents::load(Some(
+        &cfg.state.dir.join("agents.json"),
+    ))?));
+    let serving = api::serve(
+        &cfg.api,
+        bus.clone(),
+        board.clone(),
+        store,
+        agents.clone(),
+        stop_rx.clone(),
+    )
+    .await?;
     let probe_port = self_exclusion_probe();
     // Tests and scripts wait for this line before driving traffic.
     info!(
@@ -140,6 +152,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         audit,
         audit_errors: 0,
         bus: bus.clone(),
+        agents: agents.clone(),
     };
     let mut batch = Vec::with_capacity(1024);
     let mut last_sweep = Instant::now();
@@ -247,6 +260,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                 out.persist();
                 if last_prune.elapsed() > Duration::from_secs(60) {
                     out.prune();
+                    out.save_agents();
                     last_prune = Instant::now();
                 }
                 let mut t = totals(&counters, &stats, &procs, &calls, self_events);
@@ -283,6 +297,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     out.flush();
     out.persist();
+    out.save_agents();
     let by_kind = std::mem::take(&mut out.by_kind);
     let audit_errors = out.audit_errors;
     let audit_dropped = out.audit.as_ref().map_or(0, |a| a.stats().rows_dropped);
@@ -385,12 +400,17 @@ struct Output<W: Write> {
     audit: Option<Audit>,
     audit_errors: u64,
     bus: Arc<Bus>,
+    agents: Arc<std::sync::Mutex<Agents>>,
 }
 
 impl<W: Write> Output<W> {
     fn emit(&mut self, mut ev: event::Event) {
         ev.seq = self.next_seq;
         self.next_seq += 1;
+        self.agents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(&mut ev);
         *self.by_kind.entry(ev.detail.kind()).or_default() += 1;
         // Serialised once: stdout (JSON), the audit store and the API bus
         // share the text.
@@ -425,6 +445,14 @@ impl<W: Write> Output<W> {
             && let Err(e) = a.flush()
         {
             self.audit_error("write", &e);
+        }
+    }
+
+    /// Writes the agent inventory if it changed.
+    fn save_agents(&mut self) {
+        let r = self.agents.lock().unwrap_or_else(|e| e.into_inner()).save();
+        if let Err(e) = r {
+            tracing::warn!(error = %format!("{e:#}"), "agent inventory not saved");
         }
     }
 

@@ -320,7 +320,7 @@ fn node_fetch_becomes_an_api_call() {
     assert!(g["credential_fingerprint"].as_str().is_some(), "{g}");
     let p = api_call_of(&sensor, child, "POST");
     assert_eq!(p["path"], "/v1/chat/completions", "{p}");
-    assert_eq!(p["status"], 201);
+    assert_eq!(p["status"], 200);
     assert_eq!(p["process"]["exe"], "/usr/bin/node");
     // Memory BIO: the socket is the thread's next write after SSL_write.
     assert_eq!(p["dport"], u64::from(server.port), "{p}");

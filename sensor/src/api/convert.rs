@@ -101,7 +101,7 @@ fn opt_u32(v: &Value, k: &str) -> Option<u32> {
         .and_then(|n| u32::try_from(n).ok())
 }
 
-fn process(p: &Value, origin: &Origin) -> pb::Process {
+fn process(p: &Value, agent: &Value, origin: &Origin) -> pb::Process {
     let pid = num(p, "pid");
     let start = num(p, "start_ticks");
     let container = p.get("container").unwrap_or(&Value::Null);
@@ -127,7 +127,9 @@ fn process(p: &Value, origin: &Origin) -> pb::Process {
         container_runtime: text(container, "runtime"),
         pod: None,
         partial: p.get("partial").and_then(Value::as_bool).unwrap_or(false),
-        agent_id: String::new(),
+        agent_id: text(agent, "id"),
+        agent_name: text(agent, "name"),
+        agent_session: text(agent, "session"),
     }
 }
 
@@ -217,7 +219,9 @@ pub fn from_json(v: &Value, origin: &Origin) -> pb::Event {
         node: origin.node.clone(),
         seq: num(v, "seq"),
         tid: num(v, "tid") as u32,
-        process: v.get("process").map(|p| process(p, origin)),
+        process: v
+            .get("process")
+            .map(|p| process(p, v.get("agent").unwrap_or(&Value::Null), origin)),
         severity: severity(&kind) as i32,
         kind,
         payload,

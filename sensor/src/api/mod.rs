@@ -6,9 +6,10 @@
 //! - `bus`: pipeline → subscribers, with replay and lag reporting.
 //! - `convert`: events as API messages.
 //! - `filter`: subscription allow/deny lists.
-//! - `events`, `status`: the services; `store`: history reads.
+//! - `events`, `status`, `agents`: the services; `store`: history reads.
 //! - `client`: the CLI's side.
 
+pub mod agents;
 pub mod bus;
 pub mod client;
 pub mod convert;
@@ -25,7 +26,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use sensor_proto::v1::{
-    self as pb, FILE_DESCRIPTOR_SET, events_server::EventsServer, sensor_server::SensorServer,
+    self as pb, FILE_DESCRIPTOR_SET, agents_server::AgentsServer, events_server::EventsServer,
+    sensor_server::SensorServer,
 };
 use tokio::{net::UnixListener, sync::watch, task::JoinHandle};
 use tokio_stream::wrappers::UnixListenerStream;
@@ -86,6 +88,7 @@ pub async fn serve(
     bus: Arc<Bus>,
     board: Arc<StatusBoard>,
     store: Option<store::Store>,
+    agents: Arc<std::sync::Mutex<crate::agents::Agents>>,
     stop: watch::Receiver<bool>,
 ) -> Result<Serving> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -93,6 +96,9 @@ pub async fn serve(
         .set_serving::<EventsServer<events::EventsService>>()
         .await;
     health.set_serving::<SensorServer<SensorService>>().await;
+    health
+        .set_serving::<AgentsServer<agents::AgentsService>>()
+        .await;
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
@@ -117,6 +123,9 @@ pub async fn serve(
             .add_service(SensorServer::new(SensorService {
                 board: board.clone(),
                 bus: bus.clone(),
+            }))
+            .add_service(AgentsServer::new(agents::AgentsService {
+                agents: agents.clone(),
             }))
             .add_service(health_service.clone())
             .add_service(reflection_v1.clone())

@@ -1,0 +1,580 @@
+//! Which processes are AI agents, and what each agent identity has done.
+//!
+//! - `catalog`: LLM provider endpoints.
+//!
+//! A process becomes an agent when it calls a provider (or, when its
+//! plaintext is not visible, sends a ClientHello naming one); the processes
+//! it forks afterwards belong to the same agent session, so a tool script
+//! or `curl` it spawns is the agent's too. An agent identity is stable
+//! across restarts and hosts: derived from the executable and the command
+//! line without volatile arguments. The inventory of every identity ever
+//! seen (the host's shadow-AI list) is kept in the state directory.
+
+pub mod catalog;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    io::Write,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    event::{Detail, Event},
+    procs::Process,
+};
+
+/// What an event of an agent's process carries.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AgentTag {
+    pub id: String,
+    pub name: String,
+    /// The run of the process tree: its root's pid and start time.
+    pub session: String,
+}
+
+/// Distinct values kept per set in an inventory entry.
+const MAX_SET: usize = 512;
+/// Processes remembered as agent members (oldest forgotten first).
+const MAX_MEMBERS: usize = 65_536;
+const RECENT_SESSIONS: usize = 16;
+
+/// One agent identity: everything it was seen doing, its blast radius.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Inventory {
+    pub id: String,
+    pub name: String,
+    pub exe: String,
+    /// Command line as identified (redacted, volatile arguments dropped).
+    pub cmdline: Vec<String>,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub providers: BTreeSet<String>,
+    /// Credential fingerprints it sent.
+    pub credentials: BTreeSet<String>,
+    /// "METHOD authority path_template" → calls.
+    pub endpoints: BTreeMap<String, u64>,
+    /// The subset of `endpoints` that cannot be undone (see `irreversible`).
+    pub irreversible: BTreeMap<String, u64>,
+    /// "addr:port" and TLS server names.
+    pub destinations: BTreeSet<String>,
+    pub sessions: u64,
+    pub recent_sessions: VecDeque<String>,
+    pub calls: u64,
+}
+
+fn bounded_insert(set: &mut BTreeSet<String>, v: String) {
+    if set.len() < MAX_SET || set.contains(&v) {
+        set.insert(v);
+    }
+}
+
+fn bounded_count(map: &mut BTreeMap<String, u64>, k: String) {
+    if map.len() < MAX_SET || map.contains_key(&k) {
+        *map.entry(k).or_default() += 1;
+    }
+}
+
+/// Write calls to paths that name money, orders, deletion or permissions:
+/// what a person would want to approve before an agent does it.
+pub fn irreversible(method: &str, template: &str) -> bool {
+    const WORDS: [&str; 14] = [
+        "order",
+        "payment",
+        "pay",
+        "refund",
+        "credit",
+        "transfer",
+        "charge",
+        "invoice",
+        "delete",
+        "drop",
+        "permission",
+        "role",
+        "grant",
+        "purchase",
+    ];
+    let write = matches!(method, "POST" | "PUT" | "PATCH" | "DELETE");
+    let path = template
+        .split('?')
+        .next()
+        .unwrap_or(template)
+        .to_ascii_lowercase();
+    write && (method == "DELETE" || WORDS.iter().any(|w| path.contains(w)))
+}
+
+/// Arguments that change from run to run and must not split an identity.
+fn volatile(arg: &str) -> bool {
+    let a = arg.trim_start_matches('-');
+    let value = a.split_once('=').map_or(a, |(_, v)| v);
+    let hexish = value.len() >= 8 && value.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    value.is_empty() && arg != "-" && arg != "--"
+        || value.bytes().all(|b| b.is_ascii_digit())
+        || hexish
+        || arg == "<redacted>"
+        || value.contains("<redacted>")
+}
+
+fn basename(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+const INTERPRETERS: [&str; 8] = [
+    "python", "node", "ruby", "perl", "bun", "deno", "java", "php",
+];
+
+/// (id, readable name, normalised command line) of a process.
+pub fn identity(p: &Process) -> (String, String, Vec<String>) {
+    let mut norm: Vec<String> = Vec::new();
+    for (i, a) in p.cmdline.iter().enumerate() {
+        if i == 0 {
+            norm.push(basename(a).to_string());
+        } else if a.starts_with("/tmp/") || a.starts_with("/var/tmp/") {
+            // Scripts run from temporary directories: the file name is the
+            // stable part.
+            norm.push(basename(a).to_string());
+        } else if !volatile(a) {
+            norm.push(a.clone());
+        }
+    }
+    let exe = if p.exe.is_empty() {
+        p.comm.clone()
+    } else {
+        p.exe.clone()
+    };
+    let mut h = Sha256::new();
+    h.update(basename(&exe).as_bytes());
+    for a in &norm {
+        h.update([0]);
+        h.update(a.as_bytes());
+    }
+    let id = format!("agt-{}", &hex(&h.finalize())[..12]);
+    let base = basename(&exe);
+    let interpreted = INTERPRETERS.iter().any(|i| base.starts_with(i));
+    let name = if interpreted {
+        let mut args = norm.iter().skip(1);
+        let mut name = None;
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "-m" => {
+                    name = args.next().cloned();
+                    break;
+                }
+                "-c" | "-e" => {
+                    name = Some(format!("{base} {a}"));
+                    break;
+                }
+                s if s.starts_with('-') => continue,
+                s => {
+                    name = Some(basename(s).to_string());
+                    break;
+                }
+            }
+        }
+        name.unwrap_or_else(|| base.to_string())
+    } else {
+        base.to_string()
+    };
+    (id, name, norm)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub struct Agents {
+    members: HashMap<(u32, u64), Arc<AgentTag>>,
+    order: VecDeque<(u32, u64)>,
+    inventory: BTreeMap<String, Inventory>,
+    path: Option<PathBuf>,
+    dirty: bool,
+}
+
+impl Agents {
+    /// The inventory kept at `path` (created on first save), or an empty
+    /// one in memory only.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let inventory = match path {
+            Some(p) => match std::fs::read(p) {
+                Ok(bytes) => serde_json::from_slice::<Vec<Inventory>>(&bytes)
+                    .with_context(|| {
+                        format!(
+                            "agent inventory {} is not readable JSON (move it aside to start a new one)",
+                            p.display()
+                        )
+                    })?
+                    .into_iter()
+                    .map(|i| (i.id.clone(), i))
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("reading {}", p.display()));
+                }
+            },
+            None => BTreeMap::new(),
+        };
+        Ok(Self {
+            members: HashMap::new(),
+            order: VecDeque::new(),
+            inventory,
+            path: path.map(Path::to_path_buf),
+            dirty: false,
+        })
+    }
+
+    /// Writes the inventory if it changed (atomically, 0600).
+    pub fn save(&mut self) -> Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        if !self.dirty {
+            return Ok(());
+        }
+        let list: Vec<&Inventory> = self.inventory.values().collect();
+        let tmp = path.with_extension("json.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(&serde_json::to_vec(&list)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    pub fn list(&self) -> impl Iterator<Item = &Inventory> {
+        self.inventory.values()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Inventory> {
+        self.inventory.get(id)
+    }
+
+    fn remember(&mut self, key: (u32, u64), tag: Arc<AgentTag>) {
+        if self.members.insert(key, tag).is_none() {
+            self.order.push_back(key);
+            if self.order.len() > MAX_MEMBERS
+                && let Some(old) = self.order.pop_front()
+            {
+                self.members.remove(&old);
+            }
+        }
+    }
+
+    fn become_agent(&mut self, ev: &Event) -> Arc<AgentTag> {
+        let p = &ev.process;
+        let (id, name, cmdline) = identity(p);
+        let session = format!("{}-{}", p.pid, p.start_ticks);
+        let tag = Arc::new(AgentTag {
+            id: id.clone(),
+            name: name.clone(),
+            session: session.clone(),
+        });
+        self.remember((p.pid, p.start_ticks), tag.clone());
+        let inv = self
+            .inventory
+            .entry(id.clone())
+            .or_insert_with(|| Inventory {
+                id,
+                name,
+                exe: p.exe.clone(),
+                cmdline,
+                first_seen_ns: ev.ts_unix_ns,
+                ..Default::default()
+            });
+        inv.sessions += 1;
+        inv.recent_sessions.push_back(session);
+        if inv.recent_sessions.len() > RECENT_SESSIONS {
+            inv.recent_sessions.pop_front();
+        }
+        self.dirty = true;
+        tag
+    }
+
+    /// Updates agent membership and inventory from `ev` and tags it with
+    /// its agent, if its process is one.
+    pub fn observe(&mut self, ev: &mut Event) {
+        let key = (ev.process.pid, ev.process.start_ticks);
+        let mut tag = self.members.get(&key).cloned();
+        match &ev.detail {
+            Detail::Fork {
+                child_pid,
+                child_start_ticks,
+            } => {
+                if let Some(t) = &tag {
+                    self.remember((*child_pid, *child_start_ticks), t.clone());
+                }
+            }
+            Detail::ApiCall {
+                method,
+                authority,
+                path,
+                path_template,
+                credential_fingerprint,
+                daddr,
+                dport,
+                sni,
+                ..
+            } => {
+                let provider = catalog::match_call(authority, path);
+                if tag.is_none() && provider.is_some() {
+                    tag = Some(self.become_agent(ev));
+                }
+                if let Some(t) = &tag
+                    && let Some(inv) = self.inventory.get_mut(&t.id)
+                {
+                    inv.calls += 1;
+                    inv.last_seen_ns = inv.last_seen_ns.max(ev.ts_unix_ns);
+                    if let Some(p) = provider {
+                        bounded_insert(&mut inv.providers, p.to_string());
+                    }
+                    if let Some(c) = credential_fingerprint {
+                        bounded_insert(&mut inv.credentials, c.clone());
+                    }
+                    let endpoint = format!("{method} {authority} {path_template}");
+                    if irreversible(method, path_template) {
+                        bounded_count(&mut inv.irreversible, endpoint.clone());
+                    }
+                    bounded_count(&mut inv.endpoints, endpoint);
+                    if let (Some(a), Some(port)) = (daddr, dport) {
+                        bounded_insert(&mut inv.destinations, format!("{a}:{port}"));
+                    }
+                    if let Some(s) = sni {
+                        bounded_insert(&mut inv.destinations, s.clone());
+                    }
+                    self.dirty = true;
+                }
+            }
+            Detail::TlsClientHello {
+                sni: Some(sni),
+                daddr,
+                dport,
+                ..
+            } => {
+                let provider = catalog::match_sni(sni);
+                if tag.is_none() && provider.is_some() {
+                    tag = Some(self.become_agent(ev));
+                }
+                if let Some(t) = &tag
+                    && let Some(inv) = self.inventory.get_mut(&t.id)
+                {
+                    inv.last_seen_ns = inv.last_seen_ns.max(ev.ts_unix_ns);
+                    if let Some(p) = provider {
+                        bounded_insert(&mut inv.providers, format!("{p} (server name only)"));
+                    }
+                    bounded_insert(&mut inv.destinations, sni.clone());
+                    if let (Some(a), Some(port)) = (daddr, dport) {
+                        bounded_insert(&mut inv.destinations, format!("{a}:{port}"));
+                    }
+                    self.dirty = true;
+                }
+            }
+            _ => {}
+        }
+        ev.agent = tag;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(pid: u32, exe: &str, cmdline: &[&str]) -> Arc<Process> {
+        Arc::new(Process {
+            pid,
+            start_ticks: 1000 + u64::from(pid),
+            ppid: 1,
+            uid: 0,
+            comm: basename(exe).into(),
+            exe: exe.into(),
+            cmdline: cmdline.iter().map(|s| s.to_string()).collect(),
+            cgroup: None,
+            cgroup_id: 0,
+            container: None,
+            partial: false,
+        })
+    }
+
+    fn ev(p: &Arc<Process>, detail: Detail) -> Event {
+        Event {
+            seq: 0,
+            time: String::new(),
+            ts_unix_ns: 5,
+            tid: p.pid,
+            process: p.clone(),
+            detail,
+            agent: None,
+        }
+    }
+
+    fn call(method: &str, authority: &str, path: &str, cred: Option<&str>) -> Detail {
+        Detail::ApiCall {
+            method: method.into(),
+            authority: authority.into(),
+            path: path.into(),
+            path_template: crate::http::template::path_template(path),
+            status: Some(200),
+            request_bytes: 1,
+            response_bytes: 1,
+            latency_ms: None,
+            http_version: "HTTP/1.1".into(),
+            transport: "tls",
+            tls_library: Some("openssl"),
+            credential_fingerprint: cred.map(String::from),
+            connection: "0x1".into(),
+            daddr: Some("127.0.0.1".parse().unwrap()),
+            dport: Some(443),
+            sni: None,
+        }
+    }
+
+    #[test]
+    fn identity_is_stable_and_readable() {
+        let a = process(
+            10,
+            "/usr/bin/python3.11",
+            &["python3", "/tmp/abc123/ordering_agent.py", "--run", "8812"],
+        );
+        let b = process(
+            11,
+            "/usr/bin/python3.11",
+            &["python3", "/tmp/zz9/ordering_agent.py", "--run", "9913"],
+        );
+        let c = process(12, "/usr/bin/python3.11", &["python3", "support_bot.py"]);
+        let (ida, name, _) = identity(&a);
+        assert_eq!(name, "ordering_agent.py");
+        assert_eq!(identity(&b).0, ida, "temp dirs and numbers do not split it");
+        assert_ne!(identity(&c).0, ida);
+        let m = process(
+            13,
+            "/usr/bin/python3",
+            &["python3", "-u", "-m", "agents.buyer"],
+        );
+        assert_eq!(identity(&m).1, "agents.buyer");
+        let n = process(
+            14,
+            "/usr/local/bin/claude-agent",
+            &["claude-agent", "--session=5f0e8a9c1d"],
+        );
+        assert_eq!(identity(&n).1, "claude-agent");
+        assert!(ida.starts_with("agt-") && ida.len() == 16);
+    }
+
+    #[test]
+    fn a_provider_call_makes_an_agent_and_its_children_follow() {
+        let mut agents = Agents::load(None).unwrap();
+        let p = process(20, "/usr/bin/python3", &["python3", "agent.py"]);
+        // Before any LLM call: not an agent.
+        let mut e = ev(&p, call("GET", "vendor.example", "/v1/inventory/1", None));
+        agents.observe(&mut e);
+        assert!(e.agent.is_none());
+        let mut e = ev(
+            &p,
+            call(
+                "POST",
+                "127.0.0.1:8443",
+                "/v1/chat/completions",
+                Some("Bearer fp:aa"),
+            ),
+        );
+        agents.observe(&mut e);
+        let tag = e.agent.clone().expect("agent now");
+        assert_eq!(tag.name, "agent.py");
+        assert_eq!(tag.session, "20-1020");
+        // Its child (a curl tool) is the agent's too.
+        let mut f = ev(
+            &p,
+            Detail::Fork {
+                child_pid: 21,
+                child_start_ticks: 1021,
+            },
+        );
+        agents.observe(&mut f);
+        let curl = process(
+            21,
+            "/usr/bin/curl",
+            &["curl", "-X", "POST", "https://vendor.example/v1/orders"],
+        );
+        let mut e = ev(
+            &curl,
+            call("POST", "vendor.example", "/v1/orders", Some("Bearer fp:bb")),
+        );
+        agents.observe(&mut e);
+        assert_eq!(e.agent.as_deref(), Some(&*tag));
+        let inv = agents.get(&tag.id).unwrap();
+        assert_eq!(inv.calls, 2);
+        assert_eq!(inv.sessions, 1);
+        assert!(inv.providers.contains("openai-compatible"));
+        assert!(
+            inv.credentials.contains("Bearer fp:aa") && inv.credentials.contains("Bearer fp:bb")
+        );
+        assert_eq!(
+            inv.irreversible.get("POST vendor.example /v1/orders"),
+            Some(&1)
+        );
+        assert_eq!(inv.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn server_name_alone_marks_an_agent() {
+        let mut agents = Agents::load(None).unwrap();
+        let p = process(30, "/usr/local/bin/goagent", &["goagent"]);
+        let mut e = ev(
+            &p,
+            Detail::TlsClientHello {
+                fd: 3,
+                daddr: None,
+                dport: None,
+                sni: Some("api.anthropic.com".into()),
+                alpn: vec![],
+            },
+        );
+        agents.observe(&mut e);
+        let id = e.agent.unwrap().id.clone();
+        assert!(
+            agents
+                .get(&id)
+                .unwrap()
+                .providers
+                .contains("anthropic (server name only)")
+        );
+    }
+
+    #[test]
+    fn inventory_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agents.json");
+        let mut agents = Agents::load(Some(&path)).unwrap();
+        let p = process(40, "/usr/bin/node", &["node", "bot.js"]);
+        let mut e = ev(&p, call("POST", "api.openai.com", "/v1/responses", None));
+        agents.observe(&mut e);
+        agents.save().unwrap();
+        let again = Agents::load(Some(&path)).unwrap();
+        let inv: Vec<_> = again.list().collect();
+        assert_eq!(inv.len(), 1);
+        assert_eq!(inv[0].name, "bot.js");
+        assert!(inv[0].providers.contains("openai"));
+        std::fs::write(&path, b"{not json").unwrap();
+        let e = Agents::load(Some(&path)).err().unwrap();
+        assert!(format!("{e:#}").contains("agents.json"), "{e:#}");
+    }
+
+    #[test]
+    fn reversibility() {
+        assert!(irreversible("POST", "/v1/orders"));
+        assert!(irreversible("POST", "/billing/credits"));
+        assert!(irreversible("DELETE", "/v1/customers/{id}"));
+        assert!(!irreversible("GET", "/v1/orders/{id}"));
+        assert!(!irreversible("POST", "/v1/chat/completions"));
+    }
+}

@@ -1,0 +1,145 @@
+//! Agent discovery: an agent written with the official OpenAI SDK becomes
+//! an agent at its first LLM call; the curl it spawns as a tool is its too;
+//! its identity is the same on every run; the inventory (blast radius)
+//! survives a restart and reads the same through the CLI and a generated
+//! gRPC client.
+
+use std::process::Command;
+
+use e2e::{HttpsServer, Sensor, Value, kind, pid, require_root, run, serial, venv_python};
+
+const AGENT: &str = r#"
+import subprocess, sys
+import httpx, openai
+
+base = sys.argv[1]
+client = openai.OpenAI(
+    base_url=base + "/v1",
+    api_key="sk-PLANTED-agent-key",
+    http_client=httpx.Client(verify=False),
+)
+reply = client.chat.completions.create(
+    model="gpt-e2e", messages=[{"role": "user", "content": "order 2 of A-1"}]
+)
+assert reply.choices[0].message.content == "ok"
+# The tool the model asked for, run as a child process.
+subprocess.run(
+    ["curl", "-sSk", "-m", "10", "-H", "Authorization: Bearer vendor-PLANTED",
+     "-d", '{"sku":"A-1","qty":2}', base + "/v1/orders"],
+    check=True, stdout=subprocess.DEVNULL,
+)
+"#;
+
+fn calls(events: &[Value]) -> Vec<&Value> {
+    events.iter().filter(|v| kind(v) == "api_call").collect()
+}
+
+#[test]
+fn openai_sdk_agent_and_its_tool_child() {
+    let _g = serial();
+    if !require_root("openai_sdk_agent_and_its_tool_child") {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let scripts = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let sensor = Sensor::start_in(state.path(), &["--json"], None);
+    let server = HttpsServer::start("127.0.0.1");
+    let base = format!("https://127.0.0.1:{}", server.port);
+    let mut runs = Vec::new();
+    // Two runs from two temporary directories: one identity, two sessions.
+    for dir in &scripts {
+        let script = dir.path().join("ordering_agent.py");
+        std::fs::write(&script, AGENT).unwrap();
+        let (child, status) = run(Command::new(venv_python()).arg(&script).arg(&base));
+        assert!(status.success(), "agent: {status}");
+        runs.push(child);
+    }
+    for &child in &runs {
+        sensor.wait_for("the agent's LLM call", |v| {
+            kind(v) == "api_call"
+                && pid(v) == u64::from(child)
+                && v["path"] == "/v1/chat/completions"
+        });
+    }
+    let order = sensor.wait_for("the tool's order", |v| {
+        kind(v) == "api_call" && v["path"] == "/v1/orders" && v["process"]["ppid"] == runs[0]
+    });
+    let events = sensor.events();
+    let llm: Vec<&Value> = calls(&events)
+        .into_iter()
+        .filter(|v| v["path"] == "/v1/chat/completions")
+        .collect();
+    assert_eq!(llm.len(), 2);
+    let tag = &llm[0]["agent"];
+    assert_eq!(tag["name"], "ordering_agent.py", "{}", llm[0]);
+    let id = tag["id"].as_str().unwrap();
+    assert!(id.starts_with("agt-"), "{tag}");
+    assert_eq!(llm[1]["agent"]["id"], id, "same identity on every run");
+    assert_ne!(llm[1]["agent"]["session"], tag["session"], "two sessions");
+    // The curl child is the agent's, in the same session.
+    assert_eq!(order["process"]["comm"], "curl");
+    assert_eq!(order["agent"]["id"], id, "{order}");
+    assert_eq!(order["agent"]["session"], tag["session"], "{order}");
+    sensor.stop();
+
+    // The inventory outlives the daemon.
+    let sensor = Sensor::start_in(state.path(), &["--json"], None);
+    let (ok, out, err) = sensor.cli(&["agents", "--json"]);
+    assert!(ok, "{err}");
+    let agents: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let a = agents
+        .iter()
+        .find(|a| a["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in {out}"));
+    assert_eq!(a["name"], "ordering_agent.py");
+    // proto3 JSON: 64-bit counts are strings.
+    assert_eq!(a["sessions"], "2", "{a}");
+    let providers = a["providers"].to_string();
+    assert!(providers.contains("openai-compatible"), "{a}");
+    let irreversible = a["irreversible"].as_array().unwrap();
+    assert!(
+        irreversible
+            .iter()
+            .any(|e| e["method"] == "POST" && e["path_template"] == "/v1/orders"),
+        "{a}"
+    );
+    assert_eq!(
+        a["credentials"].as_array().unwrap().len(),
+        2,
+        "agent key and vendor key: {a}"
+    );
+    assert!(!out.contains("PLANTED"), "{out}");
+    let (ok, text, err) = sensor.cli(&["agent", "ordering_agent.py"]);
+    assert!(ok, "{err}");
+    assert!(
+        text.contains("POST 127.0.0.1:") && text.contains("/v1/orders"),
+        "{text}"
+    );
+    let (ok, _, err) = sensor.cli(&["agent", "no-such-agent"]);
+    assert!(!ok);
+    assert!(err.contains("no agent"), "{err}");
+    // A client generated from the proto sees the same inventory.
+    let out = Command::new(venv_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/api_client.py"
+        ))
+        .arg(format!("unix://{}", sensor.socket.display()))
+        .arg("agents")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(id));
+    let (_, stderr, events) = sensor.stop_with_events();
+    for e in &events {
+        assert!(!e.to_string().contains("PLANTED"), "{e}");
+    }
+    assert!(!stderr.contains("PLANTED"));
+}
