@@ -79,14 +79,7 @@ impl Audit {
     /// security data) and brings its schema up to date.
     pub fn open(path: &Path, retention: Retention) -> Result<Self> {
         let shown = path.display();
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-            && !dir.exists()
-        {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("audit store: creating {}", dir.display()))?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        }
+        crate::state::private_parent(path, "audit store")?;
         // Created here with 0600 so SQLite never makes it world-readable
         // (it gives the -wal and -shm files the same mode).
         let file = std::fs::OpenOptions::new()

@@ -22,4 +22,5 @@ pub mod procs;
 pub mod redact;
 pub mod run;
 pub mod sockets;
+pub mod state;
 pub mod tls;

@@ -95,6 +95,17 @@ fn int(v: &Value, k: &str) -> i64 {
     v.get(k).and_then(Value::as_i64).unwrap_or_default()
 }
 
+fn strings(v: &Value, k: &str) -> Vec<String> {
+    v.get(k)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn opt_u32(v: &Value, k: &str) -> Option<u32> {
     v.get(k)
         .and_then(Value::as_u64)
@@ -113,15 +124,7 @@ fn process(p: &Value, agent: &Value, origin: &Origin) -> pb::Process {
         uid: num(p, "uid") as u32,
         comm: text(p, "comm"),
         exe: text(p, "exe"),
-        cmdline: p
-            .get("cmdline")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        cmdline: strings(p, "cmdline"),
         cgroup: text(p, "cgroup"),
         container_id: text(container, "id"),
         container_runtime: text(container, "runtime"),
@@ -189,15 +192,7 @@ pub fn from_json(v: &Value, origin: &Origin) -> pb::Event {
             daddr: text(v, "daddr"),
             dport: opt_u32(v, "dport"),
             sni: text(v, "sni"),
-            alpn: v
-                .get("alpn")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            alpn: strings(v, "alpn"),
         })),
         "parse_error" => Some(Payload::ParseError(pb::ParseError {
             protocol: text(v, "protocol"),

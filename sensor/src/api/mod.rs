@@ -184,14 +184,7 @@ pub async fn serve(
 /// Binds the unix socket root-only. A socket file left by a daemon that
 /// died is replaced; one a live daemon answers on is not.
 fn bind_unix(path: &Path) -> Result<UnixListener> {
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-        && !dir.exists()
-    {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("api.socket: creating {}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
+    crate::state::private_parent(path, "api.socket")?;
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             bail!(
