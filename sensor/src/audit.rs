@@ -354,6 +354,10 @@ mod tests {
                 result_name: "ok".into(),
             },
             _ => Detail::ApiCall {
+                provider: None,
+                llm: None,
+                tool_call: None,
+                unrequested: false,
                 method: "POST".into(),
                 authority: "vendor.example".into(),
                 path: format!("/v1/orders/{seq}"),

@@ -7,6 +7,7 @@ use anyhow::Result;
 use sensor_common::{TLS_DIR_WRITE, TLS_LIB_GNUTLS};
 
 use crate::{
+    agents::{catalog, llm},
     clock::Clock,
     decode::{SockData, TlsData},
     event::{Detail, Event},
@@ -42,11 +43,24 @@ struct Parsers {
     error_reported: bool,
 }
 
+/// Largest LLM request or response body kept to read model, usage and
+/// tool calls from.
+const LLM_BODY_LIMIT: usize = 256 * 1024;
+
+/// Requests whose bodies are kept: those to LLM providers.
+fn is_llm_request(h: &crate::http::stream::Head) -> bool {
+    catalog::match_call(h.host.as_deref().unwrap_or_default(), &h.target).is_some()
+}
+
 impl Parsers {
     fn new() -> Self {
+        let mut request = H1Stream::new(Direction::Request);
+        request.keep_bodies(LLM_BODY_LIMIT, Some(is_llm_request));
+        let mut response = H1Stream::new(Direction::Response);
+        response.keep_bodies(LLM_BODY_LIMIT, None);
         Self {
-            request: H1Stream::new(Direction::Request),
-            response: H1Stream::new(Direction::Response),
+            request,
+            response,
             h2: None,
             server: None,
             error_reported: false,
@@ -80,7 +94,7 @@ enum Parsed {
 /// What feeding bytes produced.
 #[derive(Clone, Debug)]
 pub enum Outcome {
-    Call(ApiCall),
+    Call(Box<ApiCall>),
     ParseError(ParseFailure),
 }
 
@@ -185,7 +199,7 @@ impl Calls {
         self.flows
             .end(&key, now_ns)
             .into_iter()
-            .map(Outcome::Call)
+            .map(|c| Outcome::Call(Box::new(c)))
             .collect()
     }
 
@@ -217,7 +231,10 @@ impl Calls {
                 None => return Vec::new(),
             }
         };
-        let mut out: Vec<Outcome> = evicted.into_iter().map(Outcome::Call).collect();
+        let mut out: Vec<Outcome> = evicted
+            .into_iter()
+            .map(|c| Outcome::Call(Box::new(c)))
+            .collect();
         if c.fd.is_some() {
             stream.fd = c.fd;
         }
@@ -265,7 +282,11 @@ impl Calls {
                 }
                 Parsed::Request(req, sid) => stream.request(req, c.ns, c.tid, sid),
                 Parsed::Response(resp, sid) => {
-                    out.extend(stream.response(&key, sid, resp, c.ns).map(Outcome::Call));
+                    out.extend(
+                        stream
+                            .response(&key, sid, resp, c.ns)
+                            .map(|c| Outcome::Call(Box::new(c))),
+                    );
                 }
             }
         }
@@ -279,7 +300,7 @@ impl Calls {
         self.flows
             .sweep(std::time::Instant::now(), now_ns, |_| all)
             .into_iter()
-            .map(Outcome::Call)
+            .map(|c| Outcome::Call(Box::new(c)))
             .collect()
     }
 }
@@ -321,6 +342,7 @@ fn parse(
                     credential_fingerprint: credentials.into_iter().next(),
                     body_bytes,
                     head_bytes,
+                    body: None,
                 },
                 stream_id,
             ),
@@ -334,6 +356,8 @@ fn parse(
                     status,
                     body_bytes,
                     head_bytes,
+                    body: None,
+                    content_type: None,
                 },
                 stream_id,
             ),
@@ -353,8 +377,12 @@ fn parse(
     for m in msgs {
         parsed.push(match m {
             Message::Error(e) => Parsed::Error(e),
-            Message::Complete { head, body_bytes } if c.writing => {
-                p.response.expect_response_to(&head.method);
+            Message::Complete {
+                head,
+                body_bytes,
+                kept,
+            } if c.writing => {
+                p.response.expect_response(&head.method, kept.is_some());
                 Parsed::Request(
                     RequestSummary {
                         authority: head.host.unwrap_or_default(),
@@ -364,15 +392,22 @@ fn parse(
                         credential_fingerprint: head.credentials.into_iter().next(),
                         body_bytes,
                         head_bytes: head.head_bytes,
+                        body: kept,
                     },
                     0,
                 )
             }
-            Message::Complete { head, body_bytes } => Parsed::Response(
+            Message::Complete {
+                head,
+                body_bytes,
+                kept,
+            } => Parsed::Response(
                 ResponseSummary {
                     status: head.status,
                     body_bytes,
                     head_bytes: head.head_bytes,
+                    body: kept,
+                    content_type: head.content_type,
                 },
                 0,
             ),
@@ -393,7 +428,7 @@ fn connection_name(conn: u64, tls_library: Option<&str>) -> String {
 /// The event for an outcome; destinations come from the socket table.
 pub fn event(outcome: Outcome, clock: &Clock, sockets: &FirstBytes) -> Event {
     match outcome {
-        Outcome::Call(call) => call_event(call, clock, sockets),
+        Outcome::Call(call) => call_event(*call, clock, sockets),
         Outcome::ParseError(f) => {
             let dst =
                 f.fd.and_then(|fd| sockets.get(f.process.pid, f.process.start_ticks, fd));
@@ -420,7 +455,22 @@ fn call_event(call: ApiCall, clock: &Clock, sockets: &FirstBytes) -> Event {
         .response
         .as_ref()
         .map(|_| call.finished_ns.saturating_sub(call.started_ns) as f64 / 1e6);
+    // LLM calls: what the model was asked and answered, from the bodies.
+    let provider = catalog::match_call(&r.authority, &r.target);
+    let llm = provider.map(|_| {
+        let resp = call.response.as_ref();
+        Box::new(llm::summarize(
+            r.body.as_ref().map(|k| (k.bytes.as_slice(), k.truncated)),
+            resp.and_then(|s| s.body.as_ref())
+                .map(|k| (k.bytes.as_slice(), k.truncated)),
+            resp.and_then(|s| s.content_type.as_deref()),
+        ))
+    });
     let detail = Detail::ApiCall {
+        provider,
+        llm,
+        tool_call: None,
+        unrequested: false,
         method: r.method.clone(),
         authority: r.authority.clone(),
         path: redact::target(&r.target),

@@ -34,6 +34,9 @@ pub struct Event {
     pub detail: Detail,
 }
 
+// api_call is the largest variant and also the commonest one that matters;
+// events are moved a handful of times, so boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Detail {
@@ -66,6 +69,19 @@ pub enum Detail {
     },
     /// One HTTP exchange (request and its response) seen in plaintext.
     ApiCall {
+        /// The LLM provider called, if this is an LLM call.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provider: Option<&'static str>,
+        /// What the LLM call said (model, usage, tool calls).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        llm: Option<Box<crate::agents::llm::LlmSummary>>,
+        /// The tool call of the agent's model that most plausibly asked for
+        /// this call (the latest one pending in its session).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tool_call: Option<crate::agents::ToolRef>,
+        /// An agent's call that no pending tool call asked for.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        unrequested: bool,
         method: String,
         authority: String,
         /// Request target with secret query values masked.

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::procs::Process;
+use crate::{http::stream::Kept, procs::Process};
 
 /// What the HTTP layer reports for one request (secrets already replaced
 /// by fingerprints).
@@ -22,6 +22,8 @@ pub struct RequestSummary {
     pub credential_fingerprint: Option<String>,
     pub body_bytes: u64,
     pub head_bytes: u64,
+    /// The body, for requests to LLM providers.
+    pub body: Option<Kept>,
 }
 
 /// What the HTTP layer reports for one response.
@@ -30,6 +32,8 @@ pub struct ResponseSummary {
     pub status: u16,
     pub body_bytes: u64,
     pub head_bytes: u64,
+    pub body: Option<Kept>,
+    pub content_type: Option<String>,
 }
 
 /// One HTTP exchange, attributed, ready to become an `api_call` event.
@@ -276,6 +280,7 @@ mod tests {
             credential_fingerprint: None,
             body_bytes: 0,
             head_bytes: 40,
+            body: None,
         }
     }
 
@@ -284,6 +289,8 @@ mod tests {
             status,
             body_bytes: 2,
             head_bytes: 30,
+            body: None,
+            content_type: None,
         }
     }
 

@@ -18,16 +18,23 @@ client = openai.OpenAI(
     api_key="sk-PLANTED-agent-key",
     http_client=httpx.Client(verify=False),
 )
-reply = client.chat.completions.create(
-    model="gpt-e2e", messages=[{"role": "user", "content": "order 2 of A-1"}]
-)
-assert reply.choices[0].message.content == "ok"
+tools = [{"type": "function", "function": {"name": "place_order", "parameters": {"type": "object"}}}]
+messages = [{"role": "user", "content": "order 2 of A-1"}]
+reply = client.chat.completions.create(model="gpt-e2e", messages=messages, tools=tools)
+call = reply.choices[0].message.tool_calls[0]
+assert call.function.name == "place_order"
 # The tool the model asked for, run as a child process.
 subprocess.run(
     ["curl", "-sSk", "-m", "10", "-H", "Authorization: Bearer vendor-PLANTED",
-     "-d", '{"sku":"A-1","qty":2}', base + "/v1/orders"],
+     "-d", call.function.arguments, base + "/v1/orders"],
     check=True, stdout=subprocess.DEVNULL,
 )
+messages += [reply.choices[0].message.model_dump(exclude_none=True),
+             {"role": "tool", "tool_call_id": call.id, "content": "{\"order\":\"7\"}"}]
+reply = client.chat.completions.create(model="gpt-e2e", messages=messages, tools=tools)
+assert reply.choices[0].message.content == "ok"
+# A call no tool call asked for.
+httpx.get(base + "/v1/inventory/5", verify=False)
 "#;
 
 fn calls(events: &[Value]) -> Vec<&Value> {
@@ -54,11 +61,10 @@ fn openai_sdk_agent_and_its_tool_child() {
         assert!(status.success(), "agent: {status}");
         runs.push(child);
     }
+    // Each run's last call: everything before it has been reported.
     for &child in &runs {
-        sensor.wait_for("the agent's LLM call", |v| {
-            kind(v) == "api_call"
-                && pid(v) == u64::from(child)
-                && v["path"] == "/v1/chat/completions"
+        sensor.wait_for("the agent's last call", |v| {
+            kind(v) == "api_call" && pid(v) == u64::from(child) && v["path"] == "/v1/inventory/5"
         });
     }
     let order = sensor.wait_for("the tool's order", |v| {
@@ -69,17 +75,53 @@ fn openai_sdk_agent_and_its_tool_child() {
         .into_iter()
         .filter(|v| v["path"] == "/v1/chat/completions")
         .collect();
-    assert_eq!(llm.len(), 2);
-    let tag = &llm[0]["agent"];
-    assert_eq!(tag["name"], "ordering_agent.py", "{}", llm[0]);
+    assert_eq!(llm.len(), 4, "two model turns per run");
+    // What the model said, read from the captured bodies.
+    let first = llm
+        .iter()
+        .find(|v| {
+            pid(v) == u64::from(runs[0]) && !v["llm"]["tool_calls"].as_array().unwrap().is_empty()
+        })
+        .unwrap_or_else(|| panic!("no tool-calling turn: {llm:?}"));
+    assert_eq!(first["provider"], "openai-compatible", "{first}");
+    assert_eq!(first["llm"]["model"], "gpt-e2e", "{first}");
+    assert_eq!(
+        first["llm"]["tool_calls"][0]["name"], "place_order",
+        "{first}"
+    );
+    assert_eq!(first["llm"]["tool_calls"][0]["id"], "call_e2e_1", "{first}");
+    assert_eq!(first["llm"]["input_tokens"], 1, "{first}");
+    assert!(
+        llm.iter().any(|v| v["llm"]["tool_results"] == 1),
+        "the answer went back"
+    );
+    let of_run = |r: u32| {
+        llm.iter()
+            .find(|v| pid(v) == u64::from(r))
+            .unwrap_or_else(|| panic!("no LLM call of {r}"))
+    };
+    let tag = &of_run(runs[0])["agent"];
+    assert_eq!(tag["name"], "ordering_agent.py", "{tag}");
     let id = tag["id"].as_str().unwrap();
     assert!(id.starts_with("agt-"), "{tag}");
-    assert_eq!(llm[1]["agent"]["id"], id, "same identity on every run");
-    assert_ne!(llm[1]["agent"]["session"], tag["session"], "two sessions");
+    let other = &of_run(runs[1])["agent"];
+    assert_eq!(other["id"], id, "same identity on every run");
+    assert_ne!(other["session"], tag["session"], "two sessions");
     // The curl child is the agent's, in the same session.
     assert_eq!(order["process"]["comm"], "curl");
     assert_eq!(order["agent"]["id"], id, "{order}");
     assert_eq!(order["agent"]["session"], tag["session"], "{order}");
+    // The model asked for it: the trace reads place_order -> POST /v1/orders.
+    assert_eq!(order["tool_call"]["name"], "place_order", "{order}");
+    assert_eq!(order["tool_call"]["id"], "call_e2e_1", "{order}");
+    let stray = events
+        .iter()
+        .find(|v| {
+            kind(v) == "api_call" && pid(v) == u64::from(runs[0]) && v["path"] == "/v1/inventory/5"
+        })
+        .unwrap();
+    assert_eq!(stray["unrequested"], true, "{stray}");
+    assert!(stray.get("tool_call").is_none(), "{stray}");
     sensor.stop();
 
     // The inventory outlives the daemon.

@@ -11,6 +11,7 @@
 //! seen (the host's shadow-AI list) is kept in the state directory.
 
 pub mod catalog;
+pub mod llm;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
@@ -37,6 +38,17 @@ pub struct AgentTag {
     /// The run of the process tree: its root's pid and start time.
     pub session: String,
 }
+
+/// A tool call of an agent's model, as named on the calls it led to.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ToolRef {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    pub name: String,
+}
+
+/// Sessions whose pending tool calls are remembered (oldest forgotten).
+const MAX_SESSIONS: usize = 16_384;
 
 /// Distinct values kept per set in an inventory entry.
 const MAX_SET: usize = 512;
@@ -189,6 +201,9 @@ fn hex(b: &[u8]) -> String {
 }
 
 pub struct Agents {
+    /// Per session: the tool calls its model asked for last, in order.
+    pending: HashMap<String, Vec<ToolRef>>,
+    pending_order: VecDeque<String>,
     members: HashMap<(u32, u64), Arc<AgentTag>>,
     order: VecDeque<(u32, u64)>,
     inventory: BTreeMap<String, Inventory>,
@@ -220,6 +235,8 @@ impl Agents {
             None => BTreeMap::new(),
         };
         Ok(Self {
+            pending: HashMap::new(),
+            pending_order: VecDeque::new(),
             members: HashMap::new(),
             order: VecDeque::new(),
             inventory,
@@ -267,6 +284,17 @@ impl Agents {
                 && let Some(old) = self.order.pop_front()
             {
                 self.members.remove(&old);
+            }
+        }
+    }
+
+    fn set_pending(&mut self, session: &str, calls: Vec<ToolRef>) {
+        if self.pending.insert(session.to_string(), calls).is_none() {
+            self.pending_order.push_back(session.to_string());
+            if self.pending_order.len() > MAX_SESSIONS
+                && let Some(old) = self.pending_order.pop_front()
+            {
+                self.pending.remove(&old);
             }
         }
     }
@@ -324,12 +352,32 @@ impl Agents {
                 daddr,
                 dport,
                 sni,
+                llm,
                 ..
             } => {
                 let provider = catalog::match_call(authority, path);
                 if tag.is_none() && provider.is_some() {
                     tag = Some(self.become_agent(ev));
                 }
+                let link = tag.as_ref().map(|t| {
+                    if provider.is_some() {
+                        // A new model turn: the tool calls it asks for now
+                        // replace those the agent has answered.
+                        let asked = llm.as_ref().map(|l| {
+                            l.tool_calls
+                                .iter()
+                                .map(|c| ToolRef {
+                                    id: c.id.clone(),
+                                    name: c.name.clone(),
+                                })
+                                .collect()
+                        });
+                        self.set_pending(&t.session, asked.unwrap_or_default());
+                        None
+                    } else {
+                        Some(self.pending.get(&t.session).and_then(|p| p.last().cloned()))
+                    }
+                });
                 if let Some(t) = &tag
                     && let Some(inv) = self.inventory.get_mut(&t.id)
                 {
@@ -353,6 +401,20 @@ impl Agents {
                         bounded_insert(&mut inv.destinations, s.clone());
                     }
                     self.dirty = true;
+                }
+                if let (
+                    Some(Some(found)),
+                    Detail::ApiCall {
+                        tool_call,
+                        unrequested,
+                        ..
+                    },
+                ) = (link, &mut ev.detail)
+                {
+                    match found {
+                        Some(t) => *tool_call = Some(t),
+                        None => *unrequested = true,
+                    }
                 }
             }
             Detail::TlsClientHello {
@@ -419,6 +481,10 @@ mod tests {
 
     fn call(method: &str, authority: &str, path: &str, cred: Option<&str>) -> Detail {
         Detail::ApiCall {
+            provider: None,
+            llm: None,
+            tool_call: None,
+            unrequested: false,
             method: method.into(),
             authority: authority.into(),
             path: path.into(),
@@ -523,6 +589,57 @@ mod tests {
             Some(&1)
         );
         assert_eq!(inv.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn calls_link_to_the_tool_call_that_asked_for_them() {
+        use crate::agents::llm::{LlmSummary, ToolCall};
+        let mut agents = Agents::load(None).unwrap();
+        let p = process(50, "/usr/bin/python3", &["python3", "buyer.py"]);
+        let mut turn = ev(
+            &p,
+            call("POST", "127.0.0.1:8443", "/v1/chat/completions", None),
+        );
+        if let Detail::ApiCall { llm, .. } = &mut turn.detail {
+            *llm = Some(Box::new(LlmSummary {
+                tool_calls: vec![ToolCall {
+                    id: "call_1".into(),
+                    name: "place_order".into(),
+                    arguments_bytes: 20,
+                }],
+                ..Default::default()
+            }));
+        }
+        agents.observe(&mut turn);
+        let mut order = ev(&p, call("POST", "vendor.example", "/v1/orders", None));
+        agents.observe(&mut order);
+        let Detail::ApiCall {
+            tool_call,
+            unrequested,
+            ..
+        } = &order.detail
+        else {
+            unreachable!()
+        };
+        assert_eq!(tool_call.as_ref().unwrap().name, "place_order");
+        assert!(!unrequested);
+        // The next model turn asks for nothing: a later call is unrequested.
+        let mut turn = ev(
+            &p,
+            call("POST", "127.0.0.1:8443", "/v1/chat/completions", None),
+        );
+        agents.observe(&mut turn);
+        let mut stray = ev(&p, call("DELETE", "vendor.example", "/v1/orders/7", None));
+        agents.observe(&mut stray);
+        let Detail::ApiCall {
+            tool_call,
+            unrequested,
+            ..
+        } = &stray.detail
+        else {
+            unreachable!()
+        };
+        assert!(tool_call.is_none() && *unrequested);
     }
 
     #[test]

@@ -112,6 +112,27 @@ fn opt_u32(v: &Value, k: &str) -> Option<u32> {
         .and_then(|n| u32::try_from(n).ok())
 }
 
+fn llm_call(l: &Value) -> pb::LlmCall {
+    pb::LlmCall {
+        model: text(l, "model"),
+        stream: l["stream"].as_bool().unwrap_or(false),
+        input_tokens: l.get("input_tokens").and_then(Value::as_u64),
+        output_tokens: l.get("output_tokens").and_then(Value::as_u64),
+        tool_calls: l["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| pb::ToolCall {
+                id: text(t, "id"),
+                name: text(t, "name"),
+                arguments_bytes: num(t, "arguments_bytes"),
+            })
+            .collect(),
+        tool_results: num(l, "tool_results"),
+        truncated: l["truncated"].as_bool().unwrap_or(false),
+    }
+}
+
 fn process(p: &Value, agent: &Value, origin: &Origin) -> pb::Process {
     let pid = num(p, "pid");
     let start = num(p, "start_ticks");
@@ -186,6 +207,13 @@ pub fn from_json(v: &Value, origin: &Origin) -> pb::Event {
             daddr: text(v, "daddr"),
             dport: opt_u32(v, "dport"),
             sni: text(v, "sni"),
+            provider: text(v, "provider"),
+            llm: v.get("llm").map(llm_call),
+            tool_call: v.get("tool_call").map(|t| pb::ToolRef {
+                id: text(t, "id"),
+                name: text(t, "name"),
+            }),
+            unrequested: v["unrequested"].as_bool().unwrap_or(false),
         })),
         "tls_client_hello" => Some(Payload::TlsClientHello(pb::TlsClientHello {
             fd: int(v, "fd") as i32,

@@ -30,6 +30,8 @@ pub struct Head {
     pub status: u16,
     pub version: u8,
     pub host: Option<String>,
+    /// Lowercase, parameters included (`text/event-stream; charset=utf-8`).
+    pub content_type: Option<String>,
     pub head_bytes: u64,
     /// Keyed fingerprints of credential header values.
     pub credentials: Vec<String>,
@@ -37,10 +39,24 @@ pub struct Head {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Message {
-    /// A complete message: its head and body size.
-    Complete { head: Head, body_bytes: u64 },
+    /// A complete message: its head and body size, and the body itself
+    /// when it was asked for (`keep_bodies`, `expect_response`).
+    Complete {
+        head: Head,
+        body_bytes: u64,
+        kept: Option<Kept>,
+    },
     /// Input that could not be framed; the stream resynchronises.
     Error(String),
+}
+
+/// A body kept for the layers above (LLM calls), bounded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kept {
+    /// De-chunked body bytes, at most the keep limit.
+    pub bytes: Vec<u8>,
+    /// Some of the body is missing (over the limit, or not captured).
+    pub truncated: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -62,10 +78,18 @@ pub struct H1Stream {
     dir: Direction,
     buf: Vec<u8>,
     current: Option<(Head, Body, u64)>,
-    /// Methods of requests whose responses are awaited (HEAD has no body).
-    methods: VecDeque<String>,
+    /// Methods of requests whose responses are awaited (HEAD has no body),
+    /// and whether their bodies are to be kept.
+    methods: VecDeque<(String, bool)>,
     /// True after an error until a plausible message start is seen.
     lost: bool,
+    /// Largest body kept, and which request heads want theirs kept.
+    keep_limit: usize,
+    keep_request: Option<fn(&Head) -> bool>,
+    /// The current message's body, when kept.
+    kept: Option<Kept>,
+    /// Whether the response whose head was just parsed is to be kept.
+    response_keep: bool,
 }
 
 /// Credential headers: their values become fingerprints, never text.
@@ -79,14 +103,38 @@ impl H1Stream {
             current: None,
             methods: VecDeque::new(),
             lost: false,
+            keep_limit: 0,
+            keep_request: None,
+            kept: None,
+            response_keep: false,
         }
+    }
+
+    /// Keeps up to `limit` body bytes of requests `want` selects, and of
+    /// responses announced with `expect_response(_, true)`.
+    pub fn keep_bodies(&mut self, limit: usize, want: Option<fn(&Head) -> bool>) {
+        self.keep_limit = limit;
+        self.keep_request = want;
     }
 
     /// Tells a response stream the method of a request sent on the same
     /// connection (responses to HEAD carry no body).
     pub fn expect_response_to(&mut self, method: &str) {
+        self.expect_response(method, false);
+    }
+
+    /// Like `expect_response_to`; `keep` asks for the response's body.
+    pub fn expect_response(&mut self, method: &str, keep: bool) {
         if self.methods.len() < 256 {
-            self.methods.push_back(method.to_string());
+            self.methods.push_back((method.to_string(), keep));
+        }
+    }
+
+    fn keep(&mut self, data: &[u8]) {
+        if let Some(k) = &mut self.kept {
+            let room = self.keep_limit.saturating_sub(k.bytes.len());
+            k.bytes.extend_from_slice(&data[..room.min(data.len())]);
+            k.truncated |= data.len() > room;
         }
     }
 
@@ -95,6 +143,9 @@ impl H1Stream {
     /// anywhere else the message cannot be framed.
     pub fn gap(&mut self, n: u64) -> Vec<Message> {
         let mut out = Vec::new();
+        if let Some(k) = &mut self.kept {
+            k.truncated = true;
+        }
         if let Some((_, body, got)) = &mut self.current {
             match body {
                 Body::Length(rest) if *rest >= n => {
@@ -153,6 +204,14 @@ impl H1Stream {
                         // Bytes after the head go back to the input.
                         let rest = self.buf.split_off(used);
                         self.buf.clear();
+                        let keep = match self.dir {
+                            Direction::Request => self.keep_request.is_some_and(|f| f(&head)),
+                            Direction::Response => self.response_keep,
+                        };
+                        self.kept = (keep && self.keep_limit > 0).then(|| Kept {
+                            bytes: Vec::new(),
+                            truncated: false,
+                        });
                         self.current = Some((head, body, 0));
                         if let Some((_, Body::Length(0), _)) = &self.current {
                             self.finish(&mut out);
@@ -191,6 +250,7 @@ impl H1Stream {
         out.push(Message::Error(why));
         self.buf.clear();
         self.current = None;
+        self.kept = None;
         self.lost = true;
     }
 
@@ -199,6 +259,7 @@ impl H1Stream {
             out.push(Message::Complete {
                 head,
                 body_bytes: got,
+                kept: self.kept.take(),
             });
         }
     }
@@ -213,13 +274,16 @@ impl H1Stream {
                 let n = (*rest).min(data.len() as u64);
                 *rest -= n;
                 *got += n;
-                if *rest == 0 {
+                let done = *rest == 0;
+                self.keep(&data[..n as usize]);
+                if done {
                     self.finish(out);
                 }
                 n as usize
             }
             Body::UntilClose => {
                 *got += data.len() as u64;
+                self.keep(data);
                 data.len()
             }
             Body::Chunked(state) => {
@@ -230,10 +294,16 @@ impl H1Stream {
                             let n = (*rest).min((data.len() - i) as u64);
                             *rest -= n;
                             *got += n;
-                            i += n as usize;
                             if *rest == 0 {
                                 *state = Chunk::DataEnd;
                             }
+                            if let Some(k) = &mut self.kept {
+                                let chunk = &data[i..i + n as usize];
+                                let room = self.keep_limit.saturating_sub(k.bytes.len());
+                                k.bytes.extend_from_slice(&chunk[..room.min(chunk.len())]);
+                                k.truncated |= chunk.len() > room;
+                            }
+                            i += n as usize;
                         }
                         Chunk::Size | Chunk::DataEnd | Chunk::Trailers => {
                             // Line-oriented parts: gather one line.
@@ -312,6 +382,7 @@ impl H1Stream {
                             host: None,
                             head_bytes: n as u64,
                             credentials: Vec::new(),
+                            content_type: None,
                         },
                         req.headers
                             .iter()
@@ -335,6 +406,7 @@ impl H1Stream {
                             host: None,
                             head_bytes: n as u64,
                             credentials: Vec::new(),
+                            content_type: None,
                         },
                         resp.headers
                             .iter()
@@ -352,6 +424,10 @@ impl H1Stream {
             match name.as_str() {
                 "host" => {
                     head.host = Some(String::from_utf8_lossy(value).trim().to_ascii_lowercase())
+                }
+                "content-type" => {
+                    head.content_type =
+                        Some(String::from_utf8_lossy(value).trim().to_ascii_lowercase())
                 }
                 "content-length" => {
                     let v = std::str::from_utf8(value).unwrap_or("").trim();
@@ -380,12 +456,13 @@ impl H1Stream {
                 }
             }
             Direction::Response => {
-                let method = if (100..200).contains(&head.status) {
+                let (method, keep) = if (100..200).contains(&head.status) {
                     // Interim response: the request still awaits its final one.
-                    self.methods.front().cloned().unwrap_or_default()
+                    (String::new(), false)
                 } else {
                     self.methods.pop_front().unwrap_or_default()
                 };
+                self.response_keep = keep;
                 if method == "HEAD"
                     || (100..200).contains(&head.status)
                     || head.status == 204
@@ -450,7 +527,9 @@ mod tests {
     fn complete(m: &[Message]) -> Vec<(String, String, u16, u64)> {
         m.iter()
             .filter_map(|m| match m {
-                Message::Complete { head, body_bytes } => Some((
+                Message::Complete {
+                    head, body_bytes, ..
+                } => Some((
                     head.method.clone(),
                     head.target.clone(),
                     head.status,
@@ -570,5 +649,46 @@ mod tests {
                 s.close();
             }
         }
+    }
+
+    #[test]
+    fn kept_bodies_are_bounded_and_dechunked() {
+        let fp = |v: &[u8]| format!("fp:{}", v.len());
+        let mut rq = H1Stream::new(Direction::Request);
+        rq.keep_bodies(8, Some(|h: &Head| h.target.starts_with("/v1/chat")));
+        let m = rq.feed(
+            b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 12\r\n\r\n{\"model\":1}POST /v1/orders HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+            &fp,
+        );
+        let kept: Vec<Option<Kept>> = m
+            .into_iter()
+            .map(|m| match m {
+                Message::Complete { kept, .. } => kept,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                Some(Kept {
+                    bytes: b"{\"model\"".to_vec(),
+                    truncated: true
+                }),
+                None
+            ]
+        );
+        let mut rs = H1Stream::new(Direction::Response);
+        rs.keep_bodies(64, None);
+        rs.expect_response("POST", true);
+        let m = rs.feed(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n6\r\ndata: \r\n3\r\n{}\n\r\n0\r\n\r\n",
+            &fp,
+        );
+        let Message::Complete { head, kept, .. } = &m[0] else {
+            panic!("{m:?}")
+        };
+        assert_eq!(head.content_type.as_deref(), Some("text/event-stream"));
+        assert_eq!(kept.as_ref().unwrap().bytes, b"data: {}\n");
+        assert!(!kept.as_ref().unwrap().truncated);
     }
 }
