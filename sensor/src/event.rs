@@ -126,6 +126,25 @@ pub enum Detail {
         sni: Option<String>,
         alpn: Vec<String>,
     },
+    /// An agent did something its baseline says it never does.
+    Finding {
+        rule: &'static str,
+        /// low, medium, high, critical.
+        severity: &'static str,
+        /// One sentence for the analyst, with the numbers.
+        summary: String,
+        /// "METHOD authority path_template" of the call.
+        endpoint: String,
+        count: u64,
+        baseline_sessions: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        credential_fingerprint: Option<String>,
+        /// The tool call of the agent's model that asked for the call.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tool_call: Option<crate::agents::ToolRef>,
+        /// `seq` of the api_call event it is about.
+        call_seq: u64,
+    },
     /// Captured bytes of a connection could not be understood (reported
     /// once per connection; `http_parse_errors` counts them all).
     ParseError {
@@ -152,6 +171,7 @@ impl Detail {
             Detail::TlsClientHello { .. } => "tls_client_hello",
             Detail::ApiCall { .. } => "api_call",
             Detail::ParseError { .. } => "parse_error",
+            Detail::Finding { .. } => "finding",
         }
     }
 }
@@ -338,6 +358,14 @@ impl Event {
                 if let Some(fp) = credential_fingerprint {
                     let _ = write!(s, " cred={fp}");
                 }
+            }
+            Detail::Finding {
+                rule,
+                severity,
+                summary,
+                ..
+            } => {
+                let _ = write!(s, " {severity} {rule}: {summary}");
             }
             Detail::ParseError {
                 protocol,

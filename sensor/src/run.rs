@@ -407,7 +407,8 @@ impl<W: Write> Output<W> {
     fn emit(&mut self, mut ev: event::Event) {
         ev.seq = self.next_seq;
         self.next_seq += 1;
-        self.agents
+        let findings = self
+            .agents
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .observe(&mut ev);
@@ -433,6 +434,35 @@ impl<W: Write> Output<W> {
             self.audit_error("append", &e);
         }
         self.bus.publish(Published { seq: ev.seq, json });
+        for f in findings {
+            let (credential_fingerprint, tool_call) = match &ev.detail {
+                Detail::ApiCall {
+                    credential_fingerprint,
+                    tool_call,
+                    ..
+                } => (credential_fingerprint.clone(), tool_call.clone()),
+                _ => (None, None),
+            };
+            self.emit(event::Event {
+                seq: 0,
+                time: ev.time.clone(),
+                ts_unix_ns: ev.ts_unix_ns,
+                tid: ev.tid,
+                process: ev.process.clone(),
+                agent: ev.agent.clone(),
+                detail: Detail::Finding {
+                    rule: f.rule,
+                    severity: f.severity,
+                    summary: f.summary,
+                    endpoint: f.endpoint,
+                    count: f.count,
+                    baseline_sessions: f.baseline_sessions,
+                    credential_fingerprint,
+                    tool_call,
+                    call_seq: ev.seq,
+                },
+            });
+        }
     }
 
     fn flush(&mut self) {

@@ -199,10 +199,24 @@ impl Sensor {
 
     /// Waits up to 15 s for an event matching `pred`.
     pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for_n(what, 1, pred).remove(0)
+    }
+
+    /// Waits up to 15 s until `n` events match `pred`; returns them all
+    /// (at least `n`), in arrival order.
+    pub fn wait_for_n(&self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(v) = self.events.lock().unwrap().iter().find(|v| pred(v)) {
-                return v.clone();
+            let found: Vec<Value> = self
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|v| pred(v))
+                .cloned()
+                .collect();
+            if found.len() >= n {
+                return found;
             }
             if Instant::now() > deadline {
                 let events = self.events();
@@ -213,7 +227,8 @@ impl Sensor {
                     .map(|v| v.to_string())
                     .collect();
                 panic!(
-                    "no event {what} after 15 s ({} events; last ones):\n{}\nsensor stderr:\n{}",
+                    "{} of {n} events {what} after 15 s ({} events; last ones):\n{}\nsensor stderr:\n{}",
+                    found.len(),
                     events.len(),
                     tail.join("\n"),
                     self.stderr()

@@ -185,3 +185,130 @@ fn openai_sdk_agent_and_its_tool_child() {
     }
     assert!(!stderr.contains("PLANTED"));
 }
+
+const BUYER: &str = r#"
+import os, sys
+import httpx, openai
+
+base = sys.argv[1]
+http = httpx.Client(verify=False, headers={"authorization": "Bearer buyer-vendor-PLANTED"})
+client = openai.OpenAI(base_url=base + "/v1", api_key="sk-buyer-PLANTED",
+                       http_client=httpx.Client(verify=False))
+if os.environ["BUYER_MODE"] == "normal":
+    client.chat.completions.create(model="gpt-e2e", messages=[{"role": "user", "content": "restock?"}])
+    http.get(base + "/v1/inventory/" + os.environ["BUYER_RUN"])
+    http.post(base + "/v1/recommendations", json={"sku": "A-1"})
+else:
+    tools = [{"type": "function", "function": {"name": "place_order", "parameters": {"type": "object"}}}]
+    reply = client.chat.completions.create(
+        model="gpt-e2e", messages=[{"role": "user", "content": "restock!"}], tools=tools)
+    call = reply.choices[0].message.tool_calls[0]
+    # The runaway: the same order, again and again.
+    for _ in range(6):
+        http.post(base + "/v1/orders", content=call.function.arguments)
+"#;
+
+#[test]
+fn learned_baseline_flags_the_first_order_and_the_loop() {
+    let _g = serial();
+    if !require_root("learned_baseline_flags_the_first_order_and_the_loop") {
+        return;
+    }
+    let sensor = Sensor::start();
+    let server = HttpsServer::start("127.0.0.1");
+    let base = format!("https://127.0.0.1:{}", server.port);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("buyer.py");
+    std::fs::write(&script, BUYER).unwrap();
+    let buyer = |mode: &str, n: usize| {
+        let (child, status) = run(Command::new(venv_python())
+            .arg(&script)
+            .arg(&base)
+            .env("BUYER_MODE", mode)
+            .env("BUYER_RUN", (8810 + n).to_string()));
+        assert!(status.success(), "buyer {mode}: {status}");
+        let last = if mode == "normal" {
+            "/v1/recommendations"
+        } else {
+            "/v1/orders"
+        };
+        sensor.wait_for(&format!("buyer {mode} run {n}"), |v| {
+            kind(v) == "api_call" && pid(v) == u64::from(child) && v["path"] == last
+        });
+        child
+    };
+    // Learning: three normal runs. Then a normal run must raise nothing.
+    for n in 0..3 {
+        buyer("normal", n);
+    }
+    let normal = buyer("normal", 3);
+    let runaway = buyer("runaway", 4);
+    // The sixth order is the last call; give the pipeline a moment.
+    sensor.wait_for_n("the runaway's orders", 6, |v| {
+        kind(v) == "api_call" && pid(v) == u64::from(runaway) && v["path"] == "/v1/orders"
+    });
+    let (_, stderr, events) = sensor.stop_with_events();
+    let findings: Vec<&Value> = events.iter().filter(|v| kind(v) == "finding").collect();
+    assert!(
+        !findings.iter().any(|f| pid(f) == u64::from(normal)),
+        "false positive on a normal run: {findings:?}"
+    );
+    let first = findings
+        .iter()
+        .find(|f| f["rule"] == "new_irreversible_endpoint")
+        .unwrap_or_else(|| panic!("no finding for the first order: {findings:?}"));
+    assert_eq!(pid(first), u64::from(runaway), "{first}");
+    assert_eq!(first["severity"], "high", "{first}");
+    assert!(
+        first["endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with("POST 127.0.0.1:"),
+        "{first}"
+    );
+    assert!(
+        first["endpoint"].as_str().unwrap().ends_with(" /v1/orders"),
+        "{first}"
+    );
+    assert_eq!(first["agent"]["name"], "buyer.py", "{first}");
+    assert!(
+        first["agent"]["session"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{runaway}-"))
+    );
+    assert!(
+        first["credential_fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bearer fp:"),
+        "{first}"
+    );
+    assert_eq!(first["tool_call"]["name"], "place_order", "{first}");
+    assert!(
+        first["summary"].as_str().unwrap().contains("never called"),
+        "{first}"
+    );
+    // It is about the first order, not a later one.
+    let orders: Vec<&Value> = events
+        .iter()
+        .filter(|v| {
+            kind(v) == "api_call" && pid(v) == u64::from(runaway) && v["path"] == "/v1/orders"
+        })
+        .collect();
+    assert_eq!(first["call_seq"], orders[0]["seq"], "{first}");
+    let lp = findings
+        .iter()
+        .find(|f| f["rule"] == "repetition")
+        .unwrap_or_else(|| panic!("no repetition finding: {findings:?}"));
+    assert_eq!(lp["severity"], "critical", "{lp}");
+    assert_eq!(lp["count"], 5, "{lp}");
+    assert_eq!(
+        lp["call_seq"], orders[4]["seq"],
+        "flagged at the fifth order: {lp}"
+    );
+    assert!(!stderr.contains("PLANTED"));
+    for e in &events {
+        assert!(!e.to_string().contains("PLANTED"), "{e}");
+    }
+}

@@ -7,25 +7,11 @@ use e2e::{HttpsServer, Sensor, Value, kind, pid, require_root, run, serial, venv
 
 /// The first `n` api_calls of `child`, sorted by path; waits up to 15 s.
 fn calls_of(sensor: &Sensor, child: u32, n: usize) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let mut calls: Vec<Value> = sensor
-            .events()
-            .into_iter()
-            .filter(|v| kind(v) == "api_call" && pid(v) == u64::from(child))
-            .collect();
-        if calls.len() >= n {
-            calls.sort_by_key(|v| v["path"].as_str().unwrap_or_default().to_string());
-            return calls;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} of {n} api_calls of {child} after 15 s: {calls:?}\nsensor stderr:\n{}",
-            calls.len(),
-            sensor.stderr()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let mut calls = sensor.wait_for_n(&format!("api_calls of {child}"), n, |v| {
+        kind(v) == "api_call" && pid(v) == u64::from(child)
+    });
+    calls.sort_by_key(|v| v["path"].as_str().unwrap_or_default().to_string());
+    calls
 }
 
 #[test]

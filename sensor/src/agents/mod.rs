@@ -10,6 +10,7 @@
 //! line without volatile arguments. The inventory of every identity ever
 //! seen (the host's shadow-AI list) is kept in the state directory.
 
+pub mod baseline;
 pub mod catalog;
 pub mod llm;
 
@@ -196,11 +197,28 @@ pub fn identity(p: &Process) -> (String, String, Vec<String>) {
     (id, name, norm)
 }
 
+/// Replaces `path` atomically with `bytes`, mode 0600.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 pub struct Agents {
+    pub detector: baseline::Detector,
+    baselines_path: Option<PathBuf>,
     /// Per session: the tool calls its model asked for last, in order.
     pending: HashMap<String, Vec<ToolRef>>,
     pending_order: VecDeque<String>,
@@ -215,6 +233,20 @@ impl Agents {
     /// The inventory kept at `path` (created on first save), or an empty
     /// one in memory only.
     pub fn load(path: Option<&Path>) -> Result<Self> {
+        let baselines_path = path.map(|p| p.with_file_name("baselines.json"));
+        let baselines = match &baselines_path {
+            Some(p) => match std::fs::read(p) {
+                Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                    format!(
+                        "baselines {} are not readable JSON (move the file aside to learn anew)",
+                        p.display()
+                    )
+                })?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+                Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+            },
+            None => BTreeMap::new(),
+        };
         let inventory = match path {
             Some(p) => match std::fs::read(p) {
                 Ok(bytes) => serde_json::from_slice::<Vec<Inventory>>(&bytes)
@@ -235,6 +267,8 @@ impl Agents {
             None => BTreeMap::new(),
         };
         Ok(Self {
+            detector: baseline::Detector::with_baselines(baselines),
+            baselines_path,
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
             members: HashMap::new(),
@@ -254,17 +288,10 @@ impl Agents {
             return Ok(());
         }
         let list: Vec<&Inventory> = self.inventory.values().collect();
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(&serde_json::to_vec(&list)?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        write_private(path, &serde_json::to_vec(&list)?)?;
+        if let Some(b) = &self.baselines_path {
+            write_private(b, &serde_json::to_vec(&self.detector.baselines)?)?;
+        }
         self.dirty = false;
         Ok(())
     }
@@ -321,6 +348,8 @@ impl Agents {
                 ..Default::default()
             });
         inv.sessions += 1;
+        self.detector.session_started(&tag.id);
+        let inv = self.inventory.get_mut(&tag.id).expect("just inserted");
         inv.recent_sessions.push_back(session);
         if inv.recent_sessions.len() > RECENT_SESSIONS {
             inv.recent_sessions.pop_front();
@@ -329,9 +358,11 @@ impl Agents {
         tag
     }
 
-    /// Updates agent membership and inventory from `ev` and tags it with
-    /// its agent, if its process is one.
-    pub fn observe(&mut self, ev: &mut Event) {
+    /// Updates agent membership and inventory from `ev`, tags it with its
+    /// agent if its process is one, and returns what the agent's baseline
+    /// says about it.
+    pub fn observe(&mut self, ev: &mut Event) -> Vec<baseline::Finding> {
+        let mut findings = Vec::new();
         let key = (ev.process.pid, ev.process.start_ticks);
         let mut tag = self.members.get(&key).cloned();
         match &ev.detail {
@@ -401,6 +432,22 @@ impl Agents {
                         bounded_insert(&mut inv.destinations, s.clone());
                     }
                     self.dirty = true;
+                    let destination = sni
+                        .clone()
+                        .or_else(|| daddr.zip(*dport).map(|(a, p)| format!("{a}:{p}")));
+                    let endpoint = format!("{method} {authority} {path_template}");
+                    findings = self.detector.call(
+                        &t.id,
+                        &baseline::Call {
+                            session: &t.session,
+                            irreversible: irreversible(method, path_template),
+                            write: matches!(method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE"),
+                            endpoint,
+                            credential: credential_fingerprint.as_deref(),
+                            destination,
+                            ts_ns: ev.ts_unix_ns,
+                        },
+                    );
                 }
                 if let (
                     Some(Some(found)),
@@ -444,6 +491,7 @@ impl Agents {
             _ => {}
         }
         ev.agent = tag;
+        findings
     }
 }
 

@@ -119,12 +119,37 @@ pub fn event_line(e: &pb::Event) -> String {
             if !c.credential_fingerprint.is_empty() {
                 let _ = write!(s, " cred={}", c.credential_fingerprint);
             }
+            if let Some(t) = &c.tool_call {
+                let _ = write!(s, " <- tool call {}", t.name);
+            } else if c.unrequested {
+                let _ = write!(s, " (no tool call asked for it)");
+            }
+            if let Some(l) = &c.llm {
+                let tools: Vec<&str> = l.tool_calls.iter().map(|t| t.name.as_str()).collect();
+                let _ = write!(s, " model={}", l.model);
+                if !tools.is_empty() {
+                    let _ = write!(s, " asks for {}", tools.join(", "));
+                }
+            }
         }
         Some(Payload::TlsClientHello(h)) => {
             let _ = write!(s, " sni={} {}:{}", h.sni, h.daddr, h.dport.unwrap_or(0));
         }
         Some(Payload::ParseError(p)) => {
             let _ = write!(s, " {} on {}: {}", p.protocol, p.connection, p.error);
+        }
+        Some(Payload::Finding(f)) => {
+            let sev = pb::Severity::try_from(e.severity)
+                .map(|s| {
+                    s.as_str_name()
+                        .trim_start_matches("SEVERITY_")
+                        .to_ascii_lowercase()
+                })
+                .unwrap_or_default();
+            let _ = write!(s, " {sev} {}: {}", f.rule, f.summary);
+            if let Some(t) = &f.tool_call {
+                let _ = write!(s, " (asked for by tool call {})", t.name);
+            }
         }
         Some(Payload::Lagged(l)) => {
             let _ = write!(s, " this subscriber missed {} events", l.missed);

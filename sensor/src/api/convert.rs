@@ -222,6 +222,19 @@ pub fn from_json(v: &Value, origin: &Origin) -> pb::Event {
             sni: text(v, "sni"),
             alpn: strings(v, "alpn"),
         })),
+        "finding" => Some(Payload::Finding(pb::Finding {
+            rule: text(v, "rule"),
+            summary: text(v, "summary"),
+            endpoint: text(v, "endpoint"),
+            count: num(v, "count"),
+            baseline_sessions: num(v, "baseline_sessions"),
+            credential_fingerprint: text(v, "credential_fingerprint"),
+            tool_call: v.get("tool_call").map(|t| pb::ToolRef {
+                id: text(t, "id"),
+                name: text(t, "name"),
+            }),
+            call_seq: num(v, "call_seq"),
+        })),
         "parse_error" => Some(Payload::ParseError(pb::ParseError {
             protocol: text(v, "protocol"),
             error: text(v, "error"),
@@ -245,7 +258,13 @@ pub fn from_json(v: &Value, origin: &Origin) -> pb::Event {
         process: v
             .get("process")
             .map(|p| process(p, v.get("agent").unwrap_or(&Value::Null), origin)),
-        severity: severity(&kind) as i32,
+        severity: match v["severity"].as_str() {
+            Some("low") => pb::Severity::Low as i32,
+            Some("medium") => pb::Severity::Medium as i32,
+            Some("high") => pb::Severity::High as i32,
+            Some("critical") => pb::Severity::Critical as i32,
+            _ => severity(&kind) as i32,
+        },
         kind,
         payload,
     }
