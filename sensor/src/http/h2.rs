@@ -71,8 +71,10 @@ pub enum H2Message {
         /// DATA payload bytes, padding excluded.
         body_bytes: u64,
     },
-    /// A response whose server side ended or was reset; status 0 when no
-    /// final status was seen.
+    /// A response whose server side ended, or was reset after a final
+    /// status; status 0 when the stream ended without one. A stream reset
+    /// before any final status gives none: its request stays unanswered,
+    /// which is what it was.
     Response {
         stream_id: u32,
         status: u16,
@@ -108,7 +110,7 @@ enum State {
     /// Client only: this many preface bytes already matched.
     Preface(usize),
     FrameHeader,
-    /// A frame payload that is kept (header blocks, RST_STREAM).
+    /// A header block fragment, kept until the frame is whole.
     Keep {
         ty: u8,
         flags: u8,
@@ -238,7 +240,7 @@ impl H2Conn {
                         State::FrameHeader
                     } else {
                         let b = std::mem::take(&mut h.buf);
-                        match self.frame_header(i, &b, &mut out) {
+                        match self.frame_header(i, &b, creds, &mut out) {
                             Some(s) => s,
                             None => return out,
                         }
@@ -330,6 +332,9 @@ impl H2Conn {
     /// for good.
     pub fn gap(&mut self, dir: Direction, n: u64) -> Vec<H2Message> {
         let mut out = Vec::new();
+        if n == 0 {
+            return out;
+        }
         let i = index(dir);
         let state = std::mem::replace(&mut self.halves[i].state, State::Lost);
         let n = usize::try_from(n).unwrap_or(usize::MAX);
@@ -339,10 +344,14 @@ impl H2Conn {
                 sid,
                 flags,
                 remaining,
-                pad_unknown: false,
+                pad_unknown,
                 pad,
             } if n <= remaining => {
-                let body = n.min(remaining.saturating_sub(pad));
+                // A lost pad-length byte leaves the padding unknown: it is
+                // counted as body, over by at most 255 bytes, rather than
+                // giving up a direction whose HPACK state is still sound.
+                let skipped_pad_len = usize::from(pad_unknown);
+                let body = (n - skipped_pad_len).min(remaining.saturating_sub(pad));
                 self.count_body(i, sid, body as u64);
                 if n == remaining {
                     self.data_done(i, sid, flags, &mut out);
@@ -386,7 +395,13 @@ impl H2Conn {
     }
 
     /// The state after a frame header.
-    fn frame_header(&mut self, i: usize, b: &[u8], out: &mut Vec<H2Message>) -> Option<State> {
+    fn frame_header(
+        &mut self,
+        i: usize,
+        b: &[u8],
+        creds: &dyn Credentials,
+        out: &mut Vec<H2Message>,
+    ) -> Option<State> {
         let len = usize::from(b[0]) << 16 | usize::from(b[1]) << 8 | usize::from(b[2]);
         let (ty, flags) = (b[3], b[4]);
         let sid = u32::from_be_bytes([b[5], b[6], b[7], b[8]]) & 0x7fff_ffff;
@@ -411,7 +426,17 @@ impl H2Conn {
                 pad_unknown: flags & PADDED != 0,
                 pad: 0,
             },
-            HEADERS | PUSH_PROMISE | CONTINUATION | RST_STREAM => {
+            // The stream id in the header is all a reset needs: acting on it
+            // now lets its payload be skipped, so a gap there costs nothing.
+            RST_STREAM => {
+                self.reset(sid, out);
+                if len == 0 {
+                    State::FrameHeader
+                } else {
+                    State::Skip(len)
+                }
+            }
+            HEADERS | PUSH_PROMISE | CONTINUATION => {
                 let held = self.halves[i].block.as_ref().map_or(0, |b| b.bytes.len());
                 if held + len > MAX_BLOCK {
                     self.lose(
@@ -438,7 +463,9 @@ impl H2Conn {
             _ if len == 0 => State::FrameHeader,
             _ => State::Skip(len),
         };
-        // A Keep of length 0 has nothing to wait for.
+        // A Keep of length 0 has nothing to wait for. It still needs the
+        // real credentials policy: an empty CONTINUATION can end a block
+        // whose earlier fragments hold an authorization header.
         if let State::Keep {
             ty,
             flags,
@@ -446,24 +473,11 @@ impl H2Conn {
             len: 0,
         } = state
         {
-            return self.frame_no_creds(i, ty, flags, sid, out);
+            return self
+                .frame(i, ty, flags, sid, &[], creds, out)
+                .then_some(State::FrameHeader);
         }
         Some(state)
-    }
-
-    /// Empty kept frames (HEADERS with an empty block, ...) carry no
-    /// header values, so no credentials policy is needed.
-    fn frame_no_creds(
-        &mut self,
-        i: usize,
-        ty: u8,
-        flags: u8,
-        sid: u32,
-        out: &mut Vec<H2Message>,
-    ) -> Option<State> {
-        let none = |_: &[u8]| String::new();
-        self.frame(i, ty, flags, sid, &[], &none, out)
-            .then_some(State::FrameHeader)
     }
 
     /// Handles one complete kept frame; false when the direction is lost.
@@ -480,10 +494,6 @@ impl H2Conn {
     ) -> bool {
         let frame_bytes = (FRAME_HEADER + payload.len()) as u64;
         match ty {
-            RST_STREAM => {
-                self.reset(sid, out);
-                true
-            }
             HEADERS | PUSH_PROMISE => {
                 let mut p = payload;
                 let mut pad = 0;
@@ -533,7 +543,7 @@ impl H2Conn {
                 }
                 if let Some(b) = &mut self.halves[i].block {
                     b.bytes.extend_from_slice(payload);
-                    b.frame_bytes += frame_bytes;
+                    b.frame_bytes = b.frame_bytes.saturating_add(frame_bytes);
                 }
                 if flags & END_HEADERS != 0 {
                     return self.block_done(i, creds, out);
@@ -599,7 +609,7 @@ impl H2Conn {
         }
         let s = self.streams.entry(block.sid).or_default();
         if i == 0 {
-            s.req.head_bytes += block.frame_bytes;
+            s.req.head_bytes = s.req.head_bytes.saturating_add(block.frame_bytes);
             if s.method.is_none() {
                 s.method = field(":method");
                 s.path = field(":path").unwrap_or_default();
@@ -607,7 +617,7 @@ impl H2Conn {
                 s.credentials = credentials;
             }
         } else {
-            s.resp.head_bytes += block.frame_bytes;
+            s.resp.head_bytes = s.resp.head_bytes.saturating_add(block.frame_bytes);
             let status = field(":status").and_then(|v| v.trim().parse::<u16>().ok());
             // 1xx heads are interim; the final status follows.
             if let Some(st) = status
@@ -625,7 +635,7 @@ impl H2Conn {
     fn count_body(&mut self, i: usize, sid: u32, n: u64) {
         if let Some(s) = self.streams.get_mut(&sid) {
             let side = if i == 0 { &mut s.req } else { &mut s.resp };
-            side.body_bytes += n;
+            side.body_bytes = side.body_bytes.saturating_add(n);
         }
     }
 
@@ -1005,5 +1015,191 @@ mod tests {
                 feed_all(&mut c, RESP, &bad);
             }
         }
+    }
+
+    #[test]
+    fn empty_continuation_ends_a_block_with_its_credentials() {
+        let mut ce = Encoder::new();
+        let mut c = H2Conn::new();
+        let b = block(
+            &mut ce,
+            &[
+                (":method", "GET"),
+                (":path", "/me"),
+                ("authorization", "Bearer sk-secret-cont"),
+            ],
+        );
+        let mut d = client_start();
+        d.extend(frame(HEADERS, END_STREAM, 1, &b));
+        d.extend(frame(CONTINUATION, END_HEADERS, 1, &[]));
+        let m = feed_all(&mut c, REQ, &d);
+        let [H2Message::Request { credentials, .. }] = &m[..] else {
+            panic!("{m:?}")
+        };
+        assert_eq!(credentials, &["fp:21"]);
+        assert!(!format!("{m:?}").contains("sk-secret"));
+    }
+
+    #[test]
+    fn reset_reports_what_each_side_had_sent() {
+        let (mut ce, mut se) = (Encoder::new(), Encoder::new());
+        let mut c = H2Conn::new();
+        let b = block(&mut ce, &[(":method", "PUT"), (":path", "/upload")]);
+        let mut d = client_start();
+        d.extend(frame(HEADERS, END_HEADERS, 1, &b));
+        d.extend(frame(DATA, 0, 1, b"12345"));
+        assert!(feed_all(&mut c, REQ, &d).is_empty());
+        // The client abandons the upload: the request is reported as far
+        // as it got. The reset's payload is not needed, so a gap there is
+        // harmless.
+        let rst = frame(RST_STREAM, 0, 1, &[0, 0, 0, 8]);
+        let m = feed_all(&mut c, REQ, &rst[..10]);
+        let [H2Message::Request { body_bytes: 5, .. }] = &m[..] else {
+            panic!("{m:?}")
+        };
+        assert!(c.gap(REQ, 3).is_empty());
+        // The server answered a second stream's head, then reset it.
+        let b = block(&mut ce, &[(":method", "GET"), (":path", "/stream")]);
+        let d = frame(HEADERS, END_HEADERS | END_STREAM, 3, &b);
+        assert_eq!(
+            request(&feed_all(&mut c, REQ, &d)[0]),
+            (3, "GET", "/stream")
+        );
+        let hb = block(&mut se, &[(":status", "200")]);
+        let mut s = frame(HEADERS, END_HEADERS, 3, &hb);
+        s.extend(frame(DATA, 0, 3, b"partial"));
+        s.extend(frame(RST_STREAM, 0, 3, &[0, 0, 0, 2]));
+        let m = feed_all(&mut c, RESP, &s);
+        assert_eq!(response(&m[0]), (3, 200, 7));
+    }
+
+    #[test]
+    fn push_promise_keeps_the_server_table_in_step() {
+        let (mut ce, mut se) = (Encoder::new(), Encoder::new());
+        let mut c = H2Conn::new();
+        let mut d = client_start();
+        d.extend(get(&mut ce, 1, "/page"));
+        feed_all(&mut c, REQ, &d);
+        // The promise adds x-pushed to the server's dynamic table; the
+        // response below refers to it by index only.
+        let mut p = 2u32.to_be_bytes().to_vec();
+        p.extend(block(
+            &mut se,
+            &[
+                (":method", "GET"),
+                (":path", "/style.css"),
+                ("x-pushed", "1"),
+            ],
+        ));
+        let mut s = frame(PUSH_PROMISE, END_HEADERS, 1, &p);
+        let hb = block(&mut se, &[(":status", "200"), ("x-pushed", "1")]);
+        assert!(hb.contains(&0xbe), "x-pushed indexed from the table");
+        s.extend(frame(HEADERS, END_HEADERS, 1, &hb));
+        s.extend(frame(HEADERS, END_HEADERS, 2, &hb));
+        s.extend(frame(DATA, END_STREAM, 2, b"body{}"));
+        s.extend(frame(DATA, END_STREAM, 1, b"<html>"));
+        let m = feed_all(&mut c, RESP, &s);
+        assert_eq!(m.len(), 1, "pushed streams are not the client's calls");
+        assert_eq!(response(&m[0]), (1, 200, 6));
+    }
+
+    #[test]
+    fn table_size_updates_are_honoured_and_bounded() {
+        let mut ce = Encoder::new();
+        let mut c = H2Conn::new();
+        // Shrinking to 0 evicts everything; the block still decodes.
+        let mut b = vec![0x20];
+        b.extend(block(&mut ce, &[(":method", "GET"), (":path", "/a")]));
+        let mut d = client_start();
+        d.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &b));
+        assert_eq!(request(&feed_all(&mut c, REQ, &d)[0]), (1, "GET", "/a"));
+        // Growing to 100000 bytes is beyond what this sensor keeps.
+        let mut b = vec![0x3f, 0x81, 0x8d, 0x06];
+        b.extend([0x82, 0x84]);
+        let m = feed_all(&mut c, REQ, &frame(HEADERS, END_HEADERS, 3, &b));
+        assert!(
+            matches!(&m[..], [H2Message::Error(e)] if e.contains("HPACK")),
+            "{m:?}"
+        );
+    }
+
+    /// RFC 7541 appendix C.4: three requests as a real encoder writes them,
+    /// Huffman-coded, the second and third reusing the dynamic table.
+    #[test]
+    fn rfc7541_huffman_requests() {
+        let blocks: [&[u8]; 3] = [
+            &[
+                0x82, 0x86, 0x84, 0x41, 0x8c, 0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab,
+                0x90, 0xf4, 0xff,
+            ],
+            &[
+                0x82, 0x86, 0x84, 0xbe, 0x58, 0x86, 0xa8, 0xeb, 0x10, 0x64, 0x9c, 0xbf,
+            ],
+            &[
+                0x82, 0x87, 0x85, 0xbf, 0x40, 0x88, 0x25, 0xa8, 0x49, 0xe9, 0x5b, 0xa9, 0x7d, 0x7f,
+                0x89, 0x25, 0xa8, 0x49, 0xe9, 0x5b, 0xb8, 0xe8, 0xb4, 0xbf,
+            ],
+        ];
+        let mut c = H2Conn::new();
+        let mut d = client_start();
+        for (n, b) in (0u32..).zip(blocks) {
+            d.extend(frame(HEADERS, END_HEADERS | END_STREAM, 2 * n + 1, b));
+        }
+        let m = feed_all(&mut c, REQ, &d);
+        let got: Vec<_> = m
+            .iter()
+            .map(|m| match m {
+                H2Message::Request {
+                    path, authority, ..
+                } => (path.as_str(), authority.as_deref()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let host = Some("www.example.com");
+        assert_eq!(got, [("/", host), ("/", host), ("/index.html", host)]);
+    }
+
+    #[test]
+    fn stream_count_is_bounded() {
+        let mut ce = Encoder::new();
+        let mut c = H2Conn::new();
+        let mut d = client_start();
+        for n in 0..=MAX_STREAMS as u32 {
+            let b = block(&mut ce, &[(":method", "POST"), (":path", "/p")]);
+            d.extend(frame(HEADERS, END_HEADERS, 2 * n + 1, &b));
+        }
+        let m = feed_all(&mut c, REQ, &d);
+        assert!(
+            matches!(&m[..], [H2Message::Error(e)] if e.contains("stream 1 ")),
+            "{m:?}"
+        );
+        assert!(feed_all(&mut c, REQ, &frame(DATA, END_STREAM, 1, b"x")).is_empty());
+        let m = feed_all(&mut c, REQ, &frame(DATA, END_STREAM, 3, b"x"));
+        assert_eq!(request(&m[0]), (3, "POST", "/p"));
+    }
+
+    #[test]
+    fn empty_gaps_and_lost_pad_lengths_do_not_lose_the_side() {
+        let (mut ce, mut se) = (Encoder::new(), Encoder::new());
+        let mut c = H2Conn::new();
+        let mut d = client_start();
+        d.extend(get(&mut ce, 1, "/a"));
+        let cut = d.len() - 3;
+        feed_all(&mut c, REQ, &d[..cut]);
+        assert!(c.gap(REQ, 0).is_empty(), "nothing was lost");
+        assert_eq!(request(&feed_all(&mut c, REQ, &d[cut..])[0]).0, 1);
+        // The pad-length byte of a padded DATA frame is lost: its body is
+        // still counted (padding included, as its size is unknown).
+        let hb = block(&mut se, &[(":status", "200")]);
+        let mut s = frame(HEADERS, END_HEADERS, 1, &hb);
+        let mut data = vec![2];
+        data.extend(b"abcd");
+        data.extend([0; 2]);
+        s.extend(frame(DATA, PADDED | END_STREAM, 1, &data));
+        let (head, tail) = s.split_at(s.len() - data.len());
+        assert!(feed_all(&mut c, RESP, head).is_empty());
+        assert!(c.gap(RESP, 1).is_empty());
+        let m = feed_all(&mut c, RESP, &tail[1..]);
+        assert_eq!(response(&m[0]), (1, 200, 6));
     }
 }
