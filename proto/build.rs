@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "sensor/v1/events.proto",
         "sensor/v1/sensor.proto",
         "sensor/v1/agents.proto",
+        "sensor/v1/response.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

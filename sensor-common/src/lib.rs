@@ -6,8 +6,10 @@
 //! them with bounds checks and `read_unaligned`, never by casting a pointer.
 #![no_std]
 
+pub mod enforce;
 pub mod offsets;
 pub mod records;
 
+pub use enforce::*;
 pub use offsets::TaskOffsets;
 pub use records::*;

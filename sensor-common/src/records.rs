@@ -23,6 +23,8 @@ pub enum EventKind {
     /// A TLS connection object tied to its socket after the fact (memory-BIO
     /// users encrypt first and write the socket later).
     TlsBind = 7,
+    /// An armed process was killed before a request it was about to send.
+    Blocked = 8,
 }
 
 impl EventKind {
@@ -35,6 +37,7 @@ impl EventKind {
             5 => Some(Self::TlsData),
             6 => Some(Self::SockData),
             7 => Some(Self::TlsBind),
+            8 => Some(Self::Blocked),
             _ => None,
         }
     }
@@ -51,6 +54,7 @@ impl EventKind {
             Self::TlsData => size_of::<TlsDataHeader>(),
             Self::SockData => size_of::<SockDataHeader>(),
             Self::TlsBind => size_of::<TlsBindRecord>(),
+            Self::Blocked => size_of::<BlockedRecord>(),
         }
     }
 }
@@ -183,6 +187,19 @@ pub struct TlsBindRecord {
     pub _pad: u32,
 }
 
+/// An armed process's TLS write matched deny pattern `rule`: it was sent
+/// SIGKILL before the library saw the bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockedRecord {
+    pub header: EventHeader,
+    pub conn: u64,
+    /// Index of the matching pattern in the process's `ArmRules`.
+    pub rule: u32,
+    /// `bpf_send_signal`'s result: 0 when the signal was queued.
+    pub signal_result: i32,
+}
+
 /// The kernel's scratch layout for building a TlsData record.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -280,6 +297,7 @@ mod pod {
     unsafe impl aya::Pod for TlsDataHeader {}
     unsafe impl aya::Pod for SockDataHeader {}
     unsafe impl aya::Pod for TlsBindRecord {}
+    unsafe impl aya::Pod for BlockedRecord {}
 }
 
 // Layout checks: the kernel and userspace must agree byte for byte, and the

@@ -9,6 +9,7 @@
 
 mod connect;
 mod emit;
+mod enforce;
 mod maps;
 mod process;
 mod sockdata;

@@ -117,6 +117,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<i32, i64> {
         return Ok(0); // a new thread, not a new process
     }
     let child_start_ns = task::read::<u64>(child, o.start_boottime).unwrap_or(0);
+    crate::enforce::inherit(header.tgid, child_tgid, child_start_ns);
     let Some(mut entry) = emit::reserve::<ForkRecord>() else {
         return Ok(0);
     };
@@ -147,6 +148,7 @@ fn try_exit(_ctx: &TracePointContext) -> Result<u32, i64> {
     if header.tid != header.tgid || is_sensor(header.tgid) {
         return Ok(0);
     }
+    crate::enforce::forget(header.tgid);
     let exit_code = match task::offsets() {
         Some(o) => task::read::<i32>(task::current(), o.exit_code).unwrap_or(0),
         None => 0,

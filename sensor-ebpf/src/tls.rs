@@ -111,6 +111,16 @@ fn enter(ctx: &ProbeContext, dir: u8, lib: u8, count_arg: Option<usize>) -> u32 
     let (Some(conn), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
         return 0;
     };
+    if dir == TLS_DIR_WRITE
+        && crate::enforce::block_armed_write(
+            (pid_tgid >> 32) as u32,
+            conn,
+            buf,
+            ctx.arg::<u64>(2).unwrap_or(0),
+        )
+    {
+        return 0;
+    }
     let count_ptr = match count_arg {
         Some(n) => ctx.arg::<u64>(n).unwrap_or(0),
         None => 0,

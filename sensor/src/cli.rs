@@ -1,5 +1,6 @@
 //! Commands that talk to the running daemon through its API: `status`,
-//! `events`, `history`, `agents`, `agent`.
+//! `events`, `history`, `agents`, `agent`, `isolate`, `release`, `kill`,
+//! `isolated`.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -7,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use sensor_proto::v1::{
     self as pb, agents_client::AgentsClient, events_client::EventsClient,
-    sensor_client::SensorClient,
+    response_client::ResponseClient, sensor_client::SensorClient,
 };
 use tokio_stream::StreamExt;
 
@@ -259,6 +260,139 @@ pub async fn agent(c: &Conn, id: &str) -> Result<()> {
         println!(
             "    {:>6}  {} {}{}",
             e.calls, e.method, e.authority, e.path_template
+        );
+    }
+    Ok(())
+}
+
+/// Which process an action is about.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    pub pid: u32,
+    /// Refuse if the pid now names a process that did not start at this
+    /// time (clock ticks since boot, `start_ticks` in events).
+    #[arg(long)]
+    pub start_ticks: Option<u64>,
+    /// Its descendants too.
+    #[arg(long)]
+    pub tree: bool,
+    /// Why, for the audit trail.
+    #[arg(long, default_value = "")]
+    pub why: String,
+}
+
+fn print_result(what: &str, r: &pb::ActionResult, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+        return Ok(());
+    }
+    let pids: Vec<String> = r.targets.iter().map(|t| t.pid.to_string()).collect();
+    println!("{what}: {}", pids.join(", "));
+    for s in &r.skipped {
+        println!("  left alone: {s}");
+    }
+    Ok(())
+}
+
+/// Cuts a process (tree) off the network, in the kernel.
+pub async fn isolate(
+    c: &Conn,
+    t: &Target,
+    allow_loopback: bool,
+    allow: &[crate::respond::isolate::Net],
+) -> Result<()> {
+    let mut client = ResponseClient::new(connect(&c.socket).await?);
+    let r = client
+        .isolate(pb::IsolateRequest {
+            pid: t.pid,
+            start_ticks: t.start_ticks,
+            tree: t.tree,
+            allow_loopback,
+            allow: allow.iter().map(|n| n.to_string()).collect(),
+            why: t.why.clone(),
+        })
+        .await
+        .map_err(|s| rpc_error("isolate", s))?
+        .into_inner();
+    print_result("isolated", &r, c.json)
+}
+
+pub async fn release(c: &Conn, pid: u32, why: &str) -> Result<()> {
+    let mut client = ResponseClient::new(connect(&c.socket).await?);
+    let r = client
+        .release(pb::ReleaseRequest {
+            pid,
+            why: why.into(),
+        })
+        .await
+        .map_err(|s| rpc_error("release", s))?
+        .into_inner();
+    print_result("released", &r, c.json)
+}
+
+pub async fn kill(c: &Conn, t: &Target) -> Result<()> {
+    let mut client = ResponseClient::new(connect(&c.socket).await?);
+    let r = client
+        .kill(pb::KillRequest {
+            pid: t.pid,
+            start_ticks: t.start_ticks,
+            tree: t.tree,
+            why: t.why.clone(),
+        })
+        .await
+        .map_err(|s| rpc_error("kill", s))?
+        .into_inner();
+    print_result("killed", &r, c.json)
+}
+
+/// Every isolated process, since when and why.
+pub async fn isolated(c: &Conn) -> Result<()> {
+    let mut client = ResponseClient::new(connect(&c.socket).await?);
+    let r = client
+        .list_isolated(pb::ListIsolatedRequest {})
+        .await
+        .map_err(|s| rpc_error("isolated", s))?
+        .into_inner();
+    if c.json {
+        for p in &r.processes {
+            println!("{}", serde_json::to_string(p)?);
+        }
+        return Ok(());
+    }
+    if r.processes.is_empty() {
+        println!("no process is isolated");
+        return Ok(());
+    }
+    println!(
+        "{:>8} {:<20} {:<28} {:<24} why",
+        "PID", "SINCE (UTC)", "EXE", "BY"
+    );
+    for p in &r.processes {
+        let since = p
+            .since
+            .as_ref()
+            .and_then(|t| {
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_secs(t.seconds.max(0) as u64),
+                )
+                .to_string()
+                .get(..19)
+                .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let mut why = p.why.clone();
+        if p.allow_loopback {
+            why.push_str(" [loopback allowed]");
+        }
+        if !p.allow.is_empty() {
+            why.push_str(&format!(" [allowed: {}]", p.allow.join(", ")));
+        }
+        println!(
+            "{:>8} {:<20} {:<28} {:<24} {why}",
+            p.process.as_ref().map_or(0, |r| r.pid),
+            since,
+            p.exe,
+            p.by
         );
     }
     Ok(())

@@ -23,6 +23,129 @@ pub struct Config {
     pub api: ApiConfig,
     pub audit: AuditConfig,
     pub http: HttpConfig,
+    pub response: ResponseConfig,
+}
+
+/// What the sensor does about findings, and what it never touches.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseConfig {
+    /// `monitor`: actions the policy calls for are reported, not done (a
+    /// dry run); `enforce`: they are done.
+    pub mode: ResponseMode,
+    /// Per agent (name or id) mode, overriding `mode`.
+    pub agents: std::collections::BTreeMap<String, ResponseMode>,
+    /// Findings → actions; the first rule that matches decides.
+    pub rules: Vec<ResponseRule>,
+    /// Automatic actions per minute, host-wide: a flood of findings cannot
+    /// turn into a flood of kills.
+    pub max_actions_per_minute: u32,
+    /// Executables (full path) or process names never killed or isolated,
+    /// besides the sensor itself, init and kernel threads.
+    pub protect: Vec<String>,
+    /// Armed agents: their processes are killed in the kernel at the first
+    /// TLS write of a request matching a deny pattern, before it leaves.
+    pub arm: Vec<ArmConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ArmConfig {
+    /// Agent name (as `sensor agents` shows it) or id.
+    pub agent: String,
+    /// "METHOD /path-prefix", e.g. "POST /v1/orders" (HTTP/1.x requests;
+    /// at most 8 per agent, 64 bytes each).
+    pub deny: Vec<String>,
+}
+
+impl Default for ResponseConfig {
+    fn default() -> Self {
+        Self {
+            mode: ResponseMode::Monitor,
+            agents: Default::default(),
+            rules: vec![ResponseRule {
+                rule: "*".into(),
+                min_severity: Severity::Critical,
+                agent: "*".into(),
+                action: ResponseAction::IsolateTree,
+            }],
+            max_actions_per_minute: 10,
+            protect: Vec::new(),
+            arm: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseMode {
+    Monitor,
+    Enforce,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "low" => Self::Low,
+            "medium" => Self::Medium,
+            "high" => Self::High,
+            "critical" => Self::Critical,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseAction {
+    Alert,
+    Isolate,
+    IsolateTree,
+    Kill,
+    KillTree,
+}
+
+impl ResponseAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Alert => "alert",
+            Self::Isolate => "isolate",
+            Self::IsolateTree => "isolate_tree",
+            Self::Kill => "kill",
+            Self::KillTree => "kill_tree",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseRule {
+    /// Finding rule name (`repetition`, `new_irreversible_endpoint`, …) or `*`.
+    #[serde(default = "any")]
+    pub rule: String,
+    #[serde(default = "lowest")]
+    pub min_severity: Severity,
+    /// Agent name or id, or `*`.
+    #[serde(default = "any")]
+    pub agent: String,
+    pub action: ResponseAction,
+}
+
+fn any() -> String {
+    "*".into()
+}
+
+fn lowest() -> Severity {
+    Severity::Low
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -59,6 +182,10 @@ pub struct TcpApiConfig {
     /// CA (PEM) that client certificates must chain to: without a valid
     /// client certificate nothing is served.
     pub client_ca: PathBuf,
+    /// Serve the control RPCs (isolate, release, kill) on this listener
+    /// too. Off: remote collectors read, responders act on the node.
+    #[serde(default)]
+    pub allow_control: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -353,6 +480,17 @@ impl Config {
                     self.sockets.capture_bytes
                 ),
             ));
+        }
+        if self.response.max_actions_per_minute == 0 {
+            return Err((
+                "response.max_actions_per_minute",
+                "must be at least 1 (use mode = \"monitor\" to act on nothing)".into(),
+            ));
+        }
+        for a in &self.response.arm {
+            if let Err(e) = crate::respond::arm::rules(&a.deny) {
+                return Err(("response.arm", format!("agent {:?}: {e}", a.agent)));
+            }
         }
         if self.sockets.capture_sends > 64 {
             return Err((

@@ -4,8 +4,8 @@
 //! error the caller counts and skips; nothing here can panic on bad input.
 
 use sensor_common::{
-    ConnectRecord, EventHeader, EventKind, ExecRecord, ExitRecord, ForkRecord, SOCK_DATA_MAX,
-    SockDataHeader, TLS_DATA_MAX, TlsBindRecord, TlsDataHeader,
+    BlockedRecord, ConnectRecord, EventHeader, EventKind, ExecRecord, ExitRecord, ForkRecord,
+    SOCK_DATA_MAX, SockDataHeader, TLS_DATA_MAX, TlsBindRecord, TlsDataHeader,
 };
 
 #[derive(Clone, Debug)]
@@ -18,6 +18,7 @@ pub enum Record {
     TlsData(Box<TlsData>),
     SockData(Box<SockData>),
     TlsBind(TlsBindRecord),
+    Blocked(BlockedRecord),
 }
 
 /// Bytes sent or received on a connected socket.
@@ -119,6 +120,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             Record::SockData(Box::new(SockData { hdr, data }))
         }
         EventKind::TlsBind => Record::TlsBind(read(bytes).ok_or(truncated)?),
+        EventKind::Blocked => Record::Blocked(read(bytes).ok_or(truncated)?),
     })
 }
 
@@ -132,6 +134,7 @@ impl Record {
             Record::TlsData(r) => &r.hdr.header,
             Record::SockData(r) => &r.hdr.header,
             Record::TlsBind(r) => &r.header,
+            Record::Blocked(r) => &r.header,
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct Loaded {
     pub attachments: Vec<Attachment>,
     /// The TLS uprobe programs are loaded (attached per file by `tls`).
     pub tls_loaded: bool,
+    /// The network isolation programs are attached (maps pinned).
+    pub isolation: bool,
     /// Features that run reduced on this host, with the reason.
     pub degraded: Vec<String>,
     /// Kernel features proven here by loading what needs them.
@@ -78,7 +80,11 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
         }
     };
     let tgid = std::process::id();
+    // Enforcement maps are pinned so isolation outlives the daemon.
+    let pin_dir = crate::respond::isolate::prepare_pin_dir()
+        .context("preparing /sys/fs/bpf/sensor for the enforcement maps")?;
     let mut bpf = EbpfLoader::new()
+        .default_map_pin_directory(&pin_dir)
         .map_max_entries("EVENTS", cfg.ringbuf.bytes)
         .override_global("SENSOR_TGID", &tgid, true)
         .override_global("TASK_OFFSETS", &offsets, true)
@@ -156,6 +162,25 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
         degraded.push("TLS plaintext capture: disabled in config (tls.enabled = false)".into());
         false
     };
+    let isolation = match crate::procs::cgroups::find_cgroup2_root() {
+        Some(root) => match crate::respond::isolate::attach(&mut bpf, &pin_dir, &root) {
+            Ok(a) => {
+                attachments.extend(a);
+                capabilities.push("cgroup_sock_addr");
+                capabilities.push("cgroup_skb");
+                true
+            }
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "network isolation unavailable");
+                degraded.push(format!("network isolation: {e:#}"));
+                false
+            }
+        },
+        None => {
+            degraded.push("network isolation: no cgroup2 filesystem mounted".into());
+            false
+        }
+    };
     for a in &attachments {
         info!(program = a.program, method = %a.method, "attached");
     }
@@ -163,12 +188,13 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
         bpf,
         attachments,
         tls_loaded,
+        isolation,
         degraded,
         capabilities,
     })
 }
 
-fn program<'a, T>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+pub fn program<'a, T>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {

@@ -145,6 +145,37 @@ pub enum Detail {
         /// `seq` of the api_call event it is about.
         call_seq: u64,
     },
+    /// Something was done (or would be, in monitor mode) to a process:
+    /// isolate, release, kill. Automatic or manual, with who and why.
+    Action {
+        /// isolate, isolate_tree, release, kill, kill_tree.
+        action: &'static str,
+        /// done, would (monitor mode: a dry run), refused, failed.
+        outcome: &'static str,
+        /// "policy" or the operator interface (e.g. "cli uid 0").
+        by: String,
+        why: String,
+        /// The processes acted on (pid, start ticks).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pids: Vec<(u32, u64)>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// `seq` of the finding that triggered it (automatic response).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        finding_seq: Option<u64>,
+    },
+    /// An armed process was killed in the kernel at the TLS write of a
+    /// request matching a deny pattern: the request never left.
+    Blocked {
+        /// The armed agent (name or id, as configured).
+        agent: String,
+        /// The deny pattern it matched, "METHOD /path-prefix".
+        pattern: String,
+        /// TLS connection object of the write.
+        connection: String,
+        /// False if the kernel could not queue SIGKILL.
+        killed: bool,
+    },
     /// Captured bytes of a connection could not be understood (reported
     /// once per connection; `http_parse_errors` counts them all).
     ParseError {
@@ -172,6 +203,8 @@ impl Detail {
             Detail::ApiCall { .. } => "api_call",
             Detail::ParseError { .. } => "parse_error",
             Detail::Finding { .. } => "finding",
+            Detail::Action { .. } => "action",
+            Detail::Blocked { .. } => "blocked",
         }
     }
 }
@@ -227,7 +260,9 @@ pub fn from_record(rec: &Record, procs: &mut ProcessTable, clock: &Clock) -> Opt
         }
         Record::Connect(r) => (procs.resolve(&r.header), connect_detail(r)),
         // Plaintext and first bytes: the stream layers handle them.
-        Record::TlsData(_) | Record::SockData(_) | Record::TlsBind(_) => return None,
+        Record::TlsData(_) | Record::SockData(_) | Record::TlsBind(_) | Record::Blocked(_) => {
+            return None;
+        }
     };
     Some(Event::new(clock, &header, process, detail))
 }
@@ -366,6 +401,40 @@ impl Event {
                 ..
             } => {
                 let _ = write!(s, " {severity} {rule}: {summary}");
+            }
+            Detail::Blocked {
+                agent,
+                pattern,
+                killed,
+                ..
+            } => {
+                let _ = write!(
+                    s,
+                    " {pattern} by armed agent {agent}: {}",
+                    if *killed {
+                        "killed before the request left"
+                    } else {
+                        "kill FAILED"
+                    }
+                );
+            }
+            Detail::Action {
+                action,
+                outcome,
+                by,
+                why,
+                pids,
+                error,
+                ..
+            } => {
+                let _ = write!(s, " {action} {outcome} by {by}: {why}");
+                if !pids.is_empty() {
+                    let list: Vec<String> = pids.iter().map(|(p, _)| p.to_string()).collect();
+                    let _ = write!(s, " pids={}", list.join(","));
+                }
+                if let Some(e) = error {
+                    let _ = write!(s, " error: {e}");
+                }
             }
             Detail::ParseError {
                 protocol,

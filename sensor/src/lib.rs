@@ -20,6 +20,7 @@ pub mod flows;
 pub mod http;
 pub mod procs;
 pub mod redact;
+pub mod respond;
 pub mod run;
 pub mod sockets;
 pub mod state;

@@ -81,6 +81,44 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Cuts a process off the network in the kernel: new connections
+    /// fail (EPERM), open ones go silent, its future children are cut off
+    /// too. Lasts until `sensor release`, across daemon restarts.
+    Isolate {
+        #[command(flatten)]
+        target: cli::Target,
+        /// Keep loopback (127.0.0.0/8, ::1) reachable.
+        #[arg(long)]
+        allow_loopback: bool,
+        /// A network that stays reachable, e.g. the SOC collector
+        /// (repeatable, at most 4 per family).
+        #[arg(long = "allow", value_parser = clap::value_parser!(sensor::respond::isolate::Net))]
+        allow: Vec<sensor::respond::isolate::Net>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Undoes `sensor isolate` for a process and the children it forked.
+    Release {
+        pid: u32,
+        /// Why, for the audit trail.
+        #[arg(long, default_value = "")]
+        why: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Kills a process (SIGKILL through a pidfd, after checking it is still
+    /// the same process); `--tree` kills its descendants first.
+    Kill {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Lists isolated processes: since when, why, by whom.
+    Isolated {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -153,6 +191,17 @@ fn main() -> Result<()> {
         } => client_runtime()?.block_on(cli::history(&conn, pid, since, &filters, limit)),
         Command::Agents { conn } => client_runtime()?.block_on(cli::agents(&conn)),
         Command::Agent { id, conn } => client_runtime()?.block_on(cli::agent(&conn, &id)),
+        Command::Isolate {
+            target,
+            allow_loopback,
+            allow,
+            conn,
+        } => client_runtime()?.block_on(cli::isolate(&conn, &target, allow_loopback, &allow)),
+        Command::Release { pid, why, conn } => {
+            client_runtime()?.block_on(cli::release(&conn, pid, &why))
+        }
+        Command::Kill { target, conn } => client_runtime()?.block_on(cli::kill(&conn, &target)),
+        Command::Isolated { conn } => client_runtime()?.block_on(cli::isolated(&conn)),
         Command::Config { action } => {
             match action {
                 ConfigAction::Default => print!("{}", Config::default().to_toml()),

@@ -31,6 +31,11 @@ use crate::{
     ebpf::{self, Counters},
     event::{self, Detail},
     procs::ProcessTable,
+    respond::{
+        arm::Armer,
+        isolate::Isolator,
+        responder::{Report, Responder},
+    },
     sockets::FirstBytes,
     tls::TlsAttacher,
 };
@@ -107,12 +112,61 @@ pub async fn run(cfg: Config) -> Result<()> {
     let agents = Arc::new(std::sync::Mutex::new(Agents::load(Some(
         &cfg.state.dir.join("agents.json"),
     ))?));
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let isolator = if loaded.isolation {
+        Isolator::take(&mut loaded.bpf, &cfg.state.dir).map_err(|e| format!("{e:#}"))
+    } else {
+        Err(loaded
+            .degraded
+            .iter()
+            .find(|d| d.starts_with("network isolation"))
+            .cloned()
+            .unwrap_or_else(|| "not attached".into()))
+    };
+    if let Ok(i) = &isolator {
+        let still = i.list();
+        if !still.is_empty() {
+            tracing::warn!(
+                processes = still.len(),
+                "processes isolated by an earlier daemon stay isolated"
+            );
+        }
+    }
+    let mut armer = Armer::take(&mut loaded.bpf, cfg.response.arm.clone())?;
+    if !cfg.response.arm.is_empty() {
+        if !loaded.tls_loaded {
+            tracing::warn!(
+                "armed agents: TLS capture is not loaded, so deny patterns cannot be matched"
+            );
+        }
+        let mut armed = 0;
+        for key in procs.live_keys() {
+            let key = crate::procs::ProcKey {
+                pid: key.0,
+                start_ticks: key.1,
+            };
+            if let Some(p) = procs.get(&key).cloned() {
+                armed += usize::from(armer.on_process(&p));
+            }
+        }
+        info!(
+            processes = armed,
+            agents = cfg.response.arm.len(),
+            "armed agents"
+        );
+    }
+    let responder = Arc::new(std::sync::Mutex::new(Responder::new(
+        isolator,
+        cfg.response.clone(),
+        reports_tx,
+    )));
     let serving = api::serve(
         &cfg.api,
         bus.clone(),
         board.clone(),
         store,
         agents.clone(),
+        responder.clone(),
         stop_rx.clone(),
     )
     .await?;
@@ -153,6 +207,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         audit_errors: 0,
         bus: bus.clone(),
         agents: agents.clone(),
+        responder: responder.clone(),
     };
     let mut batch = Vec::with_capacity(1024);
     let mut last_sweep = Instant::now();
@@ -208,6 +263,18 @@ pub async fn run(cfg: Config) -> Result<()> {
                             }
                             continue;
                         }
+                        Record::Blocked(b) => {
+                            let process = procs.resolve(&b.header);
+                            let what = armer.blocked(b.header.tgid, b.rule);
+                            tracing::warn!(pid = b.header.tgid, agent = %what.agent, pattern = %what.pattern, "armed agent killed before its request left");
+                            out.emit(event::Event::new(&clock, &b.header, process, Detail::Blocked {
+                                agent: what.agent,
+                                pattern: what.pattern,
+                                connection: format!("{:#x}", b.conn),
+                                killed: b.signal_result == 0,
+                            }));
+                            continue;
+                        }
                         Record::TlsBind(b) => {
                             let process = procs.resolve(&b.header);
                             // Only a socket that sent a ClientHello carries
@@ -226,6 +293,14 @@ pub async fn run(cfg: Config) -> Result<()> {
                         continue;
                     };
                     first_bytes.on_event(&ev);
+                    match &ev.detail {
+                        Detail::Exec { .. } => {
+                            armer.on_process(&ev.process);
+                        }
+                        Detail::Fork { child_pid, .. } => armer.on_fork(ev.process.pid, *child_pid),
+                        Detail::Exit { .. } => armer.on_exit(ev.process.pid),
+                        _ => {}
+                    }
                     if let Detail::Connect { fd, .. } = ev.detail {
                         for o in calls.on_connect(&ev.process, fd, rec.header().ktime_ns) {
                             out.emit(crate::calls::event(o, &clock, &first_bytes));
@@ -255,7 +330,14 @@ pub async fn run(cfg: Config) -> Result<()> {
                     last_sweep = Instant::now();
                 }
             }
-            _ = check.tick() => drops.check(&counters.read(), &stats),
+            Some(r) = reports.recv() => {
+                out.emit(action_event(r, &procs, &clock));
+                out.flush();
+            }
+            _ = check.tick() => {
+                drops.check(&counters.read(), &stats);
+                lock(&responder).reconcile();
+            }
             _ = second.tick() => {
                 out.persist();
                 if last_prune.elapsed() > Duration::from_secs(60) {
@@ -294,6 +376,10 @@ pub async fn run(cfg: Config) -> Result<()> {
     reader.await.context("ring buffer reader panicked")??;
     for o in calls.sweep(u64::MAX) {
         out.emit(crate::calls::event(o, &clock, &first_bytes));
+    }
+    lock(&responder).stop();
+    while let Ok(r) = reports.try_recv() {
+        out.emit(action_event(r, &procs, &clock));
     }
     out.flush();
     out.persist();
@@ -337,6 +423,39 @@ pub async fn run(cfg: Config) -> Result<()> {
     ));
     eprintln!("{summary}");
     Ok(())
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An action as an event about the process it targeted (as the process
+/// table knows it, or as /proc still shows it).
+fn action_event(r: Report, procs: &ProcessTable, clock: &Clock) -> event::Event {
+    let (pid, start) = r.target;
+    let key = |start_ticks| crate::procs::ProcKey { pid, start_ticks };
+    let process = procs
+        .get(&key(start))
+        .or_else(|| procs.get(&key(crate::respond::start_ticks(pid).unwrap_or(0))))
+        .cloned()
+        .unwrap_or_else(|| {
+            Arc::new(crate::procs::Process {
+                pid,
+                start_ticks: start,
+                partial: true,
+                ..Default::default()
+            })
+        });
+    let now = clock::boottime_ns();
+    event::Event {
+        seq: 0,
+        time: humantime::format_rfc3339_micros(clock.to_system_time(now)).to_string(),
+        ts_unix_ns: clock.to_unix_ns(now),
+        tid: pid,
+        process,
+        agent: None,
+        detail: r.detail,
+    }
 }
 
 /// Connects to a loopback listener of our own once the programs are
@@ -401,6 +520,7 @@ struct Output<W: Write> {
     audit_errors: u64,
     bus: Arc<Bus>,
     agents: Arc<std::sync::Mutex<Agents>>,
+    responder: Arc<std::sync::Mutex<Responder>>,
 }
 
 impl<W: Write> Output<W> {
@@ -443,7 +563,7 @@ impl<W: Write> Output<W> {
                 } => (credential_fingerprint.clone(), tool_call.clone()),
                 _ => (None, None),
             };
-            self.emit(event::Event {
+            let finding = event::Event {
                 seq: 0,
                 time: ev.time.clone(),
                 ts_unix_ns: ev.ts_unix_ns,
@@ -461,7 +581,14 @@ impl<W: Write> Output<W> {
                     tool_call,
                     call_seq: ev.seq,
                 },
-            });
+            };
+            self.emit(finding.clone());
+            // emit() numbered its own copy; the policy sees the same seq.
+            let finding = event::Event {
+                seq: self.next_seq - 1,
+                ..finding
+            };
+            lock(&self.responder).on_finding(&finding);
         }
     }
 

@@ -1,7 +1,11 @@
 //! Files the daemon keeps for itself (audit store, API socket, agent
 //! inventory): their directories are private to root.
 
-use std::{os::unix::fs::PermissionsExt, path::Path};
+use std::{
+    io::Write,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::Path,
+};
 
 use anyhow::{Context, Result};
 
@@ -19,4 +23,21 @@ pub fn private_parent(path: &Path, what: &str) -> Result<()> {
             .with_context(|| format!("{what}: chmod 0700 {}", dir.display()))?;
     }
     Ok(())
+}
+
+/// Replaces `path` atomically with `bytes`, mode 0600: a crash leaves the
+/// old file or the new one, never half of one.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    private_parent(path, "state")?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }

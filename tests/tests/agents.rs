@@ -203,19 +203,19 @@ else:
     reply = client.chat.completions.create(
         model="gpt-e2e", messages=[{"role": "user", "content": "restock!"}], tools=tools)
     call = reply.choices[0].message.tool_calls[0]
-    # The runaway: the same order, again and again.
-    for _ in range(6):
-        http.post(base + "/v1/orders", content=call.function.arguments)
+    # The runaway: the same order, again and again. Once isolated (enforce
+    # mode), the orders fail; it keeps trying, like a real runaway.
+    for _ in range(int(os.environ.get("BUYER_ORDERS", "6"))):
+        try:
+            http.post(base + "/v1/orders", content=call.function.arguments, timeout=3)
+        except httpx.HTTPError as e:
+            print("order failed:", type(e).__name__, flush=True)
 "#;
 
-#[test]
-fn learned_baseline_flags_the_first_order_and_the_loop() {
-    let _g = serial();
-    if !require_root("learned_baseline_flags_the_first_order_and_the_loop") {
-        return;
-    }
-    let sensor = Sensor::start();
-    let server = HttpsServer::start("127.0.0.1");
+/// Runs BUYER three times to learn, once more normally, then as a
+/// runaway; returns (normal pid, runaway pid) once the runaway's last
+/// order attempt is over.
+fn learn_then_run_away(sensor: &Sensor, server: &HttpsServer, orders: usize) -> (u32, u32) {
     let base = format!("https://127.0.0.1:{}", server.port);
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("buyer.py");
@@ -225,25 +225,36 @@ fn learned_baseline_flags_the_first_order_and_the_loop() {
             .arg(&script)
             .arg(&base)
             .env("BUYER_MODE", mode)
+            .env("BUYER_ORDERS", orders.to_string())
             .env("BUYER_RUN", (8810 + n).to_string()));
         assert!(status.success(), "buyer {mode}: {status}");
-        let last = if mode == "normal" {
-            "/v1/recommendations"
-        } else {
-            "/v1/orders"
-        };
-        sensor.wait_for(&format!("buyer {mode} run {n}"), |v| {
-            kind(v) == "api_call" && pid(v) == u64::from(child) && v["path"] == last
-        });
         child
     };
     // Learning: three normal runs. Then a normal run must raise nothing.
     for n in 0..3 {
-        buyer("normal", n);
+        let child = buyer("normal", n);
+        sensor.wait_for(&format!("buyer normal run {n}"), |v| {
+            kind(v) == "api_call"
+                && pid(v) == u64::from(child)
+                && v["path"] == "/v1/recommendations"
+        });
     }
     let normal = buyer("normal", 3);
-    let runaway = buyer("runaway", 4);
-    // The sixth order is the last call; give the pipeline a moment.
+    sensor.wait_for("the last normal run", |v| {
+        kind(v) == "api_call" && pid(v) == u64::from(normal) && v["path"] == "/v1/recommendations"
+    });
+    (normal, buyer("runaway", 4))
+}
+
+#[test]
+fn learned_baseline_flags_the_first_order_and_the_loop() {
+    let _g = serial();
+    if !require_root("learned_baseline_flags_the_first_order_and_the_loop") {
+        return;
+    }
+    let sensor = Sensor::start();
+    let server = HttpsServer::start("127.0.0.1");
+    let (normal, runaway) = learn_then_run_away(&sensor, &server, 6);
     sensor.wait_for_n("the runaway's orders", 6, |v| {
         kind(v) == "api_call" && pid(v) == u64::from(runaway) && v["path"] == "/v1/orders"
     });
@@ -307,8 +318,65 @@ fn learned_baseline_flags_the_first_order_and_the_loop() {
         lp["call_seq"], orders[4]["seq"],
         "flagged at the fifth order: {lp}"
     );
+    // Monitor mode (the default): the policy's action is reported, not
+    // taken; every order reached the vendor.
+    let would = events
+        .iter()
+        .find(|v| kind(v) == "action")
+        .unwrap_or_else(|| panic!("no action reported for the loop"));
+    assert_eq!(would["action"], "isolate_tree", "{would}");
+    assert_eq!(would["outcome"], "would", "{would}");
+    assert_eq!(would["by"], "policy", "{would}");
+    assert_eq!(would["finding_seq"], lp["seq"], "{would}");
+    assert_eq!(pid(would), u64::from(runaway), "{would}");
+    assert_eq!(
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("REQ POST /v1/orders "))
+            .count(),
+        6
+    );
     assert!(!stderr.contains("PLANTED"));
     for e in &events {
         assert!(!e.to_string().contains("PLANTED"), "{e}");
     }
+}
+
+#[test]
+fn enforce_mode_isolates_the_runaway_on_its_finding() {
+    let _g = serial();
+    if !require_root("enforce_mode_isolates_the_runaway_on_its_finding") {
+        return;
+    }
+    let sensor = Sensor::start_with(&["--json"], Some("[response]\nmode = \"enforce\"\n"));
+    let server = HttpsServer::start("127.0.0.1");
+    let attempts = 20;
+    let (_, runaway) = learn_then_run_away(&sensor, &server, attempts);
+    let (_, stderr, events) = sensor.stop_with_events();
+    let loop_finding = events
+        .iter()
+        .find(|v| kind(v) == "finding" && v["rule"] == "repetition")
+        .unwrap_or_else(|| panic!("no repetition finding:\n{stderr}"));
+    let action = events
+        .iter()
+        .find(|v| kind(v) == "action")
+        .unwrap_or_else(|| panic!("no action:\n{stderr}"));
+    assert_eq!(action["action"], "isolate_tree", "{action}");
+    assert_eq!(action["outcome"], "done", "{action}");
+    assert_eq!(action["finding_seq"], loop_finding["seq"], "{action}");
+    assert_eq!(action["pids"][0][0], runaway, "{action}");
+    let delivered = server
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("REQ POST /v1/orders "))
+        .count();
+    // The finding comes at the fifth order; the orders the agent sent
+    // while the sensor was still reading the fifth exchange may land, then
+    // nothing does.
+    eprintln!("orders delivered: {delivered} of {attempts} attempted (finding at the 5th)");
+    assert!(
+        (5..attempts / 2).contains(&delivered),
+        "{delivered} of {attempts} orders reached the vendor"
+    );
 }

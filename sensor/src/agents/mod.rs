@@ -16,8 +16,6 @@ pub mod llm;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
-    io::Write,
-    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -197,21 +195,6 @@ pub fn identity(p: &Process) -> (String, String, Vec<String>) {
     (id, name, norm)
 }
 
-/// Replaces `path` atomically with `bytes`, mode 0600.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-}
-
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -288,9 +271,9 @@ impl Agents {
             return Ok(());
         }
         let list: Vec<&Inventory> = self.inventory.values().collect();
-        write_private(path, &serde_json::to_vec(&list)?)?;
+        crate::state::write_private(path, &serde_json::to_vec(&list)?)?;
         if let Some(b) = &self.baselines_path {
-            write_private(b, &serde_json::to_vec(&self.detector.baselines)?)?;
+            crate::state::write_private(b, &serde_json::to_vec(&self.detector.baselines)?)?;
         }
         self.dirty = false;
         Ok(())

@@ -151,6 +151,29 @@ pub fn event_line(e: &pb::Event) -> String {
                 let _ = write!(s, " (asked for by tool call {})", t.name);
             }
         }
+        Some(Payload::Blocked(b)) => {
+            let _ = write!(
+                s,
+                " {} by armed agent {}: {}",
+                b.pattern,
+                b.agent,
+                if b.killed {
+                    "killed before the request left"
+                } else {
+                    "kill FAILED"
+                }
+            );
+        }
+        Some(Payload::Action(a)) => {
+            let _ = write!(s, " {} {} by {}: {}", a.action, a.outcome, a.by, a.why);
+            if !a.targets.is_empty() {
+                let pids: Vec<String> = a.targets.iter().map(|t| t.pid.to_string()).collect();
+                let _ = write!(s, " pids={}", pids.join(","));
+            }
+            if !a.error.is_empty() {
+                let _ = write!(s, " ({})", a.error);
+            }
+        }
         Some(Payload::Lagged(l)) => {
             let _ = write!(s, " this subscriber missed {} events", l.missed);
         }

@@ -47,6 +47,7 @@ pub fn severity(kind: &str) -> pb::Severity {
     match kind {
         "parse_error" => pb::Severity::Low,
         "lagged" | "error" => pb::Severity::Medium,
+        "action" | "blocked" => pb::Severity::High,
         _ => pb::Severity::Info,
     }
 }
@@ -234,6 +235,31 @@ pub fn from_json(v: &Value, origin: &Origin) -> pb::Event {
                 name: text(t, "name"),
             }),
             call_seq: num(v, "call_seq"),
+        })),
+        "blocked" => Some(Payload::Blocked(pb::Blocked {
+            agent: text(v, "agent"),
+            pattern: text(v, "pattern"),
+            connection: text(v, "connection"),
+            killed: v["killed"].as_bool().unwrap_or(false),
+        })),
+        "action" => Some(Payload::Action(pb::Action {
+            action: text(v, "action"),
+            outcome: text(v, "outcome"),
+            by: text(v, "by"),
+            why: text(v, "why"),
+            targets: v["pids"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|p| pb::ProcessRef {
+                            pid: p[0].as_u64().unwrap_or(0) as u32,
+                            start_ticks: p[1].as_u64().unwrap_or(0),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            error: text(v, "error"),
+            finding_seq: v["finding_seq"].as_u64(),
         })),
         "parse_error" => Some(Payload::ParseError(pb::ParseError {
             protocol: text(v, "protocol"),

@@ -6,7 +6,8 @@
 //! - `bus`: pipeline → subscribers, with replay and lag reporting.
 //! - `convert`: events as API messages.
 //! - `filter`: subscription allow/deny lists.
-//! - `events`, `status`, `agents`: the services; `store`: history reads.
+//! - `events`, `status`, `agents`, `response`: the services; `store`:
+//!   history reads.
 //! - `client`: the CLI's side.
 
 pub mod agents;
@@ -15,6 +16,7 @@ pub mod client;
 pub mod convert;
 pub mod events;
 pub mod filter;
+pub mod response;
 pub mod status;
 pub mod store;
 
@@ -27,7 +29,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use sensor_proto::v1::{
     self as pb, FILE_DESCRIPTOR_SET, agents_server::AgentsServer, events_server::EventsServer,
-    sensor_server::SensorServer,
+    response_server::ResponseServer, sensor_server::SensorServer,
 };
 use tokio::{net::UnixListener, sync::watch, task::JoinHandle};
 use tokio_stream::wrappers::UnixListenerStream;
@@ -89,6 +91,7 @@ pub async fn serve(
     board: Arc<StatusBoard>,
     store: Option<store::Store>,
     agents: Arc<std::sync::Mutex<crate::agents::Agents>>,
+    responder: Arc<std::sync::Mutex<crate::respond::responder::Responder>>,
     stop: watch::Receiver<bool>,
 ) -> Result<Serving> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -98,6 +101,9 @@ pub async fn serve(
     health.set_serving::<SensorServer<SensorService>>().await;
     health
         .set_serving::<AgentsServer<agents::AgentsService>>()
+        .await;
+    health
+        .set_serving::<ResponseServer<response::ResponseService>>()
         .await;
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -114,7 +120,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .context("building the reflection service")?;
-    let router = |builder: &mut Server| {
+    let router = |builder: &mut Server, control: bool| {
         builder
             .add_service(EventsServer::new(events::EventsService {
                 bus: bus.clone(),
@@ -127,6 +133,10 @@ pub async fn serve(
             .add_service(AgentsServer::new(agents::AgentsService {
                 agents: agents.clone(),
             }))
+            .add_service(ResponseServer::new(response::ResponseService {
+                responder: responder.clone(),
+                control,
+            }))
             .add_service(health_service.clone())
             .add_service(reflection_v1.clone())
             .add_service(reflection_v1alpha.clone())
@@ -136,7 +146,7 @@ pub async fn serve(
     if !cfg.socket.as_os_str().is_empty() {
         let listener = bind_unix(&cfg.socket)?;
         info!(socket = %cfg.socket.display(), "API listening (unix socket, mode 0600)");
-        let routes = router(&mut Server::builder());
+        let routes = router(&mut Server::builder(), true);
         let mut stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let incoming = UnixListenerStream::new(listener);
@@ -166,7 +176,7 @@ pub async fn serve(
             .await
             .with_context(|| format!("api.tcp.listen: cannot listen on {}", tcp.listen))?;
         info!(listen = %listener.local_addr()?, "API listening (TCP, mutual TLS)");
-        let routes = router(&mut builder);
+        let routes = router(&mut builder, tcp.allow_control);
         let mut stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

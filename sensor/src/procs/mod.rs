@@ -35,7 +35,7 @@ pub struct ProcKey {
     pub start_ticks: u64,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Process {
     pub pid: u32,
     pub start_ticks: u64,

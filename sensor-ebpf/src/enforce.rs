@@ -1,0 +1,277 @@
+//! Network isolation of processes, enforced in the kernel.
+//!
+//! - New connections: cgroup `connect4`/`connect6` on the cgroup v2 root
+//!   refuse isolated processes (returning 0 makes connect() fail with
+//!   EPERM); `sendmsg4`/`sendmsg6` refuse their unconnected UDP (DNS).
+//! - Connections that already exist: `cgroup_skb` egress and ingress drop
+//!   packets of sockets whose owner is isolated. Owners are recorded by
+//!   socket cookie at connect (here) and, for sockets older than the
+//!   sensor, written by the daemon from sock_diag when it isolates.
+//! - Forks of an isolated process are isolated at fork (`process.rs`), and
+//!   an isolated process's entry goes when it exits, so a reused pid is
+//!   never isolated by mistake while the daemon runs (and the daemon checks
+//!   start times when it starts).
+//!
+//! cgroup programs cannot read the task struct, but they can call
+//! `bpf_get_current_pid_tgid` (sock_addr) and `bpf_get_socket_cookie`
+//! (both hook types): https://docs.kernel.org/bpf/prog_cgroup_sockaddr.html
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::bpf_sock_addr,
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_get_socket_cookie, bpf_probe_read_user, bpf_send_signal},
+    },
+    macros::{cgroup_skb, cgroup_sock_addr, map},
+    maps::{Array, HashMap, LruHashMap},
+    programs::{SkBuffContext, SockAddrContext},
+};
+use sensor_common::{
+    AF_INET, AF_INET6, ARM_PATTERN_MAX, ARM_RULES_MAX, ArmRules, BlockedRecord, EventKind,
+    ISOLATE_ALLOW_LOOPBACK, ISOLATE_ALLOW_MAX, Isolation,
+};
+
+use crate::emit;
+
+/// Isolated processes by tgid. Pinned: enforcement outlives the daemon.
+#[map]
+pub static ISOLATED: HashMap<u32, Isolation> = HashMap::pinned(4096, 0);
+
+/// Socket cookie → owning tgid, recorded at connect. LRU: sockets come
+/// and go without a hook at close here; the oldest owners are forgotten
+/// first, and an isolated process's sockets are rewritten when it is
+/// isolated.
+#[map]
+pub static SOCK_OWNER: LruHashMap<u64, u32> = LruHashMap::pinned(65536, 0);
+
+/// Slot 0: number of isolated processes as the daemon last wrote it. When
+/// 0 every packet and connect takes the fast path (one array lookup).
+#[map]
+pub static ENFORCE_ON: Array<u32> = Array::pinned(1, 0);
+
+const ALLOW: i32 = 1;
+const DENY: i32 = 0;
+
+#[inline(always)]
+fn active() -> bool {
+    matches!(ENFORCE_ON.get(0), Some(n) if *n != 0)
+}
+
+#[inline(always)]
+pub fn isolation(tgid: u32) -> Option<&'static Isolation> {
+    if !active() {
+        return None;
+    }
+    unsafe { ISOLATED.get(&tgid) }
+}
+
+/// Armed processes by tgid: their deny patterns. Written by the daemon
+/// when a process of an armed agent appears; not pinned (the daemon arms
+/// again from its config when it starts).
+#[map]
+pub static ARMED: HashMap<u32, ArmRules> = HashMap::with_max_entries(4096, 0);
+
+/// Called at fork: the child of an isolated or armed process is too.
+#[inline(always)]
+pub fn inherit(parent_tgid: u32, child_tgid: u32, child_start_ns: u64) {
+    if let Some(parent) = isolation(parent_tgid) {
+        let mut child = *parent;
+        child.start_ns = child_start_ns;
+        child.parent_tgid = parent_tgid;
+        let _ = ISOLATED.insert(&child_tgid, &child, 0);
+    }
+    if let Some(rules) = unsafe { ARMED.get(&parent_tgid) } {
+        let _ = ARMED.insert(&child_tgid, rules, 0);
+    }
+}
+
+/// Called when a process (its group leader) exits.
+#[inline(always)]
+pub fn forget(tgid: u32) {
+    if active() {
+        let _ = ISOLATED.remove(&tgid);
+    }
+    let _ = ARMED.remove(&tgid);
+}
+
+/// Called at the entry of a TLS write: if the process is armed and the
+/// plaintext starts with one of its deny patterns, SIGKILL it now. The
+/// signal is delivered on the return from this probe to user space, before
+/// the library's first instruction runs: the bytes are never encrypted,
+/// let alone sent (`bpf_send_signal`, https://docs.ebpf.io/linux/helper-function/bpf_send_signal/).
+/// Returns true when it killed.
+#[inline(always)]
+pub fn block_armed_write(tgid: u32, conn: u64, buf: u64, len: u64) -> bool {
+    let Some(rules) = (unsafe { ARMED.get(&tgid) }) else {
+        return false;
+    };
+    let mut head = [0u8; ARM_PATTERN_MAX];
+    // Reads a fixed 64 bytes: a shorter buffer is followed by mapped memory
+    // in practice; if not, the read fails and nothing matches (patterns are
+    // also checked against `len` below, so bytes past it never match).
+    if unsafe {
+        bpf_probe_read_user(
+            head.as_mut_ptr() as *mut _,
+            ARM_PATTERN_MAX as u32,
+            buf as *const _,
+        )
+    } != 0
+    {
+        return false;
+    }
+    let mut i = 0;
+    while i < ARM_RULES_MAX {
+        let plen = rules.pattern_len[i] as usize;
+        if (i as u32) < rules.len && plen > 0 && plen <= ARM_PATTERN_MAX && plen as u64 <= len {
+            let mut same = true;
+            let mut j = 0;
+            while j < ARM_PATTERN_MAX {
+                if j < plen && head[j] != rules.patterns[i][j] {
+                    same = false;
+                }
+                j += 1;
+            }
+            if same {
+                let signal_result = unsafe { bpf_send_signal(9) } as i32;
+                if let Some(mut entry) = emit::reserve::<BlockedRecord>() {
+                    entry.write(BlockedRecord {
+                        header: emit::current_header(EventKind::Blocked),
+                        conn,
+                        rule: i as u32,
+                        signal_result,
+                    });
+                    emit::submit(entry);
+                }
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+fn allowed4(iso: &Isolation, addr: u32) -> bool {
+    // Network order: the first octet is the low byte on little-endian.
+    if iso.flags & ISOLATE_ALLOW_LOOPBACK != 0 && addr & 0xff == 127 {
+        return true;
+    }
+    let mut i = 0;
+    while i < ISOLATE_ALLOW_MAX {
+        if (i as u32) < iso.allow4_len && addr & iso.allow4[i][1] == iso.allow4[i][0] {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+fn allowed6(iso: &Isolation, addr: &[u32; 4]) -> bool {
+    if iso.flags & ISOLATE_ALLOW_LOOPBACK != 0
+        && addr[0] == 0
+        && addr[1] == 0
+        && addr[2] == 0
+        && addr[3] == 1u32.to_be()
+    {
+        return true;
+    }
+    // IPv4-mapped addresses (::ffff:a.b.c.d) are IPv4 destinations.
+    if addr[0] == 0 && addr[1] == 0 && addr[2] == 0xffff_u32.to_be() {
+        return allowed4(iso, addr[3]);
+    }
+    let mut i = 0;
+    while i < ISOLATE_ALLOW_MAX {
+        let n = &iso.allow6[i];
+        if (i as u32) < iso.allow6_len
+            && addr[0] & n[4] == n[0]
+            && addr[1] & n[5] == n[1]
+            && addr[2] & n[6] == n[2]
+            && addr[3] & n[7] == n[3]
+        {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Records who owns the socket, then refuses the call if that owner is
+/// isolated and the destination is not allowed.
+fn check_sock_addr(ctx: &SockAddrContext, v6: bool) -> i32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let _ = SOCK_OWNER.insert(&cookie, &tgid, 0);
+    let Some(iso) = isolation(tgid) else {
+        return ALLOW;
+    };
+    let sa: *const bpf_sock_addr = ctx.sock_addr;
+    // The verifier wants 4-byte loads of the context, word by word.
+    let ok = unsafe {
+        if v6 {
+            let a = [
+                (*sa).user_ip6[0],
+                (*sa).user_ip6[1],
+                (*sa).user_ip6[2],
+                (*sa).user_ip6[3],
+            ];
+            allowed6(iso, &a)
+        } else {
+            allowed4(iso, (*sa).user_ip4)
+        }
+    };
+    if ok { ALLOW } else { DENY }
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn isolate_connect4(ctx: SockAddrContext) -> i32 {
+    check_sock_addr(&ctx, false)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn isolate_connect6(ctx: SockAddrContext) -> i32 {
+    check_sock_addr(&ctx, true)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn isolate_sendmsg4(ctx: SockAddrContext) -> i32 {
+    check_sock_addr(&ctx, false)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn isolate_sendmsg6(ctx: SockAddrContext) -> i32 {
+    check_sock_addr(&ctx, true)
+}
+
+/// Packets of an isolated owner's sockets are dropped both ways, so a
+/// keep-alive connection opened before isolation goes silent too.
+fn check_skb(ctx: &SkBuffContext) -> i32 {
+    if !active() {
+        return ALLOW;
+    }
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let Some(owner) = (unsafe { SOCK_OWNER.get(&cookie) }) else {
+        return ALLOW;
+    };
+    let Some(iso) = (unsafe { ISOLATED.get(owner) }) else {
+        return ALLOW;
+    };
+    let ok = match ctx.skb.family() {
+        f if f == AF_INET as u32 => allowed4(iso, ctx.skb.remote_ipv4()),
+        f if f == AF_INET6 as u32 => {
+            let r = ctx.skb.remote_ipv6();
+            allowed6(iso, &[r[0], r[1], r[2], r[3]])
+        }
+        _ => true,
+    };
+    if ok { ALLOW } else { DENY }
+}
+
+#[cgroup_skb(egress)]
+pub fn isolate_egress(ctx: SkBuffContext) -> i32 {
+    check_skb(&ctx)
+}
+
+#[cgroup_skb(ingress)]
+pub fn isolate_ingress(ctx: SkBuffContext) -> i32 {
+    check_skb(&ctx)
+}

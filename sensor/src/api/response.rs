@@ -1,0 +1,165 @@
+//! `sensor.v1.Response`: isolate, release, kill, list isolated.
+//!
+//! These act on the host, so they are served on the root-only unix socket;
+//! over TCP they are refused unless `api.tcp.allow_control` says otherwise.
+//! Every call, whatever its outcome, is an `action` event naming who asked.
+
+use std::sync::{Arc, Mutex};
+
+use sensor_proto::{pbjson_types::Timestamp, v1 as pb};
+use tonic::{Code, Request, Response, Status, transport::server::UdsConnectInfo};
+
+use crate::respond::{
+    RespondError,
+    isolate::{Net, Options},
+    responder::{Outcome, Requester, Responder},
+};
+
+pub struct ResponseService {
+    pub responder: Arc<Mutex<Responder>>,
+    /// Whether control is allowed on this listener.
+    pub control: bool,
+}
+
+fn status(e: RespondError) -> Status {
+    let code = match &e {
+        RespondError::NoSuchProcess(_) | RespondError::NotIsolated(_) => Code::NotFound,
+        RespondError::Reused { .. } => Code::FailedPrecondition,
+        RespondError::Protected { .. } => Code::PermissionDenied,
+        RespondError::AlreadyIsolated(_) => Code::AlreadyExists,
+        RespondError::Invalid(_) => Code::InvalidArgument,
+        RespondError::Unavailable(_) => Code::Unavailable,
+        RespondError::Kernel(_) => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+fn result(o: Outcome) -> pb::ActionResult {
+    pb::ActionResult {
+        targets: o
+            .targets
+            .into_iter()
+            .map(|(pid, start_ticks)| pb::ProcessRef { pid, start_ticks })
+            .collect(),
+        skipped: o.skipped,
+    }
+}
+
+impl ResponseService {
+    /// Who asked, for the audit trail; refuses control where it is not
+    /// allowed.
+    fn requester<T>(&self, req: &Request<T>, why: &str) -> Result<Requester, Status> {
+        if !self.control {
+            return Err(Status::permission_denied(
+                "control RPCs are not served on this listener (use the unix socket, or set api.tcp.allow_control)",
+            ));
+        }
+        let by = match req.extensions().get::<UdsConnectInfo>() {
+            Some(info) => match &info.peer_cred {
+                Some(c) => format!(
+                    "api (unix socket, uid {}, pid {})",
+                    c.uid(),
+                    c.pid().unwrap_or(0)
+                ),
+                None => "api (unix socket)".into(),
+            },
+            None => match req.remote_addr() {
+                Some(a) => format!("api (mTLS client {a})"),
+                None => "api".into(),
+            },
+        };
+        Ok(Requester {
+            by,
+            why: if why.is_empty() {
+                "no reason given".into()
+            } else {
+                why.into()
+            },
+            finding_seq: None,
+        })
+    }
+
+    fn responder(&self) -> std::sync::MutexGuard<'_, Responder> {
+        self.responder.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::response_server::Response for ResponseService {
+    async fn isolate(
+        &self,
+        req: Request<pb::IsolateRequest>,
+    ) -> Result<Response<pb::ActionResult>, Status> {
+        let who = self.requester(&req, &req.get_ref().why)?;
+        let r = req.into_inner();
+        let allow = r
+            .allow
+            .iter()
+            .map(|a| a.parse::<Net>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Status::invalid_argument)?;
+        let opts = Options {
+            tree: r.tree,
+            allow_loopback: r.allow_loopback,
+            allow,
+        };
+        let out = self
+            .responder()
+            .isolate(r.pid, r.start_ticks, &opts, &who)
+            .map_err(status)?;
+        Ok(Response::new(result(out)))
+    }
+
+    async fn release(
+        &self,
+        req: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ActionResult>, Status> {
+        let who = self.requester(&req, &req.get_ref().why)?;
+        let pid = req.get_ref().pid;
+        let out = self.responder().release(pid, &who).map_err(status)?;
+        Ok(Response::new(result(out)))
+    }
+
+    async fn kill(
+        &self,
+        req: Request<pb::KillRequest>,
+    ) -> Result<Response<pb::ActionResult>, Status> {
+        let who = self.requester(&req, &req.get_ref().why)?;
+        let r = req.into_inner();
+        let out = self
+            .responder()
+            .kill(r.pid, r.start_ticks, r.tree, &who)
+            .map_err(status)?;
+        Ok(Response::new(result(out)))
+    }
+
+    async fn list_isolated(
+        &self,
+        _: Request<pb::ListIsolatedRequest>,
+    ) -> Result<Response<pb::ListIsolatedResponse>, Status> {
+        let list = self.responder().list().map_err(status)?;
+        Ok(Response::new(pb::ListIsolatedResponse {
+            processes: list
+                .into_iter()
+                .map(|i| pb::IsolatedProcess {
+                    process: Some(pb::ProcessRef {
+                        pid: i.pid,
+                        start_ticks: i.start_ticks,
+                    }),
+                    since: Some(Timestamp {
+                        seconds: i.since_unix as i64,
+                        nanos: (i.since_unix.fract() * 1e9) as i32,
+                    }),
+                    why: i.note.why,
+                    by: i.note.by,
+                    parent: i.parent,
+                    allow_loopback: i.options.allow_loopback,
+                    allow: i.options.allow.iter().map(|n| n.to_string()).collect(),
+                    exe: std::fs::read_link(format!("/proc/{}/exe", i.pid))
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+}

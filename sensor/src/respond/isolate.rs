@@ -1,0 +1,586 @@
+//! Network isolation: attaching the cgroup programs of `sensor-ebpf`'s
+//! `enforce.rs` so that they outlive the daemon, and writing the maps that
+//! say who is isolated.
+//!
+//! Everything lives under `/sys/fs/bpf/sensor`: the maps (pinned by name by
+//! the loader) and the cgroup links (pinned here). A daemon that crashes
+//! leaves enforcement in force; the next one reuses the maps, attaches its
+//! own programs, and only then unpins its predecessor's links, so there is
+//! no moment without enforcement. A clean stop with nobody isolated removes
+//! it all.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::IpAddr,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, links::FdLink},
+};
+use sensor_common::{ISOLATE_ALLOW_LOOPBACK, ISOLATE_ALLOW_MAX, Isolation};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::RespondError;
+use crate::{
+    clock::{Clock, USER_HZ, ns_to_ticks},
+    ebpf::Attachment,
+};
+
+/// Where the maps and links are pinned.
+pub const PIN_DIR: &str = "/sys/fs/bpf/sensor";
+
+/// The cgroup programs, in the order they are attached.
+const SOCK_ADDR_PROGRAMS: [&str; 4] = [
+    "isolate_connect4",
+    "isolate_connect6",
+    "isolate_sendmsg4",
+    "isolate_sendmsg6",
+];
+const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
+    ("isolate_egress", CgroupSkbAttachType::Egress),
+    ("isolate_ingress", CgroupSkbAttachType::Ingress),
+];
+
+/// bpffs must be mounted at /sys/fs/bpf for anything to be pinned; hosts
+/// without systemd (and containers) may not have it.
+pub fn prepare_pin_dir() -> Result<PathBuf> {
+    let root = Path::new("/sys/fs/bpf");
+    let mounted = fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let mut f = l.split_whitespace();
+            f.nth(1) == Some("/sys/fs/bpf") && f.next() == Some("bpf")
+        });
+    if !mounted {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+            .status()
+            .context("running mount -t bpf")?;
+        anyhow::ensure!(
+            status.success(),
+            "bpffs is not mounted at /sys/fs/bpf and mounting it failed ({status})"
+        );
+        info!("mounted bpffs at {}", root.display());
+    }
+    let dir = PathBuf::from(PIN_DIR);
+    fs::create_dir_all(dir.join("links")).with_context(|| format!("creating {}", dir.display()))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+    Ok(dir)
+}
+
+/// Attaches the isolation programs to the cgroup v2 root and pins their
+/// links, then removes the links a previous daemon left pinned.
+pub fn attach(bpf: &mut Ebpf, pin_dir: &Path, cgroup_root: &Path) -> Result<Vec<Attachment>> {
+    let cgroup = fs::File::open(cgroup_root)
+        .with_context(|| format!("opening the cgroup v2 root {}", cgroup_root.display()))?;
+    let links = pin_dir.join("links");
+    let me = std::process::id();
+    let mut attached = Vec::new();
+    let pin = |name: &'static str, link: FdLink| -> Result<()> {
+        // bpffs refuses names with a dot (EPERM): "<program>-<pid>".
+        let path = links.join(format!("{name}-{me}"));
+        let _ = fs::remove_file(&path);
+        // The pinned link keeps the program attached after this process
+        // exits; dropping the returned handle leaves the pin in place.
+        link.pin(&path)
+            .with_context(|| format!("pinning {}", path.display()))?;
+        Ok(())
+    };
+    for name in SOCK_ADDR_PROGRAMS {
+        let prog: &mut CgroupSockAddr = crate::ebpf::program(bpf, name)?;
+        prog.load()
+            .with_context(|| format!("loading program {name}"))?;
+        // Single: AllowMultiple is refused with EINVAL here (KERNEL-NOTES),
+        // and links to one cgroup stack anyway.
+        let id = prog
+            .attach(&cgroup, CgroupAttachMode::Single)
+            .with_context(|| format!("attaching {name} to {}", cgroup_root.display()))?;
+        pin(name, prog.take_link(id)?.try_into()?)?;
+        attached.push(Attachment {
+            program: name,
+            method: format!("cgroup sock_addr on {}", cgroup_root.display()),
+        });
+    }
+    for (name, kind) in SKB_PROGRAMS {
+        let prog: &mut CgroupSkb = crate::ebpf::program(bpf, name)?;
+        prog.load()
+            .with_context(|| format!("loading program {name}"))?;
+        let id = prog
+            .attach(&cgroup, kind, CgroupAttachMode::Single)
+            .with_context(|| format!("attaching {name} to {}", cgroup_root.display()))?;
+        pin(name, prog.take_link(id)?.try_into()?)?;
+        attached.push(Attachment {
+            program: name,
+            method: format!("cgroup_skb on {}", cgroup_root.display()),
+        });
+    }
+    // Only now that ours are in force: a dead predecessor's links go (a
+    // live sensor's stay: two daemons enforce the same maps).
+    for path in link_pins(&links) {
+        if let Some(pid) = pin_owner(&path)
+            && pid != me
+            && !is_sensor(pid)
+        {
+            info!(link = %path.display(), "replacing a previous daemon's pinned link");
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(attached)
+}
+
+fn link_pins(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// The daemon that pinned a link: "<program>-<pid>".
+fn pin_owner(path: &Path) -> Option<u32> {
+    path.file_name()?.to_str()?.rsplit_once('-')?.1.parse().ok()
+}
+
+fn is_sensor(pid: u32) -> bool {
+    let me = fs::read_link("/proc/self/exe").ok();
+    me.is_some() && fs::read_link(format!("/proc/{pid}/exe")).ok() == me
+}
+
+/// How a process is isolated.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Options {
+    pub tree: bool,
+    pub allow_loopback: bool,
+    /// Networks still reachable (e.g. the SOC's collector).
+    pub allow: Vec<Net>,
+}
+
+/// An IP network, `addr/prefix`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Net {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for Net {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s.split_once('/').unwrap_or((s, ""));
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or CIDR (like 10.0.0.0/8)"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = if p.is_empty() {
+            max
+        } else {
+            p.parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix length must be 0..={max}"))?
+        };
+        Ok(Net { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Address and mask as the kernel compares them: words in network order.
+fn words(net: &Net) -> (Vec<u32>, Vec<u32>) {
+    let (bytes, bits): (Vec<u8>, u32) = match net.addr {
+        IpAddr::V4(a) => (a.octets().to_vec(), 32),
+        IpAddr::V6(a) => (a.octets().to_vec(), 128),
+    };
+    let mask: u128 = if net.prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(net.prefix))
+    };
+    let mask_bytes = &mask.to_be_bytes()[..(bits / 8) as usize];
+    let word = |b: &[u8]| -> Vec<u32> {
+        b.chunks(4)
+            .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let masked: Vec<u8> = bytes.iter().zip(mask_bytes).map(|(a, m)| a & m).collect();
+    (word(&masked), word(mask_bytes))
+}
+
+impl Options {
+    fn to_kernel(&self, start_ns: u64, since_ns: u64) -> Result<Isolation, RespondError> {
+        let mut iso = Isolation {
+            start_ns,
+            since_ns,
+            flags: if self.allow_loopback {
+                ISOLATE_ALLOW_LOOPBACK
+            } else {
+                0
+            },
+            ..Default::default()
+        };
+        for net in &self.allow {
+            let (a, m) = words(net);
+            if net.addr.is_ipv4() {
+                let i = iso.allow4_len as usize;
+                if i == ISOLATE_ALLOW_MAX {
+                    return Err(RespondError::Invalid(format!(
+                        "at most {ISOLATE_ALLOW_MAX} IPv4 networks can stay allowed"
+                    )));
+                }
+                iso.allow4[i] = [a[0], m[0]];
+                iso.allow4_len += 1;
+            } else {
+                let i = iso.allow6_len as usize;
+                if i == ISOLATE_ALLOW_MAX {
+                    return Err(RespondError::Invalid(format!(
+                        "at most {ISOLATE_ALLOW_MAX} IPv6 networks can stay allowed"
+                    )));
+                }
+                iso.allow6[i] = [a[0], a[1], a[2], a[3], m[0], m[1], m[2], m[3]];
+                iso.allow6_len += 1;
+            }
+        }
+        Ok(iso)
+    }
+}
+
+fn from_kernel(iso: &Isolation) -> Options {
+    let mut allow = Vec::new();
+    let bytes = |w: &[u32]| -> Vec<u8> { w.iter().flat_map(|w| w.to_ne_bytes()).collect() };
+    let prefix = |m: Vec<u8>| m.iter().map(|b| b.count_ones()).sum::<u32>() as u8;
+    for n in &iso.allow4[..(iso.allow4_len as usize).min(ISOLATE_ALLOW_MAX)] {
+        let a = bytes(&n[..1]);
+        allow.push(Net {
+            addr: IpAddr::from([a[0], a[1], a[2], a[3]]),
+            prefix: prefix(bytes(&n[1..])),
+        });
+    }
+    for n in &iso.allow6[..(iso.allow6_len as usize).min(ISOLATE_ALLOW_MAX)] {
+        let a: [u8; 16] = bytes(&n[..4]).try_into().unwrap_or_default();
+        allow.push(Net {
+            addr: IpAddr::from(a),
+            prefix: prefix(bytes(&n[4..])),
+        });
+    }
+    Options {
+        tree: false,
+        allow_loopback: iso.flags & ISOLATE_ALLOW_LOOPBACK != 0,
+        allow,
+    }
+}
+
+/// Why and by whom a process was isolated: kept beside the kernel state
+/// (which has no room for text) in the state directory.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Note {
+    pub why: String,
+    pub by: String,
+}
+
+/// One isolated process as `sensor isolated` shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Isolated {
+    pub pid: u32,
+    pub start_ticks: u64,
+    /// Seconds since the Unix epoch.
+    pub since_unix: f64,
+    /// Isolated because its isolated parent forked it.
+    pub parent: Option<u32>,
+    pub options: Options,
+    pub note: Note,
+}
+
+/// The daemon's handle on the isolation maps.
+pub struct Isolator {
+    isolated: HashMap<MapData, u32, Isolation>,
+    owners: HashMap<MapData, u64, u32>,
+    on: Array<MapData, u32>,
+    notes_path: PathBuf,
+    notes: BTreeMap<String, Note>,
+}
+
+fn note_key(pid: u32, start_ticks: u64) -> String {
+    format!("{pid}-{start_ticks}")
+}
+
+impl Isolator {
+    pub fn take(bpf: &mut Ebpf, state_dir: &Path) -> Result<Self> {
+        let map = |bpf: &mut Ebpf, name: &str| {
+            bpf.take_map(name)
+                .with_context(|| format!("map {name} missing from the object"))
+        };
+        let notes_path = state_dir.join("isolations.json");
+        let notes = match fs::read(&notes_path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                warn!(path = %notes_path.display(), error = %e, "unreadable isolation notes; starting without them");
+                BTreeMap::new()
+            }),
+            Err(_) => BTreeMap::new(),
+        };
+        let mut me = Self {
+            isolated: HashMap::try_from(map(bpf, "ISOLATED")?)?,
+            owners: HashMap::try_from(map(bpf, "SOCK_OWNER")?)?,
+            on: Array::try_from(map(bpf, "ENFORCE_ON")?)?,
+            notes_path,
+            notes,
+        };
+        me.reconcile();
+        Ok(me)
+    }
+
+    /// Forgets entries whose process is gone or whose pid now belongs to
+    /// another process (the daemon was down when it exited), and tells the
+    /// kernel whether anything is isolated.
+    pub fn reconcile(&mut self) -> usize {
+        let entries: Vec<(u32, Isolation)> = self.isolated.iter().filter_map(|r| r.ok()).collect();
+        let mut kept = 0;
+        for (pid, iso) in entries {
+            let ticks = ns_to_ticks(iso.start_ns);
+            if super::start_ticks(pid) == Some(ticks) {
+                kept += 1;
+            } else {
+                info!(pid, "isolated process is gone; forgetting its isolation");
+                let _ = self.isolated.remove(&pid);
+            }
+        }
+        let live: Vec<String> = self
+            .list()
+            .iter()
+            .map(|i| note_key(i.pid, i.start_ticks))
+            .collect();
+        let before = self.notes.len();
+        self.notes.retain(|k, _| live.contains(k));
+        if self.notes.len() != before {
+            self.save_notes();
+        }
+        let _ = self.on.set(0, &(kept as u32), 0);
+        kept
+    }
+
+    /// Isolates `pid` (and with `tree`, its descendants). Returns each
+    /// process isolated as (pid, start ticks).
+    pub fn isolate(
+        &mut self,
+        pid: u32,
+        expected_start: Option<u64>,
+        opts: &Options,
+        note: Note,
+    ) -> Result<Vec<(u32, u64)>, RespondError> {
+        let start = super::check_target(pid, expected_start)?;
+        if let Some(iso) = self.isolated.get(&pid, 0).ok()
+            && ns_to_ticks(iso.start_ns) == start
+        {
+            return Err(RespondError::AlreadyIsolated(pid));
+        }
+        let mut targets = vec![(pid, start)];
+        if opts.tree {
+            targets.extend(super::descendants(pid));
+        }
+        let since = crate::clock::boottime_ns();
+        let mut done = Vec::new();
+        for (p, ticks) in targets {
+            let mut iso = opts.to_kernel(ticks * (1_000_000_000 / USER_HZ), since)?;
+            if p != pid {
+                iso.parent_tgid = pid;
+            }
+            self.isolated
+                .insert(&p, &iso, 0)
+                .map_err(|e| RespondError::Kernel(format!("writing ISOLATED: {e}")))?;
+            self.notes.insert(note_key(p, ticks), note.clone());
+            // Connections it already holds (keep-alive ones, or older than
+            // the sensor) are cut by their socket cookies.
+            match socket_cookies_pending(p) {
+                Ok(socks) => {
+                    for s in socks {
+                        let _ = self.owners.insert(&s.cookie, &p, 0);
+                    }
+                }
+                Err(e) => {
+                    warn!(pid = p, error = %format!("{e:#}"), "could not list the process's sockets; its existing connections may stay open")
+                }
+            }
+            done.push((p, ticks));
+        }
+        let n = self.isolated.keys().count() as u32;
+        let _ = self.on.set(0, &n, 0);
+        self.save_notes();
+        Ok(done)
+    }
+
+    /// Releases `pid` and everything isolated because of it (its forks).
+    pub fn release(&mut self, pid: u32) -> Result<Vec<u32>, RespondError> {
+        let all = self.list();
+        if !all.iter().any(|i| i.pid == pid) {
+            return Err(RespondError::NotIsolated(pid));
+        }
+        let mut gone = vec![pid];
+        // Forks of forks: follow parent links until nothing new is found.
+        loop {
+            let more: Vec<u32> = all
+                .iter()
+                .filter(|i| i.parent.is_some_and(|p| gone.contains(&p)) && !gone.contains(&i.pid))
+                .map(|i| i.pid)
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            gone.extend(more);
+        }
+        for p in &gone {
+            let _ = self.isolated.remove(p);
+        }
+        for i in all.iter().filter(|i| gone.contains(&i.pid)) {
+            self.notes.remove(&note_key(i.pid, i.start_ticks));
+        }
+        let n = self.isolated.keys().count() as u32;
+        let _ = self.on.set(0, &n, 0);
+        self.save_notes();
+        Ok(gone)
+    }
+
+    pub fn list(&self) -> Vec<Isolated> {
+        let clock = Clock::new();
+        let mut out: Vec<Isolated> = self
+            .isolated
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(pid, iso)| {
+                let start_ticks = ns_to_ticks(iso.start_ns);
+                let parent = (iso.parent_tgid != 0).then_some(iso.parent_tgid);
+                let note = self
+                    .notes
+                    .get(&note_key(pid, start_ticks))
+                    .cloned()
+                    .unwrap_or_else(|| Note {
+                        why: match parent {
+                            Some(p) => format!("forked by isolated process {p}"),
+                            None => "unknown (isolated by an earlier daemon)".into(),
+                        },
+                        by: "kernel".into(),
+                    });
+                Isolated {
+                    pid,
+                    start_ticks,
+                    since_unix: clock.to_unix_ns(iso.since_ns) as f64 / 1e9,
+                    parent,
+                    options: from_kernel(&iso),
+                    note,
+                }
+            })
+            .collect();
+        out.sort_by_key(|i| i.pid);
+        out
+    }
+
+    fn save_notes(&self) {
+        if let Err(e) = crate::state::write_private(
+            &self.notes_path,
+            &serde_json::to_vec_pretty(&self.notes).unwrap_or_default(),
+        ) {
+            warn!(error = %format!("{e:#}"), "could not save isolation notes");
+        }
+    }
+}
+
+/// At a clean stop: with nobody isolated, this daemon leaves nothing in
+/// the kernel (and the directory goes when no other sensor uses it);
+/// otherwise its pinned programs keep enforcing.
+pub fn on_clean_stop(isolator: Option<&mut Isolator>) {
+    let remaining = isolator.map_or(0, |i| i.reconcile());
+    if remaining > 0 {
+        warn!(
+            isolated = remaining,
+            "processes stay isolated: the kernel keeps enforcing after the daemon stops (sensor release <pid> once it runs again)"
+        );
+        return;
+    }
+    let links = Path::new(PIN_DIR).join("links");
+    let me = std::process::id();
+    let mut others = 0;
+    for path in link_pins(&links) {
+        if pin_owner(&path) == Some(me) {
+            let _ = fs::remove_file(&path);
+        } else {
+            others += 1;
+        }
+    }
+    if others == 0
+        && let Err(e) = fs::remove_dir_all(PIN_DIR)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(error = %e, "could not remove {PIN_DIR}");
+    }
+}
+
+// TEMP until respond::sockets lands.
+struct PendingSock {
+    cookie: u64,
+}
+fn socket_cookies_pending(_p: u32) -> Result<Vec<PendingSock>> {
+    Ok(vec![])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_parse_and_round_trip_through_kernel_words() {
+        let opts = Options {
+            tree: false,
+            allow_loopback: true,
+            allow: vec![
+                "10.1.2.3/8".parse().unwrap(),
+                "192.168.7.9".parse().unwrap(),
+                "fd00::1/16".parse().unwrap(),
+            ],
+        };
+        let iso = opts.to_kernel(1, 2).unwrap();
+        assert_eq!(iso.allow4_len, 2);
+        assert_eq!(iso.allow6_len, 1);
+        // 10.0.0.0/8 in network order: first octet in the low byte here.
+        assert_eq!(
+            iso.allow4[0],
+            [
+                u32::from_ne_bytes([10, 0, 0, 0]),
+                u32::from_ne_bytes([255, 0, 0, 0])
+            ]
+        );
+        let back = from_kernel(&iso);
+        assert!(back.allow_loopback);
+        assert_eq!(
+            back.allow.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            ["10.0.0.0/8", "192.168.7.9/32", "fd00::/16"]
+        );
+    }
+
+    #[test]
+    fn bad_networks_say_what_is_wrong() {
+        assert!("10.0.0.0/33".parse::<Net>().unwrap_err().contains("0..=32"));
+        assert!(
+            "example.com"
+                .parse::<Net>()
+                .unwrap_err()
+                .contains("not an address")
+        );
+        let too_many = Options {
+            allow: (0..5)
+                .map(|i| format!("10.0.0.{i}").parse().unwrap())
+                .collect(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            too_many.to_kernel(0, 0),
+            Err(RespondError::Invalid(_))
+        ));
+    }
+}

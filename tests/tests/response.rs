@@ -1,0 +1,368 @@
+//! Stopping a runaway agent, for real: network isolation by the cgroup
+//! programs (new connects refused, open keep-alive connections silenced,
+//! children isolated at fork, nothing else touched), surviving a daemon
+//! crash, pid-safe kill, and the automatic response to findings.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+};
+
+use e2e::{HttpsServer, Sensor, Value, kind, require_root, serial, venv_python};
+
+/// tests/fixtures/puppet.py: a client steered line by line.
+struct Puppet {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    pid: u32,
+}
+
+impl Puppet {
+    fn start(server: &HttpsServer) -> Puppet {
+        let mut child = Command::new(venv_python())
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/puppet.py"))
+            .arg(format!("https://127.0.0.1:{}", server.port))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start puppet.py");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let pid = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("puppet did not start: {line:?}"));
+        assert_eq!(pid, child.id());
+        Puppet {
+            child,
+            stdin,
+            stdout,
+            pid,
+        }
+    }
+
+    fn ask(&mut self, cmd: &str) -> String {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim().to_string()
+    }
+}
+
+impl Drop for Puppet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn posts(server: &HttpsServer, path: &str) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with(&format!("REQ POST {path} ")))
+        .count()
+}
+
+fn actions(events: &[Value]) -> Vec<&Value> {
+    events.iter().filter(|v| kind(v) == "action").collect()
+}
+
+#[test]
+fn isolation_cuts_new_and_open_connections_and_children_only() {
+    let _g = serial();
+    if !require_root("isolation_cuts_new_and_open_connections_and_children_only") {
+        return;
+    }
+    let sensor = Sensor::start();
+    let server = HttpsServer::start("127.0.0.1");
+    let mut agent = Puppet::start(&server);
+    let mut bystander = Puppet::start(&server);
+    // The keep-alive connection exists before isolation.
+    assert_eq!(agent.ask("get /warmup"), "ok 200");
+    assert_eq!(agent.ask("connect"), "ok");
+
+    let pid = agent.pid.to_string();
+    let (ok, out, err) = sensor.cli(&["isolate", &pid, "--why", "e2e runaway"]);
+    assert!(ok, "isolate failed: {err}");
+    assert!(out.contains(&pid), "{out}");
+    // Already isolated: a clear refusal.
+    let (ok, _, err) = sensor.cli(&["isolate", &pid]);
+    assert!(!ok);
+    assert!(err.contains("already isolated"), "{err}");
+
+    assert_eq!(agent.ask("connect"), "err EPERM", "new connect");
+    assert_eq!(agent.ask("udp"), "err EPERM", "UDP send");
+    assert_eq!(agent.ask("child"), "err EPERM", "a child forked after");
+    let before = posts(&server, "/v1/orders");
+    let r = agent.ask("post /v1/orders");
+    assert!(r.starts_with("err "), "the open keep-alive connection: {r}");
+    assert_eq!(
+        posts(&server, "/v1/orders"),
+        before,
+        "the server received a request from an isolated process"
+    );
+    // Nobody else is touched.
+    assert_eq!(bystander.ask("connect"), "ok");
+    assert_eq!(bystander.ask("post /v1/orders"), "ok 201");
+
+    let (ok, listing, err) = sensor.cli(&["isolated"]);
+    assert!(ok, "{err}");
+    assert!(
+        listing.contains(&pid) && listing.contains("e2e runaway"),
+        "{listing}"
+    );
+
+    let (ok, _, err) = sensor.cli(&["release", &pid]);
+    assert!(ok, "release: {err}");
+    assert_eq!(agent.ask("connect"), "ok");
+    assert_eq!(agent.ask("udp"), "ok");
+    assert_eq!(agent.ask("child"), "ok");
+    assert_eq!(agent.ask("post /v1/orders"), "ok 201");
+    let (ok, listing, _) = sensor.cli(&["isolated"]);
+    assert!(
+        ok && listing.contains("no process is isolated"),
+        "{listing}"
+    );
+    let (ok, _, err) = sensor.cli(&["release", &pid]);
+    assert!(!ok && err.contains("not isolated"), "{err}");
+
+    // Bad requests get clear answers.
+    let (ok, _, err) = sensor.cli(&["isolate", "1"]);
+    assert!(!ok && err.contains("protected"), "{err}");
+    let (ok, _, err) = sensor.cli(&["isolate", "4194000"]);
+    assert!(!ok && err.contains("no process 4194000"), "{err}");
+    let (ok, _, err) = sensor.cli(&["isolate", &pid, "--allow", "10.0.0.0/99"]);
+    assert!(!ok && err.contains("prefix"), "{err}");
+
+    let (_, stderr, events) = sensor.stop_with_events();
+    let acts = actions(&events);
+    let done: Vec<&str> = acts
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        acts.iter().any(|a| a["action"] == "isolate"
+            && a["outcome"] == "done"
+            && a["why"] == "e2e runaway"
+            && a["by"].as_str().unwrap().contains("uid 0")),
+        "{acts:?}"
+    );
+    assert!(
+        acts.iter()
+            .any(|a| a["action"] == "isolate" && a["outcome"] == "refused"),
+        "{done:?}"
+    );
+    assert!(
+        acts.iter()
+            .any(|a| a["action"] == "release" && a["outcome"] == "done"),
+        "{acts:?}"
+    );
+    // Nothing isolated at a clean stop: nothing left in the kernel.
+    assert!(
+        !std::path::Path::new("/sys/fs/bpf/sensor").exists(),
+        "pins left behind:\n{stderr}"
+    );
+}
+
+#[test]
+fn isolation_survives_a_daemon_crash_and_restart() {
+    let _g = serial();
+    if !require_root("isolation_survives_a_daemon_crash_and_restart") {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let sensor = Sensor::start_in(state.path(), &["--json"], None);
+    let server = HttpsServer::start("127.0.0.1");
+    let mut agent = Puppet::start(&server);
+    let pid = agent.pid.to_string();
+    let (ok, _, err) = sensor.cli(&["isolate", &pid, "--why", "before the crash"]);
+    assert!(ok, "{err}");
+    assert_eq!(agent.ask("connect"), "err EPERM");
+    sensor.crash();
+    // No daemon: the pinned programs and maps still enforce.
+    assert_eq!(
+        agent.ask("connect"),
+        "err EPERM",
+        "while the daemon is down"
+    );
+    let sensor = Sensor::start_in(state.path(), &["--json"], None);
+    assert_eq!(agent.ask("connect"), "err EPERM", "after the restart");
+    let (ok, listing, err) = sensor.cli(&["isolated"]);
+    assert!(ok, "{err}");
+    assert!(
+        listing.contains(&pid) && listing.contains("before the crash"),
+        "{listing}"
+    );
+    let (ok, _, err) = sensor.cli(&["release", &pid]);
+    assert!(ok, "{err}");
+    assert_eq!(agent.ask("connect"), "ok");
+    let (_, stderr) = sensor.stop();
+    assert!(
+        !std::path::Path::new("/sys/fs/bpf/sensor").exists(),
+        "{stderr}"
+    );
+}
+
+/// The start time /proc gives `pid`, in clock ticks.
+fn start_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(19).unwrap().parse().unwrap()
+}
+
+#[test]
+fn kill_is_pid_safe_and_takes_the_whole_tree() {
+    let _g = serial();
+    if !require_root("kill_is_pid_safe_and_takes_the_whole_tree") {
+        return;
+    }
+    let sensor = Sensor::start();
+    let mut tree = Command::new("sh")
+        .args(["-c", "sh -c 'sleep 60 & wait' & sleep 60 & wait"])
+        .spawn()
+        .unwrap();
+    let root = tree.id();
+    let ticks = start_ticks(root);
+    // A start time that is not this process's: refused, nothing killed.
+    let (ok, _, err) = sensor.cli(&[
+        "kill",
+        &root.to_string(),
+        "--tree",
+        "--start-ticks",
+        &(ticks + 1).to_string(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("reused"), "{err}");
+    assert!(std::path::Path::new(&format!("/proc/{root}")).exists());
+    // Let the tree form: root → (sh → sleep, sleep).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let pids = loop {
+        let out = Command::new("pgrep")
+            .args(["-P", &root.to_string()])
+            .output()
+            .unwrap();
+        let kids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let grandkids: Vec<String> = kids
+            .iter()
+            .flat_map(|k| {
+                let out = Command::new("pgrep").args(["-P", k]).output().unwrap();
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if kids.len() == 2 && grandkids.len() == 1 {
+            break [kids, grandkids].concat();
+        }
+        assert!(std::time::Instant::now() < deadline, "tree did not form");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (ok, out, err) = sensor.cli(&[
+        "kill",
+        &root.to_string(),
+        "--tree",
+        "--start-ticks",
+        &ticks.to_string(),
+        "--why",
+        "e2e",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&root.to_string()), "{out}");
+    let status = tree.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    // Descendants are reaped by init once gone; none may be alive.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for p in &pids {
+        let state = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        assert!(
+            state.is_empty() || state.contains(") Z "),
+            "descendant {p} still alive: {state}"
+        );
+    }
+    let (ok, _, err) = sensor.cli(&["kill", &root.to_string()]);
+    assert!(!ok && err.contains("no process"), "{err}");
+    let (_, _, events) = sensor.stop_with_events();
+    let acts = actions(&events);
+    assert!(
+        acts.iter()
+            .any(|a| a["action"] == "kill_tree" && a["outcome"] == "refused"),
+        "{acts:?}"
+    );
+    let done = acts
+        .iter()
+        .find(|a| a["action"] == "kill_tree" && a["outcome"] == "done")
+        .unwrap_or_else(|| panic!("{acts:?}"));
+    assert_eq!(done["pids"].as_array().unwrap().len(), 4, "{done}");
+}
+
+/// The ordering agent of the incident: it asks the model, which asks for
+/// `place_order`, and places the order over HTTPS.
+const ORDERER: &str = r#"
+import sys
+import httpx, openai
+
+base = sys.argv[1]
+client = openai.OpenAI(base_url=base + "/v1", api_key="sk-orderer-PLANTED",
+                       http_client=httpx.Client(verify=False))
+tools = [{"type": "function", "function": {"name": "place_order", "parameters": {"type": "object"}}}]
+reply = client.chat.completions.create(
+    model="gpt-e2e", messages=[{"role": "user", "content": "restock!"}], tools=tools)
+call = reply.choices[0].message.tool_calls[0]
+vendor = httpx.Client(verify=False, headers={"authorization": "Bearer vendor-PLANTED"})
+vendor.get(base + "/v1/catalog")
+for _ in range(38):
+    vendor.post(base + "/v1/orders", content=call.function.arguments)
+print("all orders placed")
+"#;
+
+#[test]
+fn an_armed_agent_is_killed_at_its_first_order_before_it_leaves() {
+    let _g = serial();
+    if !require_root("an_armed_agent_is_killed_at_its_first_order_before_it_leaves") {
+        return;
+    }
+    let config =
+        "[[response.arm]]\nagent = \"orderer.py\"\ndeny = [\"POST /v1/orders\", \"DELETE /\"]\n";
+    let sensor = Sensor::start_with(&["--json"], Some(config));
+    let server = HttpsServer::start("127.0.0.1");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("orderer.py");
+    std::fs::write(&script, ORDERER).unwrap();
+    let out = Command::new(venv_python())
+        .arg(&script)
+        .arg(format!("https://127.0.0.1:{}", server.port))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "{:?}", out);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("all orders placed"));
+    // What it did before the order went through; the order never left.
+    let reqs = server.requests();
+    assert!(
+        reqs.iter().any(|r| r.starts_with("REQ GET /v1/catalog ")),
+        "{reqs:?}"
+    );
+    assert_eq!(posts(&server, "/v1/orders"), 0, "{reqs:?}");
+    let blocked = sensor.wait_for("the blocked order", |v| kind(v) == "blocked");
+    assert_eq!(blocked["pattern"], "POST /v1/orders", "{blocked}");
+    assert_eq!(blocked["agent"], "orderer.py", "{blocked}");
+    assert_eq!(blocked["killed"], true, "{blocked}");
+    let (_, stderr, events) = sensor.stop_with_events();
+    assert!(!stderr.contains("PLANTED"));
+    for e in &events {
+        assert!(!e.to_string().contains("PLANTED"), "{e}");
+    }
+}
