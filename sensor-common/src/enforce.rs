@@ -39,16 +39,26 @@ unsafe impl aya::Pod for Isolation {}
 pub const ARM_RULES_MAX: usize = 8;
 pub const ARM_PATTERN_MAX: usize = 64;
 
-/// The deny patterns of one armed process (keyed by tgid in `ARMED`): the
-/// first bytes of an HTTP/1.x request, "METHOD /path-prefix". A TLS write
-/// that starts with one of them kills the process before the library
-/// encrypts it.
+/// What the kernel does at a TLS write matching an armed pattern.
+/// Kill the process (SIGKILL) before the library encrypts the request.
+pub const ARM_KILL: u8 = 0;
+/// Stop the whole process (SIGSTOP) until a person approves (SIGCONT: the
+/// same write then goes on) or denies.
+pub const ARM_HOLD: u8 = 1;
+/// Let it through: an approved ("remembered") request, checked before the
+/// patterns that would hold it.
+pub const ARM_ALLOW: u8 = 2;
+
+/// The patterns of one armed process (keyed by tgid in `ARMED`): the first
+/// bytes of an HTTP/1.x request, "METHOD /path-prefix", each with an
+/// action (`ARM_*`). The first pattern a TLS write starts with decides.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ArmRules {
     pub len: u32,
     pub pattern_len: [u32; ARM_RULES_MAX],
     pub patterns: [[u8; ARM_PATTERN_MAX]; ARM_RULES_MAX],
+    pub action: [u8; ARM_RULES_MAX],
 }
 
 impl Default for ArmRules {
@@ -57,6 +67,7 @@ impl Default for ArmRules {
             len: 0,
             pattern_len: [0; ARM_RULES_MAX],
             patterns: [[0; ARM_PATTERN_MAX]; ARM_RULES_MAX],
+            action: [ARM_KILL; ARM_RULES_MAX],
         }
     }
 }

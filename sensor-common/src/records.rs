@@ -198,6 +198,13 @@ pub struct BlockedRecord {
     pub rule: u32,
     /// `bpf_send_signal`'s result: 0 when the signal was queued.
     pub signal_result: i32,
+    /// The write's buffer and length in the process: a held (stopped)
+    /// process's request is read from there by the daemon.
+    pub buf: u64,
+    pub len: u64,
+    /// `ARM_KILL` or `ARM_HOLD`.
+    pub action: u32,
+    pub _pad: u32,
 }
 
 /// The kernel's scratch layout for building a TlsData record.

@@ -6,7 +6,8 @@
 //! - Connections that already exist: `cgroup_skb` egress and ingress drop
 //!   packets of sockets whose owner is isolated. Owners are recorded by
 //!   socket cookie at connect (here) and, for sockets older than the
-//!   sensor, written by the daemon from sock_diag when it isolates.
+//!   sensor, written by the daemon from sock_diag when it isolates. A
+//!   socket once cut stays cut (`CUT_SOCKS`), even after release or exit.
 //! - Forks of an isolated process are isolated at fork (`process.rs`), and
 //!   an isolated process's entry goes when it exits, so a reused pid is
 //!   never isolated by mistake while the daemon runs (and the daemon checks
@@ -28,8 +29,8 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockAddrContext},
 };
 use sensor_common::{
-    AF_INET, AF_INET6, ARM_PATTERN_MAX, ARM_RULES_MAX, ArmRules, BlockedRecord, EventKind,
-    ISOLATE_ALLOW_LOOPBACK, ISOLATE_ALLOW_MAX, Isolation,
+    AF_INET, AF_INET6, ARM_ALLOW, ARM_HOLD, ARM_KILL, ARM_PATTERN_MAX, ARM_RULES_MAX, ArmRules,
+    BlockedRecord, EventKind, ISOLATE_ALLOW_LOOPBACK, ISOLATE_ALLOW_MAX, Isolation,
 };
 
 use crate::emit;
@@ -45,17 +46,31 @@ pub static ISOLATED: HashMap<u32, Isolation> = HashMap::pinned(4096, 0);
 #[map]
 pub static SOCK_OWNER: LruHashMap<u64, u32> = LruHashMap::pinned(65536, 0);
 
-/// Slot 0: number of isolated processes as the daemon last wrote it. When
-/// 0 every packet and connect takes the fast path (one array lookup).
+/// Slot 0: number of isolated processes as the daemon last wrote it;
+/// slot 1: non-zero once a socket has been cut (set here). When both are 0
+/// every packet and connect takes the fast path (array lookups only).
 #[map]
-pub static ENFORCE_ON: Array<u32> = Array::pinned(1, 0);
+pub static ENFORCE_STATE: Array<u32> = Array::pinned(2, 0);
+
+/// Sockets of isolated processes whose packets were dropped: cut for good.
+/// TCP keeps retransmitting what was queued, and would deliver it once the
+/// owner exits (its isolation ends with it) or is released: a request made
+/// while isolated must never arrive later. Keyed by socket cookie (unique
+/// per boot, so pid reuse cannot matter); LRU, sockets end without a hook.
+#[map]
+pub static CUT_SOCKS: LruHashMap<u64, u32> = LruHashMap::pinned(16384, 0);
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
 
 #[inline(always)]
 fn active() -> bool {
-    matches!(ENFORCE_ON.get(0), Some(n) if *n != 0)
+    matches!(ENFORCE_STATE.get(0), Some(n) if *n != 0)
+}
+
+#[inline(always)]
+fn any_cut() -> bool {
+    matches!(ENFORCE_STATE.get(1), Some(n) if *n != 0)
 }
 
 #[inline(always)]
@@ -95,11 +110,16 @@ pub fn forget(tgid: u32) {
     let _ = ARMED.remove(&tgid);
 }
 
+const SIGKILL: u32 = 9;
+const SIGSTOP: u32 = 19;
+
 /// Called at the entry of a TLS write: if the process is armed and the
-/// plaintext starts with one of its deny patterns, SIGKILL it now. The
-/// signal is delivered on the return from this probe to user space, before
-/// the library's first instruction runs: the bytes are never encrypted,
-/// let alone sent (`bpf_send_signal`, https://docs.ebpf.io/linux/helper-function/bpf_send_signal/).
+/// plaintext starts with one of its patterns, SIGKILL (deny) or SIGSTOP
+/// (hold) it now. The signal is delivered on the return from this probe
+/// to user space, before the library's code goes on (a uprobe defers
+/// signals only across the single-stepped first instruction): the bytes
+/// are not encrypted, let alone sent (`bpf_send_signal`,
+/// https://docs.ebpf.io/linux/helper-function/bpf_send_signal/).
 /// Returns true when it killed.
 #[inline(always)]
 pub fn block_armed_write(tgid: u32, conn: u64, buf: u64, len: u64) -> bool {
@@ -133,17 +153,32 @@ pub fn block_armed_write(tgid: u32, conn: u64, buf: u64, len: u64) -> bool {
                 j += 1;
             }
             if same {
-                let signal_result = unsafe { bpf_send_signal(9) } as i32;
+                let action = rules.action[i];
+                if action == ARM_ALLOW {
+                    return false;
+                }
+                let sig = if action == ARM_HOLD { SIGSTOP } else { SIGKILL };
+                // The signal is delivered on the way back to user space,
+                // before the library runs: the request is not encrypted,
+                // and a stopped process goes on with this very write once
+                // continued. bpf_send_signal signals the whole thread
+                // group, so no other thread can send it meanwhile.
+                let signal_result = unsafe { bpf_send_signal(sig) } as i32;
                 if let Some(mut entry) = emit::reserve::<BlockedRecord>() {
                     entry.write(BlockedRecord {
                         header: emit::current_header(EventKind::Blocked),
                         conn,
                         rule: i as u32,
                         signal_result,
+                        buf,
+                        len,
+                        action: u32::from(action),
+                        _pad: 0,
                     });
                     emit::submit(entry);
                 }
-                return true;
+                // A held write is captured as usual once it goes on.
+                return action == ARM_KILL;
             }
         }
         i += 1;
@@ -245,10 +280,17 @@ pub fn isolate_sendmsg6(ctx: SockAddrContext) -> i32 {
 /// Packets of an isolated owner's sockets are dropped both ways, so a
 /// keep-alive connection opened before isolation goes silent too.
 fn check_skb(ctx: &SkBuffContext) -> i32 {
-    if !active() {
+    let (active, any_cut) = (active(), any_cut());
+    if !active && !any_cut {
         return ALLOW;
     }
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    if any_cut && unsafe { CUT_SOCKS.get(&cookie) }.is_some() {
+        return DENY;
+    }
+    if !active {
+        return ALLOW;
+    }
     let Some(owner) = (unsafe { SOCK_OWNER.get(&cookie) }) else {
         return ALLOW;
     };
@@ -263,7 +305,15 @@ fn check_skb(ctx: &SkBuffContext) -> i32 {
         }
         _ => true,
     };
-    if ok { ALLOW } else { DENY }
+    if ok {
+        return ALLOW;
+    }
+    let owner = *owner;
+    let _ = CUT_SOCKS.insert(&cookie, &owner, 0);
+    if let Some(flag) = ENFORCE_STATE.get_ptr_mut(1) {
+        unsafe { *flag = 1 };
+    }
+    DENY
 }
 
 #[cgroup_skb(egress)]

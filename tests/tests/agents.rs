@@ -187,7 +187,7 @@ fn openai_sdk_agent_and_its_tool_child() {
 }
 
 const BUYER: &str = r#"
-import os, sys
+import os, sys, time
 import httpx, openai
 
 base = sys.argv[1]
@@ -203,9 +203,11 @@ else:
     reply = client.chat.completions.create(
         model="gpt-e2e", messages=[{"role": "user", "content": "restock!"}], tools=tools)
     call = reply.choices[0].message.tool_calls[0]
-    # The runaway: the same order, again and again. Once isolated (enforce
+    # The runaway: the same order, again and again, at machine speed (a
+    # model turn per order would take far longer). Once isolated (enforce
     # mode), the orders fail; it keeps trying, like a real runaway.
     for _ in range(int(os.environ.get("BUYER_ORDERS", "6"))):
+        time.sleep(0.05)
         try:
             http.post(base + "/v1/orders", content=call.function.arguments, timeout=3)
         except httpx.HTTPError as e:
@@ -371,12 +373,28 @@ fn enforce_mode_isolates_the_runaway_on_its_finding() {
         .iter()
         .filter(|r| r.starts_with("REQ POST /v1/orders "))
         .count();
-    // The finding comes at the fifth order; the orders the agent sent
-    // while the sensor was still reading the fifth exchange may land, then
-    // nothing does.
-    eprintln!("orders delivered: {delivered} of {attempts} attempted (finding at the 5th)");
-    assert!(
-        (5..attempts / 2).contains(&delivered),
-        "{delivered} of {attempts} orders reached the vendor"
+    // The finding comes at the fifth order; isolation follows within the
+    // pipeline's reaction time (about 10 ms, the ring buffer poll), before
+    // the next order 50 ms later. A loop faster than that outruns
+    // detection: that is what arming (in-kernel matching) is for.
+    let orders: Vec<&Value> = events
+        .iter()
+        .filter(|v| {
+            kind(v) == "api_call" && pid(v) == u64::from(runaway) && v["path"] == "/v1/orders"
+        })
+        .collect();
+    let ms = |v: &Value| v["ts_unix_ns"].as_u64().unwrap_or(0) as f64 / 1e6;
+    eprintln!(
+        "orders delivered: {delivered} of {attempts} attempted (finding at the 5th); \
+         5th order at {:.1} ms, action at {:.1} ms, last order at {:.1} ms",
+        ms(orders[4]) - ms(orders[0]),
+        ms(action) - ms(orders[0]),
+        ms(orders[orders.len() - 1]) - ms(orders[0])
+    );
+    assert_eq!(
+        delivered,
+        5,
+        "orders reached the vendor; the vendor saw {:?}",
+        server.requests()
     );
 }

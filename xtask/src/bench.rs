@@ -14,11 +14,27 @@ use anyhow::{Context, Result, bail};
 
 use crate::cmd::{build_sensor, is_root};
 
-pub fn run(seconds: u64, rounds: usize) -> Result<()> {
+pub fn run(seconds: u64, rounds: usize, only: Option<&str>) -> Result<()> {
     if !is_root() {
         bail!("the benchmark starts the sensor, which needs root");
     }
     let bin = build_sensor(true)?;
+    match only {
+        None | Some("connect") => connect(&bin, seconds, rounds)?,
+        Some("https" | "response") => {}
+        Some(other) => bail!("--only {other}: one of connect, https, response"),
+    }
+    if matches!(only, None | Some("https")) {
+        crate::bench_https::run(&bin, seconds, rounds)?;
+    }
+    if matches!(only, None | Some("response")) {
+        crate::bench_response::run(&bin)?;
+    }
+    Ok(())
+}
+
+/// Loopback connect + close, sensor off and on.
+fn connect(bin: &std::path::Path, seconds: u64, rounds: usize) -> Result<()> {
     let dur = Duration::from_secs(seconds);
     let listener = TcpListener::bind("127.0.0.1:0")?;
     // The loop runs on CPU 0 and the sensor on CPU 1, so the ratio measures
@@ -34,7 +50,7 @@ pub fn run(seconds: u64, rounds: usize) -> Result<()> {
     let (mut off, mut on) = (Vec::new(), Vec::new());
     for r in 1..=rounds {
         let off_rate = connect_loop(&listener, dur)?;
-        let sensor = RunningSensor::start(&bin)?;
+        let sensor = RunningSensor::start(bin)?;
         let (n, on_rate) = {
             let start = Instant::now();
             let n = connect_count(&listener, dur)?;
@@ -64,7 +80,7 @@ pub fn run(seconds: u64, rounds: usize) -> Result<()> {
     // A separate round with kernel.bpf_stats_enabled (on while this fd is
     // open): it times every program run, which would bias the rounds above.
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
-    let sensor = RunningSensor::start(&bin)?;
+    let sensor = RunningSensor::start(bin)?;
     let made = connect_count(&listener, dur)?;
     let ns = programs_ns_per_connect(made);
     sensor.stop()?;
@@ -72,7 +88,6 @@ pub fn run(seconds: u64, rounds: usize) -> Result<()> {
     println!(
         "kernel programs: {ns:.0} ns per connect (all the sensor's programs, profiled round); the rest of the added cost is the kernel's syscall-tracepoint path, which every syscall of every process takes while a syscall tracepoint is attached"
     );
-    crate::bench_https::run(&bin, seconds, rounds)?;
     Ok(())
 }
 
@@ -180,10 +195,16 @@ pub struct RunningSensor {
 
 impl RunningSensor {
     pub fn start(bin: &std::path::Path) -> Result<Self> {
+        Self::start_with(bin, &[])
+    }
+
+    /// With extra `sensor run` arguments (config, state directory).
+    pub fn start_with(bin: &std::path::Path, args: &[&std::ffi::OsStr]) -> Result<Self> {
         let mut child = Command::new("taskset")
             .args(["--cpu-list", "1"])
             .arg(bin)
             .args(["run", "--json"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -30,51 +30,86 @@ while time.monotonic() < end:
 print(n)
 "#;
 
-pub fn run(bin: &std::path::Path, seconds: u64, rounds: usize) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("sensor-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?
-        .success();
-    if !ok {
-        bail!("openssl could not make the bench certificate");
-    }
-    let mut server = Command::new("python3")
-        .arg(root().join("tests/fixtures/https_server.py"))
-        .arg(&cert)
-        .arg(&key)
-        .arg("127.0.0.1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the HTTPS bench server")?;
-    let mut lines = BufReader::new(server.stdout.take().context("server stdout")?).lines();
-    let port: u16 = lines
-        .next()
-        .and_then(Result::ok)
-        .and_then(|l| l.strip_prefix("PORT ").and_then(|p| p.parse().ok()))
-        .context("the bench server did not report its port")?;
-    // Drain the server's per-request lines so it never blocks on stdout.
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+/// The tests' HTTPS fixture server with a fresh self-signed certificate;
+/// every request line it reports is kept.
+pub struct BenchServer {
+    pub port: u16,
+    child: std::process::Child,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    dir: std::path::PathBuf,
+}
 
+impl BenchServer {
+    pub fn start() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("sensor-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let ok = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?
+            .success();
+        if !ok {
+            bail!("openssl could not make the bench certificate");
+        }
+        let mut child = Command::new("python3")
+            .arg(root().join("tests/fixtures/https_server.py"))
+            .arg(&cert)
+            .arg(&key)
+            .arg("127.0.0.1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the HTTPS bench server")?;
+        let mut lines = BufReader::new(child.stdout.take().context("server stdout")?).lines();
+        let port: u16 = lines
+            .next()
+            .and_then(Result::ok)
+            .and_then(|l| l.strip_prefix("PORT ").and_then(|p| p.parse().ok()))
+            .context("the bench server did not report its port")?;
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        // Drained continuously so the server never blocks on stdout.
+        let kept = requests.clone();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(l);
+            }
+        });
+        Ok(Self {
+            port,
+            child,
+            requests,
+            dir,
+        })
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn run(bin: &std::path::Path, seconds: u64, rounds: usize) -> Result<()> {
+    let server = BenchServer::start()?;
+    let port = server.port;
     let client = |secs: u64| -> Result<f64> {
         let out = Command::new("python3")
             .args(["-c", CLIENT, &port.to_string(), &secs.to_string()])
@@ -105,9 +140,7 @@ pub fn run(bin: &std::path::Path, seconds: u64, rounds: usize) -> Result<()> {
         off.push(o);
         on.push(n);
     }
-    let _ = server.kill();
-    let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(server);
     let (m_off, m_on) = (median(&mut off), median(&mut on));
     println!(
         "median: off {m_off:.0} req/s, on {m_on:.0} req/s, on/off ratio {:.3} (target >= 0.90); added {:.1} us per request (client and server share the 2 CPUs with the sensor; each SSL call of both costs an entry and a return uprobe)",

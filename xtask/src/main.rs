@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_https;
+mod bench_response;
 mod cmd;
 mod fuzz;
 mod setup;
@@ -50,6 +51,9 @@ enum Command {
         /// Off/on round pairs; medians are reported.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Only one part: connect, https or response.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -70,9 +74,13 @@ fn main() -> Result<()> {
             setup::ensure()?;
             fuzz::run_all(seconds)
         }
-        Command::Bench { seconds, rounds } => {
+        Command::Bench {
+            seconds,
+            rounds,
+            only,
+        } => {
             setup::ensure()?;
-            bench::run(seconds, rounds)
+            bench::run(seconds, rounds, only.as_deref())
         }
     }
 }

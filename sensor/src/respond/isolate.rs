@@ -215,7 +215,28 @@ fn words(net: &Net) -> (Vec<u32>, Vec<u32>) {
     (word(&masked), word(mask_bytes))
 }
 
+impl Net {
+    fn contains(&self, ip: IpAddr) -> bool {
+        let (bits, a, b) = match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(ip)) => {
+                (32, u128::from(n.to_bits()), u128::from(ip.to_bits()))
+            }
+            (IpAddr::V6(n), IpAddr::V6(ip)) => (128, n.to_bits(), ip.to_bits()),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.prefix);
+        shift >= bits || (a >> shift) == (b >> shift)
+    }
+}
+
 impl Options {
+    /// Whether a connection to `ip` stays allowed, as the kernel decides
+    /// it (a v4-mapped IPv6 address counts as its IPv4 address).
+    fn allows(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        (self.allow_loopback && ip.is_loopback()) || self.allow.iter().any(|n| n.contains(ip))
+    }
+
     fn to_kernel(&self, start_ns: u64, since_ns: u64) -> Result<Isolation, RespondError> {
         let mut iso = Isolation {
             start_ns,
@@ -329,7 +350,7 @@ impl Isolator {
         let mut me = Self {
             isolated: HashMap::try_from(map(bpf, "ISOLATED")?)?,
             owners: HashMap::try_from(map(bpf, "SOCK_OWNER")?)?,
-            on: Array::try_from(map(bpf, "ENFORCE_ON")?)?,
+            on: Array::try_from(map(bpf, "ENFORCE_STATE")?)?,
             notes_path,
             notes,
         };
@@ -396,24 +417,45 @@ impl Isolator {
                 .insert(&p, &iso, 0)
                 .map_err(|e| RespondError::Kernel(format!("writing ISOLATED: {e}")))?;
             self.notes.insert(note_key(p, ticks), note.clone());
-            // Connections it already holds (keep-alive ones, or older than
-            // the sensor) are cut by their socket cookies.
-            match socket_cookies_pending(p) {
-                Ok(socks) => {
-                    for s in socks {
-                        let _ = self.owners.insert(&s.cookie, &p, 0);
-                    }
-                }
-                Err(e) => {
-                    warn!(pid = p, error = %format!("{e:#}"), "could not list the process's sockets; its existing connections may stay open")
-                }
-            }
+            self.cut_open_connections(p, opts);
             done.push((p, ticks));
         }
         let n = self.isolated.keys().count() as u32;
         let _ = self.on.set(0, &n, 0);
         self.save_notes();
         Ok(done)
+    }
+
+    /// Connections `pid` already holds (keep-alive ones, or older than the
+    /// sensor) to destinations that are not allowed: their cookies go to
+    /// the kernel's owner table, so the skb programs drop their packets,
+    /// and TCP ones are aborted, so that data already queued is discarded
+    /// rather than retransmitted once enforcement ends (on release, or a
+    /// clean stop after the process exits).
+    fn cut_open_connections(&mut self, pid: u32, opts: &Options) {
+        let cut = |s: &super::sockets::SockInfo| {
+            !s.remote.ip().is_unspecified() && !opts.allows(s.remote.ip())
+        };
+        let (socks, cuts) = match super::sockets::cut_tcp(pid, &cut) {
+            Ok(found) => found,
+            Err(e) => {
+                warn!(pid, error = %format!("{e:#}"), "could not list the process's sockets; its existing connections may stay open");
+                return;
+            }
+        };
+        for s in &socks {
+            let _ = self.owners.insert(&s.cookie, &pid, 0);
+        }
+        for c in cuts {
+            match c.result {
+                Ok(()) => info!(pid, remote = %c.sock.remote, "aborted an open connection"),
+                // Closed meanwhile: nothing left to cut.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => {
+                    warn!(pid, remote = %c.sock.remote, error = %e, "could not abort an open connection; the kernel still drops its packets while the process is isolated")
+                }
+            }
+        }
     }
 
     /// Releases `pid` and everything isolated because of it (its forks).
@@ -521,17 +563,35 @@ pub fn on_clean_stop(isolator: Option<&mut Isolator>) {
     }
 }
 
-// TEMP until respond::sockets lands.
-struct PendingSock {
-    cookie: u64,
-}
-fn socket_cookies_pending(_p: u32) -> Result<Vec<PendingSock>> {
-    Ok(vec![])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowed_destinations_match_what_the_kernel_lets_through() {
+        let opts = Options {
+            tree: false,
+            allow_loopback: true,
+            allow: vec!["10.1.0.0/16".parse().unwrap(), "fd00::/8".parse().unwrap()],
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(opts.allows(ip("127.0.0.1")));
+        assert!(opts.allows(ip("::1")));
+        assert!(opts.allows(ip("::ffff:127.0.0.2")));
+        assert!(opts.allows(ip("10.1.255.3")));
+        assert!(opts.allows(ip("::ffff:10.1.0.9")));
+        assert!(opts.allows(ip("fd12::1")));
+        assert!(!opts.allows(ip("10.2.0.1")));
+        assert!(!opts.allows(ip("fe80::1")));
+        assert!(!opts.allows(ip("93.184.216.34")));
+        let none = Options {
+            tree: false,
+            allow_loopback: false,
+            allow: vec!["0.0.0.0/0".parse().unwrap()],
+        };
+        assert!(!none.allows(ip("::1")));
+        assert!(none.allows(ip("127.0.0.1")));
+    }
 
     #[test]
     fn networks_parse_and_round_trip_through_kernel_words() {

@@ -1,24 +1,33 @@
-//! Pid-safe kill: the process is pinned by a pidfd first, then checked
-//! (start time, protection), then signalled through that pidfd, so a pid
-//! reused between the check and the signal can never be hit.
+//! Pid-safe kill.
+//!
+//! A pid alone is a weak name: the process an event named may have exited
+//! and its number gone to another. So each process is first pinned with a
+//! pidfd, only then checked (start time, protection), and signalled
+//! through that pidfd. If the number was reused before the open, the check
+//! reads the newcomer's start time and refuses. If the process dies after
+//! the open, the signal finds the pinned process gone (ESRCH) instead of
+//! reaching whoever holds the number by then. Checking before the open
+//! would leave exactly that window.
 
 use std::{
+    collections::HashSet,
     io,
-    os::fd::{FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
 };
 
 use super::RespondError;
 
-/// The process to kill; `start_time` (clock ticks since boot) must match
-/// when given.
+/// The process to kill. `start_time` is in clock ticks since boot, as in
+/// field 22 of /proc/PID/stat and in every event; when given it must match.
 #[derive(Clone, Copy, Debug)]
 pub struct Target {
     pub pid: u32,
     pub start_time: Option<u64>,
 }
 
-/// Executables or names never killed, besides the built-in protections
-/// (the sensor, init, kernel threads).
+/// Executables (the /proc/PID/exe target) or command names (comm) never
+/// killed, besides the built-in protections: the sensor, init and kernel
+/// threads.
 #[derive(Clone, Debug, Default)]
 pub struct Protect {
     pub exes: Vec<String>,
@@ -39,207 +48,443 @@ impl Protect {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         self.exes
             .iter()
-            .find(|e| **e == exe || e.as_str() == comm.trim())
+            .find(|e| **e == exe || e.as_str() == comm.trim_end())
             .map(|e| format!("on the protected list ({e})"))
     }
 }
 
-/// What was killed (pid, start ticks) in order, and what was left alone.
+/// What was killed, as (pid, start ticks) in the order signalled, and the
+/// descendants left alone with the reason.
 #[derive(Debug, Default)]
 pub struct Killed {
     pub pids: Vec<(u32, u64)>,
     pub skipped: Vec<(u32, String)>,
 }
 
+/// Refusals share the responder's error type so every action reports
+/// them in the same words.
 pub type KillError = RespondError;
 
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall; on success the return value is a new fd we own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by pidfd_open and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
+/// How many times a tree is rescanned for children forked while it was
+/// being killed: a parent that respawns a child as fast as it dies would
+/// otherwise keep the kill going forever.
+const TREE_ROUNDS: usize = 4;
 
-fn pidfd_kill(fd: &OwnedFd) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: plain syscall on a pidfd we own; null siginfo means "as kill(2)".
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Kills one process: pidfd first, checks after (see the module doc).
-fn kill_one(pid: u32, start: Option<u64>, protect: &Protect) -> Result<u64, RespondError> {
-    let fd = pidfd_open(pid).map_err(|e| match e.raw_os_error() {
-        Some(libc::ESRCH) => RespondError::NoSuchProcess(pid),
-        Some(libc::EPERM) => RespondError::Kernel(format!("not permitted to open process {pid}")),
-        _ => RespondError::Kernel(format!("pidfd_open({pid}): {e}")),
-    })?;
-    let ticks = super::check_target(pid, start)?;
-    if let Some(why) = protect.why(pid) {
-        return Err(RespondError::Protected { pid, why });
-    }
-    pidfd_kill(&fd).map_err(|e| match e.raw_os_error() {
-        // Exited between the check and the signal: nothing left to kill.
-        Some(libc::ESRCH) => RespondError::NoSuchProcess(pid),
-        Some(libc::EPERM) => RespondError::Kernel(format!("not permitted to kill process {pid}")),
-        _ => RespondError::Kernel(format!("pidfd_send_signal({pid}): {e}")),
-    })?;
-    Ok(ticks)
-}
-
-/// Kills `target`; with `tree`, its descendants first, deepest first, so
-/// no child is left to be re-parented and carry on. Protected or vanished
-/// descendants are reported, not fatal; the target itself must be killable.
+/// Kills `target`. With `tree`, the whole tree is first frozen top-down
+/// (SIGSTOP: the root first, so nothing stopped can fork or notice a
+/// child's death and carry on), rescanning for children forked meanwhile,
+/// and then killed, descendants before ancestors and the root last.
+/// Protected descendants are left running and reported in `skipped`, ones
+/// that exit meanwhile are dropped silently; the root itself being gone,
+/// reused, protected or out of reach is an error and nothing is killed.
 pub fn kill(target: &Target, tree: bool, protect: &Protect) -> Result<Killed, KillError> {
-    // The root is checked before anything is done to its tree.
-    let root_ticks = super::check_target(target.pid, target.start_time)?;
-    if let Some(why) = protect.why(target.pid) {
-        return Err(RespondError::Protected {
-            pid: target.pid,
-            why,
-        });
-    }
+    let root = Pinned::new(target.pid, target.start_time, protect)?;
     let mut out = Killed::default();
-    if tree {
-        // Parents come before children in `descendants`: reversed, leaves
-        // go first.
-        for (pid, ticks) in super::descendants(target.pid).into_iter().rev() {
-            match kill_one(pid, Some(ticks), protect) {
-                Ok(t) => out.pids.push((pid, t)),
-                Err(RespondError::NoSuchProcess(_)) => {}
+    if !tree {
+        out.pids.push((root.pid, root.kill()?));
+        return Ok(out);
+    }
+    root.signal(libc::SIGSTOP)?;
+    let mut frozen: Vec<Pinned> = Vec::new();
+    let mut seen = HashSet::new();
+    for _ in 0..TREE_ROUNDS {
+        // The stopped root keeps its pid, so parent links still lead to
+        // its descendants (module doc).
+        let fresh: Vec<(u32, u64)> = super::descendants(root.pid)
+            .into_iter()
+            .filter(|d| seen.insert(*d))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        // `descendants` lists parents before children: each is stopped
+        // before it could fork again.
+        for (pid, ticks) in fresh {
+            match Pinned::new(pid, Some(ticks), protect)
+                .and_then(|p| p.signal(libc::SIGSTOP).map(|()| p))
+            {
+                Ok(p) => frozen.push(p),
+                Err(RespondError::NoSuchProcess(_) | RespondError::Reused { .. }) => {}
                 Err(e) => out.skipped.push((pid, e.to_string())),
             }
         }
     }
-    let t = kill_one(target.pid, Some(root_ticks), protect)?;
-    out.pids.push((target.pid, t));
+    for p in frozen.iter().rev() {
+        match p.kill() {
+            Ok(ticks) => out.pids.push((p.pid, ticks)),
+            Err(e) => out.skipped.push((p.pid, e.to_string())),
+        }
+    }
+    match root.kill() {
+        Ok(ticks) => out.pids.push((root.pid, ticks)),
+        Err(e) => {
+            // Not left frozen by a kill that failed.
+            let _ = root.signal(libc::SIGCONT);
+            return Err(e);
+        }
+    }
     Ok(out)
+}
+
+/// A process held by a pidfd and checked to be the one meant.
+struct Pinned {
+    pid: u32,
+    ticks: u64,
+    fd: OwnedFd,
+}
+
+impl Pinned {
+    fn new(pid: u32, expected: Option<u64>, protect: &Protect) -> Result<Self, RespondError> {
+        let fd = pidfd_open(pid)?;
+        // Only now, with the process pinned, is /proc read (module doc).
+        let stat = procfs::process::Process::new(pid as i32)
+            .and_then(|p| p.stat())
+            .map_err(|_| RespondError::NoSuchProcess(pid))?;
+        // A zombie has already died; killing it again would report a kill
+        // that did nothing.
+        if stat.state == 'Z' {
+            return Err(RespondError::NoSuchProcess(pid));
+        }
+        if let Some(expected) = expected
+            && expected != stat.starttime
+        {
+            return Err(RespondError::Reused {
+                pid,
+                expected,
+                actual: stat.starttime,
+            });
+        }
+        if let Some(why) = protect.why(pid) {
+            return Err(RespondError::Protected { pid, why });
+        }
+        Ok(Self {
+            pid,
+            ticks: stat.starttime,
+            fd,
+        })
+    }
+
+    /// SIGKILL; returns the start ticks checked when pinned.
+    fn kill(&self) -> Result<u64, RespondError> {
+        match self.signal(libc::SIGKILL) {
+            // It died on its own between the check and the signal: it is
+            // gone either way, which is what was asked.
+            Ok(()) | Err(RespondError::NoSuchProcess(_)) => Ok(self.ticks),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn signal(&self, sig: libc::c_int) -> Result<(), RespondError> {
+        // SAFETY: a plain syscall on a pidfd we own; a null siginfo means
+        // "as kill(2) would send it".
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        let pid = self.pid;
+        Err(match e.raw_os_error() {
+            Some(libc::ESRCH) => RespondError::NoSuchProcess(pid),
+            Some(libc::EPERM) => RespondError::Kernel(format!(
+                "not permitted to signal process {pid} (the sensor needs CAP_KILL in its namespace)"
+            )),
+            _ => RespondError::Kernel(format!("pidfd_send_signal({pid}): {e}")),
+        })
+    }
+}
+
+fn pidfd_open(pid: u32) -> Result<OwnedFd, RespondError> {
+    // 0 and negative pid_t values mean something else to the kernel.
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return Err(RespondError::NoSuchProcess(pid));
+    };
+    if raw == 0 {
+        return Err(RespondError::NoSuchProcess(pid));
+    }
+    // SAFETY: a plain syscall; on success it returns a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
+    if fd >= 0 {
+        // SAFETY: fd was just returned by pidfd_open and nobody else has it.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+    }
+    let e = io::Error::last_os_error();
+    Err(match e.raw_os_error() {
+        Some(libc::ESRCH) => RespondError::NoSuchProcess(pid),
+        // Only thread-group leaders have a pidfd: a thread id names a
+        // thread, and a responder should be told which process owns it.
+        Some(libc::EINVAL) => match procfs::process::Process::new(raw).and_then(|p| p.status()) {
+            Ok(s) if s.tgid as u32 != pid => RespondError::Invalid(format!(
+                "{pid} is a thread of process {}, not a process: kill {} instead",
+                s.tgid, s.tgid
+            )),
+            _ => RespondError::NoSuchProcess(pid),
+        },
+        Some(libc::ENOSYS) => {
+            RespondError::Unavailable("pid-safe kill needs Linux 5.3 or later (pidfd_open)".into())
+        }
+        Some(libc::EPERM) => RespondError::Kernel(format!("not permitted to open process {pid}")),
+        _ => RespondError::Kernel(format!("pidfd_open({pid}): {e}")),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
+    use std::{
+        os::unix::process::ExitStatusExt,
+        process::{Child, Command, Stdio},
+        time::{Duration, Instant},
+    };
+
+    /// Children with no inherited pipes, so one leaked by a failed test
+    /// cannot hold the test runner's output open.
+    fn spawn(args: &[&str]) -> Child {
+        Command::new(args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// SIGKILLs whatever it holds when dropped, failed assertion or not.
+    struct Cleanup(Vec<u32>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*p as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+
+    fn stat(pid: u32) -> Option<procfs::process::Stat> {
+        procfs::process::Process::new(pid as i32)
+            .and_then(|p| p.stat())
+            .ok()
+    }
 
     fn alive(pid: u32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+        stat(pid).is_some_and(|s| s.state != 'Z')
+    }
+
+    /// Whether `pid` is gone within a few seconds: SIGKILL is delivered,
+    /// not executed, by the syscall.
+    fn dies(pid: u32) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// The children of `parent` running `comm`, once there are `n`.
+    fn children_named(parent: u32, comm: &str, n: usize) -> Vec<u32> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found: Vec<u32> = procfs::process::all_processes()
+                .unwrap()
+                .flatten()
+                .filter_map(|p| p.stat().ok())
+                .filter(|s| s.ppid as u32 == parent && s.comm == comm)
+                .map(|s| s.pid as u32)
+                .collect();
+            if found.len() >= n {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "{parent} has {found:?} {comm}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn target(pid: u32) -> Target {
+        Target {
+            pid,
+            start_time: None,
+        }
     }
 
     #[test]
-    fn kills_only_the_process_that_was_meant() {
-        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    fn kills_the_process_meant_and_no_other() {
+        let mut child = spawn(&["sleep", "30"]);
+        let _cleanup = Cleanup(vec![child.id()]);
         let pid = child.id();
         let start = super::super::start_ticks(pid).unwrap();
+
         let wrong = Target {
             pid,
             start_time: Some(start + 7),
         };
         let err = kill(&wrong, false, &Protect::default()).unwrap_err();
-        assert!(matches!(err, RespondError::Reused { .. }), "{err}");
-        assert!(alive(pid));
+        assert!(
+            matches!(err, RespondError::Reused { pid: p, expected, actual }
+                if p == pid && expected == start + 7 && actual == start),
+            "{err}"
+        );
+        assert!(err.to_string().contains("reused"), "{err}");
+        assert!(alive(pid), "a refused kill killed");
+
         let right = Target {
             pid,
             start_time: Some(start),
         };
         let k = kill(&right, false, &Protect::default()).unwrap();
         assert_eq!(k.pids, vec![(pid, start)]);
-        use std::os::unix::process::ExitStatusExt;
+        assert!(k.skipped.is_empty());
         assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+
         let err = kill(&right, false, &Protect::default()).unwrap_err();
-        assert!(matches!(err, RespondError::NoSuchProcess(_)), "{err}");
+        assert!(
+            matches!(err, RespondError::NoSuchProcess(p) if p == pid),
+            "{err}"
+        );
     }
 
     #[test]
-    fn refuses_protected_processes() {
-        for pid in [1, 2, std::process::id()] {
-            let t = Target {
-                pid,
-                start_time: None,
-            };
-            let err = kill(&t, false, &Protect::default()).unwrap_err();
+    fn an_unused_pid_is_no_such_process() {
+        // pid_max itself is never handed out.
+        let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        for pid in [max, 0, u32::MAX] {
+            let err = kill(&target(pid), true, &Protect::default()).unwrap_err();
             assert!(
-                matches!(err, RespondError::Protected { .. }),
-                "{pid}: {err}"
+                matches!(err, RespondError::NoSuchProcess(p) if p == pid),
+                "{err}"
+            );
+            assert!(
+                err.to_string().starts_with(&format!("no process {pid}")),
+                "{err}"
             );
         }
-        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-        let protect = Protect {
-            exes: vec!["sleep".into()],
-        };
-        let t = Target {
-            pid: child.id(),
-            start_time: None,
-        };
-        let err = kill(&t, false, &protect).unwrap_err();
-        assert!(err.to_string().contains("protected list"), "{err}");
+    }
+
+    #[test]
+    fn refuses_init_the_sensor_and_kernel_threads() {
+        let mut pids = vec![1, std::process::id()];
+        pids.extend(
+            procfs::process::all_processes()
+                .unwrap()
+                .flatten()
+                .filter_map(|p| p.stat().ok())
+                .find(|s| s.flags & 0x0020_0000 != 0)
+                .map(|s| s.pid as u32),
+        );
+        for pid in pids {
+            for tree in [false, true] {
+                let err = kill(&target(pid), tree, &Protect::default()).unwrap_err();
+                assert!(
+                    matches!(err, RespondError::Protected { pid: p, .. } if p == pid),
+                    "{pid}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_a_protected_exe_or_comm() {
+        let mut child = spawn(&["sleep", "30"]);
+        let _cleanup = Cleanup(vec![child.id()]);
+        let exe = std::fs::read_link(format!("/proc/{}/exe", child.id())).unwrap();
+        for name in [exe.display().to_string(), "sleep".into()] {
+            let protect = Protect {
+                exes: vec!["unrelated".into(), name.clone()],
+            };
+            let err = kill(&target(child.id()), false, &protect).unwrap_err();
+            assert!(
+                matches!(&err, RespondError::Protected { why, .. } if why.contains(&name)),
+                "{err}"
+            );
+            assert!(alive(child.id()));
+        }
         child.kill().unwrap();
         child.wait().unwrap();
     }
 
     #[test]
-    fn a_tree_goes_leaves_first_and_protected_leaves_stay() {
-        let mut sh = Command::new("sh")
-            .args(["-c", "sh -c 'sleep 30 & wait' & tail -f /dev/null & wait"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let comm = |p: u32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-        // Formed once every fork has exec'd: sh, sleep under it, and tail.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let (tree, tail) = loop {
-            let tree = super::super::descendants(sh.id());
-            let tail = tree
-                .iter()
-                .find(|(p, _)| comm(*p).trim() == "tail")
-                .map(|t| t.0);
-            let sleeping = tree.iter().any(|(p, _)| comm(*p).trim() == "sleep");
-            if let Some(tail) = tail
-                && sleeping
-                && tree.len() == 3
-            {
-                break (tree, tail);
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "tree did not form: {tree:?}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        };
-        assert_eq!(tree.len(), 3);
+    fn a_tree_is_frozen_then_dies_leaves_first_root_last() {
+        let mut sh = spawn(&["sh", "-c", "sleep 30 & sleep 30 & wait"]);
+        let root = sh.id();
+        let sleeps = children_named(root, "sleep", 2);
+        let mut all = sleeps.clone();
+        all.push(root);
+        let _cleanup = Cleanup(all);
+
+        let k = kill(&target(root), true, &Protect::default()).unwrap();
+        assert!(k.skipped.is_empty(), "{k:?}");
+        let order: Vec<u32> = k.pids.iter().map(|(p, _)| *p).collect();
+        assert_eq!(order.len(), 3, "{k:?}");
+        assert_eq!(order[2], root, "the root goes last: {k:?}");
+        for s in &sleeps {
+            assert!(order[..2].contains(s), "{s} not killed: {k:?}");
+        }
+        // Frozen first, the shell cannot see its children die and exit on
+        // its own: it dies of the kill.
+        let status = sh.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "{status:?}"
+        );
+        for s in &sleeps {
+            assert!(dies(*s), "{s} survived");
+        }
+    }
+
+    #[test]
+    fn a_tree_skips_protected_descendants() {
+        let mut sh = spawn(&["sh", "-c", "sleep 30 & tail -f /dev/null & wait"]);
+        let root = sh.id();
+        let sleep = children_named(root, "sleep", 1)[0];
+        let tail = children_named(root, "tail", 1)[0];
+        let _cleanup = Cleanup(vec![sleep, tail, root]);
+
         let protect = Protect {
             exes: vec!["tail".into()],
         };
-        let t = Target {
-            pid: sh.id(),
-            start_time: None,
-        };
-        let k = kill(&t, true, &protect).unwrap();
-        assert_eq!(k.pids.len(), 3, "{k:?}");
-        assert_eq!(k.pids.last().unwrap().0, sh.id(), "the root goes last");
+        let k = kill(&target(root), true, &protect).unwrap();
+        let order: Vec<u32> = k.pids.iter().map(|(p, _)| *p).collect();
+        assert_eq!(order, vec![sleep, root], "{k:?}");
         assert_eq!(k.skipped.len(), 1, "{k:?}");
         assert_eq!(k.skipped[0].0, tail);
-        sh.wait().unwrap();
-        for (p, _) in &k.pids {
-            assert!(!alive(*p), "{p} survived");
-        }
-        assert!(alive(tail));
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(tail as i32),
-            nix::sys::signal::Signal::SIGKILL,
+        assert!(k.skipped[0].1.contains("protected"), "{k:?}");
+        assert_eq!(sh.wait().unwrap().signal(), Some(libc::SIGKILL));
+        assert!(dies(sleep));
+        assert!(alive(tail), "a protected descendant was killed");
+    }
+
+    #[test]
+    fn a_protected_root_is_fatal_even_in_tree_mode() {
+        let mut sh = spawn(&["sh", "-c", "sleep 30 & wait"]);
+        let root = sh.id();
+        let sleep = children_named(root, "sleep", 1)[0];
+        let _cleanup = Cleanup(vec![sleep, root]);
+        let protect = Protect {
+            exes: vec!["sh".into()],
+        };
+        let err = kill(&target(root), true, &protect).unwrap_err();
+        assert!(
+            matches!(err, RespondError::Protected { pid, .. } if pid == root),
+            "{err}"
         );
+        assert!(alive(root) && alive(sleep), "nothing may be touched");
+        sh.kill().unwrap();
+        sh.wait().unwrap();
     }
 }

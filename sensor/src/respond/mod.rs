@@ -9,6 +9,7 @@ pub mod arm;
 pub mod isolate;
 pub mod kill;
 pub mod responder;
+pub mod sockets;
 
 use std::collections::BTreeMap;
 
