@@ -397,3 +397,64 @@ pub async fn isolated(c: &Conn) -> Result<()> {
     }
     Ok(())
 }
+
+/// Approves (`approve`) or denies a hold; `flag` is `--remember` for an
+/// approval and `--isolate` for a denial.
+pub async fn decide(c: &Conn, hold_id: u64, approve: bool, flag: bool, why: &str) -> Result<()> {
+    let mut client = ResponseClient::new(connect(&c.socket).await?);
+    let req = pb::HoldDecision {
+        hold_id,
+        why: why.into(),
+        remember: approve && flag,
+        isolate: !approve && flag,
+    };
+    let (what, r) = if approve {
+        ("approved", client.approve(req).await)
+    } else {
+        ("denied", client.deny(req).await)
+    };
+    let r = r
+        .map_err(|s| rpc_error(if approve { "approve" } else { "deny" }, s))?
+        .into_inner();
+    print_result(what, &r, c.json)
+}
+
+/// Pending holds, oldest first.
+pub async fn holds(c: &Conn) -> Result<()> {
+    let mut client = ResponseClient::new(connect(&c.socket).await?);
+    let r = client
+        .list_holds(pb::ListHoldsRequest {})
+        .await
+        .map_err(|s| rpc_error("holds", s))?
+        .into_inner();
+    if c.json {
+        for h in &r.holds {
+            println!("{}", serde_json::to_string(h)?);
+        }
+        return Ok(());
+    }
+    if r.holds.is_empty() {
+        println!("no pending hold");
+        return Ok(());
+    }
+    println!(
+        "{:>5} {:>8} {:>7} {:<16} request",
+        "HOLD", "PID", "AGE", "AGENT"
+    );
+    for h in &r.holds {
+        println!(
+            "{:>5} {:>8} {:>6.0}s {:<16} {} {}{}",
+            h.hold_id,
+            h.process.as_ref().map_or(0, |p| p.pid),
+            h.age_secs,
+            h.agent,
+            h.method,
+            h.authority,
+            h.path
+        );
+        for line in h.head.lines() {
+            println!("{:>40}{line}", "");
+        }
+    }
+    Ok(())
+}

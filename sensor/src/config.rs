@@ -46,6 +46,32 @@ pub struct ResponseConfig {
     /// Armed agents: their processes are killed in the kernel at the first
     /// TLS write of a request matching a deny pattern, before it leaves.
     pub arm: Vec<ArmConfig>,
+    /// Agents held for approval: their processes are stopped in the kernel
+    /// at the first TLS write of a request matching a hold pattern, until
+    /// a person approves or denies it.
+    pub hold: Vec<HoldConfig>,
+    /// How long a hold waits for a decision before `hold_expiry` decides.
+    pub hold_timeout_secs: u64,
+    /// What an unanswered hold becomes: `deny` (kill) or `approve`.
+    pub hold_expiry: HoldExpiry,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HoldConfig {
+    /// Agent name (as `sensor agents` shows it) or id.
+    pub agent: String,
+    /// "METHOD [host]/path-prefix", e.g. "POST vendor.example/v1/orders",
+    /// "DELETE */customers/" (HTTP/1.x requests; with deny patterns and
+    /// remembered approvals, at most 8 per agent, 64 bytes each).
+    pub patterns: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldExpiry {
+    Deny,
+    Approve,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -72,6 +98,9 @@ impl Default for ResponseConfig {
             max_actions_per_minute: 10,
             protect: Vec::new(),
             arm: Vec::new(),
+            hold: Vec::new(),
+            hold_timeout_secs: 300,
+            hold_expiry: HoldExpiry::Deny,
         }
     }
 }
@@ -491,6 +520,14 @@ impl Config {
             if let Err(e) = crate::respond::arm::rules(&a.deny) {
                 return Err(("response.arm", format!("agent {:?}: {e}", a.agent)));
             }
+        }
+        for h in &self.response.hold {
+            if let Err(e) = crate::respond::arm::hold_rules(&h.patterns) {
+                return Err(("response.hold", format!("agent {:?}: {e}", h.agent)));
+            }
+        }
+        if self.response.hold_timeout_secs == 0 {
+            return Err(("response.hold_timeout_secs", "must be at least 1".into()));
         }
         if self.sockets.capture_sends > 64 {
             return Err((

@@ -163,6 +163,27 @@ pub enum Detail {
         /// `seq` of the finding that triggered it (automatic response).
         #[serde(skip_serializing_if = "Option::is_none")]
         finding_seq: Option<u64>,
+        /// The hold a decision answers.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hold_id: Option<u64>,
+    },
+    /// A held agent's process was stopped in the kernel at an
+    /// irreversible request, waiting for a person's decision.
+    Held {
+        hold_id: u64,
+        agent: String,
+        pattern: String,
+        method: String,
+        authority: String,
+        path: String,
+        /// Request line, headers and body start, secrets redacted.
+        head: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tool_call: Option<String>,
+        trail: Vec<String>,
+        timeout_secs: u64,
+        on_timeout: &'static str,
+        stopped: bool,
     },
     /// An armed process was killed in the kernel at the TLS write of a
     /// request matching a deny pattern: the request never left.
@@ -205,6 +226,7 @@ impl Detail {
             Detail::Finding { .. } => "finding",
             Detail::Action { .. } => "action",
             Detail::Blocked { .. } => "blocked",
+            Detail::Held { .. } => "held",
         }
     }
 }
@@ -418,6 +440,37 @@ impl Event {
                     }
                 );
             }
+            Detail::Held {
+                hold_id,
+                agent,
+                method,
+                authority,
+                path,
+                tool_call,
+                timeout_secs,
+                on_timeout,
+                stopped,
+                ..
+            } => {
+                if *stopped {
+                    let _ = write!(
+                        s,
+                        " hold {hold_id}: agent {agent} stopped before {method} {authority}{path}"
+                    );
+                    if let Some(t) = tool_call {
+                        let _ = write!(s, " (tool call {t})");
+                    }
+                    let _ = write!(
+                        s,
+                        "; sensor approve {hold_id} | sensor deny {hold_id} ({on_timeout} in {timeout_secs} s)"
+                    );
+                } else {
+                    let _ = write!(
+                        s,
+                        " agent {agent}: {method} {authority}{path} matched a hold but the kernel could not stop it"
+                    );
+                }
+            }
             Detail::Action {
                 action,
                 outcome,
@@ -425,8 +478,12 @@ impl Event {
                 why,
                 pids,
                 error,
+                hold_id,
                 ..
             } => {
+                if let Some(h) = hold_id {
+                    let _ = write!(s, " hold {h}:");
+                }
                 let _ = write!(s, " {action} {outcome} by {by}: {why}");
                 if !pids.is_empty() {
                     let list: Vec<String> = pids.iter().map(|(p, _)| p.to_string()).collect();

@@ -119,6 +119,35 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Lets a held agent's request go on (SIGCONT: exactly that request).
+    Approve {
+        /// The hold id, from the `held` event or `sensor holds`.
+        hold_id: u64,
+        /// Also let this same request line through from now on.
+        #[arg(long)]
+        remember: bool,
+        /// Why, for the audit trail.
+        #[arg(long, default_value = "")]
+        why: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Refuses a held agent's request: kills the process (pid-safe).
+    Deny {
+        hold_id: u64,
+        /// Isolate the process instead (its request then fails).
+        #[arg(long)]
+        isolate: bool,
+        #[arg(long, default_value = "")]
+        why: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Lists pending holds, oldest first, with what each was about to do.
+    Holds {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -202,6 +231,19 @@ fn main() -> Result<()> {
         }
         Command::Kill { target, conn } => client_runtime()?.block_on(cli::kill(&conn, &target)),
         Command::Isolated { conn } => client_runtime()?.block_on(cli::isolated(&conn)),
+        Command::Approve {
+            hold_id,
+            remember,
+            why,
+            conn,
+        } => client_runtime()?.block_on(cli::decide(&conn, hold_id, true, remember, &why)),
+        Command::Deny {
+            hold_id,
+            isolate,
+            why,
+            conn,
+        } => client_runtime()?.block_on(cli::decide(&conn, hold_id, false, isolate, &why)),
+        Command::Holds { conn } => client_runtime()?.block_on(cli::holds(&conn)),
         Command::Config { action } => {
             match action {
                 ConfigAction::Default => print!("{}", Config::default().to_toml()),

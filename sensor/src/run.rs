@@ -132,11 +132,16 @@ pub async fn run(cfg: Config) -> Result<()> {
             );
         }
     }
-    let mut armer = Armer::take(&mut loaded.bpf, cfg.response.arm.clone())?;
-    if !cfg.response.arm.is_empty() {
+    let mut armer = Armer::take(
+        &mut loaded.bpf,
+        cfg.response.arm.clone(),
+        cfg.response.hold.clone(),
+        Some(cfg.state.dir.join("approved.json")),
+    )?;
+    if armer.active() {
         if !loaded.tls_loaded {
             tracing::warn!(
-                "armed agents: TLS capture is not loaded, so deny patterns cannot be matched"
+                "armed and held agents: TLS capture is not loaded, so their patterns cannot be matched"
             );
         }
         let mut armed = 0;
@@ -151,12 +156,14 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
         info!(
             processes = armed,
-            agents = cfg.response.arm.len(),
+            armed_agents = cfg.response.arm.len(),
+            held_agents = cfg.response.hold.len(),
             "armed agents"
         );
     }
     let responder = Arc::new(std::sync::Mutex::new(Responder::new(
         isolator,
+        armer,
         cfg.response.clone(),
         reports_tx,
     )));
@@ -265,14 +272,11 @@ pub async fn run(cfg: Config) -> Result<()> {
                         }
                         Record::Blocked(b) => {
                             let process = procs.resolve(&b.header);
-                            let what = armer.blocked(b.header.tgid, b.rule);
-                            tracing::warn!(pid = b.header.tgid, agent = %what.agent, pattern = %what.pattern, "armed agent killed before its request left");
-                            out.emit(event::Event::new(&clock, &b.header, process, Detail::Blocked {
-                                agent: what.agent,
-                                pattern: what.pattern,
-                                connection: format!("{:#x}", b.conn),
-                                killed: b.signal_result == 0,
-                            }));
+                            let context = lock(&agents).hold_context(process.pid, process.start_ticks);
+                            let detail = lock(&responder).on_blocked(b, &process, context);
+                            if let Some(detail) = detail {
+                                out.emit(event::Event::new(&clock, &b.header, process, detail));
+                            }
                             continue;
                         }
                         Record::TlsBind(b) => {
@@ -295,10 +299,12 @@ pub async fn run(cfg: Config) -> Result<()> {
                     first_bytes.on_event(&ev);
                     match &ev.detail {
                         Detail::Exec { .. } => {
-                            armer.on_process(&ev.process);
+                            lock(&responder).armer.on_process(&ev.process);
                         }
-                        Detail::Fork { child_pid, .. } => armer.on_fork(ev.process.pid, *child_pid),
-                        Detail::Exit { .. } => armer.on_exit(ev.process.pid),
+                        Detail::Fork { child_pid, .. } => {
+                            lock(&responder).armer.on_fork(ev.process.pid, *child_pid)
+                        }
+                        Detail::Exit { .. } => lock(&responder).on_exit(ev.process.pid),
                         _ => {}
                     }
                     if let Detail::Connect { fd, .. } = ev.detail {
@@ -339,6 +345,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                 lock(&responder).reconcile();
             }
             _ = second.tick() => {
+                lock(&responder).expire_holds();
                 out.persist();
                 if last_prune.elapsed() > Duration::from_secs(60) {
                     out.prune();

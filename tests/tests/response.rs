@@ -307,26 +307,6 @@ fn kill_is_pid_safe_and_takes_the_whole_tree() {
     assert_eq!(done["pids"].as_array().unwrap().len(), 4, "{done}");
 }
 
-/// The ordering agent of the incident: it asks the model, which asks for
-/// `place_order`, and places the order over HTTPS.
-const ORDERER: &str = r#"
-import sys
-import httpx, openai
-
-base = sys.argv[1]
-client = openai.OpenAI(base_url=base + "/v1", api_key="sk-orderer-PLANTED",
-                       http_client=httpx.Client(verify=False))
-tools = [{"type": "function", "function": {"name": "place_order", "parameters": {"type": "object"}}}]
-reply = client.chat.completions.create(
-    model="gpt-e2e", messages=[{"role": "user", "content": "restock!"}], tools=tools)
-call = reply.choices[0].message.tool_calls[0]
-vendor = httpx.Client(verify=False, headers={"authorization": "Bearer vendor-PLANTED"})
-vendor.get(base + "/v1/catalog")
-for _ in range(38):
-    vendor.post(base + "/v1/orders", content=call.function.arguments)
-print("all orders placed")
-"#;
-
 #[test]
 fn an_armed_agent_is_killed_at_its_first_order_before_it_leaves() {
     let _g = serial();
@@ -337,11 +317,9 @@ fn an_armed_agent_is_killed_at_its_first_order_before_it_leaves() {
         "[[response.arm]]\nagent = \"orderer.py\"\ndeny = [\"POST /v1/orders\", \"DELETE /\"]\n";
     let sensor = Sensor::start_with(&["--json"], Some(config));
     let server = HttpsServer::start("127.0.0.1");
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("orderer.py");
-    std::fs::write(&script, ORDERER).unwrap();
+    // tests/fixtures/orderer.py: the ordering agent of the incident.
     let out = Command::new(venv_python())
-        .arg(&script)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/orderer.py"))
         .arg(format!("https://127.0.0.1:{}", server.port))
         .stdin(Stdio::null())
         .output()

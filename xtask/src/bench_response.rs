@@ -2,7 +2,12 @@
 //! anomalous request (its SSL write) until isolation is in force, and
 //! whether an armed block lets anything through.
 
-use std::{ffi::OsStr, process::Command, time::Duration};
+use std::{
+    ffi::OsStr,
+    io::BufRead,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, bail};
 
@@ -27,6 +32,14 @@ def call(method, path, body):
 call("POST", "/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
 call("GET", "/v1/catalog", {})
 if mode == "learn":
+    sys.exit(0)
+if mode in ("hold", "plain"):
+    # One order (held, in "hold" mode, until the bench approves it) or an
+    # unheld write of the same size, timed around the call.
+    path = "/v1/orders" if mode == "hold" else "/v1/ordinal"
+    print("T0", time.monotonic_ns(), flush=True)
+    call("POST", path, {"sku": "A-1"})
+    print("T1", time.monotonic_ns(), flush=True)
     sys.exit(0)
 t0 = time.monotonic()
 try:
@@ -146,7 +159,150 @@ pub fn run(bin: &std::path::Path) -> Result<()> {
     println!(
         "armed block: {killed} of {runs} agents killed at their order's SSL write; orders delivered: {delivered} (target 0)"
     );
+    hold(bin, &script, &server, &dir, runs)?;
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// CLOCK_MONOTONIC in ns, the clock Python's `time.monotonic_ns` reads.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Holds: from the order's start (just before the client builds and
+/// writes it) until the process is seen stopped, and what an approved
+/// call costs beyond the person's own time (the CLI's start included),
+/// next to the same call unheld.
+fn hold(
+    bin: &std::path::Path,
+    script: &std::path::Path,
+    server: &BenchServer,
+    dir: &std::path::Path,
+    runs: usize,
+) -> Result<()> {
+    let config = dir.join("hold.toml");
+    std::fs::write(
+        &config,
+        "[[response.hold]]\nagent = \"bench_agent.py\"\npatterns = [\"POST /v1/orders\"]\n",
+    )?;
+    let socket = dir.join("hold.sock");
+    let state = dir.join("hold-state");
+    let args: Vec<&OsStr> = vec![
+        OsStr::new("--config"),
+        config.as_os_str(),
+        OsStr::new("--state-dir"),
+        state.as_os_str(),
+        OsStr::new("--socket"),
+        socket.as_os_str(),
+    ];
+    let sensor = RunningSensor::start_with(bin, &args)?;
+    let timed =
+        |mode: &str, mut on_t0: Box<dyn FnMut(u32, u64) -> Result<u64> + '_>| -> Result<f64> {
+            let mut child = Command::new("python3")
+                .arg(script)
+                .arg(server.port.to_string())
+                .env("BENCH_MODE", mode)
+                .stdout(std::process::Stdio::piped())
+                .spawn()?;
+            let pid = child.id();
+            let mut lines = std::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
+            let mut stamp = |tag: &str| -> Result<u64> {
+                let line = lines.next().context("the bench agent ended early")??;
+                line.strip_prefix(tag)
+                    .and_then(|v| v.trim().parse().ok())
+                    .with_context(|| format!("unexpected line {line:?}"))
+            };
+            let t0 = stamp("T0")?;
+            let excluded = on_t0(pid, t0)?;
+            let t1 = stamp("T1")?;
+            child.wait()?;
+            Ok((t1 - t0).saturating_sub(excluded) as f64 / 1e6)
+        };
+    let mut stop_ms = Vec::new();
+    let mut approved_ms = Vec::new();
+    let mut plain_ms = Vec::new();
+    for _ in 0..runs {
+        plain_ms.push(timed("plain", Box::new(|_, _| Ok(0)))?);
+        let sensor_bin = bin.to_path_buf();
+        let socket = socket.clone();
+        let stops = &mut stop_ms;
+        approved_ms.push(timed(
+            "hold",
+            Box::new(move |pid, t0| {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let stopped = loop {
+                    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+                    if stat
+                        .rsplit_once(") ")
+                        .is_some_and(|(_, r)| r.starts_with('T'))
+                    {
+                        break monotonic_ns();
+                    }
+                    if Instant::now() > deadline {
+                        bail!("the held agent {pid} was never stopped");
+                    }
+                    std::thread::sleep(Duration::from_micros(50));
+                };
+                stops.push((stopped - t0) as f64 / 1e6);
+                // The person: finds the hold, then approves it. Only the
+                // approval's own cost counts.
+                let id = loop {
+                    let out = Command::new(&sensor_bin)
+                        .args(["holds", "--json", "--socket"])
+                        .arg(&socket)
+                        .output()?;
+                    let text = String::from_utf8_lossy(&out.stdout).to_string();
+                    if let Some(id) = text.lines().find_map(|l| {
+                        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                        (v["process"]["pid"].as_u64() == Some(u64::from(pid))).then(|| {
+                            // proto3 JSON writes 64-bit integers as strings.
+                            match &v["hold_id"] {
+                                serde_json::Value::String(s) => Some(s.clone()),
+                                n => n.as_u64().map(|n| n.to_string()),
+                            }
+                        })?
+                    }) {
+                        break id;
+                    }
+                    if Instant::now() > deadline {
+                        bail!("no hold listed for {pid}: {text}");
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                };
+                let decided = monotonic_ns();
+                let out = Command::new(&sensor_bin)
+                    .args(["approve", &id, "--socket"])
+                    .arg(&socket)
+                    .output()?;
+                if !out.status.success() {
+                    bail!("approve failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                Ok(decided - stopped)
+            }),
+        )?);
+    }
+    sensor.stop()?;
+    println!();
+    println!(
+        "hold for approval: an agent's order until its process is stopped, then approved, {runs} runs"
+    );
+    println!(
+        "order start -> process stopped: p50 {:.2} ms, p99 {:.2} ms (includes the client building the request)",
+        percentile(&mut stop_ms, 0.5),
+        percentile(&mut stop_ms, 0.99)
+    );
+    let held = percentile(&mut approved_ms, 0.5);
+    let plain = percentile(&mut plain_ms, 0.5);
+    println!(
+        "approved call, the person's time excluded: p50 {held:.2} ms vs the same call unheld {plain:.2} ms: +{:.2} ms (`sensor approve` start and RPC included)",
+        held - plain
+    );
     Ok(())
 }
 

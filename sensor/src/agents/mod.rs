@@ -46,6 +46,9 @@ pub struct ToolRef {
     pub name: String,
 }
 
+/// Calls of a session a hold shows.
+const TRAIL_LEN: usize = 8;
+
 /// Sessions whose pending tool calls are remembered (oldest forgotten).
 const MAX_SESSIONS: usize = 16_384;
 
@@ -205,6 +208,8 @@ pub struct Agents {
     /// Per session: the tool calls its model asked for last, in order.
     pending: HashMap<String, Vec<ToolRef>>,
     pending_order: VecDeque<String>,
+    /// Per session: its last calls, for a hold to show.
+    trails: HashMap<String, VecDeque<String>>,
     members: HashMap<(u32, u64), Arc<AgentTag>>,
     order: VecDeque<(u32, u64)>,
     inventory: BTreeMap<String, Inventory>,
@@ -254,6 +259,7 @@ impl Agents {
             baselines_path,
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
+            trails: HashMap::new(),
             members: HashMap::new(),
             order: VecDeque::new(),
             inventory,
@@ -305,8 +311,45 @@ impl Agents {
                 && let Some(old) = self.pending_order.pop_front()
             {
                 self.pending.remove(&old);
+                self.trails.remove(&old);
             }
         }
+    }
+
+    /// What a held process of an agent was doing: the tool call its model
+    /// asked for last (the one it is most plausibly carrying out) and its
+    /// session's last calls.
+    pub fn hold_context(
+        &self,
+        pid: u32,
+        start_ticks: u64,
+    ) -> crate::respond::responder::HoldContext {
+        let Some(tag) = self.members.get(&(pid, start_ticks)) else {
+            return Default::default();
+        };
+        crate::respond::responder::HoldContext {
+            tool_call: self
+                .pending
+                .get(&tag.session)
+                .and_then(|p| p.last())
+                .map(|t| format!("{} ({})", t.name, t.id)),
+            trail: self
+                .trails
+                .get(&tag.session)
+                .map(|t| t.iter().cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn push_trail(&mut self, session: &str, call: String) {
+        if !self.pending.contains_key(session) {
+            self.set_pending(session, Vec::new());
+        }
+        let t = self.trails.entry(session.to_string()).or_default();
+        if t.len() == TRAIL_LEN {
+            t.pop_front();
+        }
+        t.push_back(call);
     }
 
     fn become_agent(&mut self, ev: &Event) -> Arc<AgentTag> {
@@ -419,6 +462,7 @@ impl Agents {
                         .clone()
                         .or_else(|| daddr.zip(*dport).map(|(a, p)| format!("{a}:{p}")));
                     let endpoint = format!("{method} {authority} {path_template}");
+                    self.push_trail(&t.session, endpoint.clone());
                     findings = self.detector.call(
                         &t.id,
                         &baseline::Call {

@@ -164,7 +164,25 @@ pub fn event_line(e: &pb::Event) -> String {
                 }
             );
         }
+        Some(Payload::Held(h)) => {
+            let _ = write!(
+                s,
+                " hold {}: agent {} stopped before {} {}{}",
+                h.hold_id, h.agent, h.method, h.authority, h.path
+            );
+            if !h.tool_call.is_empty() {
+                let _ = write!(s, " (tool call {})", h.tool_call);
+            }
+            let _ = write!(
+                s,
+                "; sensor approve {} | sensor deny {} ({} in {} s)",
+                h.hold_id, h.hold_id, h.on_timeout, h.timeout_secs
+            );
+        }
         Some(Payload::Action(a)) => {
+            if let Some(h) = a.hold_id {
+                let _ = write!(s, " hold {h}:");
+            }
             let _ = write!(s, " {} {} by {}: {}", a.action, a.outcome, a.by, a.why);
             if !a.targets.is_empty() {
                 let pids: Vec<String> = a.targets.iter().map(|t| t.pid.to_string()).collect();

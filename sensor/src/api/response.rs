@@ -23,7 +23,9 @@ pub struct ResponseService {
 
 fn status(e: RespondError) -> Status {
     let code = match &e {
-        RespondError::NoSuchProcess(_) | RespondError::NotIsolated(_) => Code::NotFound,
+        RespondError::NoSuchProcess(_)
+        | RespondError::NotIsolated(_)
+        | RespondError::NoSuchHold(_) => Code::NotFound,
         RespondError::Reused { .. } => Code::FailedPrecondition,
         RespondError::Protected { .. } => Code::PermissionDenied,
         RespondError::AlreadyIsolated(_) => Code::AlreadyExists,
@@ -76,6 +78,7 @@ impl ResponseService {
                 why.into()
             },
             finding_seq: None,
+            hold_id: None,
         })
     }
 
@@ -131,6 +134,62 @@ impl pb::response_server::Response for ResponseService {
             .kill(r.pid, r.start_ticks, r.tree, &who)
             .map_err(status)?;
         Ok(Response::new(result(out)))
+    }
+
+    async fn approve(
+        &self,
+        req: Request<pb::HoldDecision>,
+    ) -> Result<Response<pb::ActionResult>, Status> {
+        let who = self.requester(&req, &req.get_ref().why)?;
+        let r = req.into_inner();
+        let out = self
+            .responder()
+            .approve(r.hold_id, r.remember, &who)
+            .map_err(status)?;
+        Ok(Response::new(result(out)))
+    }
+
+    async fn deny(
+        &self,
+        req: Request<pb::HoldDecision>,
+    ) -> Result<Response<pb::ActionResult>, Status> {
+        let who = self.requester(&req, &req.get_ref().why)?;
+        let r = req.into_inner();
+        let out = self
+            .responder()
+            .deny(r.hold_id, r.isolate, &who)
+            .map_err(status)?;
+        Ok(Response::new(result(out)))
+    }
+
+    async fn list_holds(
+        &self,
+        _: Request<pb::ListHoldsRequest>,
+    ) -> Result<Response<pb::ListHoldsResponse>, Status> {
+        let holds = self.responder().holds();
+        Ok(Response::new(pb::ListHoldsResponse {
+            holds: holds
+                .into_iter()
+                .map(|h| pb::PendingHold {
+                    hold_id: h.id,
+                    process: Some(pb::ProcessRef {
+                        pid: h.pid,
+                        start_ticks: h.start_ticks,
+                    }),
+                    agent: h.agent,
+                    pattern: h.pattern,
+                    method: h.request.method,
+                    authority: h.request.authority,
+                    path: h.request.path,
+                    head: h.request.head,
+                    since: Some(Timestamp {
+                        seconds: (h.since_unix_ns / 1_000_000_000) as i64,
+                        nanos: (h.since_unix_ns % 1_000_000_000) as i32,
+                    }),
+                    age_secs: h.since.elapsed().as_secs_f64(),
+                })
+                .collect(),
+        }))
     }
 
     async fn list_isolated(

@@ -1,78 +1,225 @@
-//! Armed agents: deny patterns written to the kernel for each process of an
-//! agent the config arms, so the kernel kills the process at the TLS write
-//! of a matching request, before the bytes are encrypted (see
-//! `sensor-ebpf/src/enforce.rs`, `block_armed_write`).
+//! Armed agents: request patterns written to the kernel for each process
+//! of an agent the config arms, so that the kernel acts at the TLS write of
+//! a matching request, before the bytes are encrypted (see
+//! `sensor-ebpf/src/enforce.rs`, `block_armed_write`): it kills the process
+//! (`response.arm`, deny), stops it until a person decides
+//! (`response.hold`), or lets it through (a request approved and
+//! remembered, checked first).
 //!
 //! Matching is on the first bytes of an HTTP/1.x request ("POST
-//! /v1/orders"): the authority is not in the request line, so a pattern
-//! applies to every host the agent talks to. HTTP/2 requests are binary
+//! /v1/orders"). The authority is not in the request line: a deny applies
+//! to every host the agent talks to, and a hold pattern naming a host
+//! ("POST vendor.example/v1/orders") stops the process at any host's
+//! matching request, after which the daemon reads the Host header and
+//! resumes it at once if it is another host. HTTP/2 requests are binary
 //! (HPACK) and are not matched in the kernel.
 
-use std::collections::HashMap as StdHashMap;
+use std::{
+    collections::{BTreeMap, HashMap as StdHashMap},
+    path::PathBuf,
+};
 
 use anyhow::{Context, Result};
 use aya::{
     Ebpf,
     maps::{HashMap, MapData},
 };
-use sensor_common::{ARM_PATTERN_MAX, ARM_RULES_MAX, ArmRules};
+use sensor_common::{ARM_ALLOW, ARM_HOLD, ARM_KILL, ARM_PATTERN_MAX, ARM_RULES_MAX, ArmRules};
 use tracing::{info, warn};
 
-use crate::{config::ArmConfig, procs::Process};
+use crate::{
+    config::{ArmConfig, HoldConfig},
+    procs::Process,
+};
 
-/// Checks and packs deny patterns for the kernel.
-pub fn rules(deny: &[String]) -> Result<ArmRules, String> {
-    if deny.is_empty() {
-        return Err("no deny pattern".into());
+/// One pattern of an armed process.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pattern {
+    /// As configured (or remembered).
+    pub text: String,
+    /// What the kernel matches: "METHOD /path-prefix".
+    pub kernel: String,
+    /// The host a hold applies to; None for any.
+    pub authority: Option<String>,
+    /// `ARM_KILL`, `ARM_HOLD` or `ARM_ALLOW`.
+    pub action: u8,
+}
+
+/// Parses "METHOD /path-prefix", or with `authority_ok` also "METHOD
+/// host/path-prefix" and "METHOD */path-prefix".
+pub fn parse(p: &str, action: u8, authority_ok: bool) -> Result<Pattern, String> {
+    let bad = || format!("{p:?} is not \"METHOD /path-prefix\" (e.g. \"POST /v1/orders\")");
+    let (method, target) = p.split_once(' ').ok_or_else(bad)?;
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(bad());
     }
-    if deny.len() > ARM_RULES_MAX {
-        return Err(format!("at most {ARM_RULES_MAX} deny patterns"));
-    }
-    let mut r = ArmRules::default();
-    for (i, p) in deny.iter().enumerate() {
-        let Some((method, path)) = p.split_once(' ') else {
-            return Err(format!("{p:?} is not \"METHOD /path-prefix\""));
-        };
-        if method.is_empty()
-            || !method.bytes().all(|b| b.is_ascii_uppercase())
-            || !path.starts_with('/')
-        {
+    let slash = target.find('/').ok_or_else(bad)?;
+    let (host, path) = target.split_at(slash);
+    let authority = match host {
+        "" | "*" if slash == 0 || authority_ok => None,
+        h if authority_ok && !h.contains(char::is_whitespace) => Some(h.to_ascii_lowercase()),
+        _ if authority_ok => return Err(bad()),
+        _ => {
             return Err(format!(
-                "{p:?} is not \"METHOD /path-prefix\" (e.g. \"POST /v1/orders\")"
+                "{p:?}: a deny pattern cannot name a host (the kernel sees only the request line): \"METHOD /path-prefix\""
             ));
         }
-        if p.len() > ARM_PATTERN_MAX {
-            return Err(format!("{p:?} is longer than {ARM_PATTERN_MAX} bytes"));
-        }
-        r.patterns[i][..p.len()].copy_from_slice(p.as_bytes());
-        r.pattern_len[i] = p.len() as u32;
+    };
+    let kernel = format!("{method} {path}");
+    if kernel.len() > ARM_PATTERN_MAX {
+        return Err(format!("{p:?} is longer than {ARM_PATTERN_MAX} bytes"));
     }
-    r.len = deny.len() as u32;
+    Ok(Pattern {
+        text: p.to_string(),
+        kernel,
+        authority,
+        action,
+    })
+}
+
+/// Packs patterns for the kernel, in order (the first match decides).
+pub fn pack(patterns: &[Pattern]) -> Result<ArmRules, String> {
+    if patterns.is_empty() {
+        return Err("no pattern".into());
+    }
+    if patterns.len() > ARM_RULES_MAX {
+        return Err(format!(
+            "at most {ARM_RULES_MAX} patterns per agent (deny, hold and remembered approvals together)"
+        ));
+    }
+    let mut r = ArmRules::default();
+    for (i, p) in patterns.iter().enumerate() {
+        let b = p.kernel.as_bytes();
+        if b.len() > ARM_PATTERN_MAX {
+            return Err(format!(
+                "{:?} is longer than {ARM_PATTERN_MAX} bytes",
+                p.text
+            ));
+        }
+        r.patterns[i][..b.len()].copy_from_slice(b);
+        r.pattern_len[i] = b.len() as u32;
+        r.action[i] = p.action;
+    }
+    r.len = patterns.len() as u32;
     Ok(r)
 }
 
-/// Who is armed, for naming what the kernel blocked.
-pub struct Armer {
-    map: HashMap<MapData, u32, ArmRules>,
-    config: Vec<ArmConfig>,
-    /// tgid → index in `config`.
-    armed: StdHashMap<u32, usize>,
+/// Checks deny patterns (`response.arm`).
+pub fn rules(deny: &[String]) -> Result<ArmRules, String> {
+    let p = deny
+        .iter()
+        .map(|d| parse(d, ARM_KILL, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    pack(&p)
 }
 
-/// What the kernel blocked, in words.
-pub struct Blocked {
+/// Checks hold patterns (`response.hold`).
+pub fn hold_rules(patterns: &[String]) -> Result<Vec<Pattern>, String> {
+    let p = patterns
+        .iter()
+        .map(|d| parse(d, ARM_HOLD, true))
+        .collect::<Result<Vec<_>, _>>()?;
+    pack(&p)?;
+    Ok(p)
+}
+
+/// Who is armed, with what.
+pub struct Armer {
+    map: HashMap<MapData, u32, ArmRules>,
+    arm: Vec<ArmConfig>,
+    hold: Vec<HoldConfig>,
+    /// Agent id → remembered approvals ("METHOD /path "), allowed first.
+    remembered: BTreeMap<String, Vec<String>>,
+    remembered_path: Option<PathBuf>,
+    /// tgid → (agent id, the agent as configured, its patterns).
+    armed: StdHashMap<u32, (String, String, Vec<Pattern>)>,
+}
+
+/// What the kernel matched, in words.
+pub struct Matched {
     pub agent: String,
-    pub pattern: String,
+    pub agent_id: String,
+    pub pattern: Pattern,
 }
 
 impl Armer {
-    pub fn take(bpf: &mut Ebpf, config: Vec<ArmConfig>) -> Result<Self> {
+    pub fn take(
+        bpf: &mut Ebpf,
+        arm: Vec<ArmConfig>,
+        hold: Vec<HoldConfig>,
+        remembered_path: Option<PathBuf>,
+    ) -> Result<Self> {
         let map = bpf.take_map("ARMED").context("map ARMED missing")?;
+        let remembered = match &remembered_path {
+            Some(p) => match std::fs::read(p) {
+                Ok(b) => serde_json::from_slice(&b)
+                    .with_context(|| format!("reading remembered approvals {}", p.display()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+                Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+            },
+            None => BTreeMap::new(),
+        };
         Ok(Self {
             map: HashMap::try_from(map)?,
-            config,
+            arm,
+            hold,
+            remembered,
+            remembered_path,
             armed: StdHashMap::new(),
         })
+    }
+
+    pub fn active(&self) -> bool {
+        !self.arm.is_empty() || !self.hold.is_empty()
+    }
+
+    /// The patterns of an agent: remembered approvals, then denies, then
+    /// holds.
+    fn patterns(&self, id: &str, name: &str) -> Option<(String, Vec<Pattern>)> {
+        let is = |a: &str| a == name || a == id;
+        let mut label = None;
+        let mut out = Vec::new();
+        for a in self.arm.iter().filter(|a| is(&a.agent)) {
+            label.get_or_insert_with(|| a.agent.clone());
+            out.extend(a.deny.iter().filter_map(|d| parse(d, ARM_KILL, false).ok()));
+        }
+        for h in self.hold.iter().filter(|h| is(&h.agent)) {
+            label.get_or_insert_with(|| h.agent.clone());
+            out.extend(
+                h.patterns
+                    .iter()
+                    .filter_map(|d| parse(d, ARM_HOLD, true).ok()),
+            );
+        }
+        let label = label?;
+        let allow = self
+            .remembered
+            .get(id)
+            .into_iter()
+            .flatten()
+            .map(|k| Pattern {
+                text: format!("approved {}", k.trim_end()),
+                kernel: k.clone(),
+                authority: None,
+                action: ARM_ALLOW,
+            });
+        let mut all: Vec<Pattern> = allow.collect();
+        all.extend(out);
+        all.truncate(ARM_RULES_MAX);
+        Some((label, all))
+    }
+
+    fn write(&mut self, pid: u32, patterns: &[Pattern]) -> bool {
+        let Ok(r) = pack(patterns) else {
+            return false; // checked when the config was loaded
+        };
+        match self.map.insert(&pid, &r, 0) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(pid, error = %e, "could not arm");
+                false
+            }
+        }
     }
 
     /// Arms `p` if it is a process of an armed agent (by the agent name or
@@ -80,31 +227,19 @@ impl Armer {
     /// at start and at each exec, so a process is armed before it sends
     /// anything; its forks inherit the arming in the kernel.
     pub fn on_process(&mut self, p: &Process) -> bool {
-        if self.config.is_empty() {
+        if !self.active() {
             return false;
         }
         let (id, name, _) = crate::agents::identity(p);
-        let Some(i) = self
-            .config
-            .iter()
-            .position(|a| a.agent == name || a.agent == id)
-        else {
+        let Some((label, patterns)) = self.patterns(&id, &name) else {
             return false;
         };
-        let Ok(r) = rules(&self.config[i].deny) else {
-            return false; // checked when the config was loaded
-        };
-        match self.map.insert(&p.pid, &r, 0) {
-            Ok(()) => {
-                info!(pid = p.pid, agent = %name, "armed");
-                self.armed.insert(p.pid, i);
-                true
-            }
-            Err(e) => {
-                warn!(pid = p.pid, error = %e, "could not arm");
-                false
-            }
+        if !self.write(p.pid, &patterns) {
+            return false;
         }
+        info!(pid = p.pid, agent = %name, patterns = patterns.len(), "armed");
+        self.armed.insert(p.pid, (id, label, patterns));
+        true
     }
 
     pub fn on_exit(&mut self, pid: u32) {
@@ -113,19 +248,85 @@ impl Armer {
 
     /// A child forked by an armed process is armed in the kernel already.
     pub fn on_fork(&mut self, parent: u32, child: u32) {
-        if let Some(&i) = self.armed.get(&parent) {
-            self.armed.insert(child, i);
+        if let Some(a) = self.armed.get(&parent).cloned() {
+            self.armed.insert(child, a);
         }
     }
 
-    pub fn blocked(&self, pid: u32, rule: u32) -> Blocked {
-        let cfg = self.armed.get(&pid).and_then(|&i| self.config.get(i));
-        Blocked {
-            agent: cfg.map_or_else(|| "?".into(), |c| c.agent.clone()),
-            pattern: cfg
-                .and_then(|c| c.deny.get(rule as usize).cloned())
-                .unwrap_or_else(|| format!("pattern {rule}")),
+    pub fn matched(&self, pid: u32, rule: u32) -> Matched {
+        match self.armed.get(&pid) {
+            Some((id, label, patterns)) => Matched {
+                agent: label.clone(),
+                agent_id: id.clone(),
+                pattern: patterns
+                    .get(rule as usize)
+                    .cloned()
+                    .unwrap_or_else(|| Pattern {
+                        text: format!("pattern {rule}"),
+                        kernel: String::new(),
+                        authority: None,
+                        action: ARM_KILL,
+                    }),
+            },
+            None => Matched {
+                agent: "?".into(),
+                agent_id: String::new(),
+                pattern: Pattern {
+                    text: format!("pattern {rule}"),
+                    kernel: String::new(),
+                    authority: None,
+                    action: ARM_KILL,
+                },
+            },
         }
+    }
+
+    /// Lets `request_line` ("METHOD /path ", up to the version) of agent
+    /// `id` through from now on, in its live processes and in later ones.
+    pub fn remember(&mut self, id: &str, request_line: &str) -> Result<(), String> {
+        if request_line.len() > ARM_PATTERN_MAX {
+            return Err(format!(
+                "{:?} is longer than {ARM_PATTERN_MAX} bytes: it cannot be remembered",
+                request_line.trim_end()
+            ));
+        }
+        let list = self.remembered.entry(id.to_string()).or_default();
+        if !list.iter().any(|k| k == request_line) {
+            list.push(request_line.to_string());
+        }
+        let pids: Vec<u32> = self
+            .armed
+            .iter()
+            .filter(|(_, (a, _, _))| a == id)
+            .map(|(p, _)| *p)
+            .collect();
+        let Some((label, patterns)) = self
+            .armed
+            .values()
+            .find(|(a, _, _)| a == id)
+            .map(|(_, label, _)| label.clone())
+            .and_then(|label| self.patterns(id, &label))
+        else {
+            return Ok(());
+        };
+        if patterns.iter().filter(|p| p.action != ARM_ALLOW).count() == 0 {
+            return Err("no room left for the agent's own patterns".into());
+        }
+        for pid in pids {
+            if self.write(pid, &patterns) {
+                self.armed
+                    .insert(pid, (id.to_string(), label.clone(), patterns.clone()));
+            }
+        }
+        if let Some(path) = &self.remembered_path
+            && let Err(e) = crate::state::write_private(
+                path,
+                &serde_json::to_vec_pretty(&self.remembered).unwrap_or_default(),
+            )
+        {
+            warn!(error = %format!("{e:#}"), "could not save remembered approvals");
+        }
+        Ok(())
     }
 }
 
@@ -139,11 +340,33 @@ mod tests {
         assert_eq!(r.len, 2);
         assert_eq!(&r.patterns[0][..15], b"POST /v1/orders");
         assert_eq!(r.pattern_len, [15, 8, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(r.action, [ARM_KILL; 8]);
         for bad in ["post /x", "POST", "POST x", ""] {
             assert!(rules(&[bad.into()]).is_err(), "{bad}");
         }
         assert!(rules(&[]).is_err());
         assert!(rules(&vec!["GET /".to_string(); 9]).is_err());
         assert!(rules(&[format!("GET /{}", "a".repeat(64))]).is_err());
+        let e = rules(&["POST vendor.example/v1/orders".into()]).unwrap_err();
+        assert!(e.contains("cannot name a host"), "{e}");
+    }
+
+    #[test]
+    fn hold_patterns_may_name_a_host() {
+        let p = hold_rules(&[
+            "POST Vendor.example/v1/orders".into(),
+            "DELETE */customers/".into(),
+            "POST /billing/credits".into(),
+        ])
+        .unwrap();
+        assert_eq!(p[0].kernel, "POST /v1/orders");
+        assert_eq!(p[0].authority.as_deref(), Some("vendor.example"));
+        assert_eq!(p[1].kernel, "DELETE /customers/");
+        assert_eq!(p[1].authority, None);
+        assert_eq!(p[2].authority, None);
+        assert!(p.iter().all(|p| p.action == ARM_HOLD));
+        let packed = pack(&p).unwrap();
+        assert_eq!(packed.action[..3], [ARM_HOLD; 3]);
+        assert!(hold_rules(&["POST vendor example/x".into()]).is_err());
     }
 }

@@ -126,6 +126,14 @@ pub fn kill(target: &Target, tree: bool, protect: &Protect) -> Result<Killed, Ki
     Ok(out)
 }
 
+/// Continues a stopped process (SIGCONT), pid-safely. Protection does not
+/// apply: resuming is what the process was doing anyway.
+pub fn resume(target: &Target) -> Result<u64, RespondError> {
+    let p = Pinned::new(target.pid, target.start_time, &Protect::default())?;
+    p.signal(libc::SIGCONT)?;
+    Ok(p.ticks)
+}
+
 /// A process held by a pidfd and checked to be the one meant.
 struct Pinned {
     pid: u32,

@@ -1,11 +1,13 @@
 //! Response: cutting an agent's network off in the kernel, killing it
-//! pid-safely, and the policy that turns findings into actions.
+//! pid-safely, holding it at an irreversible request for a person to
+//! decide, and the policy that turns findings into actions.
 //!
 //! A process is named by pid and, where the caller knows it, its start
 //! time (clock ticks since boot, as in /proc/PID/stat and every event):
 //! an action on a pid that now belongs to another process is refused.
 
 pub mod arm;
+pub mod hold;
 pub mod isolate;
 pub mod kill;
 pub mod responder;
@@ -32,6 +34,10 @@ pub enum RespondError {
     AlreadyIsolated(u32),
     #[error("process {0} is not isolated")]
     NotIsolated(u32),
+    #[error(
+        "no pending hold {0} (decided already, expired, or its process exited; sensor holds lists them)"
+    )]
+    NoSuchHold(u64),
     #[error("{0}")]
     Invalid(String),
     #[error("not available on this host: {0}")]
@@ -46,6 +52,14 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
         .and_then(|p| p.stat())
         .ok()
         .map(|s| s.starttime)
+}
+
+/// The state letter of `pid` (R, S, T for stopped, Z…), if it exists.
+pub fn process_state(pid: u32) -> Option<char> {
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .ok()
+        .map(|s| s.state)
 }
 
 /// Why `pid` must never be acted on, if it must not: the sensor itself,

@@ -10,14 +10,19 @@ use std::{
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use sensor_common::{ARM_HOLD, BlockedRecord};
+
 use super::{
     RespondError,
+    arm::Armer,
+    hold::{self, Hold, Holds},
     isolate::{Isolated, Isolator, Note, Options},
     kill,
 };
 use crate::{
-    config::{ResponseAction, ResponseConfig, ResponseMode, Severity},
+    config::{HoldExpiry, ResponseAction, ResponseConfig, ResponseMode, Severity},
     event::{Detail, Event},
+    procs::Process,
 };
 
 /// What was done, for the pipeline to turn into an `action` event about
@@ -34,10 +39,23 @@ pub struct Requester {
     pub by: String,
     pub why: String,
     pub finding_seq: Option<u64>,
+    /// The hold a decision answers.
+    pub hold_id: Option<u64>,
+}
+
+/// What the agent was doing when it was held: the tool call the model
+/// asked for, and its last calls.
+#[derive(Debug, Default)]
+pub struct HoldContext {
+    pub tool_call: Option<String>,
+    pub trail: Vec<String>,
 }
 
 pub struct Responder {
     isolator: Result<Isolator, String>,
+    /// Armed and held agents' kernel patterns.
+    pub armer: Armer,
+    holds: Holds,
     cfg: ResponseConfig,
     protect: kill::Protect,
     /// (session, action) already taken automatically: once is enough.
@@ -56,6 +74,7 @@ pub struct Outcome {
 impl Responder {
     pub fn new(
         isolator: Result<Isolator, String>,
+        armer: Armer,
         cfg: ResponseConfig,
         reports: mpsc::UnboundedSender<Report>,
     ) -> Self {
@@ -64,6 +83,8 @@ impl Responder {
         };
         Self {
             isolator,
+            armer,
+            holds: Holds::default(),
             cfg,
             protect,
             taken: HashSet::new(),
@@ -105,6 +126,7 @@ impl Responder {
                 pids,
                 error,
                 finding_seq: who.finding_seq,
+                hold_id: who.hold_id,
             },
         });
     }
@@ -200,8 +222,287 @@ impl Responder {
         }
     }
 
-    /// At a clean stop.
+    /// The kernel matched an armed pattern: a deny is reported as done; a
+    /// hold becomes pending (returned as a `held` event) unless the
+    /// request's host is not the one the pattern holds, in which case the
+    /// process goes on at once.
+    pub fn on_blocked(
+        &mut self,
+        b: &BlockedRecord,
+        process: &Process,
+        context: HoldContext,
+    ) -> Option<Detail> {
+        let m = self.armer.matched(b.header.tgid, b.rule);
+        if b.action != u32::from(ARM_HOLD) {
+            warn!(pid = b.header.tgid, agent = %m.agent, pattern = %m.pattern.text, "armed agent killed before its request left");
+            return Some(Detail::Blocked {
+                agent: m.agent,
+                pattern: m.pattern.text,
+                connection: format!("{:#x}", b.conn),
+                killed: b.signal_result == 0,
+            });
+        }
+        let pid = b.header.tgid;
+        let request = match hold::read_request(pid, b.buf, b.len) {
+            Ok(bytes) => hold::parse_request(&bytes),
+            Err(e) => hold::Request {
+                head: format!("(the request could not be read from the process: {e})"),
+                ..Default::default()
+            },
+        };
+        let hold = Hold {
+            id: 0,
+            pid,
+            start_ticks: process.start_ticks,
+            agent: m.agent.clone(),
+            agent_id: m.agent_id.clone(),
+            pattern: m.pattern.text.clone(),
+            request,
+            since: Instant::now(),
+            since_unix_ns: crate::clock::Clock::new().to_unix_ns(b.header.ktime_ns),
+        };
+        if let Some(want) = &m.pattern.authority
+            && !hold.request.authority.is_empty()
+            && hold.request.authority != *want
+        {
+            let who = Requester {
+                by: "policy".into(),
+                why: format!(
+                    "host {} is not held by {:?}",
+                    hold.request.authority, m.pattern.text
+                ),
+                finding_seq: None,
+                hold_id: None,
+            };
+            let result = kill::resume(&kill::Target {
+                pid,
+                start_time: Some(hold.start_ticks),
+            })
+            .map(|t| Outcome {
+                targets: vec![(pid, t)],
+                skipped: vec![],
+            });
+            self.report((pid, hold.start_ticks), "approve", &who, &result, false);
+            return None;
+        }
+        let timeout = self.cfg.hold_timeout_secs;
+        let on_timeout = match self.cfg.hold_expiry {
+            HoldExpiry::Deny => "deny",
+            HoldExpiry::Approve => "approve",
+        };
+        let stopped = b.signal_result == 0;
+        let mut detail = Detail::Held {
+            hold_id: 0,
+            agent: hold.agent.clone(),
+            pattern: hold.pattern.clone(),
+            method: hold.request.method.clone(),
+            authority: hold.request.authority.clone(),
+            path: hold.request.path.clone(),
+            head: hold.request.head.clone(),
+            tool_call: context.tool_call,
+            trail: context.trail,
+            timeout_secs: timeout,
+            on_timeout,
+            stopped,
+        };
+        if !stopped {
+            warn!(
+                pid,
+                "the kernel could not stop the process for a hold; its request went on"
+            );
+            return Some(detail);
+        }
+        let id = self.holds.add(hold);
+        if let Detail::Held { hold_id, .. } = &mut detail {
+            *hold_id = id;
+        }
+        warn!(
+            pid,
+            hold = id,
+            "agent held at an irreversible request: sensor approve {id} | sensor deny {id}"
+        );
+        Some(detail)
+    }
+
+    /// The pending hold `id` and the requester naming it; a hold that is
+    /// not pending is reported as refused.
+    fn take_hold(
+        &mut self,
+        id: u64,
+        action: &'static str,
+        who: &Requester,
+    ) -> Result<(Hold, Requester), RespondError> {
+        let who = Requester {
+            hold_id: Some(id),
+            ..who.clone()
+        };
+        match self.holds.take(id) {
+            Some(h) => Ok((h, who)),
+            None => {
+                let refused = Err(RespondError::NoSuchHold(id));
+                self.report((0, 0), action, &who, &refused, false);
+                Err(RespondError::NoSuchHold(id))
+            }
+        }
+    }
+
+    pub fn holds(&self) -> Vec<Hold> {
+        self.holds.list().cloned().collect()
+    }
+
+    /// Resumes a held process: the request it was about to send goes on.
+    /// With `remember`, the same request line is let through from now on.
+    pub fn approve(
+        &mut self,
+        id: u64,
+        remember: bool,
+        who: &Requester,
+    ) -> Result<Outcome, RespondError> {
+        let (h, who) = self.take_hold(id, "approve", who)?;
+        let mut skipped = Vec::new();
+        if remember && let Err(e) = self.armer.remember(&h.agent_id, &h.request.request_line) {
+            skipped.push(format!("not remembered: {e}"));
+        }
+        let result = kill::resume(&kill::Target {
+            pid: h.pid,
+            start_time: Some(h.start_ticks),
+        })
+        .map(|t| Outcome {
+            targets: vec![(h.pid, t)],
+            skipped,
+        });
+        let action = if remember {
+            "approve_remember"
+        } else {
+            "approve"
+        };
+        self.report((h.pid, h.start_ticks), action, &who, &result, false);
+        result
+    }
+
+    /// Refuses a held request: the process is killed (pid-safe), or with
+    /// `isolate` cut off the network (its connections aborted) and then
+    /// resumed, so the request fails and the agent can carry on offline.
+    pub fn deny(
+        &mut self,
+        id: u64,
+        isolate: bool,
+        who: &Requester,
+    ) -> Result<Outcome, RespondError> {
+        let (h, who) = self.take_hold(id, "deny", who)?;
+        let target = kill::Target {
+            pid: h.pid,
+            start_time: Some(h.start_ticks),
+        };
+        let result = if isolate {
+            let note = Note {
+                why: who.why.clone(),
+                by: who.by.clone(),
+            };
+            let opts = Options {
+                tree: true,
+                ..Default::default()
+            };
+            self.isolator()
+                .and_then(|iso| iso.isolate(h.pid, Some(h.start_ticks), &opts, note))
+                .and_then(|targets| {
+                    kill::resume(&target)?;
+                    Ok(Outcome {
+                        targets,
+                        skipped: vec![],
+                    })
+                })
+        } else {
+            kill::kill(&target, false, &self.protect).map(|k| Outcome {
+                targets: k.pids,
+                skipped: vec![],
+            })
+        };
+        let action = if isolate { "deny_isolate" } else { "deny" };
+        self.report((h.pid, h.start_ticks), action, &who, &result, false);
+        result
+    }
+
+    /// Periodic: holds nobody answered in time are decided by policy, and
+    /// holds whose process was continued by someone else (SIGCONT from
+    /// outside the sensor: its request went on) are cleared, so a late
+    /// denial cannot kill a process that already carried on.
+    pub fn expire_holds(&mut self) {
+        // A hold younger than a second may belong to a process the signal
+        // has not reached yet.
+        let ids: Vec<(u64, u32)> = self
+            .holds
+            .list()
+            .filter(|h| h.since.elapsed() > Duration::from_secs(1))
+            .map(|h| (h.id, h.pid))
+            .collect();
+        for (id, pid) in ids {
+            if super::process_state(pid).is_some_and(|s| s != 'T' && s != 't')
+                && let Some(h) = self.holds.take(id)
+            {
+                self.cleared(
+                    &h,
+                    "the held process was continued outside the sensor (its request went on)",
+                );
+            }
+        }
+        let timeout = Duration::from_secs(self.cfg.hold_timeout_secs);
+        for h in self.holds.expired(timeout) {
+            let why = format!("no decision within {} s", self.cfg.hold_timeout_secs);
+            self.decide_by_policy(h, why);
+        }
+    }
+
+    fn decide_by_policy(&mut self, h: Hold, why: String) {
+        let id = h.id;
+        // Put back, so the decision goes through the usual path.
+        self.holds.restore(h);
+        let who = Requester {
+            by: "policy".into(),
+            why,
+            finding_seq: None,
+            hold_id: Some(id),
+        };
+        let _ = match self.cfg.hold_expiry {
+            HoldExpiry::Deny => self.deny(id, false, &who),
+            HoldExpiry::Approve => self.approve(id, false, &who),
+        };
+    }
+
+    fn cleared(&self, h: &Hold, why: &str) {
+        let who = Requester {
+            by: "kernel".into(),
+            why: why.into(),
+            finding_seq: None,
+            hold_id: Some(h.id),
+        };
+        self.report(
+            (h.pid, h.start_ticks),
+            "hold_cleared",
+            &who,
+            &Ok(Outcome::default()),
+            false,
+        );
+    }
+
+    /// A process exited: its holds are moot.
+    pub fn on_exit(&mut self, pid: u32) {
+        self.armer.on_exit(pid);
+        for h in self.holds.of_exited(pid) {
+            self.cleared(&h, "the held process exited before a decision");
+        }
+    }
+
+    /// At a clean stop. Pending holds are decided as if they had expired:
+    /// without the daemon nobody could answer them, and a process left
+    /// stopped forever is a hung agent.
     pub fn stop(&mut self) {
+        let pending: Vec<u64> = self.holds.list().map(|h| h.id).collect();
+        for id in pending {
+            if let Some(h) = self.holds.take(id) {
+                self.decide_by_policy(h, "the sensor is stopping".into());
+            }
+        }
         super::isolate::on_clean_stop(self.isolator.as_mut().ok());
     }
 
@@ -251,6 +552,7 @@ impl Responder {
             )
             .to_lowercase(),
             finding_seq: Some(finding.seq),
+            hold_id: None,
         };
         if mode == ResponseMode::Monitor {
             self.report(

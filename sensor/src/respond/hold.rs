@@ -1,0 +1,234 @@
+//! Holds: a process of a held agent stopped by the kernel (SIGSTOP, whole
+//! thread group) at the TLS write of an irreversible request, waiting for
+//! a person to approve (SIGCONT: that very write goes on) or deny it.
+//!
+//! The request is read from the stopped process's memory (the write's
+//! buffer, which cannot change while every thread is stopped), redacted,
+//! and shown; it never leaves the host in clear.
+
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::FileExt,
+    time::{Duration, Instant},
+};
+
+use crate::redact;
+
+/// Bytes of the request read from the process: the request line, the
+/// headers and the start of the body.
+pub const READ_MAX: usize = 4096;
+/// Body bytes shown with a hold.
+const BODY_SHOWN: usize = 512;
+
+/// A request as a hold shows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Request {
+    pub method: String,
+    /// The Host header, lowercase, without a default port.
+    pub authority: String,
+    /// The path with secret query values masked.
+    pub path: String,
+    /// "METHOD /path " as the kernel sees its first bytes: what an
+    /// approval remembers (the space ends the path: exactly this one).
+    pub request_line: String,
+    /// Request line, headers and the body's start, secrets masked.
+    pub head: String,
+}
+
+/// Parses the start of an HTTP/1.x request, whatever it holds: a
+/// truncated or malformed one yields what could be read.
+pub fn parse_request(bytes: &[u8]) -> Request {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let status = req.parse(bytes);
+    let method = req.method.unwrap_or("").to_string();
+    let raw_path = req.path.unwrap_or("");
+    let mut authority = String::new();
+    let mut head = format!(
+        "{method} {} HTTP/1.{}\n",
+        redact::target(raw_path),
+        req.version.unwrap_or(1)
+    );
+    for h in req.headers.iter().filter(|h| !h.name.is_empty()) {
+        let value = String::from_utf8_lossy(h.value);
+        let lname = h.name.to_ascii_lowercase();
+        if lname == "host" {
+            authority = value.trim().to_ascii_lowercase();
+            for default in [":443", ":80"] {
+                if let Some(a) = authority.strip_suffix(default) {
+                    authority = a.to_string();
+                }
+            }
+        }
+        let shown = if redact::is_secret_header(&lname) {
+            "<redacted>".to_string()
+        } else {
+            redact::text(&value)
+        };
+        head.push_str(&format!("{}: {shown}\n", h.name));
+    }
+    match status {
+        Ok(httparse::Status::Complete(n)) => {
+            let body = &bytes[n..];
+            if !body.is_empty() {
+                let shown = &body[..body.len().min(BODY_SHOWN)];
+                head.push('\n');
+                head.push_str(&redact::text(&String::from_utf8_lossy(shown)));
+                if body.len() > BODY_SHOWN {
+                    head.push_str(&format!("… ({} more bytes)", body.len() - BODY_SHOWN));
+                }
+            }
+        }
+        Ok(httparse::Status::Partial) => head.push_str("… (headers continue)\n"),
+        Err(e) => head.push_str(&format!("… (not parsed further: {e})\n")),
+    }
+    Request {
+        request_line: format!("{method} {raw_path} "),
+        method,
+        authority,
+        path: redact::target(raw_path),
+        head,
+    }
+}
+
+/// Reads `len` bytes (at most [`READ_MAX`]) at `addr` in process `pid`.
+pub fn read_request(pid: u32, addr: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    let f = std::fs::File::open(format!("/proc/{pid}/mem"))?;
+    let mut buf = vec![0u8; (len as usize).min(READ_MAX)];
+    let n = f.read_at(&mut buf, addr)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// One pending hold.
+#[derive(Clone, Debug)]
+pub struct Hold {
+    pub id: u64,
+    pub pid: u32,
+    pub start_ticks: u64,
+    /// The agent as configured, and its id.
+    pub agent: String,
+    pub agent_id: String,
+    pub pattern: String,
+    pub request: Request,
+    pub since: Instant,
+    pub since_unix_ns: u64,
+}
+
+/// The pending holds, by id (ids are not reused within a daemon's life).
+#[derive(Default)]
+pub struct Holds {
+    pending: BTreeMap<u64, Hold>,
+    next: u64,
+}
+
+impl Holds {
+    pub fn add(&mut self, mut hold: Hold) -> u64 {
+        self.next += 1;
+        hold.id = self.next;
+        self.pending.insert(hold.id, hold);
+        self.next
+    }
+
+    /// Puts back a hold taken out, under its own id.
+    pub fn restore(&mut self, hold: Hold) {
+        self.pending.insert(hold.id, hold);
+    }
+
+    pub fn take(&mut self, id: u64) -> Option<Hold> {
+        self.pending.remove(&id)
+    }
+
+    pub fn list(&self) -> impl Iterator<Item = &Hold> {
+        self.pending.values()
+    }
+
+    /// Holds older than `timeout`.
+    pub fn expired(&mut self, timeout: Duration) -> Vec<Hold> {
+        let now = Instant::now();
+        let ids: Vec<u64> = self
+            .pending
+            .values()
+            .filter(|h| now.duration_since(h.since) >= timeout)
+            .map(|h| h.id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.pending.remove(&id))
+            .collect()
+    }
+
+    /// Holds of a process that is gone.
+    pub fn of_exited(&mut self, pid: u32) -> Vec<Hold> {
+        let ids: Vec<u64> = self
+            .pending
+            .values()
+            .filter(|h| h.pid == pid)
+            .map(|h| h.id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.pending.remove(&id))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_shown_with_its_secrets_masked() {
+        let r = parse_request(
+            b"POST /v1/orders?api_key=sk-PLANTED HTTP/1.1\r\nHost: Vendor.example:443\r\n\
+              Authorization: Bearer sk-PLANTED\r\nContent-Type: application/json\r\n\
+              Content-Length: 44\r\n\r\n{\"sku\": \"A-1\", \"password\": \"PLANTED-pass\"}",
+        );
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.authority, "vendor.example");
+        assert!(r.path.starts_with("/v1/orders?api_key="), "{}", r.path);
+        assert_eq!(r.request_line, "POST /v1/orders?api_key=sk-PLANTED ");
+        assert!(
+            r.head.contains("Content-Type: application/json"),
+            "{}",
+            r.head
+        );
+        assert!(r.head.contains("\"sku\": \"A-1\""), "{}", r.head);
+        assert!(!r.head.contains("PLANTED"), "{}", r.head);
+        assert!(!r.path.contains("PLANTED"), "{}", r.path);
+    }
+
+    #[test]
+    fn truncated_or_malformed_requests_yield_what_was_read() {
+        let r = parse_request(b"DELETE /customers/42 HTTP/1.1\r\nHost: a");
+        assert_eq!(r.method, "DELETE");
+        assert_eq!(r.path, "/customers/42");
+        assert!(r.head.contains("headers continue"), "{}", r.head);
+        let r = parse_request(b"\x16\x03\x01garbage");
+        assert_eq!(r.method, "");
+        assert!(r.head.contains("not parsed"), "{}", r.head);
+        let _ = parse_request(b"");
+    }
+
+    #[test]
+    fn holds_expire_and_go_with_their_process() {
+        let mut h = Holds::default();
+        let hold = |pid| Hold {
+            id: 0,
+            pid,
+            start_ticks: 1,
+            agent: "a".into(),
+            agent_id: "id".into(),
+            pattern: "POST /x".into(),
+            request: Request::default(),
+            since: Instant::now(),
+            since_unix_ns: 0,
+        };
+        let a = h.add(hold(10));
+        let b = h.add(hold(11));
+        assert_ne!(a, b);
+        assert!(h.expired(Duration::from_secs(60)).is_empty());
+        assert_eq!(h.of_exited(10).len(), 1);
+        assert_eq!(h.list().count(), 1);
+        assert_eq!(h.expired(Duration::ZERO)[0].id, b);
+        assert!(h.take(b).is_none());
+    }
+}

@@ -1,0 +1,338 @@
+//! A person between the agent and anything irreversible, for real: the
+//! ordering agent (official `openai` SDK, `httpx`, a local HTTPS vendor)
+//! is stopped by the kernel at its order's TLS write; nothing reaches the
+//! vendor until someone approves, exactly one order per approval; a
+//! denial kills it; an unanswered hold is denied at its timeout, or when
+//! the sensor stops; a held process killed by someone else clears its
+//! hold; reversible and remembered calls are never held.
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::process::ExitStatusExt,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use e2e::{HttpsServer, Sensor, Value, kind, pid, require_root, serial, venv_python};
+
+const HOLD: &str = "[[response.hold]]\nagent = \"orderer.py\"\npatterns = [\"POST /v1/orders\", \"DELETE */customers/\"]\n";
+
+/// tests/fixtures/orderer.py: the ordering agent (official `openai` SDK
+/// for the model, `httpx` for the vendor), placing `orders` orders.
+struct Orderer {
+    child: Child,
+}
+
+impl Orderer {
+    fn start(server: &HttpsServer, orders: u32) -> Orderer {
+        let child = Command::new(venv_python())
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/orderer.py"))
+            .arg(format!("https://127.0.0.1:{}", server.port))
+            .env("ORDERS", orders.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Orderer { child }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its output and how it ended, within 60 s.
+    fn finish(mut self) -> (String, std::process::ExitStatus) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut out = String::new();
+                let mut r = BufReader::new(self.child.stdout.take().unwrap());
+                while r.read_line(&mut out).unwrap_or(0) > 0 {}
+                return (out, status);
+            }
+            assert!(Instant::now() < deadline, "the orderer did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Orderer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn orders(server: &HttpsServer) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("REQ POST /v1/orders "))
+        .count()
+}
+
+/// The process state letter from /proc/PID/stat ('T' when stopped).
+fn state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        .unwrap_or('?')
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn held(sensor: &Sensor, n: usize) -> Value {
+    sensor
+        .wait_for_n("a hold", n, |v| kind(v) == "held")
+        .pop()
+        .unwrap()
+}
+
+fn action<'a>(events: &'a [Value], name: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|v| kind(v) == "action" && v["action"] == name)
+        .unwrap_or_else(|| panic!("no {name} action in {events:?}"))
+}
+
+fn no_secret(stderr: &str, events: &[Value]) {
+    assert!(!stderr.contains("PLANTED"));
+    for e in events {
+        assert!(!e.to_string().contains("PLANTED"), "{e}");
+    }
+}
+
+#[test]
+fn a_held_order_waits_for_a_person_and_goes_once_per_approval() {
+    let _g = serial();
+    if !require_root("a_held_order_waits_for_a_person_and_goes_once_per_approval") {
+        return;
+    }
+    let sensor = Sensor::start_with(&["--json"], Some(HOLD));
+    let server = HttpsServer::start("127.0.0.1");
+    let agent = Orderer::start(&server, 3);
+    let me = agent.pid();
+
+    let first = held(&sensor, 1);
+    assert_eq!(pid(&first), u64::from(me), "{first}");
+    assert_eq!(first["stopped"], true, "{first}");
+    assert_eq!(first["method"], "POST", "{first}");
+    assert_eq!(first["path"], "/v1/orders", "{first}");
+    assert_eq!(
+        first["authority"],
+        format!("127.0.0.1:{}", server.port),
+        "{first}"
+    );
+    assert_eq!(first["pattern"], "POST /v1/orders", "{first}");
+    assert_eq!(first["agent"], "orderer.py", "{first}");
+    assert_eq!(first["on_timeout"], "deny", "{first}");
+    let head = first["head"].as_str().unwrap();
+    assert!(head.starts_with("POST /v1/orders HTTP/1.1\n"), "{head}");
+    assert!(head.contains("authorization: <redacted>"), "{head}");
+    assert!(
+        first["tool_call"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("place_order"),
+        "{first}"
+    );
+    let trail: Vec<&str> = first["trail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        trail
+            .iter()
+            .any(|t| t.starts_with("GET ") && t.ends_with("/v1/catalog")),
+        "{trail:?}"
+    );
+    // Stopped, whole, and nothing sent: the catalogue read (reversible)
+    // went through, the order did not.
+    wait_until("the agent to stop", || state(me) == 'T');
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(state(me), 'T');
+    assert_eq!(orders(&server), 0, "{:?}", server.requests());
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("REQ GET /v1/catalog ")),
+        "{:?}",
+        server.requests()
+    );
+    let id1 = first["hold_id"].as_u64().unwrap().to_string();
+    let (ok, out, err) = sensor.cli(&["holds"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&me.to_string()) && out.contains("/v1/orders"),
+        "{out}"
+    );
+    assert!(!out.contains("PLANTED"), "{out}");
+
+    let (ok, out, err) = sensor.cli(&["approve", &id1, "--why", "e2e: one order is fine"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&me.to_string()), "{out}");
+    wait_until("the approved order", || orders(&server) == 1);
+    // The next order is held again; still exactly one delivered.
+    let second = held(&sensor, 2);
+    assert_ne!(second["hold_id"], first["hold_id"]);
+    wait_until("the agent to stop again", || state(me) == 'T');
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(orders(&server), 1, "{:?}", server.requests());
+    // A decided hold cannot be decided again.
+    let (ok, _, err) = sensor.cli(&["approve", &id1]);
+    assert!(
+        !ok && err.contains(&format!("no pending hold {id1}")),
+        "{err}"
+    );
+
+    let id2 = second["hold_id"].as_u64().unwrap().to_string();
+    let (ok, _, err) = sensor.cli(&["deny", &id2, "--why", "e2e: no more"]);
+    assert!(ok, "{err}");
+    let (out, status) = agent.finish();
+    assert_eq!(status.signal(), Some(9), "{out}");
+    assert_eq!(out.trim(), "placed 1", "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(orders(&server), 1, "{:?}", server.requests());
+
+    let (_, stderr, events) = sensor.stop_with_events();
+    let approve = action(&events, "approve");
+    assert_eq!(approve["outcome"], "done", "{approve}");
+    assert_eq!(approve["hold_id"].to_string(), id1, "{approve}");
+    assert!(
+        approve["by"].as_str().unwrap().contains("uid 0"),
+        "{approve}"
+    );
+    assert_eq!(approve["why"], "e2e: one order is fine", "{approve}");
+    let deny = action(&events, "deny");
+    assert_eq!(deny["outcome"], "done", "{deny}");
+    assert_eq!(deny["hold_id"].to_string(), id2, "{deny}");
+    assert_eq!(deny["pids"][0][0], me, "{deny}");
+    no_secret(&stderr, &events);
+}
+
+#[test]
+fn unanswered_holds_are_denied_at_the_timeout_and_dead_ones_cleared() {
+    let _g = serial();
+    if !require_root("unanswered_holds_are_denied_at_the_timeout_and_dead_ones_cleared") {
+        return;
+    }
+    let config = format!("[response]\nhold_timeout_secs = 2\n{HOLD}");
+    let sensor = Sensor::start_with(&["--json"], Some(&config));
+    let server = HttpsServer::start("127.0.0.1");
+
+    // Nobody answers: denied (killed) by policy after 2 s.
+    let agent = Orderer::start(&server, 3);
+    let me = agent.pid();
+    let h = held(&sensor, 1);
+    let t0 = Instant::now();
+    let (out, status) = agent.finish();
+    assert_eq!(status.signal(), Some(9), "{out}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(orders(&server), 0);
+    let deny = sensor.wait_for("the timeout's denial", |v| {
+        kind(v) == "action" && v["action"] == "deny" && v["hold_id"] == h["hold_id"]
+    });
+    assert_eq!(deny["by"], "policy", "{deny}");
+    assert_eq!(deny["outcome"], "done", "{deny}");
+    assert_eq!(deny["pids"][0][0], me, "{deny}");
+
+    // Killed by someone else while held: the hold goes with it.
+    let agent = Orderer::start(&server, 3);
+    let other = agent.pid();
+    let h2 = held(&sensor, 2);
+    assert_eq!(pid(&h2), u64::from(other));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(other as i32, libc::SIGKILL) };
+    let (_, status) = agent.finish();
+    assert_eq!(status.signal(), Some(9));
+    let cleared = sensor.wait_for("the cleared hold", |v| {
+        kind(v) == "action" && v["action"] == "hold_cleared"
+    });
+    assert_eq!(cleared["hold_id"], h2["hold_id"], "{cleared}");
+    let (ok, out, _) = sensor.cli(&["holds"]);
+    assert!(ok && out.contains("no pending hold"), "{out}");
+    assert_eq!(orders(&server), 0);
+
+    // Pending when the sensor stops: decided then (denied), not left
+    // stopped forever with nobody to answer.
+    let agent = Orderer::start(&server, 3);
+    let last = agent.pid();
+    let h3 = held(&sensor, 3);
+    assert_eq!(pid(&h3), u64::from(last));
+    let (_, stderr, events) = sensor.stop_with_events();
+    let (_, status) = agent.finish();
+    assert_eq!(status.signal(), Some(9));
+    let at_stop = events
+        .iter()
+        .find(|v| kind(v) == "action" && v["hold_id"] == h3["hold_id"])
+        .unwrap_or_else(|| panic!("no decision for the pending hold at stop"));
+    assert_eq!(at_stop["action"], "deny", "{at_stop}");
+    assert_eq!(at_stop["why"], "the sensor is stopping", "{at_stop}");
+    assert_eq!(orders(&server), 0);
+    assert!(
+        !events
+            .iter()
+            .any(|v| kind(v) == "action" && v["hold_id"] == h2["hold_id"] && v["action"] == "deny"),
+        "a cleared hold was also denied"
+    );
+    no_secret(&stderr, &events);
+}
+
+#[test]
+fn reversible_and_remembered_calls_are_never_held() {
+    let _g = serial();
+    if !require_root("reversible_and_remembered_calls_are_never_held") {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let sensor = Sensor::start_in(state.path(), &["--json"], Some(HOLD));
+    let server = HttpsServer::start("127.0.0.1");
+    let agent = Orderer::start(&server, 3);
+    let h = held(&sensor, 1);
+    let id = h["hold_id"].as_u64().unwrap().to_string();
+    let (ok, _, err) = sensor.cli(&["approve", &id, "--remember"]);
+    assert!(ok, "{err}");
+    // The other two orders are the same request line: not held.
+    let (out, status) = agent.finish();
+    assert!(status.success(), "{out}");
+    assert!(out.contains("all orders placed"), "{out}");
+    assert_eq!(orders(&server), 3);
+    // A new process of the same agent is not held either (remembered in
+    // the state directory, applied when it is armed).
+    let again = Orderer::start(&server, 1);
+    let (out, status) = again.finish();
+    assert!(
+        status.success() && out.contains("all orders placed"),
+        "{out}"
+    );
+    assert_eq!(orders(&server), 4);
+    let (_, stderr, events) = sensor.stop_with_events();
+    let holds: Vec<&Value> = events.iter().filter(|v| kind(v) == "held").collect();
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    let approve = action(&events, "approve_remember");
+    assert_eq!(approve["outcome"], "done", "{approve}");
+    // GETs (the catalogue, the model call) went through unheld.
+    assert!(
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("REQ GET /v1/catalog "))
+            .count()
+            == 2
+    );
+    assert!(state.path().join("approved.json").exists());
+    no_secret(&stderr, &events);
+}
