@@ -3,7 +3,7 @@
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use sensor_common::{TLS_DIR_WRITE, TLS_LIB_GNUTLS};
 
 use crate::{
@@ -122,10 +122,21 @@ pub struct Calls {
 }
 
 impl Calls {
-    pub fn new(state_dir: &Path) -> Result<Self> {
+    /// `shared_key`: a fingerprint key shared by a fleet, which must exist;
+    /// otherwise the host's own in `state_dir`, made on first use.
+    pub fn new(state_dir: &Path, shared_key: Option<&Path>) -> Result<Self> {
+        let fp = match shared_key {
+            Some(path) => Fingerprinter::load(path).with_context(|| {
+                format!(
+                    "http.fingerprint_key {} (make one with `head -c 32 /dev/urandom`, the same on every node)",
+                    path.display()
+                )
+            })?,
+            None => Fingerprinter::load_or_create(&state_dir.join("fingerprint.key"))?,
+        };
         Ok(Self {
             flows: Flows::new(16384, Duration::from_secs(120)),
-            fp: Fingerprinter::load_or_create(&state_dir.join("fingerprint.key"))?,
+            fp,
             parse_errors: 0,
             server_records: 0,
         })

@@ -458,3 +458,72 @@ pub async fn holds(c: &Conn) -> Result<()> {
     }
     Ok(())
 }
+
+fn write_out(output: Option<&std::path::Path>, bytes: &[u8]) -> Result<()> {
+    match output {
+        Some(p) => {
+            std::fs::write(p, bytes).map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))
+        }
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(bytes)?;
+            out.write_all(b"\n")?;
+            Ok(())
+        }
+    }
+}
+
+fn read_baselines(path: &std::path::Path) -> Result<crate::agents::baseline::BaselineFile> {
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    crate::agents::baseline::BaselineFile::parse(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// The daemon's baselines as a file.
+pub async fn export_baselines(
+    c: &Conn,
+    agents: &[String],
+    output: Option<&std::path::Path>,
+) -> Result<()> {
+    let mut client = AgentsClient::new(connect(&c.socket).await?);
+    let r = client
+        .export_baselines(pb::ExportBaselinesRequest {
+            agents: agents.to_vec(),
+        })
+        .await
+        .map_err(|s| rpc_error("baseline export", s))?
+        .into_inner();
+    write_out(output, &r.json)
+}
+
+/// Adds a baseline file to the daemon.
+pub async fn import_baselines(c: &Conn, path: &std::path::Path) -> Result<()> {
+    // Checked here first, so a wrong file is named before any RPC.
+    let file = read_baselines(path)?;
+    let mut client = AgentsClient::new(connect(&c.socket).await?);
+    let r = client
+        .import_baselines(pb::BaselineFile {
+            json: serde_json::to_vec(&file)?,
+        })
+        .await
+        .map_err(|s| rpc_error("baseline import", s))?
+        .into_inner();
+    println!(
+        "imported baselines of {} agents (learned on {})",
+        r.agents,
+        r.nodes.join(", ")
+    );
+    Ok(())
+}
+
+/// Merges baseline files, offline.
+pub fn merge_baselines(paths: &[PathBuf], output: Option<&std::path::Path>) -> Result<()> {
+    let files = paths
+        .iter()
+        .map(|p| read_baselines(p))
+        .collect::<Result<Vec<_>>>()?;
+    let merged = crate::agents::baseline::BaselineFile::merge_all(&files);
+    write_out(output, &serde_json::to_vec_pretty(&merged)?)
+}

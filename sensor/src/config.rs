@@ -24,6 +24,17 @@ pub struct Config {
     pub audit: AuditConfig,
     pub http: HttpConfig,
     pub response: ResponseConfig,
+    pub baselines: BaselinesConfig,
+}
+
+/// Baselines learned elsewhere (other nodes, an earlier export).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaselinesConfig {
+    /// `sensor baseline export` files read at start (e.g. mounted from a
+    /// ConfigMap): the agents they cover are checked from their first run
+    /// on this node instead of learning from scratch.
+    pub import: Vec<PathBuf>,
 }
 
 /// What the sensor does about findings, and what it never touches.
@@ -247,6 +258,11 @@ pub struct HttpConfig {
     /// Headers whose values are credentials, besides the built-in ones
     /// (authorization, x-api-key, cookie, ...): fingerprinted, never shown.
     pub secret_headers: Vec<String>,
+    /// The 32-byte key credential fingerprints are made with. Unset: one
+    /// made for this host in `state.dir`. Set it to the same file (a
+    /// Secret) on every node whose baselines are merged, or the same
+    /// credential shows as a different fingerprint on each.
+    pub fingerprint_key: Option<PathBuf>,
 }
 
 /// Durations as humantime text ("7d", "90s") in the config file.

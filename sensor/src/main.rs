@@ -148,10 +148,45 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Baselines across nodes: export, import, merge.
+    Baseline {
+        #[command(subcommand)]
+        action: BaselineAction,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum BaselineAction {
+    /// Writes the running daemon's baselines (learned here and imported)
+    /// as a portable file, for other nodes or a ConfigMap.
+    Export {
+        /// Only these agents (id or name; repeatable).
+        #[arg(long = "agent")]
+        agents: Vec<String>,
+        /// Write here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Adds a baseline file to the running daemon: the agents it covers
+    /// are checked from their next call (kept across restarts).
+    Import {
+        path: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Merges files learned on several nodes into one (no daemon needed).
+    Merge {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -244,6 +279,21 @@ fn main() -> Result<()> {
             conn,
         } => client_runtime()?.block_on(cli::decide(&conn, hold_id, false, isolate, &why)),
         Command::Holds { conn } => client_runtime()?.block_on(cli::holds(&conn)),
+        Command::Baseline { action } => match action {
+            BaselineAction::Export {
+                agents,
+                output,
+                conn,
+            } => {
+                client_runtime()?.block_on(cli::export_baselines(&conn, &agents, output.as_deref()))
+            }
+            BaselineAction::Import { path, conn } => {
+                client_runtime()?.block_on(cli::import_baselines(&conn, &path))
+            }
+            BaselineAction::Merge { paths, output } => {
+                cli::merge_baselines(&paths, output.as_deref())
+            }
+        },
         Command::Config { action } => {
             match action {
                 ConfigAction::Default => print!("{}", Config::default().to_toml()),

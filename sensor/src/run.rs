@@ -109,9 +109,18 @@ pub async fn run(cfg: Config) -> Result<()> {
     } else {
         None
     };
-    let agents = Arc::new(std::sync::Mutex::new(Agents::load(Some(
-        &cfg.state.dir.join("agents.json"),
-    ))?));
+    let mut table = Agents::load(Some(&cfg.state.dir.join("agents.json")))?;
+    for path in &cfg.baselines.import {
+        let file = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("baselines.import {}: {e}", path.display()))
+            .and_then(|b| {
+                crate::agents::baseline::BaselineFile::parse(&b)
+                    .map_err(|e| anyhow::anyhow!("baselines.import {}: {e}", path.display()))
+            })?;
+        let n = table.import_baselines(&file, false)?;
+        info!(file = %path.display(), agents = n, nodes = ?file.nodes, "baselines imported");
+    }
+    let agents = Arc::new(std::sync::Mutex::new(table));
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let isolator = if loaded.isolation {
         Isolator::take(&mut loaded.bpf, &cfg.state.dir).map_err(|e| format!("{e:#}"))
@@ -233,7 +242,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut tls_records = 0u64;
     let mut sock_records = 0u64;
     let mut first_bytes = FirstBytes::default();
-    let mut calls = Calls::new(&cfg.state.dir)?;
+    let mut calls = Calls::new(&cfg.state.dir, cfg.http.fingerprint_key.as_deref())?;
     loop {
         tokio::select! {
             n = rx.recv_many(&mut batch, 1024) => {

@@ -37,6 +37,102 @@ impl Baseline {
     pub fn learning(&self) -> bool {
         self.sessions <= LEARN_SESSIONS
     }
+
+    /// Adds what `other` learned (another node, an export): runs and calls
+    /// add up, endpoints and transitions add their counts, credentials and
+    /// destinations unite, within the same bounds as learning.
+    pub fn merge(&mut self, other: &Baseline) {
+        self.sessions += other.sessions;
+        self.calls += other.calls;
+        for (map, from) in [
+            (&mut self.endpoints, &other.endpoints),
+            (&mut self.transitions, &other.transitions),
+        ] {
+            for (k, n) in from {
+                if map.len() < MAX_ENTRIES || map.contains_key(k) {
+                    *map.entry(k.clone()).or_default() += n;
+                }
+            }
+        }
+        for (set, from) in [
+            (&mut self.credentials, &other.credentials),
+            (&mut self.destinations, &other.destinations),
+        ] {
+            for v in from {
+                if set.len() < MAX_ENTRIES {
+                    set.insert(v.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The format name a baseline file carries.
+pub const FILE_FORMAT: &str = "sensor-baselines/1";
+
+/// Baselines as exported, imported and merged across nodes (one JSON
+/// document, small enough for a ConfigMap for a host's agents). Credential
+/// fingerprints in it only match across nodes that share the fingerprint
+/// key (`http.fingerprint_key`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BaselineFile {
+    pub format: String,
+    /// Nodes it was learned on.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    #[serde(default)]
+    pub exported_unix: u64,
+    /// Agent id → what it learned.
+    pub baselines: BTreeMap<String, Baseline>,
+}
+
+impl BaselineFile {
+    pub fn new(node: &str, baselines: BTreeMap<String, Baseline>) -> Self {
+        Self {
+            format: FILE_FORMAT.into(),
+            nodes: vec![node.to_string()],
+            exported_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            baselines,
+        }
+    }
+
+    /// Reads a baseline file, refusing anything that is not one.
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        match v.get("format").and_then(|f| f.as_str()) {
+            Some(FILE_FORMAT) => {}
+            Some(other) => {
+                return Err(format!(
+                    "format {other:?} is not {FILE_FORMAT:?} (made by another sensor version?)"
+                ));
+            }
+            None => return Err(format!("no \"format\": not a {FILE_FORMAT} file")),
+        }
+        serde_json::from_value(v).map_err(|e| format!("not a {FILE_FORMAT} file: {e}"))
+    }
+
+    /// Merges several files (learned on several nodes) into one.
+    pub fn merge_all(files: &[BaselineFile]) -> Self {
+        let mut out = Self {
+            format: FILE_FORMAT.into(),
+            ..Default::default()
+        };
+        for f in files {
+            for n in &f.nodes {
+                if !out.nodes.contains(n) {
+                    out.nodes.push(n.clone());
+                }
+            }
+            out.exported_unix = out.exported_unix.max(f.exported_unix);
+            for (id, b) in &f.baselines {
+                out.baselines.entry(id.clone()).or_default().merge(b);
+            }
+        }
+        out
+    }
 }
 
 /// One call as the detector sees it.
@@ -75,7 +171,12 @@ struct SessionState {
 
 #[derive(Default)]
 pub struct Detector {
+    /// What this node learned.
     pub baselines: BTreeMap<String, Baseline>,
+    /// What was imported (learned elsewhere): checked together with the
+    /// node's own, never written into it, so importing again at each start
+    /// counts nothing twice.
+    pub imported: BTreeMap<String, Baseline>,
     sessions: HashMap<String, SessionState>,
     session_order: VecDeque<String>,
 }
@@ -92,6 +193,34 @@ impl Detector {
             baselines,
             ..Default::default()
         }
+    }
+
+    /// The baseline `identity` is checked against: its own and imported.
+    pub fn effective(&self, identity: &str) -> Baseline {
+        let mut b = self.baselines.get(identity).cloned().unwrap_or_default();
+        if let Some(i) = self.imported.get(identity) {
+            b.merge(i);
+        }
+        b
+    }
+
+    /// Adds imported baselines; returns how many agents they cover.
+    pub fn import(&mut self, file: &BaselineFile) -> usize {
+        for (id, b) in &file.baselines {
+            self.imported.entry(id.clone()).or_default().merge(b);
+        }
+        file.baselines.len()
+    }
+
+    /// The effective baselines of `ids` (all agents when empty).
+    pub fn export(&self, node: &str, ids: &[String]) -> BaselineFile {
+        let all: BTreeSet<&String> = self.baselines.keys().chain(self.imported.keys()).collect();
+        let baselines = all
+            .into_iter()
+            .filter(|id| ids.is_empty() || ids.contains(id))
+            .map(|id| (id.clone(), self.effective(id)))
+            .collect();
+        BaselineFile::new(node, baselines)
     }
 
     /// A new run of `identity` started.
@@ -116,11 +245,8 @@ impl Detector {
 
     /// Learns from or checks one call of `identity`.
     pub fn call(&mut self, identity: &str, c: &Call) -> Vec<Finding> {
-        let base = self
-            .baselines
-            .entry(identity.to_string())
-            .or_default()
-            .clone();
+        self.baselines.entry(identity.to_string()).or_default();
+        let base = self.effective(identity);
         let learning = base.learning();
         let s = self.session(c.session);
         let prev = s.last_endpoint.replace(c.endpoint.clone());
@@ -280,6 +406,82 @@ mod tests {
             !b.endpoints.contains_key("POST v /orders"),
             "findings are not learned"
         );
+    }
+
+    #[test]
+    fn an_imported_baseline_checks_from_the_first_run_and_is_never_counted_twice() {
+        // Node A learns; node B imports what A learned.
+        let mut a = Detector::default();
+        for run in 0..=LEARN_SESSIONS {
+            a.session_started("agt-x");
+            let s = format!("a{run}");
+            assert!(a.call("agt-x", &call(&s, "GET v /catalog", run)).is_empty());
+        }
+        let file = a.export("node-a", &[]);
+        let text = serde_json::to_vec(&file).unwrap();
+        let file = BaselineFile::parse(&text).unwrap();
+        assert_eq!(file.nodes, ["node-a"]);
+        let mut b = Detector::default();
+        assert_eq!(b.import(&file), 1);
+        b.session_started("agt-x");
+        assert!(b.call("agt-x", &call("b1", "GET v /catalog", 1)).is_empty());
+        let f = b.call("agt-x", &call("b1", "POST v /orders", 2));
+        assert_eq!(f[0].rule, "new_irreversible_endpoint", "{f:?}");
+        // Checking did not learn, and the import stayed apart.
+        assert!(
+            !b.baselines["agt-x"]
+                .endpoints
+                .contains_key("POST v /orders")
+        );
+        assert_eq!(b.baselines["agt-x"].sessions, 1);
+        assert_eq!(b.effective("agt-x").sessions, LEARN_SESSIONS + 2);
+    }
+
+    #[test]
+    fn baselines_from_several_nodes_merge() {
+        let one = Baseline {
+            sessions: 2,
+            endpoints: BTreeMap::from([("GET v /a".into(), 3)]),
+            credentials: BTreeSet::from(["fp:1".into()]),
+            ..Default::default()
+        };
+        let two = Baseline {
+            sessions: 3,
+            endpoints: BTreeMap::from([("GET v /a".into(), 1), ("POST v /b".into(), 2)]),
+            credentials: BTreeSet::from(["fp:2".into()]),
+            ..Default::default()
+        };
+        let f = |node: &str, b: &Baseline| {
+            BaselineFile::new(node, BTreeMap::from([("agt".to_string(), b.clone())]))
+        };
+        let m = BaselineFile::merge_all(&[f("n1", &one), f("n2", &two), f("n1", &one)]);
+        assert_eq!(m.nodes, ["n1", "n2"]);
+        let b = &m.baselines["agt"];
+        assert_eq!(b.sessions, 7);
+        assert_eq!(b.endpoints["GET v /a"], 7);
+        assert_eq!(b.endpoints["POST v /b"], 2);
+        assert_eq!(b.credentials.len(), 2);
+        assert!(!b.learning());
+    }
+
+    #[test]
+    fn only_baseline_files_are_read() {
+        for (bad, why) in [
+            (&b"{"[..], "not JSON"),
+            (b"{}", "no \"format\""),
+            (
+                br#"{"format":"sensor-baselines/9","baselines":{}}"#,
+                "made by another",
+            ),
+            (br#"{"format":"sensor-baselines/1"}"#, "missing field"),
+            (
+                br#"{"format":"sensor-baselines/1","baselines":{"a":{"sessions":"x"}}}"#,
+                "invalid type",
+            ),
+        ] {
+            let e = BaselineFile::parse(bad).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
     }
 
     #[test]

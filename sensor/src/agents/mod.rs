@@ -205,6 +205,9 @@ fn hex(b: &[u8]) -> String {
 pub struct Agents {
     pub detector: baseline::Detector,
     baselines_path: Option<PathBuf>,
+    /// Baselines imported while running (`sensor baseline import`), kept
+    /// so they are checked after a restart too.
+    imported_path: Option<PathBuf>,
     /// Per session: the tool calls its model asked for last, in order.
     pending: HashMap<String, Vec<ToolRef>>,
     pending_order: VecDeque<String>,
@@ -254,9 +257,27 @@ impl Agents {
             },
             None => BTreeMap::new(),
         };
+        let mut detector = baseline::Detector::with_baselines(baselines);
+        let imported_path = path.map(|p| p.with_file_name("baselines-imported.json"));
+        if let Some(p) = &imported_path {
+            match std::fs::read(p) {
+                Ok(bytes) => {
+                    let file = baseline::BaselineFile::parse(&bytes).map_err(|e| {
+                        anyhow::anyhow!(
+                            "imported baselines {}: {e} (move the file aside to drop them)",
+                            p.display()
+                        )
+                    })?;
+                    detector.import(&file);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+            }
+        }
         Ok(Self {
-            detector: baseline::Detector::with_baselines(baselines),
+            detector,
             baselines_path,
+            imported_path,
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
             trails: HashMap::new(),
@@ -287,6 +308,47 @@ impl Agents {
 
     pub fn list(&self) -> impl Iterator<Item = &Inventory> {
         self.inventory.values()
+    }
+
+    /// Baselines learned elsewhere, from now on checked with this node's
+    /// own. With `keep`, they are also kept in the state directory (an
+    /// import at run time); files named in the config are read at each
+    /// start instead. Returns the number of agents covered.
+    pub fn import_baselines(&mut self, file: &baseline::BaselineFile, keep: bool) -> Result<usize> {
+        if keep && let Some(p) = &self.imported_path {
+            let mut all = match std::fs::read(p) {
+                Ok(bytes) => baseline::BaselineFile::parse(&bytes)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    baseline::BaselineFile::merge_all(&[])
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+            };
+            all = baseline::BaselineFile::merge_all(&[all, file.clone()]);
+            crate::state::write_private(p, &serde_json::to_vec(&all)?)?;
+        }
+        Ok(self.detector.import(file))
+    }
+
+    /// The baselines of the agents named (ids or names; all when none).
+    pub fn export_baselines(
+        &self,
+        node: &str,
+        agents: &[String],
+    ) -> Result<baseline::BaselineFile, String> {
+        let mut ids = Vec::new();
+        for a in agents {
+            if self.detector.baselines.contains_key(a) || self.detector.imported.contains_key(a) {
+                ids.push(a.clone());
+                continue;
+            }
+            let named: Vec<&Inventory> = self.inventory.values().filter(|i| i.name == *a).collect();
+            match named.as_slice() {
+                [] => return Err(format!("no agent {a:?} with a baseline on this host")),
+                many => ids.extend(many.iter().map(|i| i.id.clone())),
+            }
+        }
+        Ok(self.detector.export(node, &ids))
     }
 
     pub fn get(&self, id: &str) -> Option<&Inventory> {

@@ -6,10 +6,12 @@ use std::sync::{Arc, Mutex};
 use sensor_proto::{pbjson_types::Timestamp, v1 as pb};
 use tonic::{Request, Response, Status};
 
-use crate::agents::{Agents, Inventory};
+use crate::agents::{Agents, Inventory, baseline::BaselineFile};
 
 pub struct AgentsService {
     pub agents: Arc<Mutex<Agents>>,
+    /// Whether control (importing baselines) is allowed on this listener.
+    pub control: bool,
 }
 
 fn time(ns: u64) -> Option<Timestamp> {
@@ -92,5 +94,42 @@ impl pb::agents_server::Agents for AgentsService {
                     .join(", ")
             ))),
         }
+    }
+
+    async fn export_baselines(
+        &self,
+        req: Request<pb::ExportBaselinesRequest>,
+    ) -> Result<Response<pb::BaselineFile>, Status> {
+        let node = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file = self
+            .table()
+            .export_baselines(&node, &req.into_inner().agents)
+            .map_err(Status::not_found)?;
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::BaselineFile { json }))
+    }
+
+    async fn import_baselines(
+        &self,
+        req: Request<pb::BaselineFile>,
+    ) -> Result<Response<pb::ImportBaselinesResponse>, Status> {
+        if !self.control {
+            return Err(Status::permission_denied(
+                "importing baselines is control: not served on this listener (use the unix socket, or set api.tcp.allow_control)",
+            ));
+        }
+        let file = BaselineFile::parse(&req.into_inner().json)
+            .map_err(|e| Status::invalid_argument(format!("not a baseline file: {e}")))?;
+        let agents = self
+            .table()
+            .import_baselines(&file, true)
+            .map_err(|e| Status::internal(format!("{e:#}")))?;
+        tracing::info!(agents, nodes = ?file.nodes, "baselines imported");
+        Ok(Response::new(pb::ImportBaselinesResponse {
+            agents: agents as u32,
+            nodes: file.nodes,
+        }))
     }
 }

@@ -132,6 +132,7 @@ pub async fn serve(
             }))
             .add_service(AgentsServer::new(agents::AgentsService {
                 agents: agents.clone(),
+                control,
             }))
             .add_service(ResponseServer::new(response::ResponseService {
                 responder: responder.clone(),

@@ -37,19 +37,24 @@ impl Fingerprinter {
         Self { key }
     }
 
+    /// Reads the key at `path`, which must exist.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading fingerprint key {}", path.display()))?;
+        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            anyhow::anyhow!(
+                "fingerprint key {} is {} bytes, expected 32",
+                path.display(),
+                bytes.len()
+            )
+        })?;
+        Ok(Self::new(key))
+    }
+
     /// Reads the host key at `path`, or creates it (0600) if absent.
     pub fn load_or_create(path: &Path) -> Result<Self> {
         match std::fs::read(path) {
-            Ok(bytes) => {
-                let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                    anyhow::anyhow!(
-                        "fingerprint key {} is {} bytes, expected 32",
-                        path.display(),
-                        bytes.len()
-                    )
-                })?;
-                Ok(Self::new(key))
-            }
+            Ok(_) => Self::load(path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
                 if let Err(e) = getrandom::fill(&mut key) {

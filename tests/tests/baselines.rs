@@ -1,0 +1,211 @@
+//! Fleet-wide baselines, for real: an agent learned on one node is checked
+//! from its first run on another that imported the export (the same
+//! credential recognised through a shared fingerprint key); baselines
+//! learned on two nodes merge, and a runtime import survives a restart.
+
+use std::{path::Path, process::Command};
+
+use e2e::{HttpsServer, Sensor, Value, kind, pid, require_root, run, serial, venv_python};
+
+/// Runs tests/fixtures/fleet_agent.py in `mode` to its end and waits until
+/// the sensor has seen its exit; returns its pid.
+fn agent(sensor: &Sensor, server: &HttpsServer, mode: &str) -> u32 {
+    let (child, status) = run(Command::new(venv_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/fleet_agent.py"
+        ))
+        .arg(format!("https://127.0.0.1:{}", server.port))
+        .env("FLEET_MODE", mode));
+    assert!(status.success(), "fleet agent {mode}: {status}");
+    sensor.wait_for(&format!("the {mode} run's exit"), |v| {
+        kind(v) == "exit" && pid(v) == u64::from(child)
+    });
+    // Findings follow the call they are about: give the pipeline a beat.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child
+}
+
+fn findings_of(events: &[Value], child: u32) -> Vec<&Value> {
+    events
+        .iter()
+        .filter(|v| kind(v) == "finding" && pid(v) == u64::from(child))
+        .collect()
+}
+
+/// A config sharing `key` as the fingerprint key, plus `extra`.
+fn config(key: &Path, extra: &str) -> String {
+    format!(
+        "[http]\nfingerprint_key = {:?}\n{extra}",
+        key.display().to_string()
+    )
+}
+
+fn learn(state: &Path, key: &Path, server: &HttpsServer, mode: &str, out: &Path) {
+    let sensor = Sensor::start_in(state, &["--json"], Some(&config(key, "")));
+    for _ in 0..3 {
+        agent(&sensor, server, mode);
+    }
+    let (ok, _, err) = sensor.cli(&["baseline", "export", "-o", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (_, stderr) = sensor.stop();
+    assert!(!stderr.contains("PLANTED"));
+}
+
+fn read(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_node_checks_an_agent_from_its_first_run_with_an_imported_baseline() {
+    let _g = serial();
+    if !require_root("a_node_checks_an_agent_from_its_first_run_with_an_imported_baseline") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("fleet.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    let server = HttpsServer::start("127.0.0.1");
+    let (a, b) = (dir.path().join("node-a"), dir.path().join("node-b"));
+    let exported = dir.path().join("a.json");
+    learn(&a, &key, &server, "catalog", &exported);
+    let file = read(&exported);
+    assert_eq!(file["format"], "sensor-baselines/1", "{file}");
+    let baselines = file["baselines"].as_object().unwrap();
+    assert_eq!(baselines.len(), 1, "{file}");
+    let (id, learned) = baselines.iter().next().unwrap();
+    assert_eq!(learned["sessions"], 3, "{file}");
+    assert!(
+        learned["endpoints"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.ends_with(" /v1/catalog")),
+        "{file}"
+    );
+    assert!(!file.to_string().contains("PLANTED"));
+
+    // Node B never saw the agent: with the import it is checked at once.
+    let sensor = Sensor::start_in(
+        &b,
+        &["--json"],
+        Some(&config(
+            &key,
+            &format!(
+                "[baselines]\nimport = [{:?}]\n",
+                exported.display().to_string()
+            ),
+        )),
+    );
+    let normal = agent(&sensor, &server, "catalog");
+    let order = agent(&sensor, &server, "order");
+    let (_, stderr, events) = sensor.stop_with_events();
+    assert!(stderr.contains("baselines imported"), "{stderr}");
+    let quiet = findings_of(&events, normal);
+    assert!(quiet.is_empty(), "the learned run raised {quiet:?}");
+    let found = findings_of(&events, order);
+    let rules: Vec<&str> = found.iter().filter_map(|f| f["rule"].as_str()).collect();
+    assert_eq!(rules, ["new_irreversible_endpoint"], "{found:?}");
+    assert_eq!(found[0]["agent"]["id"], id.as_str(), "{}", found[0]);
+    // The same vendor key is the same fingerprint on both nodes: no
+    // new_credential finding above, and the one it learned is in the file.
+    let seen: Vec<&Value> = events
+        .iter()
+        .filter(|v| kind(v) == "api_call" && v["path"] == "/v1/catalog")
+        .collect();
+    let fp = seen[0]["credential_fingerprint"].as_str().unwrap();
+    assert!(
+        learned["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == fp),
+        "{fp} not in {learned}"
+    );
+    for e in &events {
+        assert!(!e.to_string().contains("PLANTED"), "{e}");
+    }
+}
+
+#[test]
+fn baselines_from_two_nodes_merge_and_a_runtime_import_is_kept() {
+    let _g = serial();
+    if !require_root("baselines_from_two_nodes_merge_and_a_runtime_import_is_kept") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("fleet.key");
+    std::fs::write(&key, [9u8; 32]).unwrap();
+    let server = HttpsServer::start("127.0.0.1");
+    let (a, c) = (dir.path().join("a.json"), dir.path().join("c.json"));
+    learn(&dir.path().join("node-a"), &key, &server, "catalog", &a);
+    learn(&dir.path().join("node-c"), &key, &server, "inventory", &c);
+    let merged = dir.path().join("merged.json");
+    let out = Command::new(e2e::sensor_bin())
+        .args(["baseline", "merge"])
+        .arg(&a)
+        .arg(&c)
+        .arg("-o")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let m = read(&merged);
+    let (_, b) = m["baselines"].as_object().unwrap().iter().next().unwrap();
+    assert_eq!(b["sessions"], 6, "{m}");
+    let endpoints: Vec<&String> = b["endpoints"].as_object().unwrap().keys().collect();
+    assert!(
+        endpoints.iter().any(|e| e.ends_with(" /v1/catalog")),
+        "{endpoints:?}"
+    );
+    assert!(
+        endpoints.iter().any(|e| e.ends_with(" /v1/inventory/{id}")),
+        "{endpoints:?}"
+    );
+    // A wrong file is refused with its name, offline and through the API.
+    let bogus = dir.path().join("bogus.json");
+    std::fs::write(&bogus, b"{\"baselines\": {}}").unwrap();
+    let out = Command::new(e2e::sensor_bin())
+        .args(["baseline", "merge"])
+        .arg(&bogus)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("bogus.json") && err.contains("format"),
+        "{err}"
+    );
+
+    // Node D imports the merge at run time: both kinds of run are known.
+    let d = dir.path().join("node-d");
+    let sensor = Sensor::start_in(&d, &["--json"], Some(&config(&key, "")));
+    let (ok, _, err) = sensor.cli(&["baseline", "import", bogus.to_str().unwrap()]);
+    assert!(!ok && err.contains("format"), "{err}");
+    let (ok, out, err) = sensor.cli(&["baseline", "import", merged.to_str().unwrap()]);
+    assert!(
+        ok && out.contains("imported baselines of 1 agents"),
+        "{out}{err}"
+    );
+    let both = agent(&sensor, &server, "both");
+    let (_, _, events) = sensor.stop_with_events();
+    assert!(
+        findings_of(&events, both).is_empty(),
+        "{:?}",
+        findings_of(&events, both)
+    );
+    // Restarted: the import was kept; an order is still new.
+    let sensor = Sensor::start_in(&d, &["--json"], Some(&config(&key, "")));
+    let both = agent(&sensor, &server, "both");
+    let order = agent(&sensor, &server, "order");
+    let (_, _, events) = sensor.stop_with_events();
+    assert!(
+        findings_of(&events, both).is_empty(),
+        "{:?}",
+        findings_of(&events, both)
+    );
+    let rules: Vec<&str> = findings_of(&events, order)
+        .iter()
+        .filter_map(|f| f["rule"].as_str())
+        .collect();
+    assert_eq!(rules, ["new_irreversible_endpoint"]);
+}
