@@ -383,6 +383,7 @@ mod tests {
             tid: pid,
             process,
             agent: None,
+            pod: None,
             detail,
         }
     }

@@ -40,6 +40,12 @@ pub struct Filters {
     /// Only processes in this container (id or id prefix).
     #[arg(long)]
     pub container: Option<String>,
+    /// Only processes in this Kubernetes pod (name).
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// Only processes in pods of this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
     /// Leave out these kinds (repeatable).
     #[arg(long = "not-kind")]
     pub not_kinds: Vec<String>,
@@ -68,6 +74,8 @@ impl Filters {
             pids: self.pids.clone(),
             exe_regex: self.exe.clone().unwrap_or_default(),
             container_id: self.container.clone().unwrap_or_default(),
+            pod: self.pod.clone().unwrap_or_default(),
+            namespace: self.namespace.clone().unwrap_or_default(),
             ..Default::default()
         }
     }

@@ -25,6 +25,80 @@ pub struct Config {
     pub http: HttpConfig,
     pub response: ResponseConfig,
     pub baselines: BaselinesConfig,
+    pub kubernetes: KubernetesConfig,
+}
+
+/// Pod metadata from the Kubernetes API server.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// false: never look for pods.
+    pub enabled: bool,
+    /// The API server URL; empty: from the in-cluster environment
+    /// (KUBERNETES_SERVICE_HOST/PORT) when the sensor runs in a pod,
+    /// otherwise no pod metadata.
+    pub api_server: String,
+    /// The service account token (re-read at each refresh).
+    pub token_file: PathBuf,
+    /// The cluster CA the API server's certificate is checked against.
+    pub ca_file: PathBuf,
+    /// This node's name; empty: $NODE_NAME (the downward API), else the
+    /// host name.
+    pub node_name: String,
+    /// How often this node's pods are listed.
+    pub refresh_secs: u64,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            api_server: String::new(),
+            token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+            ca_file: "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt".into(),
+            node_name: String::new(),
+            refresh_secs: 30,
+        }
+    }
+}
+
+impl KubernetesConfig {
+    /// Where to list pods from, if anywhere.
+    pub fn source(&self) -> Option<crate::pods::Source> {
+        if !self.enabled {
+            return None;
+        }
+        let api_server = if self.api_server.is_empty() {
+            let host = std::env::var("KUBERNETES_SERVICE_HOST").ok()?;
+            let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+            if host.contains(':') {
+                format!("https://[{host}]:{port}")
+            } else {
+                format!("https://{host}:{port}")
+            }
+        } else {
+            self.api_server.clone()
+        };
+        let node = if self.node_name.is_empty() {
+            std::env::var("NODE_NAME")
+                .ok()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| {
+                    nix::unistd::gethostname()
+                        .map(|h| h.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                })
+        } else {
+            self.node_name.clone()
+        };
+        Some(crate::pods::Source {
+            api_server,
+            token_file: self.token_file.clone(),
+            ca_file: self.ca_file.clone(),
+            node,
+            refresh: std::time::Duration::from_secs(self.refresh_secs.max(1)),
+        })
+    }
 }
 
 /// Baselines learned elsewhere (other nodes, an earlier export).

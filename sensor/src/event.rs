@@ -30,6 +30,9 @@ pub struct Event {
     /// The agent (identity and session) the process belongs to, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<Arc<crate::agents::AgentTag>>,
+    /// The Kubernetes pod container the process runs in, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Arc<crate::pods::PodContainer>>,
     #[serde(flatten)]
     pub detail: Detail,
 }
@@ -305,6 +308,7 @@ impl Event {
             tid,
             process,
             agent: None,
+            pod: None,
             detail,
         }
     }
@@ -523,6 +527,9 @@ impl Event {
         }
         if let Some(c) = &p.container {
             let _ = write!(s, " container={}", &c.id[..12.min(c.id.len())]);
+        }
+        if let Some(pod) = &self.pod {
+            let _ = write!(s, " pod={}/{} ({})", pod.namespace, pod.name, pod.container);
         }
         if let Some(a) = &self.agent {
             let _ = write!(s, " agent={}({})", a.name, a.id);

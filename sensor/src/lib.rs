@@ -18,6 +18,7 @@ pub mod ebpf;
 pub mod event;
 pub mod flows;
 pub mod http;
+pub mod pods;
 pub mod procs;
 pub mod redact;
 pub mod respond;

@@ -141,8 +141,19 @@ pub async fn run(cfg: Config) -> Result<()> {
             );
         }
     }
+    let pods = crate::pods::Pods::default();
+    if let Some(source) = cfg.kubernetes.source() {
+        let api = source.api_server.clone();
+        match pods.spawn_refresh(source, stop_rx.clone()) {
+            Ok(_) => info!(api_server = %api, "pod metadata: listing this node's pods"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "pod metadata unavailable: events carry no pod")
+            }
+        }
+    }
     let mut armer = Armer::take(
         &mut loaded.bpf,
+        pods.clone(),
         cfg.response.arm.clone(),
         cfg.response.hold.clone(),
         Some(cfg.state.dir.join("approved.json")),
@@ -224,6 +235,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         bus: bus.clone(),
         agents: agents.clone(),
         responder: responder.clone(),
+        pods: pods.clone(),
     };
     let mut batch = Vec::with_capacity(1024);
     let mut last_sweep = Instant::now();
@@ -470,6 +482,7 @@ fn action_event(r: Report, procs: &ProcessTable, clock: &Clock) -> event::Event 
         tid: pid,
         process,
         agent: None,
+        pod: None,
         detail: r.detail,
     }
 }
@@ -537,12 +550,18 @@ struct Output<W: Write> {
     bus: Arc<Bus>,
     agents: Arc<std::sync::Mutex<Agents>>,
     responder: Arc<std::sync::Mutex<Responder>>,
+    pods: crate::pods::Pods,
 }
 
 impl<W: Write> Output<W> {
     fn emit(&mut self, mut ev: event::Event) {
         ev.seq = self.next_seq;
         self.next_seq += 1;
+        if ev.pod.is_none()
+            && let Some(c) = &ev.process.container
+        {
+            ev.pod = self.pods.lookup(&c.id);
+        }
         let findings = self
             .agents
             .lock()
@@ -586,6 +605,7 @@ impl<W: Write> Output<W> {
                 tid: ev.tid,
                 process: ev.process.clone(),
                 agent: ev.agent.clone(),
+                pod: ev.pod.clone(),
                 detail: Detail::Finding {
                     rule: f.rule,
                     severity: f.severity,

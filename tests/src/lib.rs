@@ -197,6 +197,19 @@ impl Sensor {
         self.events.lock().unwrap().clone()
     }
 
+    /// Waits up to 15 s for the sensor to log a line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.stderr().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the sensor never logged {needle:?}:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits up to 15 s for an event matching `pred`.
     pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_for_n(what, 1, pred).remove(0)

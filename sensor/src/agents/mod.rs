@@ -198,6 +198,45 @@ pub fn identity(p: &Process) -> (String, String, Vec<String>) {
     (id, name, norm)
 }
 
+/// The identity of `p`, from its pod when it runs in one: the same agent
+/// on every node (and in every replica) is the workload's container
+/// running the same image, whatever its pid, pod name or image tag.
+pub fn identity_in(
+    p: &Process,
+    pod: Option<&crate::pods::PodContainer>,
+) -> (String, String, Vec<String>) {
+    let Some(pod) = pod else {
+        return identity(p);
+    };
+    let (_, _, cmdline) = identity(p);
+    let owner = pod
+        .workload
+        .clone()
+        .unwrap_or_else(|| format!("Pod/{}", pod.name));
+    let repo = image_repository(&pod.image);
+    let mut h = Sha256::new();
+    for part in ["k8s", &pod.namespace, &owner, &pod.container, repo] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let id = format!("agt-{}", &hex(&h.finalize())[..12]);
+    let short = owner.split_once('/').map_or(owner.as_str(), |(_, n)| n);
+    (
+        id,
+        format!("{}/{short}/{}", pod.namespace, pod.container),
+        cmdline,
+    )
+}
+
+/// "registry:5000/team/app:1.2@sha256:…" → "registry:5000/team/app".
+fn image_repository(image: &str) -> &str {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rfind(':') {
+        Some(i) if !image[i..].contains('/') => &image[..i],
+        _ => image,
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -416,7 +455,7 @@ impl Agents {
 
     fn become_agent(&mut self, ev: &Event) -> Arc<AgentTag> {
         let p = &ev.process;
-        let (id, name, cmdline) = identity(p);
+        let (id, name, cmdline) = identity_in(p, ev.pod.as_deref());
         let session = format!("{}-{}", p.pid, p.start_ticks);
         let tag = Arc::new(AgentTag {
             id: id.clone(),
@@ -613,6 +652,7 @@ mod tests {
             process: p.clone(),
             detail,
             agent: None,
+            pod: None,
         }
     }
 

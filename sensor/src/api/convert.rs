@@ -134,6 +134,24 @@ fn llm_call(l: &Value) -> pb::LlmCall {
     }
 }
 
+fn pod(p: &Value) -> pb::Pod {
+    pb::Pod {
+        name: text(p, "name"),
+        namespace: text(p, "namespace"),
+        labels: p["labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        workload: text(p, "workload"),
+        container_name: text(p, "container"),
+        image: text(p, "image"),
+    }
+}
+
 fn process(p: &Value, agent: &Value, origin: &Origin) -> pb::Process {
     let pid = num(p, "pid");
     let start = num(p, "start_ticks");
@@ -296,9 +314,11 @@ pub fn from_json(v: &Value, origin: &Origin) -> pb::Event {
         node: origin.node.clone(),
         seq: num(v, "seq"),
         tid: num(v, "tid") as u32,
-        process: v
-            .get("process")
-            .map(|p| process(p, v.get("agent").unwrap_or(&Value::Null), origin)),
+        process: v.get("process").map(|p| {
+            let mut pr = process(p, v.get("agent").unwrap_or(&Value::Null), origin);
+            pr.pod = v.get("pod").map(pod);
+            pr
+        }),
         severity: match v["severity"].as_str() {
             Some("low") => pb::Severity::Low as i32,
             Some("medium") => pb::Severity::Medium as i32,

@@ -133,6 +133,8 @@ pub struct Armer {
     remembered_path: Option<PathBuf>,
     /// tgid → (agent id, the agent as configured, its patterns).
     armed: StdHashMap<u32, (String, String, Vec<Pattern>)>,
+    /// A process in a pod is named as the agents module names it.
+    pods: crate::pods::Pods,
 }
 
 /// What the kernel matched, in words.
@@ -145,6 +147,7 @@ pub struct Matched {
 impl Armer {
     pub fn take(
         bpf: &mut Ebpf,
+        pods: crate::pods::Pods,
         arm: Vec<ArmConfig>,
         hold: Vec<HoldConfig>,
         remembered_path: Option<PathBuf>,
@@ -166,6 +169,7 @@ impl Armer {
             remembered,
             remembered_path,
             armed: StdHashMap::new(),
+            pods,
         })
     }
 
@@ -230,7 +234,8 @@ impl Armer {
         if !self.active() {
             return false;
         }
-        let (id, name, _) = crate::agents::identity(p);
+        let pod = p.container.as_ref().and_then(|c| self.pods.lookup(&c.id));
+        let (id, name, _) = crate::agents::identity_in(p, pod.as_deref());
         let Some((label, patterns)) = self.patterns(&id, &name) else {
             return false;
         };
