@@ -12,7 +12,12 @@ const FUZZ_TOOLCHAIN: &str = "nightly-2026-10-29";
 
 pub const TARGETS: [&str; 5] = ["records", "client_hello", "http1", "http2", "held_request"];
 
-pub fn run_all(seconds: u64) -> Result<()> {
+pub fn run_all(seconds: u64, only: Option<&str>) -> Result<()> {
+    if let Some(t) = only
+        && !TARGETS.contains(&t)
+    {
+        anyhow::bail!("no fuzz target {t:?}: one of {}", TARGETS.join(", "));
+    }
     let have = output(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
     if !have.lines().any(|l| l.starts_with(FUZZ_TOOLCHAIN)) {
         eprintln!("setup: installing the {FUZZ_TOOLCHAIN} toolchain for cargo-fuzz");
@@ -28,7 +33,7 @@ pub fn run_all(seconds: u64) -> Result<()> {
         eprintln!("setup: installing cargo-fuzz (libFuzzer driver)");
         run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
     }
-    for t in TARGETS {
+    for t in TARGETS.iter().filter(|t| only.is_none_or(|o| o == **t)) {
         eprintln!("xtask fuzz: {t} for {seconds} s");
         run(Command::new("cargo")
             .arg(format!("+{FUZZ_TOOLCHAIN}"))

@@ -42,6 +42,9 @@ enum Command {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Only this target (records, client_hello, http1, http2, held_request).
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Set up, then measure overheads with the sensor off and on, side by side.
     Bench {
@@ -70,9 +73,9 @@ fn main() -> Result<()> {
             setup::ensure()?;
             test::run_all(!no_e2e)
         }
-        Command::Fuzz { seconds } => {
+        Command::Fuzz { seconds, only } => {
             setup::ensure()?;
-            fuzz::run_all(seconds)
+            fuzz::run_all(seconds, only.as_deref())
         }
         Command::Bench {
             seconds,
