@@ -1,6 +1,6 @@
 //! Commands that talk to the running daemon through its API: `status`,
 //! `events`, `history`, `agents`, `agent`, `isolate`, `release`, `kill`,
-//! `isolated`.
+//! `isolated`, `health`.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -116,6 +116,40 @@ pub async fn status(c: &Conn) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         print!("{}", status_text(&r));
+    }
+    Ok(())
+}
+
+/// The standard gRPC health check (`grpc.health.v1.Health/Check`) over the
+/// socket: Ok only when the daemon answers SERVING within `timeout`.
+pub async fn health(c: &Conn, service: &str, timeout: Duration) -> Result<()> {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let check = async {
+        let mut client =
+            tonic_health::pb::health_client::HealthClient::new(connect(&c.socket).await?);
+        let r = client
+            .check(HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .map_err(|s| rpc_error("health", s))?
+            .into_inner();
+        Ok::<_, anyhow::Error>(r.status())
+    };
+    let status = tokio::time::timeout(timeout, check).await.map_err(|_| {
+        anyhow::anyhow!(
+            "health: no answer from the sensor daemon on {} within {timeout:?}",
+            c.socket.display()
+        )
+    })??;
+    let name = status.as_str_name();
+    if c.json {
+        println!("{}", serde_json::json!({ "status": name }));
+    } else {
+        println!("{name}");
+    }
+    if status != ServingStatus::Serving {
+        bail!("the sensor daemon is not serving ({name})");
     }
     Ok(())
 }

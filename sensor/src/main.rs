@@ -68,6 +68,20 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         limit: u32,
     },
+    /// Whether the daemon answers and serves (the standard gRPC health
+    /// check over the API socket); exits 0 only when it is SERVING. Cheap
+    /// enough for a Kubernetes exec probe.
+    Health {
+        /// The service to ask about (empty: the whole daemon).
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Give up after this long (a daemon that accepts but never answers
+        /// is not healthy).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Every AI agent identity seen on this host (the shadow-AI inventory).
     Agents {
         #[command(flatten)]
@@ -253,6 +267,11 @@ fn main() -> Result<()> {
             since,
             limit,
         } => client_runtime()?.block_on(cli::history(&conn, pid, since, &filters, limit)),
+        Command::Health {
+            service,
+            timeout,
+            conn,
+        } => client_runtime()?.block_on(cli::health(&conn, &service, timeout)),
         Command::Agents { conn } => client_runtime()?.block_on(cli::agents(&conn)),
         Command::Agent { id, conn } => client_runtime()?.block_on(cli::agent(&conn, &id)),
         Command::Isolate {

@@ -190,7 +190,28 @@ fn health_reflection_status_and_cli() {
     assert!(ok, "{err}");
     let v: Value = serde_json::from_str(&json).expect("status --json is JSON");
     assert_eq!(v["pid"], sensor.pid);
+    // The health check the Kubernetes probes run (deploy/kubernetes).
+    let (ok, text, err) = sensor.cli(&["health"]);
+    assert!(ok, "{err}");
+    assert_eq!(text.trim(), "SERVING");
+    let (ok, text, err) = sensor.cli(&["health", "--service", "sensor.v1.Response", "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["status"],
+        "SERVING"
+    );
+    let (ok, _, err) = sensor.cli(&["health", "--service", "no.such.Service"]);
+    assert!(!ok && err.contains("health"), "{err}");
     sensor.stop();
+    let out = Command::new(e2e::sensor_bin())
+        .args(["health", "--socket", "/nonexistent/sensor.sock"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not running"),
+        "{out:?}"
+    );
     // Once it is gone, the CLI says so plainly.
     let out = Command::new(e2e::sensor_bin())
         .args(["status", "--socket", "/nonexistent/sensor.sock"])

@@ -5,6 +5,7 @@ mod bench;
 mod bench_https;
 mod bench_response;
 mod cmd;
+mod deploy;
 mod fuzz;
 mod setup;
 mod test;
@@ -36,6 +37,10 @@ enum Command {
         #[arg(long)]
         no_e2e: bool,
     },
+    /// Only the offline checks of deploy/ (Kubernetes manifests against
+    /// the schemas, yamllint, the ConfigMap's config, hadolint); also part
+    /// of `test`.
+    CheckDeploy,
     /// Run every fuzz target (records, ClientHello, HTTP/1.1) for a bounded
     /// time; installs cargo-fuzz if needed. Not part of CI.
     Fuzz {
@@ -72,6 +77,11 @@ fn main() -> Result<()> {
         Command::Test { no_e2e } => {
             setup::ensure()?;
             test::run_all(!no_e2e)
+        }
+        Command::CheckDeploy => {
+            setup::ensure()?;
+            let bin = cmd::build_sensor(false)?;
+            deploy::check(&bin)
         }
         Command::Fuzz { seconds, only } => {
             setup::ensure()?;

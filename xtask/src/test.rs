@@ -1,5 +1,5 @@
-//! `cargo xtask test`: style gates, unit tests, then the end-to-end tests
-//! serially against the real kernel.
+//! `cargo xtask test`: style gates, unit tests, the offline checks of
+//! deploy/, then the end-to-end tests serially against the real kernel.
 
 use std::{
     io::{BufRead, BufReader},
@@ -43,11 +43,14 @@ fn steps(e2e: bool, totals: &mut Totals) -> Result<()> {
         cargo().args(["test", "--workspace", "--exclude", "e2e"]),
         totals,
     )?;
+    // Loads no kernel programs: runs with --no-e2e too.
+    let bin = build_sensor(false)?;
+    eprintln!("xtask test: deploy checks");
+    crate::deploy::check(&bin).map_err(|e| anyhow::anyhow!("deploy checks failed: {e:#}"))?;
     if !e2e {
         eprintln!("xtask test: end-to-end tests not run (--no-e2e)");
         return Ok(());
     }
-    let bin = build_sensor(false)?;
     let python = crate::venv::ensure()?;
     let log = root().join("target").join("e2e-log.txt");
     let _ = std::fs::remove_file(&log);

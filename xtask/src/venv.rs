@@ -1,27 +1,39 @@
-//! The Python virtualenv with the SDK clients the end-to-end tests drive
-//! (tests/requirements.txt, from PyPI). Rebuilt only when the requirements
-//! change.
+//! Python virtualenvs made from a pinned requirements file (PyPI): the SDK
+//! clients the end-to-end tests drive (tests/requirements.txt) and the
+//! offline checkers of deploy/ (deploy/requirements.txt). Rebuilt only when
+//! the requirements change.
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context, Result};
 
 use crate::cmd::{root, run};
 
-/// Returns the venv's python, creating or updating the venv if needed.
+/// The end-to-end tests' venv; returns its python.
 pub fn ensure() -> Result<PathBuf> {
-    let reqs = root().join("tests/requirements.txt");
-    let venv = root().join("target/e2e-venv");
+    ensure_at(
+        "test",
+        &root().join("tests/requirements.txt"),
+        &root().join("target/e2e-venv"),
+    )
+}
+
+/// Returns the python of the venv at `venv`, creating or updating it from
+/// `reqs` if needed.
+pub fn ensure_at(what: &str, reqs: &Path, venv: &Path) -> Result<PathBuf> {
     let python = venv.join("bin/python");
     let marker = venv.join(".requirements");
     let wanted =
-        std::fs::read_to_string(&reqs).with_context(|| format!("reading {}", reqs.display()))?;
+        std::fs::read_to_string(reqs).with_context(|| format!("reading {}", reqs.display()))?;
     if python.exists() && std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str())
     {
         return Ok(python);
     }
     eprintln!(
-        "setup: creating the test virtualenv {} ({})",
+        "setup: creating the {what} virtualenv {} ({})",
         venv.display(),
         reqs.display()
     );
@@ -30,7 +42,7 @@ pub fn ensure() -> Result<PathBuf> {
         .arg("-m")
         .arg("venv")
         .arg("--clear")
-        .arg(&venv))?;
+        .arg(venv))?;
     run(Command::new(&python)
         .args([
             "-m",
@@ -40,7 +52,7 @@ pub fn ensure() -> Result<PathBuf> {
             "--disable-pip-version-check",
             "-r",
         ])
-        .arg(&reqs))?;
+        .arg(reqs))?;
     std::fs::write(&marker, wanted)?;
     Ok(python)
 }

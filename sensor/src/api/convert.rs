@@ -19,10 +19,12 @@ pub struct Origin {
 
 impl Origin {
     pub fn of_this_host() -> Self {
-        let node = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_default();
+        let node = node_name(
+            std::env::var("NODE_NAME").ok(),
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok()),
+        );
         let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
@@ -32,6 +34,16 @@ impl Origin {
     pub fn process_id(&self, pid: u64, start_ticks: u64) -> String {
         format!("{}:{pid}:{start_ticks}", self.boot_id)
     }
+}
+
+/// The node's name: `NODE_NAME` when set (a Kubernetes pod's hostname is
+/// the pod's name, so the DaemonSet passes `spec.nodeName` through the
+/// downward API), else the hostname.
+fn node_name(env: Option<String>, hostname: Option<String>) -> String {
+    env.map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or(hostname)
+        .unwrap_or_default()
 }
 
 /// An event as published on the bus (its JSON text).
@@ -340,6 +352,15 @@ mod tests {
             node: "node-a".into(),
             boot_id: "b00t".into(),
         }
+    }
+
+    #[test]
+    fn node_name_prefers_the_downward_api() {
+        let host = || Some("sensor-x7k2p".to_string());
+        assert_eq!(node_name(Some("worker-3".into()), host()), "worker-3");
+        assert_eq!(node_name(Some(" ".into()), host()), "sensor-x7k2p");
+        assert_eq!(node_name(None, host()), "sensor-x7k2p");
+        assert_eq!(node_name(None, None), "");
     }
 
     #[test]
