@@ -112,6 +112,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let agents = Arc::new(std::sync::Mutex::new(Agents::load(Some(
         &cfg.state.dir.join("agents.json"),
     ))?));
+    let export = crate::export::Exporters::start(&cfg.export, &cfg.state.dir, &origin)?;
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let isolator = if loaded.isolation {
         Isolator::take(&mut loaded.bpf, &cfg.state.dir).map_err(|e| format!("{e:#}"))
@@ -215,6 +216,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         bus: bus.clone(),
         agents: agents.clone(),
         responder: responder.clone(),
+        export,
     };
     let mut batch = Vec::with_capacity(1024);
     let mut last_sweep = Instant::now();
@@ -342,6 +344,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             }
             _ = check.tick() => {
                 drops.check(&counters.read(), &stats);
+                out.export.check();
                 lock(&responder).reconcile();
             }
             _ = second.tick() => {
@@ -354,6 +357,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                 }
                 let mut t = totals(&counters, &stats, &procs, &calls, self_events);
                 t.insert("audit_write_errors".into(), out.audit_errors);
+                out.export.totals(&mut t);
                 if let Some(a) = &out.audit {
                     t.insert("audit_rows_written".into(), a.stats().rows_written);
                     t.insert("audit_rows_dropped".into(), a.stats().rows_dropped);
@@ -394,7 +398,11 @@ pub async fn run(cfg: Config) -> Result<()> {
     let by_kind = std::mem::take(&mut out.by_kind);
     let audit_errors = out.audit_errors;
     let audit_dropped = out.audit.as_ref().map_or(0, |a| a.stats().rows_dropped);
+    let export = std::mem::take(&mut out.export);
     drop(out);
+    // After the last event: the file is flushed and the collector gets a
+    // bounded time for what is queued.
+    let export_summary = export.finish().await;
     bus.close();
     serving.finish().await;
 
@@ -428,6 +436,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         " audit_write_errors={audit_errors} audit_rows_dropped={audit_dropped} api_subscribers_at_exit={}",
         bus.subscribers()
     ));
+    summary.push_str(&export_summary);
     eprintln!("{summary}");
     Ok(())
 }
@@ -528,6 +537,8 @@ struct Output<W: Write> {
     bus: Arc<Bus>,
     agents: Arc<std::sync::Mutex<Agents>>,
     responder: Arc<std::sync::Mutex<Responder>>,
+    /// OTLP and file export.
+    export: crate::export::Exporters,
 }
 
 impl<W: Write> Output<W> {
@@ -540,8 +551,8 @@ impl<W: Write> Output<W> {
             .unwrap_or_else(|e| e.into_inner())
             .observe(&mut ev);
         *self.by_kind.entry(ev.detail.kind()).or_default() += 1;
-        // Serialised once: stdout (JSON), the audit store and the API bus
-        // share the text.
+        // Serialised once: stdout (JSON), the audit store, the exports and
+        // the API bus share the text.
         let json = ev.to_json();
         let text;
         let line = match self.format {
@@ -560,6 +571,7 @@ impl<W: Write> Output<W> {
         {
             self.audit_error("append", &e);
         }
+        self.export.emit(&ev, &json);
         self.bus.publish(Published { seq: ev.seq, json });
         for f in findings {
             let (credential_fingerprint, tool_call) = match &ev.detail {
@@ -601,6 +613,7 @@ impl<W: Write> Output<W> {
 
     fn flush(&mut self) {
         let _ = self.out.flush();
+        self.export.flush();
     }
 
     /// Writes queued events to the audit store.
