@@ -192,9 +192,9 @@ fn channel(cfg: &OtlpConfig, endpoint: &str) -> Result<Endpoint> {
         if let Some(d) = &t.domain {
             tls = tls.domain_name(d.clone());
         }
-        ep = ep
-            .tls_config(tls)
-            .context("export.otlp.tls: the CA, certificate or key is not usable")?;
+        ep = ep.tls_config(tls).context(
+            "export.otlp.tls: cannot set up TLS (without tls.ca the host's trust store is used)",
+        )?;
     }
     Ok(ep)
 }
