@@ -415,6 +415,157 @@ mod tests {
         assert_eq!(stats.unsent(), 0);
     }
 
+    /// An in-process collector (the generated OTLP server) that answers
+    /// with a script of results, then OK; it keeps every request's record
+    /// count and the value of the `authorization` header.
+    mod fake {
+        use std::sync::Mutex;
+
+        use opentelemetry_proto::tonic::collector::logs::v1::{
+            ExportLogsPartialSuccess, ExportLogsServiceResponse,
+            logs_service_server::{LogsService, LogsServiceServer},
+        };
+
+        use super::*;
+
+        #[derive(Default)]
+        pub struct Collector {
+            /// Per request: Err(code) or Ok(records to reject).
+            pub script: Mutex<Vec<Result<i64, Code>>>,
+            pub batches: Mutex<Vec<usize>>,
+            pub auth: Mutex<Vec<String>>,
+        }
+
+        struct Service(Arc<Collector>);
+
+        #[tonic::async_trait]
+        impl LogsService for Service {
+            async fn export(
+                &self,
+                req: tonic::Request<ExportLogsServiceRequest>,
+            ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+                let auth = req
+                    .metadata()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                self.0.auth.lock().unwrap().push(auth);
+                let next = {
+                    let mut s = self.0.script.lock().unwrap();
+                    if s.is_empty() { Ok(0) } else { s.remove(0) }
+                };
+                let rejected = next.map_err(|c| tonic::Status::new(c, "scripted"))?;
+                let n: usize = req
+                    .get_ref()
+                    .resource_logs
+                    .iter()
+                    .flat_map(|r| &r.scope_logs)
+                    .map(|s| s.log_records.len())
+                    .sum();
+                self.0.batches.lock().unwrap().push(n);
+                Ok(tonic::Response::new(ExportLogsServiceResponse {
+                    partial_success: (rejected > 0).then(|| ExportLogsPartialSuccess {
+                        rejected_log_records: rejected,
+                        error_message: "scripted".into(),
+                    }),
+                }))
+            }
+        }
+
+        /// Serves `c` on a loopback port; returns the endpoint URL.
+        pub async fn serve(c: Arc<Collector>) -> String {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(LogsServiceServer::new(Service(c)))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+            );
+            format!("http://127.0.0.1:{port}")
+        }
+    }
+
+    fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    /// Runs `records` records through an exporter against a collector
+    /// answering with `script`; returns the stats and the collector.
+    async fn export_through(
+        script: Vec<Result<i64, Code>>,
+        records: usize,
+        tune: impl FnOnce(&mut OtlpConfig),
+    ) -> (Arc<OtlpStats>, Arc<fake::Collector>) {
+        let collector = Arc::new(fake::Collector::default());
+        *collector.script.lock().unwrap() = script;
+        let endpoint = fake::serve(collector.clone()).await;
+        let mut c = cfg(&endpoint, 64);
+        c.max_attempts = 5;
+        tune(&mut c);
+        let otlp = Otlp::start(&c, &endpoint, Resource::default()).unwrap();
+        for _ in 0..records {
+            otlp.offer(LogRecord::default);
+        }
+        let stats = otlp.stats.clone();
+        otlp.finish(Duration::from_secs(10)).await;
+        (stats, collector)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn retryable_failures_are_retried_until_delivered() {
+        let (stats, collector) = export_through(
+            vec![Err(Code::Unavailable), Err(Code::ResourceExhausted)],
+            2,
+            |_| {},
+        )
+        .await;
+        assert_eq!(get(&stats.exported), 2);
+        assert_eq!(get(&stats.retries), 2);
+        assert_eq!(get(&stats.batches_failed), 0);
+        assert_eq!(*collector.batches.lock().unwrap(), vec![2]);
+        assert_eq!(collector.auth.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_permanent_failure_is_not_retried() {
+        let (stats, collector) = export_through(vec![Err(Code::InvalidArgument)], 4, |_| {}).await;
+        // The first batch of 2 is given up at once, the second delivered.
+        assert_eq!(get(&stats.retries), 0);
+        assert_eq!(get(&stats.batches_failed), 1);
+        assert_eq!(get(&stats.failed), 2);
+        assert_eq!(get(&stats.exported), 2);
+        assert_eq!(*collector.batches.lock().unwrap(), vec![2]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn rejected_records_are_counted_as_failed() {
+        let (stats, _) = export_through(vec![Ok(1)], 2, |_| {}).await;
+        assert_eq!(get(&stats.exported), 1);
+        assert_eq!(get(&stats.failed), 1);
+        assert_eq!(get(&stats.batches_failed), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn batches_by_size_and_sends_the_rest_at_shutdown() {
+        // A partial batch would wait a minute; shutdown sends it at once.
+        let (stats, collector) = export_through(vec![], 7, |c| {
+            c.batch_size = 3;
+            c.batch_timeout_ms = 60_000;
+            c.headers
+                .insert("authorization".into(), "Bearer t0ken".into());
+        })
+        .await;
+        assert_eq!(get(&stats.exported), 7);
+        assert_eq!(stats.unsent(), 0);
+        assert_eq!(*collector.batches.lock().unwrap(), vec![3, 3, 1]);
+        assert_eq!(
+            *collector.auth.lock().unwrap(),
+            vec!["Bearer t0ken"; 3],
+            "the configured header goes with every request"
+        );
+    }
+
     #[test]
     fn unreadable_tls_files_name_the_key() {
         let mut c = cfg("https://127.0.0.1:4317", 4);
