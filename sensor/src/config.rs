@@ -26,6 +26,111 @@ pub struct Config {
     pub response: ResponseConfig,
     pub baselines: BaselinesConfig,
     pub kubernetes: KubernetesConfig,
+    pub export: ExportConfig,
+}
+
+/// Where events go besides stdout, the audit store and the API: the SOC's
+/// pipeline (OTLP) and log shippers (a JSON lines file).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    pub otlp: OtlpConfig,
+    pub file: FileExportConfig,
+}
+
+/// OTLP/gRPC log export, e.g. to an OpenTelemetry Collector.
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// `http://host:4317` (plaintext) or `https://host:4317` (TLS).
+    /// Unset: no OTLP export.
+    pub endpoint: Option<String>,
+    /// Request metadata sent with every export (e.g. an authorization
+    /// header the collector wants). Never logged.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Log records per export request.
+    pub batch_size: usize,
+    /// A partial batch is sent once its first record is this old.
+    pub batch_timeout_ms: u64,
+    /// Records waiting for export; beyond this new ones are dropped and
+    /// counted, so a slow or absent collector never slows the pipeline.
+    pub queue_capacity: usize,
+    /// Per export request (connect included).
+    pub timeout_secs: u64,
+    /// Tries per batch (retryable failures, with exponential backoff)
+    /// before the batch is given up and counted.
+    pub max_attempts: u32,
+    /// For `https://` endpoints: a private CA and a client certificate.
+    /// Without `ca`, the host's trust store is used.
+    pub tls: Option<OtlpTlsConfig>,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            headers: Default::default(),
+            batch_size: 512,
+            batch_timeout_ms: 1000,
+            queue_capacity: 8192,
+            timeout_secs: 10,
+            max_attempts: 5,
+            tls: None,
+        }
+    }
+}
+
+// By hand: the headers usually hold a collector's credential, and a
+// derived Debug would print it wherever a config is logged.
+impl std::fmt::Debug for OtlpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpConfig")
+            .field("endpoint", &self.endpoint)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("batch_size", &self.batch_size)
+            .field("batch_timeout_ms", &self.batch_timeout_ms)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("max_attempts", &self.max_attempts)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpTlsConfig {
+    /// CA (PEM) the collector's certificate must chain to.
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain and key (PEM), for collectors that want
+    /// mutual TLS; both or neither.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Name to check the collector's certificate against, when it is not
+    /// the endpoint's host.
+    pub domain: Option<String>,
+}
+
+/// JSON lines (the `--json` form) appended to a file, rotated by size.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileExportConfig {
+    /// Unset: no file export. Relative paths are under `state.dir`.
+    pub path: Option<PathBuf>,
+    /// The file is rotated (`path.1`, …) before it would grow past this.
+    pub max_bytes: u64,
+    /// Rotated files kept (`path.1` newest … `path.N`); 0: none.
+    pub keep: u32,
+}
+
+impl Default for FileExportConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            max_bytes: 100 << 20,
+            keep: 5,
+        }
+    }
 }
 
 /// Pod metadata from the Kubernetes API server.
@@ -339,6 +444,115 @@ pub struct HttpConfig {
     pub fingerprint_key: Option<PathBuf>,
 }
 
+impl ExportConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let o = &self.otlp;
+        if let Some(endpoint) = &o.endpoint {
+            let tls = match endpoint.parse::<tonic::transport::Uri>() {
+                Ok(u) if u.host().is_some_and(|h| !h.is_empty()) => match u.scheme_str() {
+                    Some("http") => false,
+                    Some("https") => true,
+                    _ => {
+                        return Err((
+                            "export.otlp.endpoint",
+                            format!("{endpoint:?} must start with http:// or https://"),
+                        ));
+                    }
+                },
+                _ => {
+                    return Err((
+                        "export.otlp.endpoint",
+                        format!("{endpoint:?} is not a URL such as http://127.0.0.1:4317"),
+                    ));
+                }
+            };
+            if !tls && o.tls.is_some() {
+                return Err((
+                    "export.otlp.tls",
+                    "is set but the endpoint is http:// (use https:// for TLS)".into(),
+                ));
+            }
+        }
+        if let Some(t) = &o.tls
+            && t.cert.is_some() != t.key.is_some()
+        {
+            return Err((
+                "export.otlp.tls",
+                "cert and key go together (a client certificate needs its key)".into(),
+            ));
+        }
+        for (k, v) in &o.headers {
+            if tonic::metadata::MetadataKey::<tonic::metadata::Ascii>::from_bytes(k.as_bytes())
+                .is_err()
+                || k.ends_with("-bin")
+                || k.starts_with(':')
+            {
+                return Err((
+                    "export.otlp.headers",
+                    format!("{k:?} is not a header name (lowercase letters, digits, - _ .)"),
+                ));
+            }
+            // The value itself is never repeated: it is usually a credential.
+            if !v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+                return Err((
+                    "export.otlp.headers",
+                    format!("the value of {k:?} is not printable ASCII"),
+                ));
+            }
+        }
+        if o.batch_size == 0 || o.batch_size > 10_000 {
+            return Err((
+                "export.otlp.batch_size",
+                format!("{} must be between 1 and 10000", o.batch_size),
+            ));
+        }
+        if o.batch_timeout_ms == 0 || o.batch_timeout_ms > 60_000 {
+            return Err((
+                "export.otlp.batch_timeout_ms",
+                format!("{} must be between 1 and 60000", o.batch_timeout_ms),
+            ));
+        }
+        if o.queue_capacity < o.batch_size {
+            return Err((
+                "export.otlp.queue_capacity",
+                format!(
+                    "{} must be at least export.otlp.batch_size ({})",
+                    o.queue_capacity, o.batch_size
+                ),
+            ));
+        }
+        if o.timeout_secs == 0 || o.timeout_secs > 300 {
+            return Err((
+                "export.otlp.timeout_secs",
+                format!("{} must be between 1 and 300", o.timeout_secs),
+            ));
+        }
+        if o.max_attempts == 0 || o.max_attempts > 20 {
+            return Err((
+                "export.otlp.max_attempts",
+                format!("{} must be between 1 and 20", o.max_attempts),
+            ));
+        }
+        let f = &self.file;
+        if f.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err((
+                "export.file.path",
+                "is empty (leave it out for no file)".into(),
+            ));
+        }
+        if f.max_bytes < 4096 {
+            return Err((
+                "export.file.max_bytes",
+                format!("{} is too small (at least 4096)", f.max_bytes),
+            ));
+        }
+        if f.keep > 1000 {
+            return Err(("export.file.keep", format!("{} is more than 1000", f.keep)));
+        }
+        Ok(())
+    }
+}
+
 /// Durations as humantime text ("7d", "90s") in the config file.
 mod duration_text {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -639,7 +853,7 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level", format!("{:?}: {e}", self.log.level)));
         }
-        Ok(())
+        self.export.validate()
     }
 
     /// The configuration as TOML, for `sensor config default`.
@@ -707,6 +921,112 @@ mod tests {
     fn syntax_error_is_reported() {
         let e = parse("[ringbuf\n").unwrap_err();
         assert!(e.contains("t.toml"), "{e}");
+    }
+
+    #[test]
+    fn export_settings_are_read() {
+        let c = parse(
+            "[export.otlp]\nendpoint = \"https://collector:4317\"\nbatch_size = 100\n\
+             headers = { authorization = \"Bearer x\" }\n[export.otlp.tls]\nca = \"/etc/ca.pem\"\n\
+             [export.file]\npath = \"events.jsonl\"\nkeep = 2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.export.otlp.endpoint.as_deref(),
+            Some("https://collector:4317")
+        );
+        assert_eq!(c.export.otlp.batch_size, 100);
+        assert_eq!(c.export.otlp.headers["authorization"], "Bearer x");
+        assert_eq!(
+            c.export.otlp.tls.unwrap().ca.unwrap(),
+            PathBuf::from("/etc/ca.pem")
+        );
+        assert_eq!(c.export.file.keep, 2);
+        assert_eq!(c.export.file.max_bytes, 100 << 20);
+        // Off unless asked for.
+        let d = Config::default();
+        assert!(d.export.otlp.endpoint.is_none() && d.export.file.path.is_none());
+    }
+
+    #[test]
+    fn bad_export_settings_name_the_key() {
+        for (text, key, words) in [
+            (
+                "[export.otlp]\nendpoint = \"collector:4317\"\n",
+                "export.otlp.endpoint",
+                "http",
+            ),
+            (
+                "[export.otlp]\nendpoint = \"ftp://c:21\"\n",
+                "export.otlp.endpoint",
+                "http",
+            ),
+            (
+                "[export.otlp]\nendpoint = \"http://c:4317\"\n[export.otlp.tls]\nca = \"/ca\"\n",
+                "export.otlp.tls",
+                "https://",
+            ),
+            (
+                "[export.otlp]\nendpoint = \"https://c:4317\"\n[export.otlp.tls]\ncert = \"/c\"\n",
+                "export.otlp.tls",
+                "key",
+            ),
+            (
+                "[export.otlp]\nheaders = { \"Bad Name\" = \"v\" }\n",
+                "export.otlp.headers",
+                "header name",
+            ),
+            (
+                "[export.otlp]\nbatch_size = 0\n",
+                "export.otlp.batch_size",
+                "between",
+            ),
+            (
+                "[export.otlp]\nqueue_capacity = 10\n",
+                "export.otlp.queue_capacity",
+                "batch_size",
+            ),
+            (
+                "[export.otlp]\ntimeout_secs = 0\n",
+                "export.otlp.timeout_secs",
+                "between",
+            ),
+            (
+                "[export.otlp]\nmax_attempts = 0\n",
+                "export.otlp.max_attempts",
+                "between",
+            ),
+            (
+                "[export.otlp]\nendpont = \"http://c:1\"\n",
+                "endpont",
+                "unknown",
+            ),
+            (
+                "[export.file]\nmax_bytes = 10\n",
+                "export.file.max_bytes",
+                "too small",
+            ),
+            ("[export.file]\npath = \"\"\n", "export.file.path", "empty"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(key) && e.contains(words), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn header_values_never_appear_in_errors_or_debug() {
+        let e = parse("[export.otlp]\nheaders = { authorization = \"Bearer s3cr\u{e9}t\" }\n")
+            .unwrap_err();
+        assert!(
+            e.contains("export.otlp.headers") && !e.contains("s3cr"),
+            "{e}"
+        );
+        let c = parse("[export.otlp]\nheaders = { authorization = \"Bearer s3cret\" }\n").unwrap();
+        let dbg = format!("{c:?}");
+        assert!(
+            dbg.contains("authorization") && !dbg.contains("s3cret"),
+            "{dbg}"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod config;
 pub mod decode;
 pub mod ebpf;
 pub mod event;
+pub mod export;
 pub mod flows;
 pub mod http;
 pub mod pods;

@@ -121,6 +121,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         info!(file = %path.display(), agents = n, nodes = ?file.nodes, "baselines imported");
     }
     let agents = Arc::new(std::sync::Mutex::new(table));
+    let export = crate::export::Exporters::start(&cfg.export, &cfg.state.dir, &origin)?;
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let isolator = if loaded.isolation {
         Isolator::take(&mut loaded.bpf, &cfg.state.dir).map_err(|e| format!("{e:#}"))
@@ -236,6 +237,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         agents: agents.clone(),
         responder: responder.clone(),
         pods: pods.clone(),
+        export,
     };
     let mut batch = Vec::with_capacity(1024);
     let mut last_sweep = Instant::now();
@@ -363,6 +365,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             }
             _ = check.tick() => {
                 drops.check(&counters.read(), &stats);
+                out.export.check();
                 lock(&responder).reconcile();
             }
             _ = second.tick() => {
@@ -375,6 +378,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                 }
                 let mut t = totals(&counters, &stats, &procs, &calls, self_events);
                 t.insert("audit_write_errors".into(), out.audit_errors);
+                out.export.totals(&mut t);
                 if let Some(a) = &out.audit {
                     t.insert("audit_rows_written".into(), a.stats().rows_written);
                     t.insert("audit_rows_dropped".into(), a.stats().rows_dropped);
@@ -415,7 +419,11 @@ pub async fn run(cfg: Config) -> Result<()> {
     let by_kind = std::mem::take(&mut out.by_kind);
     let audit_errors = out.audit_errors;
     let audit_dropped = out.audit.as_ref().map_or(0, |a| a.stats().rows_dropped);
+    let export = std::mem::take(&mut out.export);
     drop(out);
+    // After the last event: the file is flushed and the collector gets a
+    // bounded time for what is queued.
+    let export_summary = export.finish().await;
     bus.close();
     serving.finish().await;
 
@@ -449,6 +457,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         " audit_write_errors={audit_errors} audit_rows_dropped={audit_dropped} api_subscribers_at_exit={}",
         bus.subscribers()
     ));
+    summary.push_str(&export_summary);
     eprintln!("{summary}");
     Ok(())
 }
@@ -551,6 +560,8 @@ struct Output<W: Write> {
     agents: Arc<std::sync::Mutex<Agents>>,
     responder: Arc<std::sync::Mutex<Responder>>,
     pods: crate::pods::Pods,
+    /// OTLP and file export.
+    export: crate::export::Exporters,
 }
 
 impl<W: Write> Output<W> {
@@ -568,8 +579,8 @@ impl<W: Write> Output<W> {
             .unwrap_or_else(|e| e.into_inner())
             .observe(&mut ev);
         *self.by_kind.entry(ev.detail.kind()).or_default() += 1;
-        // Serialised once: stdout (JSON), the audit store and the API bus
-        // share the text.
+        // Serialised once: stdout (JSON), the audit store, the exports and
+        // the API bus share the text.
         let json = ev.to_json();
         let text;
         let line = match self.format {
@@ -588,6 +599,7 @@ impl<W: Write> Output<W> {
         {
             self.audit_error("append", &e);
         }
+        self.export.emit(&ev, &json);
         self.bus.publish(Published { seq: ev.seq, json });
         for f in findings {
             let (credential_fingerprint, tool_call) = match &ev.detail {
@@ -630,6 +642,7 @@ impl<W: Write> Output<W> {
 
     fn flush(&mut self) {
         let _ = self.out.flush();
+        self.export.flush();
     }
 
     /// Writes queued events to the audit store.
