@@ -48,6 +48,14 @@ pub const ARM_HOLD: u8 = 1;
 /// Let it through: an approved ("remembered") request, checked before the
 /// patterns that would hold it.
 pub const ARM_ALLOW: u8 = 2;
+/// In a blocked record: the process was stopped at the first bytes of a
+/// new TLS connection (its ClientHello), for a client whose TLS library is
+/// not hooked: the daemon holds it if the SNI names a held host.
+pub const ARM_HOLD_TLS: u8 = 3;
+
+/// `ArmRules::flags`: stop the process at each new TLS connection (a held
+/// agent with host patterns whose plaintext may not be visible).
+pub const ARM_FLAG_HOLD_TLS: u32 = 1;
 
 /// The patterns of one armed process (keyed by tgid in `ARMED`): the first
 /// bytes of an HTTP/1.x request, "METHOD /path-prefix", each with an
@@ -56,6 +64,8 @@ pub const ARM_ALLOW: u8 = 2;
 #[derive(Clone, Copy, Debug)]
 pub struct ArmRules {
     pub len: u32,
+    /// `ARM_FLAG_*`.
+    pub flags: u32,
     pub pattern_len: [u32; ARM_RULES_MAX],
     pub patterns: [[u8; ARM_PATTERN_MAX]; ARM_RULES_MAX],
     pub action: [u8; ARM_RULES_MAX],
@@ -65,6 +75,7 @@ impl Default for ArmRules {
     fn default() -> Self {
         Self {
             len: 0,
+            flags: 0,
             pattern_len: [0; ARM_RULES_MAX],
             patterns: [[0; ARM_PATTERN_MAX]; ARM_RULES_MAX],
             action: [ARM_KILL; ARM_RULES_MAX],

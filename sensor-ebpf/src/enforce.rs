@@ -21,7 +21,7 @@ use aya_ebpf::{
     EbpfContext,
     bindings::bpf_sock_addr,
     helpers::{
-        bpf_get_current_pid_tgid,
+        bpf_get_current_comm, bpf_get_current_pid_tgid,
         generated::{bpf_get_socket_cookie, bpf_probe_read_user, bpf_send_signal},
     },
     macros::{cgroup_skb, cgroup_sock_addr, map},
@@ -29,8 +29,9 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockAddrContext},
 };
 use sensor_common::{
-    AF_INET, AF_INET6, ARM_ALLOW, ARM_HOLD, ARM_KILL, ARM_PATTERN_MAX, ARM_RULES_MAX, ArmRules,
-    BlockedRecord, EventKind, ISOLATE_ALLOW_LOOPBACK, ISOLATE_ALLOW_MAX, Isolation,
+    AF_INET, AF_INET6, ARM_ALLOW, ARM_FLAG_HOLD_TLS, ARM_HOLD, ARM_HOLD_TLS, ARM_KILL,
+    ARM_PATTERN_MAX, ARM_RULES_MAX, ArmRules, BlockedRecord, EventKind, ISOLATE_ALLOW_LOOPBACK,
+    ISOLATE_ALLOW_MAX, Isolation,
 };
 
 use crate::emit;
@@ -87,6 +88,26 @@ pub fn isolation(tgid: u32) -> Option<&'static Isolation> {
 #[map]
 pub static ARMED: HashMap<u32, ArmRules> = HashMap::with_max_entries(4096, 0);
 
+/// Arm rules by process name (`comm` after exec, 15 bytes and a NUL): a
+/// process that execs an armed agent's executable is armed here, at exec,
+/// before it runs a single instruction. The daemon arms by full identity
+/// only once it has read the exec event (milliseconds later), and a
+/// compiled client connects faster than that (a Go client sent its
+/// ClientHello first); the daemon then corrects an entry that does not
+/// match the identity.
+#[map]
+pub static ARM_BY_COMM: HashMap<[u8; 16], ArmRules> = HashMap::with_max_entries(64, 0);
+
+#[inline(always)]
+pub fn arm_at_exec(tgid: u32) {
+    let Ok(comm) = bpf_get_current_comm() else {
+        return;
+    };
+    if let Some(rules) = unsafe { ARM_BY_COMM.get(&comm) } {
+        let _ = ARMED.insert(&tgid, rules, 0);
+    }
+}
+
 /// Called at fork: the child of an isolated or armed process is too.
 #[inline(always)]
 pub fn inherit(parent_tgid: u32, child_tgid: u32, child_start_ns: u64) {
@@ -112,6 +133,36 @@ pub fn forget(tgid: u32) {
 
 const SIGKILL: u32 = 9;
 const SIGSTOP: u32 = 19;
+
+/// Called at the first send of a new TLS connection (its ClientHello, seen
+/// at `sys_enter_write`/`sendto`): a held agent's process whose plaintext
+/// may not be visible is stopped right after this write, before any
+/// request can follow; the daemon reads the SNI and resumes it at once
+/// unless the host is held. The ClientHello itself leaves (the syscall
+/// runs before the signal is delivered): no request byte does.
+#[inline(always)]
+pub fn hold_new_tls(tgid: u32, fd: i32) {
+    let Some(rules) = (unsafe { ARMED.get(&tgid) }) else {
+        return;
+    };
+    if rules.flags & ARM_FLAG_HOLD_TLS == 0 {
+        return;
+    }
+    let signal_result = unsafe { bpf_send_signal(SIGSTOP) } as i32;
+    if let Some(mut entry) = emit::reserve::<BlockedRecord>() {
+        entry.write(BlockedRecord {
+            header: emit::current_header(EventKind::Blocked),
+            conn: fd as u32 as u64,
+            rule: 0,
+            signal_result,
+            buf: 0,
+            len: 0,
+            action: u32::from(ARM_HOLD_TLS),
+            _pad: 0,
+        });
+        emit::submit(entry);
+    }
+}
 
 /// Called at the entry of a TLS write: if the process is armed and the
 /// plaintext starts with one of its patterns, SIGKILL (deny) or SIGSTOP

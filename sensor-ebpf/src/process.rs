@@ -36,6 +36,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, i64> {
     if is_sensor(header.tgid) {
         return Ok(0);
     }
+    crate::enforce::arm_at_exec(header.tgid);
     // A __data_loc word: low 16 bits = offset from the record start, high 16
     // bits = length including the NUL.
     let loc: u32 = unsafe { ctx.read_at(EXEC_FILENAME_LOC) }.map_err(|e| e as i64)?;

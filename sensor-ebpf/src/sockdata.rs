@@ -172,7 +172,10 @@ fn on_send(ctx: &TracePointContext) -> u32 {
         w.mode = match first {
             // A TLS handshake record: the library's plaintext is captured
             // by the TLS hooks, nothing more to copy here.
-            Some([0x16, 0x03, _, _]) => MODE_TLS,
+            Some([0x16, 0x03, _, _]) => {
+                crate::enforce::hold_new_tls((pid_tgid >> 32) as u32, fd);
+                MODE_TLS
+            }
             Some(b) if is_http_start(&b) => MODE_HTTP,
             _ => MODE_OTHER,
         };

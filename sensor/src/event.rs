@@ -187,6 +187,10 @@ pub enum Detail {
         timeout_secs: u64,
         on_timeout: &'static str,
         stopped: bool,
+        /// "request" (stopped before a matching request's bytes) or
+        /// "connection" (stopped at a new TLS connection to a held host,
+        /// for a client whose requests cannot be seen: coarser).
+        level: &'static str,
     },
     /// An armed process was killed in the kernel at the TLS write of a
     /// request matching a deny pattern: the request never left.

@@ -295,7 +295,23 @@ pub async fn run(cfg: Config) -> Result<()> {
                         }
                         Record::Blocked(b) => {
                             let process = procs.resolve(&b.header);
-                            let context = lock(&agents).hold_context(process.pid, process.start_ticks);
+                            let mut context = lock(&agents).hold_context(process.pid, process.start_ticks);
+                            if b.action == u32::from(sensor_common::ARM_HOLD_TLS) {
+                                // Stopped at a new TLS connection. A process
+                                // whose TLS library is hooked is held by its
+                                // requests instead: resume it, and stop
+                                // stopping it at connections.
+                                if loaded.tls_loaded && tls.hooks_process(&mut loaded.bpf, process.pid) {
+                                    let mut r = lock(&responder);
+                                    r.armer.hooked_tls(process.pid);
+                                    r.resume(&process);
+                                    continue;
+                                }
+                                if let Some(d) = first_bytes.get(process.pid, process.start_ticks, b.conn as i32) {
+                                    context.sni.clone_from(&d.sni);
+                                    context.destination = Some(format!("{}:{}", d.addr, d.port));
+                                }
+                            }
                             let detail = lock(&responder).on_blocked(b, &process, context);
                             if let Some(detail) = detail {
                                 out.emit(event::Event::new(&clock, &b.header, process, detail));

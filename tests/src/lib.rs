@@ -527,3 +527,26 @@ pub fn self_signed_cert(dir: &std::path::Path) -> (PathBuf, PathBuf) {
     assert!(status.success(), "openssl req failed");
     (cert, key)
 }
+
+/// Builds a Go program (one file, standard library only) into
+/// `dir/name` with the `go` that `cargo xtask setup` installs.
+pub fn go_build(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let src = dir.join(format!("{name}.go"));
+    std::fs::write(&src, source).expect("write the Go source");
+    let bin = dir.join(name);
+    let out = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .env("GOCACHE", dir.join("cache"))
+        .env("GOPATH", dir.join("gopath"))
+        .env("GO111MODULE", "off")
+        .output()
+        .expect("go (golang-go) is installed by cargo xtask setup");
+    assert!(
+        out.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}

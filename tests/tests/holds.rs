@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e::{HttpsServer, Sensor, Value, kind, pid, require_root, serial, venv_python};
+use e2e::{HttpsServer, Sensor, Value, kind, pid, require_root, run, serial, venv_python};
 
 const HOLD: &str = "[[response.hold]]\nagent = \"orderer.py\"\npatterns = [\"POST /v1/orders\", \"DELETE */customers/\"]\n";
 
@@ -334,5 +334,118 @@ fn reversible_and_remembered_calls_are_never_held() {
             == 2
     );
     assert!(state.path().join("approved.json").exists());
+    no_secret(&stderr, &events);
+}
+
+/// A Go client (crypto/tls: no symbols to hook, its requests cannot be
+/// seen): GET URL with SNI argv[2], printing the status.
+const GO_CLIENT: &str = r#"package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+)
+
+func main() {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: os.Args[2]}}
+	resp, err := (&http.Client{Transport: tr}).Get(os.Args[1])
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+	io.Copy(io.Discard, resp.Body)
+	fmt.Println(resp.StatusCode)
+}
+"#;
+
+#[test]
+fn a_client_whose_requests_cannot_be_seen_is_held_at_its_connection() {
+    let _g = serial();
+    if !require_root("a_client_whose_requests_cannot_be_seen_is_held_at_its_connection") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let go = e2e::go_build(dir.path(), "goclient", GO_CLIENT);
+    // One pattern names the Go client's host; the orderer's pattern names
+    // a host too, but its requests are seen (libssl is hooked), so it is
+    // held by its request, not at its connections.
+    let config = "[[response.hold]]\nagent = \"goclient\"\npatterns = [\"POST agent-api.vendor.example/v1/orders\"]\n\
+                  [[response.hold]]\nagent = \"orderer.py\"\npatterns = [\"POST 127.0.0.1/v1/orders\"]\n";
+    let sensor = Sensor::start_with(&["--json"], Some(config));
+    let server = HttpsServer::start("127.0.0.1");
+    let url = format!("https://127.0.0.1:{}/v1/orders", server.port);
+    let gets = |server: &HttpsServer| {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("REQ GET /v1/orders "))
+            .count()
+    };
+
+    // To a held host: stopped after its ClientHello, before any request.
+    let mut held_client = Command::new(&go)
+        .args([url.as_str(), "agent-api.vendor.example"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let me = held_client.id();
+    let h = sensor.wait_for("the connection hold", |v| {
+        kind(v) == "held" && pid(v) == u64::from(me)
+    });
+    assert_eq!(h["level"], "connection", "{h}");
+    assert_eq!(h["authority"], "agent-api.vendor.example", "{h}");
+    assert_eq!(
+        h["pattern"], "POST agent-api.vendor.example/v1/orders",
+        "{h}"
+    );
+    assert_eq!(h["agent"], "goclient", "{h}");
+    wait_until("the Go client to stop", || state(me) == 'T');
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(gets(&server), 0, "{:?}", server.requests());
+    let id = h["hold_id"].as_u64().unwrap().to_string();
+    // A connection hold has no request line to remember: approved, and
+    // said so.
+    let (ok, out, err) = sensor.cli(&["approve", &id, "--remember"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("not remembered: a connection hold has no request line"),
+        "{out}"
+    );
+    let status = held_client.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(gets(&server), 1);
+
+    // To another host: not held (stopped for the daemon to read the SNI,
+    // then resumed at once).
+    let (other, status) = run(Command::new(&go).args([url.as_str(), "other.example"]));
+    assert!(status.success());
+    assert_eq!(gets(&server), 2);
+
+    // The orderer: hooked, so held by its order's request line.
+    let agent = Orderer::start(&server, 2);
+    let o = agent.pid();
+    let r = sensor.wait_for("the orderer's hold", |v| {
+        kind(v) == "held" && pid(v) == u64::from(o)
+    });
+    assert_eq!(r["level"], "request", "{r}");
+    assert_eq!(r["path"], "/v1/orders", "{r}");
+    assert_eq!(orders(&server), 0);
+    let rid = r["hold_id"].as_u64().unwrap().to_string();
+    let (ok, _, err) = sensor.cli(&["deny", &rid]);
+    assert!(ok, "{err}");
+    let (_, status) = agent.finish();
+    assert_eq!(status.signal(), Some(9));
+    assert_eq!(orders(&server), 0);
+
+    let (_, stderr, events) = sensor.stop_with_events();
+    let holds: Vec<&Value> = events.iter().filter(|v| kind(v) == "held").collect();
+    assert_eq!(holds.len(), 2, "{holds:?}");
+    assert!(!holds.iter().any(|v| pid(v) == u64::from(other)));
+    let approve = action(&events, "approve_remember");
+    assert_eq!(approve["outcome"], "done", "{approve}");
+    assert_eq!(approve["hold_id"].to_string(), id, "{approve}");
     no_secret(&stderr, &events);
 }

@@ -342,9 +342,9 @@ fn go_client_is_named_by_its_sni() {
     // Go's crypto/tls has no symbols to hook: the ClientHello it writes on
     // the socket is what names its destination.
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("main.go");
-    std::fs::write(
-        &src,
+    let bin = e2e::go_build(
+        dir.path(),
+        "goclient",
         r#"package main
 
 import (
@@ -365,22 +365,6 @@ func main() {
 	io.Copy(io.Discard, resp.Body)
 }
 "#,
-    )
-    .unwrap();
-    let bin = dir.path().join("goclient");
-    let out = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .env("GOCACHE", dir.path().join("cache"))
-        .env("GOPATH", dir.path().join("gopath"))
-        .env("GO111MODULE", "off")
-        .output()
-        .expect("go (golang-go) is installed by cargo xtask setup");
-    assert!(
-        out.status.success(),
-        "go build: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let sensor = Sensor::start();
     let server = HttpsServer::start("127.0.0.1");

@@ -439,6 +439,7 @@ impl Agents {
                 .get(&tag.session)
                 .map(|t| t.iter().cloned().collect())
                 .unwrap_or_default(),
+            ..Default::default()
         }
     }
 

@@ -305,6 +305,7 @@ pub fn from_json(v: &Value, origin: &Origin) -> pb::Event {
             timeout_secs: num(v, "timeout_secs") as u32,
             on_timeout: text(v, "on_timeout"),
             stopped: v["stopped"].as_bool().unwrap_or(false),
+            level: text(v, "level"),
         })),
         "parse_error" => Some(Payload::ParseError(pb::ParseError {
             protocol: text(v, "protocol"),

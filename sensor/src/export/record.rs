@@ -404,6 +404,7 @@ fn attributes(ev: &Event) -> Vec<KeyValue> {
             timeout_secs,
             on_timeout,
             stopped,
+            level,
             // The request's head (redacted) and the trail are in the body.
             head: _,
             trail: _,
@@ -419,6 +420,7 @@ fn attributes(ev: &Event) -> Vec<KeyValue> {
             a.uint("sensor.hold.timeout_secs", *timeout_secs);
             a.str("sensor.hold.on_timeout", on_timeout);
             a.bool("sensor.hold.stopped", *stopped);
+            a.str("sensor.hold.level", level);
         }
         Detail::Blocked {
             agent: _,

@@ -24,7 +24,9 @@ use aya::{
     Ebpf,
     maps::{HashMap, MapData},
 };
-use sensor_common::{ARM_ALLOW, ARM_HOLD, ARM_KILL, ARM_PATTERN_MAX, ARM_RULES_MAX, ArmRules};
+use sensor_common::{
+    ARM_ALLOW, ARM_FLAG_HOLD_TLS, ARM_HOLD, ARM_KILL, ARM_PATTERN_MAX, ARM_RULES_MAX, ArmRules,
+};
 use tracing::{info, warn};
 
 use crate::{
@@ -135,6 +137,20 @@ pub struct Armer {
     armed: StdHashMap<u32, (String, String, Vec<Pattern>)>,
     /// A process in a pod is named as the agents module names it.
     pods: crate::pods::Pods,
+    /// Processes whose TLS library is hooked: their requests are seen in
+    /// plaintext, so they are not stopped at each new TLS connection.
+    hooked: std::collections::HashSet<u32>,
+    /// Process names the kernel arms at exec (see `ARM_BY_COMM`).
+    by_comm: std::collections::HashSet<String>,
+}
+
+/// A process name as the kernel's `comm` holds it: 15 bytes and NULs.
+fn comm_key(name: &str) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    let b = name.as_bytes();
+    let n = b.len().min(15);
+    k[..n].copy_from_slice(&b[..n]);
+    k
 }
 
 /// What the kernel matched, in words.
@@ -162,7 +178,7 @@ impl Armer {
             },
             None => BTreeMap::new(),
         };
-        Ok(Self {
+        Self {
             map: HashMap::try_from(map)?,
             arm,
             hold,
@@ -170,7 +186,40 @@ impl Armer {
             remembered_path,
             armed: StdHashMap::new(),
             pods,
-        })
+            hooked: Default::default(),
+            by_comm: Default::default(),
+        }
+        .arm_by_comm(bpf)
+    }
+
+    /// Tells the kernel the process names of armed and held agents, so a
+    /// process is armed at its exec (its identity is checked when the
+    /// daemon reads the exec event).
+    fn arm_by_comm(mut self, bpf: &mut Ebpf) -> Result<Self> {
+        let mut map: HashMap<MapData, [u8; 16], ArmRules> = HashMap::try_from(
+            bpf.take_map("ARM_BY_COMM")
+                .context("map ARM_BY_COMM missing")?,
+        )?;
+        let names: Vec<String> = self
+            .arm
+            .iter()
+            .map(|a| a.agent.clone())
+            .chain(self.hold.iter().map(|h| h.agent.clone()))
+            .filter(|n| !n.starts_with("agt-") && !n.contains('/'))
+            .collect();
+        for name in names {
+            if let Some((_, patterns)) = self.patterns("", &name)
+                && let Ok(r) = self.rules_for(u32::MAX, &patterns)
+            {
+                match map.insert(&comm_key(&name), &r, 0) {
+                    Ok(()) => {
+                        self.by_comm.insert(name.chars().take(15).collect());
+                    }
+                    Err(e) => warn!(agent = %name, error = %e, "could not arm at exec"),
+                }
+            }
+        }
+        Ok(self)
     }
 
     pub fn active(&self) -> bool {
@@ -213,8 +262,24 @@ impl Armer {
         Some((label, all))
     }
 
+    /// The kernel rules for `pid`'s patterns.
+    fn rules_for(&self, pid: u32, patterns: &[Pattern]) -> Result<ArmRules, String> {
+        let mut r = pack(patterns)?;
+        // Hosts held: a client whose plaintext is not visible (Go, rustls,
+        // anything without hookable symbols) is held at its connection to
+        // them instead, by SNI.
+        if !self.hooked.contains(&pid)
+            && patterns
+                .iter()
+                .any(|p| p.action == ARM_HOLD && p.authority.is_some())
+        {
+            r.flags |= ARM_FLAG_HOLD_TLS;
+        }
+        Ok(r)
+    }
+
     fn write(&mut self, pid: u32, patterns: &[Pattern]) -> bool {
-        let Ok(r) = pack(patterns) else {
+        let Ok(r) = self.rules_for(pid, patterns) else {
             return false; // checked when the config was loaded
         };
         match self.map.insert(&pid, &r, 0) {
@@ -237,6 +302,10 @@ impl Armer {
         let pod = p.container.as_ref().and_then(|c| self.pods.lookup(&c.id));
         let (id, name, _) = crate::agents::identity_in(p, pod.as_deref());
         let Some((label, patterns)) = self.patterns(&id, &name) else {
+            // Armed at exec by its name alone, but not the agent: undone.
+            if self.by_comm.contains(&p.comm) {
+                let _ = self.map.remove(&p.pid);
+            }
             return false;
         };
         if !self.write(p.pid, &patterns) {
@@ -249,6 +318,31 @@ impl Armer {
 
     pub fn on_exit(&mut self, pid: u32) {
         self.armed.remove(&pid);
+        self.hooked.remove(&pid);
+    }
+
+    /// The hosts `pid` is held at (from hold patterns naming one).
+    pub fn held_hosts(&self, pid: u32) -> Vec<(String, String)> {
+        self.armed
+            .get(&pid)
+            .map_or_else(Vec::new, |(_, _, patterns)| {
+                patterns
+                    .iter()
+                    .filter(|p| p.action == ARM_HOLD)
+                    .filter_map(|p| Some((p.authority.clone()?, p.text.clone())))
+                    .collect()
+            })
+    }
+
+    /// `pid` turned out to use a hooked TLS library: stop holding it at
+    /// each new connection (its requests are held by their plaintext).
+    pub fn hooked_tls(&mut self, pid: u32) {
+        if !self.hooked.insert(pid) {
+            return;
+        }
+        if let Some((_, _, patterns)) = self.armed.get(&pid).cloned() {
+            self.write(pid, &patterns);
+        }
     }
 
     /// A child forked by an armed process is armed in the kernel already.

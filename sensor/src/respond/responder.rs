@@ -10,7 +10,7 @@ use std::{
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use sensor_common::{ARM_HOLD, BlockedRecord};
+use sensor_common::{ARM_HOLD, ARM_HOLD_TLS, BlockedRecord};
 
 use super::{
     RespondError,
@@ -49,6 +49,33 @@ pub struct Requester {
 pub struct HoldContext {
     pub tool_call: Option<String>,
     pub trail: Vec<String>,
+    /// For a connection hold: the SNI of its ClientHello, and where it goes.
+    pub sni: Option<String>,
+    pub destination: Option<String>,
+}
+
+/// "[::1]:443" → "[::1]", "host:443" → "host"; without a port, itself.
+fn host_of(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((h, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (h.ends_with(']') || !h.contains(':')) =>
+        {
+            h
+        }
+        _ => authority,
+    }
+}
+
+/// Whether a pattern's host names `authority` (a Host header or SNI): a
+/// pattern without a port matches any port.
+fn host_matches(want: &str, authority: &str) -> bool {
+    let authority = authority.to_ascii_lowercase();
+    if host_of(want) != want {
+        return authority == want;
+    }
+    host_of(&authority) == want
 }
 
 pub struct Responder {
@@ -232,6 +259,9 @@ impl Responder {
         process: &Process,
         context: HoldContext,
     ) -> Option<Detail> {
+        if b.action == u32::from(ARM_HOLD_TLS) {
+            return self.hold_connection(b, process, context);
+        }
         let m = self.armer.matched(b.header.tgid, b.rule);
         if b.action != u32::from(ARM_HOLD) {
             warn!(pid = b.header.tgid, agent = %m.agent, pattern = %m.pattern.text, "armed agent killed before its request left");
@@ -263,7 +293,7 @@ impl Responder {
         };
         if let Some(want) = &m.pattern.authority
             && !hold.request.authority.is_empty()
-            && hold.request.authority != *want
+            && !host_matches(want, &hold.request.authority)
         {
             let who = Requester {
                 by: "policy".into(),
@@ -285,12 +315,66 @@ impl Responder {
             self.report((pid, hold.start_ticks), "approve", &who, &result, false);
             return None;
         }
+        self.pend(hold, b.signal_result == 0, context, "request")
+    }
+
+    /// A held agent's process stopped at the first bytes of a new TLS
+    /// connection (its TLS library is not hooked): held if the SNI names a
+    /// held host, otherwise resumed at once.
+    fn hold_connection(
+        &mut self,
+        b: &BlockedRecord,
+        process: &Process,
+        context: HoldContext,
+    ) -> Option<Detail> {
+        let pid = b.header.tgid;
+        let held = context.sni.as_deref().and_then(|sni| {
+            self.armer
+                .held_hosts(pid)
+                .into_iter()
+                .find(|(host, _)| host_matches(host, sni))
+        });
+        let Some((_, pattern)) = held else {
+            self.resume(process);
+            return None;
+        };
+        let sni = context.sni.clone().unwrap_or_default();
+        let m = self.armer.matched(pid, 0);
+        let hold = Hold {
+            id: 0,
+            pid,
+            start_ticks: process.start_ticks,
+            agent: m.agent,
+            agent_id: m.agent_id,
+            pattern,
+            request: hold::Request {
+                authority: sni.clone(),
+                head: format!(
+                    "TLS connection to {sni} ({}): this client's TLS library is not hooked, so its requests cannot be seen; held at the connection, before any request is sent (coarser than a request hold: approving lets the whole connection through)",
+                    context.destination.as_deref().unwrap_or("?")
+                ),
+                ..Default::default()
+            },
+            since: Instant::now(),
+            since_unix_ns: crate::clock::Clock::new().to_unix_ns(b.header.ktime_ns),
+        };
+        self.pend(hold, b.signal_result == 0, context, "connection")
+    }
+
+    /// Registers a hold on a stopped process and describes it.
+    fn pend(
+        &mut self,
+        hold: Hold,
+        stopped: bool,
+        context: HoldContext,
+        level: &'static str,
+    ) -> Option<Detail> {
+        let pid = hold.pid;
         let timeout = self.cfg.hold_timeout_secs;
         let on_timeout = match self.cfg.hold_expiry {
             HoldExpiry::Deny => "deny",
             HoldExpiry::Approve => "approve",
         };
-        let stopped = b.signal_result == 0;
         let mut detail = Detail::Held {
             hold_id: 0,
             agent: hold.agent.clone(),
@@ -304,6 +388,7 @@ impl Responder {
             timeout_secs: timeout,
             on_timeout,
             stopped,
+            level,
         };
         if !stopped {
             warn!(
@@ -346,6 +431,16 @@ impl Responder {
         }
     }
 
+    /// Continues a process the kernel stopped that is not to be held.
+    pub fn resume(&self, process: &Process) {
+        if let Err(e) = kill::resume(&kill::Target {
+            pid: process.pid,
+            start_time: Some(process.start_ticks),
+        }) {
+            warn!(pid = process.pid, error = %e, "could not resume a stopped process");
+        }
+    }
+
     pub fn holds(&self) -> Vec<Hold> {
         self.holds.list().cloned().collect()
     }
@@ -360,7 +455,10 @@ impl Responder {
     ) -> Result<Outcome, RespondError> {
         let (h, who) = self.take_hold(id, "approve", who)?;
         let mut skipped = Vec::new();
-        if remember && let Err(e) = self.armer.remember(&h.agent_id, &h.request.request_line) {
+        if remember && h.request.request_line.is_empty() {
+            skipped.push("not remembered: a connection hold has no request line".into());
+        } else if remember && let Err(e) = self.armer.remember(&h.agent_id, &h.request.request_line)
+        {
             skipped.push(format!("not remembered: {e}"));
         }
         let result = kill::resume(&kill::Target {
@@ -615,4 +713,21 @@ impl Responder {
 fn session_root(session: &str) -> Option<(u32, u64)> {
     let (p, t) = session.split_once('-')?;
     Some((p.parse().ok()?, t.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_match_with_or_without_a_port() {
+        assert!(host_matches("vendor.example", "Vendor.example:443"));
+        assert!(host_matches("vendor.example", "vendor.example"));
+        assert!(host_matches("127.0.0.1", "127.0.0.1:8443"));
+        assert!(host_matches("[::1]", "[::1]:443"));
+        assert!(host_matches("vendor.example:8443", "vendor.example:8443"));
+        assert!(!host_matches("vendor.example:8443", "vendor.example:443"));
+        assert!(!host_matches("vendor.example", "evil.vendor.example"));
+        assert!(!host_matches("vendor.example", "vendor.example.evil"));
+    }
 }

@@ -36,6 +36,8 @@ pub struct TlsAttacher {
     proc_root: PathBuf,
     /// Files already attached or found to hold no TLS function.
     done: HashSet<FileId>,
+    /// Files attached.
+    hooked: HashSet<FileId>,
     /// Processes whose maps were read, by (pid, start ticks).
     scanned: HashSet<(u32, u64)>,
     pub attached: Vec<TlsTarget>,
@@ -62,6 +64,7 @@ impl TlsAttacher {
         Self {
             proc_root: proc_root.to_path_buf(),
             done: HashSet::new(),
+            hooked: HashSet::new(),
             scanned: HashSet::new(),
             attached: Vec::new(),
             attach_errors: 0,
@@ -101,6 +104,19 @@ impl TlsAttacher {
         }
     }
 
+    /// Whether `pid`'s TLS plaintext is visible: it maps (or is) a file
+    /// with attached TLS hooks. Reads its maps now, attaching new files.
+    pub fn hooks_process(&mut self, bpf: &mut Ebpf, pid: u32) -> bool {
+        let (libs, exe) = targets::of_process(&self.proc_root, pid);
+        let mut any = false;
+        for c in libs.into_iter().chain(exe) {
+            let id = c.id;
+            self.consider(bpf, c);
+            any |= self.hooked.contains(&id);
+        }
+        any
+    }
+
     fn consider(&mut self, bpf: &mut Ebpf, c: Candidate) {
         if !self.done.insert(c.id) {
             return;
@@ -120,6 +136,7 @@ impl TlsAttacher {
             }
         }
         if !ok.is_empty() {
+            self.hooked.insert(c.id);
             info!(file = %c.path.display(), functions = ?ok, "TLS capture attached");
             self.attached.push(TlsTarget {
                 path: c.path,
