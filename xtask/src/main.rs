@@ -5,10 +5,12 @@ mod bench;
 mod bench_https;
 mod bench_response;
 mod cmd;
+mod cpio;
 mod fuzz;
 mod setup;
 mod test;
 mod venv;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -55,6 +57,9 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Boot Debian's stock 6.1 kernel under QEMU (TCG) and run the sensor's
+    /// guest suite there; installs QEMU, busybox and the kernel if missing.
+    VmTest,
 }
 
 fn main() -> Result<()> {
@@ -81,6 +86,10 @@ fn main() -> Result<()> {
         } => {
             setup::ensure()?;
             bench::run(seconds, rounds, only.as_deref())
+        }
+        Command::VmTest => {
+            setup::ensure()?;
+            vm::run_vm_test()
         }
     }
 }
