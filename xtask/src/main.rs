@@ -5,11 +5,13 @@ mod bench;
 mod bench_https;
 mod bench_response;
 mod cmd;
+mod cpio;
 mod deploy;
 mod fuzz;
 mod setup;
 mod test;
 mod venv;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -63,6 +65,9 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Boot Debian's stock 6.1 kernel under QEMU (TCG) and run the sensor's
+    /// guest suite there; installs QEMU, busybox and the kernel if missing.
+    VmTest,
 }
 
 fn main() -> Result<()> {
@@ -94,6 +99,10 @@ fn main() -> Result<()> {
         } => {
             setup::ensure()?;
             bench::run(seconds, rounds, only.as_deref())
+        }
+        Command::VmTest => {
+            setup::ensure()?;
+            vm::run_vm_test()
         }
     }
 }

@@ -50,13 +50,19 @@ pub fn ensure() -> Result<()> {
     Ok(())
 }
 
-fn dpkg_installed(pkg: &str) -> bool {
+pub fn dpkg_installed(pkg: &str) -> bool {
     output(Command::new("dpkg-query").args(["-W", "-f=${db:Status-Status}", pkg]))
         .is_some_and(|s| s.trim() == "installed")
 }
 
 fn apt(did: &mut Vec<String>) -> Result<()> {
-    let missing: Vec<&(&str, &str)> = APT_PACKAGES
+    apt_ensure(APT_PACKAGES, did)
+}
+
+/// Installs those of `packages` (name, why) that are missing; a no-op costing
+/// one `dpkg-query` per package when all are present.
+pub fn apt_ensure(packages: &[(&str, &str)], did: &mut Vec<String>) -> Result<()> {
+    let missing: Vec<&(&str, &str)> = packages
         .iter()
         .filter(|(p, _)| !dpkg_installed(p))
         .collect();
