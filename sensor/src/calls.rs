@@ -304,15 +304,54 @@ impl Calls {
         out
     }
 
-    /// Ends streams idle for long (all of them with `u64::MAX`, at
-    /// shutdown); their unanswered requests come back as calls.
-    pub fn sweep(&mut self, now_ns: u64) -> Vec<Outcome> {
+    /// Ends streams idle for long, those of processes `exited` names, and
+    /// all of them with `u64::MAX` (at shutdown); their unanswered requests
+    /// come back as calls.
+    pub fn sweep(&mut self, now_ns: u64, exited: impl Fn(u32, u64) -> bool) -> Vec<Outcome> {
         let all = now_ns == u64::MAX;
+        // A response read until the connection closes (HTTP/1.0 without a
+        // length) ends with its stream: completed here, at the time of the
+        // stream's last record.
+        let close = |key: &StreamKey, s: &mut crate::flows::Stream<Parsers>| {
+            let ns = s.last_ns;
+            s.parsers
+                .response
+                .close()
+                .into_iter()
+                .filter_map(|m| match m {
+                    Message::Complete {
+                        head,
+                        body_bytes,
+                        kept,
+                    } => s.response(key, 0, response_summary(head, body_bytes, kept), ns),
+                    _ => None,
+                })
+                .collect()
+        };
         self.flows
-            .sweep(std::time::Instant::now(), now_ns, |_| all)
+            .sweep(
+                std::time::Instant::now(),
+                now_ns,
+                |k| all || exited(k.pid, k.start_ticks),
+                close,
+            )
             .into_iter()
             .map(|c| Outcome::Call(Box::new(c)))
             .collect()
+    }
+}
+
+fn response_summary(
+    head: crate::http::stream::Head,
+    body_bytes: u64,
+    kept: Option<crate::http::stream::Kept>,
+) -> ResponseSummary {
+    ResponseSummary {
+        status: head.status,
+        body_bytes,
+        head_bytes: head.head_bytes,
+        body: kept,
+        content_type: head.content_type,
     }
 }
 
@@ -412,16 +451,7 @@ fn parse(
                 head,
                 body_bytes,
                 kept,
-            } => Parsed::Response(
-                ResponseSummary {
-                    status: head.status,
-                    body_bytes,
-                    head_bytes: head.head_bytes,
-                    body: kept,
-                    content_type: head.content_type,
-                },
-                0,
-            ),
+            } => Parsed::Response(response_summary(head, body_bytes, kept), 0),
         });
     }
     (parsed, "http/1.1")

@@ -83,6 +83,8 @@ pub struct Stream<P> {
     pub fd: Option<i32>,
     pending: VecDeque<Pending>,
     last_seen: Instant,
+    /// Kernel time of the stream's last record.
+    pub last_ns: u64,
 }
 
 impl<P> Stream<P> {
@@ -205,8 +207,10 @@ impl<P> Flows<P> {
             fd: None,
             pending: VecDeque::new(),
             last_seen: Instant::now(),
+            last_ns: now_ns,
         });
         s.last_seen = Instant::now();
+        s.last_ns = s.last_ns.max(now_ns);
         s
     }
 
@@ -227,12 +231,15 @@ impl<P> Flows<P> {
     }
 
     /// Ends idle streams (and all streams of exited processes, which the
-    /// caller names); their unanswered requests are returned.
+    /// caller names): `close` completes what only the end of the
+    /// connection completes (a response read until close), then their
+    /// unanswered requests are returned.
     pub fn sweep(
         &mut self,
         now: Instant,
         now_ns: u64,
         exited: impl Fn(&StreamKey) -> bool,
+        mut close: impl FnMut(&StreamKey, &mut Stream<P>) -> Vec<ApiCall>,
     ) -> Vec<ApiCall> {
         let idle = self.idle;
         let gone: Vec<StreamKey> = self
@@ -244,6 +251,7 @@ impl<P> Flows<P> {
         let mut out = Vec::new();
         for k in gone {
             if let Some(mut s) = self.streams.remove(&k) {
+                out.extend(close(&k, &mut s));
                 out.extend(s.drain_unanswered(&k, now_ns));
             }
         }
@@ -373,7 +381,7 @@ mod tests {
             "evicted streams report their unanswered requests"
         );
         assert!(ev.iter().all(|c| c.response.is_none()));
-        let rest = f.sweep(Instant::now(), 99, |_| true);
+        let rest = f.sweep(Instant::now(), 99, |_| true, |_, _| Vec::new());
         assert_eq!(rest.len(), 2);
         assert!(f.is_empty());
     }

@@ -364,16 +364,6 @@ pub async fn run(cfg: Config) -> Result<()> {
                     out.emit(ev);
                 }
                 out.flush();
-                if last_sweep.elapsed() > Duration::from_secs(5) {
-                    procs.sweep(Instant::now());
-                    // Idle streams end; requests that never got a response
-                    // are still reported (status absent).
-                    for o in calls.sweep(clock::boottime_ns()) {
-                        out.emit(crate::calls::event(o, &clock, &first_bytes));
-                    }
-                    out.flush();
-                    last_sweep = Instant::now();
-                }
             }
             Some(r) = reports.recv() => {
                 out.emit(action_event(r, &procs, &clock));
@@ -386,6 +376,22 @@ pub async fn run(cfg: Config) -> Result<()> {
             }
             _ = second.tick() => {
                 lock(&responder).expire_holds();
+                // On the clock, not on records: a quiet host still reports
+                // what its exited processes left open.
+                if last_sweep.elapsed() > Duration::from_secs(5) {
+                    procs.sweep(Instant::now());
+                    // Streams of exited processes, and idle ones, end;
+                    // requests that never got a response are still
+                    // reported (status absent).
+                    let gone = |pid, start_ticks| {
+                        procs.exited(&crate::procs::ProcKey { pid, start_ticks })
+                    };
+                    for o in calls.sweep(clock::boottime_ns(), gone) {
+                        out.emit(crate::calls::event(o, &clock, &first_bytes));
+                    }
+                    out.flush();
+                    last_sweep = Instant::now();
+                }
                 out.persist();
                 if last_prune.elapsed() > Duration::from_secs(60) {
                     out.prune();
@@ -422,7 +428,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
     }
     reader.await.context("ring buffer reader panicked")??;
-    for o in calls.sweep(u64::MAX) {
+    for o in calls.sweep(u64::MAX, |_, _| true) {
         out.emit(crate::calls::event(o, &clock, &first_bytes));
     }
     lock(&responder).stop();

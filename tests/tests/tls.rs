@@ -446,3 +446,45 @@ fn unanswered_request_is_still_reported() {
     assert_eq!(call["path"], "/v1/payments");
     assert!(call.get("status").is_none(), "no response was seen: {call}");
 }
+
+#[test]
+fn a_response_read_until_close_is_paired_when_the_client_exits() {
+    let _g = serial();
+    if !require_root("a_response_read_until_close_is_paired_when_the_client_exits") {
+        return;
+    }
+    // An HTTP/1.0 server that sends no length: the body ends when the
+    // connection does (openssl s_server -www answers like this).
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = e2e::self_signed_cert(dir.path());
+    let server_src = format!(
+        "import socket, ssl\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nctx.load_cert_chain('{}', '{}')\nl = socket.create_server(('127.0.0.1', 0))\nprint(l.getsockname()[1], flush=True)\nc, _ = l.accept()\ns = ctx.wrap_socket(c, server_side=True)\ns.recv(4096)\ns.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nuntil the end')\ns.close()\n",
+        cert.display(),
+        key.display()
+    );
+    let mut server = Command::new(python3())
+        .args(["-c", &server_src])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let sensor = Sensor::start();
+    let url = format!("https://127.0.0.1:{}/v1/report", port.trim());
+    let (child, status) =
+        run(Command::new("curl").args(["-sSk", "-m", "10", "-o", "/dev/null", &url]));
+    assert!(status.success(), "curl: {status}");
+    // Reported once the client is gone (the next sweep, within seconds),
+    // with the response's status: not left for the idle timeout.
+    let call = sensor.wait_for("the close-delimited call", |v| {
+        kind(v) == "api_call" && pid(v) == u64::from(child)
+    });
+    assert_eq!(call["path"], "/v1/report", "{call}");
+    assert_eq!(call["status"], 200, "{call}");
+    assert!(call["response_bytes"].as_u64().unwrap() > 0, "{call}");
+    let _ = server.kill();
+    let _ = server.wait();
+    sensor.stop();
+}

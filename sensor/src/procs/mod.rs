@@ -122,6 +122,12 @@ impl ProcessTable {
             .collect()
     }
 
+    /// Whether the process is known to have exited (its entry is kept for
+    /// `exited_retention_secs`).
+    pub fn exited(&self, key: &ProcKey) -> bool {
+        self.entries.get(key).is_some_and(|e| e.exited_at.is_some())
+    }
+
     pub fn get(&self, key: &ProcKey) -> Option<&Arc<Process>> {
         self.entries.get(key).map(|e| &e.process)
     }
