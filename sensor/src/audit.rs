@@ -44,6 +44,9 @@ pub struct Query {
     pub since_unix_ns: Option<u64>,
     pub until_unix_ns: Option<u64>,
     pub kinds: Vec<String>,
+    /// Events of one agent session (read from the stored JSON: sessions
+    /// are rare questions, not worth an index).
+    pub agent_session: Option<String>,
     /// The most recent `limit` matches (still returned oldest first).
     pub limit: Option<usize>,
 }
@@ -266,6 +269,10 @@ impl Audit {
         if let Some(s) = q.start_ticks {
             clauses.push("start_ticks = ?".to_string());
             args.push(Sql::Integer(s as i64));
+        }
+        if let Some(s) = &q.agent_session {
+            clauses.push("json_extract(json, '$.agent.session') = ?".to_string());
+            args.push(Sql::Text(s.clone()));
         }
         if let Some(t) = q.since_unix_ns {
             clauses.push("ts_unix_ns >= ?".to_string());

@@ -219,6 +219,66 @@ pub async fn history(
     drain(client.history(req).await, c.json).await
 }
 
+/// One agent session's story, oldest first.
+pub async fn trace(c: &Conn, session: &str, since: Option<Duration>) -> Result<()> {
+    if session
+        .split_once('-')
+        .is_none_or(|(p, t)| p.parse::<u32>().is_err() || t.parse::<u64>().is_err())
+    {
+        bail!(
+            "{session:?} is not a session: it reads PID-START_TICKS, as in the events' agent.session"
+        );
+    }
+    let mut client = EventsClient::new(connect(&c.socket).await?);
+    let kinds = [
+        "exec", "api_call", "finding", "held", "blocked", "action", "exit",
+    ];
+    let req = pb::HistoryRequest {
+        allow: Some(pb::Filter {
+            agent_session: session.to_string(),
+            kinds: kinds.iter().map(|k| k.to_string()).collect(),
+            ..Default::default()
+        }),
+        deny: None,
+        min_severity: 0,
+        since: since.map(|d| {
+            let t = std::time::SystemTime::now() - d;
+            let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            sensor_proto::pbjson_types::Timestamp {
+                seconds: d.as_secs() as i64,
+                nanos: d.subsec_nanos() as i32,
+            }
+        }),
+        limit: 0,
+    };
+    let mut stream = client
+        .history(req)
+        .await
+        .map_err(|s| rpc_error("trace", s))?
+        .into_inner();
+    let mut n = 0;
+    while let Some(e) = stream.next().await {
+        let e = e.map_err(|s| rpc_error("trace", s))?;
+        if n == 0
+            && !c.json
+            && let Some(p) = &e.process
+        {
+            println!(
+                "session {session} of agent {} ({})",
+                p.agent_name, p.agent_id
+            );
+        }
+        n += 1;
+        print(&e, c.json)?;
+    }
+    if n == 0 {
+        bail!(
+            "no events of session {session} in the audit trail (sensor agents lists recent sessions)"
+        );
+    }
+    Ok(())
+}
+
 async fn drain(
     resp: Result<tonic::Response<tonic::Streaming<pb::Event>>, tonic::Status>,
     json: bool,

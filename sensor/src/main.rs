@@ -68,6 +68,18 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         limit: u32,
     },
+    /// What one agent session did, in order: its model calls and the tool
+    /// calls they asked for, the API calls that followed (its tools' too),
+    /// findings, holds and actions. The session is the `agent.session` of
+    /// its events ("pid-start_ticks" of the agent's root process).
+    Trace {
+        session: String,
+        /// Only this far back (e.g. 1h, 30m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Whether the daemon answers and serves (the standard gRPC health
     /// check over the API socket); exits 0 only when it is SERVING. Cheap
     /// enough for a Kubernetes exec probe.
@@ -272,6 +284,11 @@ fn main() -> Result<()> {
             timeout,
             conn,
         } => client_runtime()?.block_on(cli::health(&conn, &service, timeout)),
+        Command::Trace {
+            session,
+            since,
+            conn,
+        } => client_runtime()?.block_on(cli::trace(&conn, &session, since)),
         Command::Agents { conn } => client_runtime()?.block_on(cli::agents(&conn)),
         Command::Agent { id, conn } => client_runtime()?.block_on(cli::agent(&conn, &id)),
         Command::Isolate {

@@ -122,6 +122,44 @@ fn openai_sdk_agent_and_its_tool_child() {
         .unwrap();
     assert_eq!(stray["unrequested"], true, "{stray}");
     assert!(stray.get("tool_call").is_none(), "{stray}");
+    // The analyst's view of the first run: its story, in order, and only
+    // its own (the second run is another session).
+    let session = tag["session"].as_str().unwrap();
+    let (ok, out, err) = sensor.cli(&["trace", session]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with(&format!(
+            "session {session} of agent ordering_agent.py ({id})"
+        )),
+        "{out}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let asked = lines
+        .iter()
+        .position(|l| l.contains("/v1/chat/completions") && l.contains("asks for place_order"))
+        .unwrap_or_else(|| panic!("no model turn asking for place_order:\n{out}"));
+    let placed = lines
+        .iter()
+        .position(|l| {
+            l.contains("POST 127.0.0.1")
+                && l.contains("/v1/orders")
+                && l.contains("<- tool call place_order")
+        })
+        .unwrap_or_else(|| panic!("no order linked to its tool call:\n{out}"));
+    assert!(asked < placed, "{out}");
+    assert!(
+        out.contains(&format!("curl[{}]", order["process"]["pid"])),
+        "{out}"
+    );
+    assert!(
+        !out.contains(&format!("[{}]", runs[1])),
+        "another session's events:\n{out}"
+    );
+    assert!(!out.contains("PLANTED"), "{out}");
+    let (ok, _, err) = sensor.cli(&["trace", "1-1"]);
+    assert!(!ok && err.contains("no events of session 1-1"), "{err}");
+    let (ok, _, err) = sensor.cli(&["trace", "yesterday"]);
+    assert!(!ok && err.contains("is not a session"), "{err}");
     sensor.stop();
 
     // The inventory outlives the daemon.

@@ -83,6 +83,7 @@ impl Events for EventsService {
         });
         let query = crate::audit::Query {
             pid: sel.single_pid(),
+            agent_session: sel.session().map(str::to_string),
             since_unix_ns: since_ns,
             kinds: sel.kinds().to_vec(),
             limit: Some(limit),

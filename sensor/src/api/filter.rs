@@ -16,6 +16,7 @@ struct Compiled {
     container_id: String,
     pod: String,
     namespace: String,
+    agent_session: String,
 }
 
 impl Compiled {
@@ -38,6 +39,7 @@ impl Compiled {
             container_id: f.container_id.clone(),
             pod: f.pod.clone(),
             namespace: f.namespace.clone(),
+            agent_session: f.agent_session.clone(),
         })
     }
 
@@ -49,6 +51,7 @@ impl Compiled {
             && self.container_id.is_empty()
             && self.pod.is_empty()
             && self.namespace.is_empty()
+            && self.agent_session.is_empty()
     }
 
     fn matches(&self, e: &pb::Event) -> bool {
@@ -66,6 +69,8 @@ impl Compiled {
                 || p.is_some_and(|p| p.container_id.starts_with(&self.container_id)))
             && (self.pod.is_empty() || pod.is_some_and(|x| x.name == self.pod))
             && (self.namespace.is_empty() || pod.is_some_and(|x| x.namespace == self.namespace))
+            && (self.agent_session.is_empty()
+                || p.is_some_and(|p| p.agent_session == self.agent_session))
     }
 }
 
@@ -112,6 +117,11 @@ impl Selection {
             [p] => Some(*p),
             _ => None,
         }
+    }
+
+    /// The agent session asked for, if any: the store selects by it.
+    pub fn session(&self) -> Option<&str> {
+        (!self.allow.agent_session.is_empty()).then_some(self.allow.agent_session.as_str())
     }
 }
 
