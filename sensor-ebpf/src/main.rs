@@ -11,6 +11,7 @@ mod connect;
 mod emit;
 mod enforce;
 mod maps;
+mod probe;
 mod process;
 mod sockdata;
 mod syscall;

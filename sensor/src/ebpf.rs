@@ -35,6 +35,8 @@ pub struct Loaded {
     pub degraded: Vec<String>,
     /// Kernel features proven here by loading what needs them.
     pub capabilities: Vec<&'static str>,
+    /// Program types probed and refused here, with the kernel's reason.
+    pub unavailable: Vec<String>,
 }
 
 /// Regular tracepoints: (program, category, event).
@@ -181,6 +183,7 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
             false
         }
     };
+    let unavailable = probe_program_types(&mut bpf, &mut capabilities);
     for a in &attachments {
         info!(program = a.program, method = %a.method, "attached");
     }
@@ -191,7 +194,66 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
         isolation,
         degraded,
         capabilities,
+        unavailable,
     })
+}
+
+/// Program types this kernel allows beyond those in use, proven by loading
+/// (kprobes: attaching) a program that does nothing (`sensor-ebpf`'s
+/// `probe.rs`), and then unloading it. Reported in `capabilities`; what is
+/// refused is logged with the kernel's reason. Nothing here changes what
+/// the sensor attaches: these are the facts a per-host choice of method
+/// (fentry/kprobe for connect, BPF LSM for isolation) is made from.
+fn probe_program_types(bpf: &mut Ebpf, capabilities: &mut Vec<&'static str>) -> Vec<String> {
+    use aya::{
+        Btf,
+        programs::{FEntry, KProbe, Lsm},
+    };
+    let mut refused = Vec::new();
+    match program::<KProbe>(bpf, "probe_kprobe").and_then(|p| {
+        p.load()?;
+        let link = p.attach("tcp_v4_connect", 0)?;
+        p.detach(link)?;
+        p.unload()?;
+        Ok(())
+    }) {
+        Ok(()) => capabilities.push("kprobe"),
+        Err(e) => refused.push(format!("kprobe: {e:#}")),
+    }
+    let btf = match Btf::from_sys_fs() {
+        Ok(b) => b,
+        Err(e) => {
+            for t in ["fentry", "lsm"] {
+                refused.push(format!("{t}: no kernel BTF to load it against ({e})"));
+            }
+            return refused;
+        }
+    };
+    match program::<FEntry>(bpf, "probe_fentry").and_then(|p| {
+        p.load("tcp_v4_connect", &btf)?;
+        p.unload()?;
+        Ok(())
+    }) {
+        Ok(()) => capabilities.push("fentry"),
+        Err(e) => refused.push(format!("fentry: {e:#}")),
+    }
+    let lsm_active = std::fs::read_to_string("/sys/kernel/security/lsm")
+        .is_ok_and(|l| l.trim().split(',').any(|m| m == "bpf"));
+    match program::<Lsm>(bpf, "probe_lsm").and_then(|p| {
+        p.load("socket_connect", &btf)?;
+        p.unload()?;
+        Ok(())
+    }) {
+        Ok(()) if lsm_active => capabilities.push("lsm"),
+        Ok(()) => refused.push(
+            "lsm: loads, but bpf is not in the active LSM list (boot with lsm=...,bpf)".into(),
+        ),
+        Err(e) => refused.push(format!("lsm: {e:#}")),
+    }
+    for r in &refused {
+        info!(capability = %r, "program type not available here");
+    }
+    refused
 }
 
 pub fn program<'a, T>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>

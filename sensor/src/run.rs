@@ -97,6 +97,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default(),
         capabilities: loaded.capabilities.iter().map(|c| c.to_string()).collect(),
+        unavailable: loaded.unavailable.clone(),
         attachments: loaded
             .attachments
             .iter()

@@ -167,6 +167,17 @@ fn health_reflection_status_and_cli() {
         caps.contains(&"tracepoint") && caps.contains(&"uprobe"),
         "{st}"
     );
+    // Each probed program type is either proven or refused with a reason
+    // (which one depends on the kernel: 6.18 here refuses all three).
+    let refused: Vec<&str> = st["unavailable"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for t in ["kprobe", "fentry", "lsm"] {
+        let proven = caps.contains(&t);
+        let why = refused.iter().any(|r| r.starts_with(&format!("{t}: ")));
+        assert!(proven != why, "{t}: proven {proven}, refused {why}: {st}");
+    }
     assert!(
         st["attachments"]
             .as_array()

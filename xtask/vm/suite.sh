@@ -54,6 +54,22 @@ if sensor status >/tmp/status.txt 2>&1 && grep -q "^capabilities:" /tmp/status.t
 else
     fail sensor_status "$(cat /tmp/status.txt)"
 fi
+# Debian's 6.1 allows what the development machines' 6.18 refuses
+# (kprobes compiled out there; fentry and BPF LSM EPERM at load): the
+# sensor's start-up probes must find them here.
+caps=$(grep "^capabilities:" /tmp/status.txt)
+missing=""
+for c in kprobe fentry lsm; do
+    case ", ${caps#capabilities: }," in
+        *", $c,"*) ;;
+        *) missing="$missing $c" ;;
+    esac
+done
+if [ -z "$missing" ]; then
+    pass capabilities_probed
+else
+    fail capabilities_probed "not found:$missing ($caps)"
+fi
 
 # (b) Connect attribution: curl's connect to a local listener, by pid and port.
 httpd -f -p 127.0.0.1:18080 -h /www &

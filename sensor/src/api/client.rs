@@ -212,6 +212,9 @@ pub fn status_text(r: &pb::StatusResponse) -> String {
         r.version, r.node, r.kernel, r.pid, up
     );
     let _ = writeln!(s, "capabilities: {}", r.capabilities.join(", "));
+    for u in &r.unavailable {
+        let _ = writeln!(s, "  not available: {u}");
+    }
     let _ = writeln!(s, "attached:");
     for a in &r.attachments {
         let _ = writeln!(s, "  {:<22} {}", a.program, a.method);

@@ -15,6 +15,7 @@ pub struct StartFacts {
     pub node: String,
     pub kernel: String,
     pub capabilities: Vec<String>,
+    pub unavailable: Vec<String>,
     pub attachments: Vec<(String, String)>,
     pub degraded: Vec<String>,
 }
@@ -92,6 +93,7 @@ impl StatusBoard {
             }),
             pid: std::process::id(),
             capabilities: self.facts.capabilities.clone(),
+            unavailable: self.facts.unavailable.clone(),
             attachments: self
                 .facts
                 .attachments
