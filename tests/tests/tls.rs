@@ -388,22 +388,8 @@ fn unanswered_request_is_still_reported() {
     }
     // A TLS server that reads the request and never answers.
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = e2e::self_signed_cert(dir.path());
-    let server_src = format!(
-        "import socket, ssl, time\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nctx.load_cert_chain('{}', '{}')\nl = socket.create_server(('127.0.0.1', 0))\nprint(l.getsockname()[1], flush=True)\nc, _ = l.accept()\ns = ctx.wrap_socket(c, server_side=True)\ns.recv(4096)\ntime.sleep(60)\n",
-        cert.display(),
-        key.display()
-    );
-    let mut server = Command::new(python3())
-        .args(["-c", &server_src])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut port = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut port)
-        .unwrap();
-    let url = format!("https://127.0.0.1:{}/v1/payments", port.trim());
+    let (mut server, port) = one_shot_tls_server(dir.path(), "time.sleep(60)");
+    let url = format!("https://127.0.0.1:{port}/v1/payments");
 
     let sensor = Sensor::start();
     let mut client = Command::new("curl")
@@ -456,23 +442,12 @@ fn a_response_read_until_close_is_paired_when_the_client_exits() {
     // An HTTP/1.0 server that sends no length: the body ends when the
     // connection does (openssl s_server -www answers like this).
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = e2e::self_signed_cert(dir.path());
-    let server_src = format!(
-        "import socket, ssl\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nctx.load_cert_chain('{}', '{}')\nl = socket.create_server(('127.0.0.1', 0))\nprint(l.getsockname()[1], flush=True)\nc, _ = l.accept()\ns = ctx.wrap_socket(c, server_side=True)\ns.recv(4096)\ns.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nuntil the end')\ns.close()\n",
-        cert.display(),
-        key.display()
+    let (mut server, port) = one_shot_tls_server(
+        dir.path(),
+        "s.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nuntil the end')\ns.close()",
     );
-    let mut server = Command::new(python3())
-        .args(["-c", &server_src])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut port = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut port)
-        .unwrap();
     let sensor = Sensor::start();
-    let url = format!("https://127.0.0.1:{}/v1/report", port.trim());
+    let url = format!("https://127.0.0.1:{port}/v1/report");
     let (child, status) =
         run(Command::new("curl").args(["-sSk", "-m", "10", "-o", "/dev/null", &url]));
     assert!(status.success(), "curl: {status}");
@@ -487,4 +462,25 @@ fn a_response_read_until_close_is_paired_when_the_client_exits() {
     let _ = server.kill();
     let _ = server.wait();
     sensor.stop();
+}
+
+/// A Python TLS server on loopback that accepts one connection, reads the
+/// request (as `s`), then runs `then`; returns it and its port.
+fn one_shot_tls_server(dir: &std::path::Path, then: &str) -> (std::process::Child, u16) {
+    let (cert, key) = e2e::self_signed_cert(dir);
+    let src = format!(
+        "import socket, ssl, time\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nctx.load_cert_chain('{}', '{}')\nl = socket.create_server(('127.0.0.1', 0))\nprint(l.getsockname()[1], flush=True)\nc, _ = l.accept()\ns = ctx.wrap_socket(c, server_side=True)\ns.recv(4096)\n{then}\n",
+        cert.display(),
+        key.display()
+    );
+    let mut server = Command::new(python3())
+        .args(["-c", &src])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    (server, port.trim().parse().expect("the server's port"))
 }
