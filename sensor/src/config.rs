@@ -647,7 +647,7 @@ impl Default for RingbufConfig {
         Self {
             bytes: sensor_common::DEFAULT_RINGBUF_BYTES,
             wakeup_bytes: 64 * 1024,
-            poll_interval_ms: 10,
+            poll_interval_ms: 5,
             queue_capacity: 16384,
         }
     }

@@ -412,7 +412,7 @@ fn enforce_mode_isolates_the_runaway_on_its_finding() {
         .filter(|r| r.starts_with("REQ POST /v1/orders "))
         .count();
     // The finding comes at the fifth order; isolation follows within the
-    // pipeline's reaction time (about 10 ms, the ring buffer poll), before
+    // pipeline's reaction time (a few ms: the ring buffer poll), before
     // the next order 50 ms later. A loop faster than that outruns
     // detection: that is what arming (in-kernel matching) is for.
     let orders: Vec<&Value> = events
