@@ -87,19 +87,16 @@ pub fn run(bin: &std::path::Path) -> Result<()> {
          [[response.rules]]\nrule = \"new_irreversible_endpoint\"\naction = \"isolate\"\n",
     )?;
     let state = dir.join("state");
-    let args: Vec<&OsStr> = vec![
-        OsStr::new("--config"),
-        config.as_os_str(),
-        OsStr::new("--state-dir"),
-        state.as_os_str(),
-        OsStr::new("--socket"),
-        OsStr::new("/tmp/sensor-bench-response.sock"),
-    ];
     println!();
     println!(
         "automatic isolation: an agent's first order (a new irreversible endpoint) until its next connect is refused, {runs} runs"
     );
-    let sensor = RunningSensor::start_with(bin, &args)?;
+    let sensor = start_sensor(
+        bin,
+        &config,
+        &state,
+        std::path::Path::new("/tmp/sensor-bench-response.sock"),
+    )?;
     for _ in 0..3 {
         if !agent("learn")?.status.success() {
             bail!("the learning run of the bench agent failed");
@@ -135,16 +132,13 @@ pub fn run(bin: &std::path::Path) -> Result<()> {
         &arm,
         "[[response.arm]]\nagent = \"bench_agent.py\"\ndeny = [\"POST /v1/orders\"]\n",
     )?;
-    let args: Vec<&OsStr> = vec![
-        OsStr::new("--config"),
-        arm.as_os_str(),
-        OsStr::new("--state-dir"),
-        state.as_os_str(),
-        OsStr::new("--socket"),
-        OsStr::new("/tmp/sensor-bench-response.sock"),
-    ];
     let before = orders(&server);
-    let sensor = RunningSensor::start_with(bin, &args)?;
+    let sensor = start_sensor(
+        bin,
+        &arm,
+        &state,
+        std::path::Path::new("/tmp/sensor-bench-response.sock"),
+    )?;
     let mut killed = 0;
     for _ in 0..runs {
         let out = agent("anomaly")?;
@@ -193,15 +187,7 @@ fn hold(
     )?;
     let socket = dir.join("hold.sock");
     let state = dir.join("hold-state");
-    let args: Vec<&OsStr> = vec![
-        OsStr::new("--config"),
-        config.as_os_str(),
-        OsStr::new("--state-dir"),
-        state.as_os_str(),
-        OsStr::new("--socket"),
-        socket.as_os_str(),
-    ];
-    let sensor = RunningSensor::start_with(bin, &args)?;
+    let sensor = start_sensor(bin, &config, &state, &socket)?;
     let timed =
         |mode: &str, mut on_t0: Box<dyn FnMut(u32, u64) -> Result<u64> + '_>| -> Result<f64> {
             let mut child = Command::new("python3")
@@ -320,4 +306,23 @@ fn tempfile_dir(name: &str) -> Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).context("bench temp dir")?;
     Ok(dir)
+}
+
+/// The sensor with a config file, a state directory and an API socket of
+/// the bench's own.
+fn start_sensor(
+    bin: &std::path::Path,
+    config: &std::path::Path,
+    state: &std::path::Path,
+    socket: &std::path::Path,
+) -> Result<RunningSensor> {
+    let args: Vec<&OsStr> = vec![
+        OsStr::new("--config"),
+        config.as_os_str(),
+        OsStr::new("--state-dir"),
+        state.as_os_str(),
+        OsStr::new("--socket"),
+        socket.as_os_str(),
+    ];
+    RunningSensor::start_with(bin, &args)
 }

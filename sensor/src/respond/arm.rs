@@ -352,31 +352,30 @@ impl Armer {
         }
     }
 
+    /// The agent `pid` is armed as: (as configured, id); "?" if it is not.
+    pub fn agent_of(&self, pid: u32) -> (String, String) {
+        self.armed.get(&pid).map_or_else(
+            || ("?".into(), String::new()),
+            |(id, label, _)| (label.clone(), id.clone()),
+        )
+    }
+
     pub fn matched(&self, pid: u32, rule: u32) -> Matched {
-        match self.armed.get(&pid) {
-            Some((id, label, patterns)) => Matched {
-                agent: label.clone(),
-                agent_id: id.clone(),
-                pattern: patterns
-                    .get(rule as usize)
-                    .cloned()
-                    .unwrap_or_else(|| Pattern {
-                        text: format!("pattern {rule}"),
-                        kernel: String::new(),
-                        authority: None,
-                        action: ARM_KILL,
-                    }),
-            },
-            None => Matched {
-                agent: "?".into(),
-                agent_id: String::new(),
-                pattern: Pattern {
-                    text: format!("pattern {rule}"),
-                    kernel: String::new(),
-                    authority: None,
-                    action: ARM_KILL,
-                },
-            },
+        let (agent, agent_id) = self.agent_of(pid);
+        let pattern = self
+            .armed
+            .get(&pid)
+            .and_then(|(_, _, patterns)| patterns.get(rule as usize).cloned())
+            .unwrap_or_else(|| Pattern {
+                text: format!("pattern {rule}"),
+                kernel: String::new(),
+                authority: None,
+                action: ARM_KILL,
+            });
+        Matched {
+            agent,
+            agent_id,
+            pattern,
         }
     }
 

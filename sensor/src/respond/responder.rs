@@ -339,13 +339,13 @@ impl Responder {
             return None;
         };
         let sni = context.sni.clone().unwrap_or_default();
-        let m = self.armer.matched(pid, 0);
+        let (agent, agent_id) = self.armer.agent_of(pid);
         let hold = Hold {
             id: 0,
             pid,
             start_ticks: process.start_ticks,
-            agent: m.agent,
-            agent_id: m.agent_id,
+            agent,
+            agent_id,
             pattern,
             request: hold::Request {
                 authority: sni.clone(),
