@@ -42,6 +42,8 @@ pub struct TlsCall {
     buf: u64,
     /// `size_t *` holding the count for the `_ex` functions, else 0.
     count_ptr: u64,
+    /// Bytes the call asked to move: a count above it is not believed.
+    num: u64,
     /// First watched socket the thread wrote or read during the call.
     fd: i32,
     state: u8,
@@ -129,6 +131,7 @@ fn enter(ctx: &ProbeContext, dir: u8, lib: u8, count_arg: Option<usize>) -> u32 
         conn,
         buf,
         count_ptr,
+        num: ctx.arg::<u64>(2).unwrap_or(0),
         fd: -1,
         state: IN_CALL,
         dir,
@@ -201,8 +204,10 @@ fn try_ret(ctx: &RetProbeContext) -> Result<u32, i64> {
     }
 
     let moved: u64 = if call.count_ptr != 0 {
-        // _ex: 1 on success, count written through the pointer.
-        if ctx.ret::<i32>() != 1 {
+        // _ex: 1 on success, count written through the pointer (OpenSSL's
+        // internal functions, probed instead of a wrapper pair by
+        // `sensor/src/tls/placement.rs`, return > 0).
+        if ctx.ret::<i32>() <= 0 {
             return Ok(0);
         }
         unsafe { bpf_probe_read_user(call.count_ptr as *const u64) }.unwrap_or(0)
@@ -214,6 +219,17 @@ fn try_ret(ctx: &RetProbeContext) -> Result<u32, i64> {
         if n <= 0 { 0 } else { n as u64 }
     };
     if moved == 0 {
+        return Ok(0);
+    }
+    // More than was asked for is not a count (an int num is widened by the
+    // plain functions, so compare as 32-bit when it came from one).
+    let asked = if call.count_ptr == 0 && call.lib == TLS_LIB_OPENSSL {
+        call.num as u32 as u64
+    } else {
+        call.num
+    };
+    if moved > asked {
+        count(Counter::ReadError);
         return Ok(0);
     }
     let Some(rec) = TLS_SCRATCH.get_ptr_mut(0) else {

@@ -7,6 +7,7 @@
 //! container's own libssl or a newly installed runtime shows up.
 
 pub mod client_hello;
+pub mod placement;
 pub mod targets;
 
 use std::{
@@ -17,7 +18,10 @@ use std::{
 use anyhow::{Context, Result};
 use aya::{
     Ebpf,
-    programs::{UProbe, uprobe::UProbeScope},
+    programs::{
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeScope},
+    },
 };
 use tracing::{info, warn};
 
@@ -29,7 +33,9 @@ const RET_PROGRAM: &str = "tls_ret";
 #[derive(Clone, Debug)]
 pub struct TlsTarget {
     pub path: PathBuf,
-    pub functions: Vec<&'static str>,
+    /// Functions probed, by name, or "SSL_read_ex+SSL_read at 0x35290"
+    /// for an internal function that serves both (`placement`).
+    pub functions: Vec<String>,
 }
 
 pub struct TlsAttacher {
@@ -121,14 +127,32 @@ impl TlsAttacher {
         if !self.done.insert(c.id) {
             return;
         }
-        let functions = targets::exported_functions(&c.path);
-        if functions.is_empty() {
+        let plan = targets::probe_plan(&c.path);
+        if plan.exported.is_empty() {
             return;
         }
         let mut ok = Vec::new();
-        for f in &functions {
-            match attach(bpf, f, &c.path) {
-                Ok(()) => ok.push(*f),
+        for i in &plan.internals {
+            let what = format!("{} at {:#x}", i.covers.join("+"), i.vaddr);
+            match attach(
+                bpf,
+                i.program,
+                UProbeAttachLocation::AbsoluteOffset(i.file_offset),
+                &c.path,
+            ) {
+                Ok(()) => ok.push(what),
+                Err(e) => {
+                    self.attach_errors += 1;
+                    warn!(functions = %what, file = %c.path.display(), error = %format!("{e:#}"), "TLS uprobe not attached");
+                }
+            }
+        }
+        for f in plan.by_symbol() {
+            let Some(program) = program_for(f) else {
+                continue;
+            };
+            match attach(bpf, program, UProbeAttachLocation::Symbol(f), &c.path) {
+                Ok(()) => ok.push(f.to_string()),
                 Err(e) => {
                     self.attach_errors += 1;
                     warn!(function = f, file = %c.path.display(), error = %format!("{e:#}"), "TLS uprobe not attached");
@@ -146,21 +170,22 @@ impl TlsAttacher {
     }
 }
 
-fn attach(bpf: &mut Ebpf, function: &str, path: &Path) -> Result<()> {
-    let entry = FUNCTIONS
+fn program_for(function: &str) -> Option<&'static str> {
+    FUNCTIONS
         .iter()
         .find(|(f, _)| *f == function)
         .map(|(_, p)| *p)
-        .context("unknown TLS function")?;
+}
+
+/// Attaches `entry` and the shared return program at `at` in `path`.
+fn attach(bpf: &mut Ebpf, entry: &str, at: UProbeAttachLocation<'_>, path: &Path) -> Result<()> {
     for prog_name in [entry, RET_PROGRAM] {
         let prog: &mut UProbe = bpf
             .program_mut(prog_name)
             .context("uprobe program missing")?
             .try_into()?;
-        prog.attach([function], path, UProbeScope::AllProcesses)
-            .with_context(|| {
-                format!("attaching {prog_name} to {function} in {}", path.display())
-            })?;
+        prog.attach([at], path, UProbeScope::AllProcesses)
+            .with_context(|| format!("attaching {prog_name} to {at:?} in {}", path.display()))?;
     }
     Ok(())
 }

@@ -130,29 +130,63 @@ pub fn of_process(proc_root: &Path, pid: u32) -> (Vec<Candidate>, Option<Candida
     (libs, exe)
 }
 
-/// The TLS functions `path` exports (dynamic symbols, defined here).
-pub fn exported_functions(path: &Path) -> Vec<&'static str> {
+/// What to probe in one file: the TLS functions it exports, and the
+/// internal functions that serve a pair of them more cheaply
+/// (`placement`).
+#[derive(Debug, Default)]
+pub struct ProbePlan {
+    pub exported: Vec<&'static str>,
+    pub internals: Vec<super::placement::Internal>,
+}
+
+impl ProbePlan {
+    /// Exported functions not served by an internal probe.
+    pub fn by_symbol(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.exported
+            .iter()
+            .copied()
+            .filter(|f| !self.internals.iter().any(|i| i.covers.contains(f)))
+    }
+}
+
+/// The TLS functions `path` exports (dynamic symbols, defined here), and
+/// where they are best probed.
+pub fn probe_plan(path: &Path) -> ProbePlan {
     let Ok(file) = std::fs::File::open(path) else {
-        return Vec::new();
+        return ProbePlan::default();
     };
     // SAFETY: read-only map of a file we only read; a concurrent truncation
     // could fault, which is why only library/executable files are mapped.
     let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
-        return Vec::new();
+        return ProbePlan::default();
     };
     let Ok(obj) = object::File::parse(&*map) else {
-        return Vec::new();
+        return ProbePlan::default();
     };
     let defined: HashSet<&str> = obj
         .dynamic_symbols()
         .filter(|s| s.is_definition())
         .filter_map(|s| s.name().ok())
         .collect();
-    FUNCTIONS
+    let exported: Vec<&'static str> = FUNCTIONS
         .iter()
         .map(|(f, _)| *f)
         .filter(|f| defined.contains(f))
-        .collect()
+        .collect();
+    let internals = if exported.is_empty() {
+        Vec::new()
+    } else {
+        super::placement::internals(&obj)
+    };
+    ProbePlan {
+        exported,
+        internals,
+    }
+}
+
+/// The TLS functions `path` exports.
+pub fn exported_functions(path: &Path) -> Vec<&'static str> {
+    probe_plan(path).exported
 }
 
 #[cfg(test)]
