@@ -52,10 +52,11 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         last: u32,
     },
-    /// Everything one process did, in order, from the audit trail.
+    /// Everything one process or one agent did, in order, from the audit
+    /// trail.
     History {
-        /// The process id.
-        pid: u32,
+        /// A process id, or an agent (id or name, as `sensor agents` shows).
+        who: String,
         #[command(flatten)]
         conn: Conn,
         #[command(flatten)]
@@ -174,7 +175,7 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Baselines across nodes: export, import, merge.
+    /// Baselines: show one, and across nodes export, import, merge.
     Baseline {
         #[command(subcommand)]
         action: BaselineAction,
@@ -188,6 +189,15 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BaselineAction {
+    /// One agent's baseline as the daemon checks it now: learning or
+    /// not, runs, endpoints with counts, transitions, credentials,
+    /// destinations.
+    Show {
+        /// Agent id (agt-...) or name.
+        agent: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Writes the running daemon's baselines (learned here and imported)
     /// as a portable file, for other nodes or a ConfigMap.
     Export {
@@ -273,12 +283,12 @@ fn main() -> Result<()> {
             last,
         } => client_runtime()?.block_on(cli::events(&conn, &filters, last, follow)),
         Command::History {
-            pid,
+            who,
             conn,
             filters,
             since,
             limit,
-        } => client_runtime()?.block_on(cli::history(&conn, pid, since, &filters, limit)),
+        } => client_runtime()?.block_on(cli::history(&conn, &who, since, &filters, limit)),
         Command::Health {
             service,
             timeout,
@@ -316,6 +326,9 @@ fn main() -> Result<()> {
         } => client_runtime()?.block_on(cli::decide(&conn, hold_id, false, isolate, &why)),
         Command::Holds { conn } => client_runtime()?.block_on(cli::holds(&conn)),
         Command::Baseline { action } => match action {
+            BaselineAction::Show { agent, conn } => {
+                client_runtime()?.block_on(cli::show_baseline(&conn, &agent))
+            }
             BaselineAction::Export {
                 agents,
                 output,

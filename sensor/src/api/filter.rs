@@ -119,6 +119,11 @@ impl Selection {
         }
     }
 
+    /// Agents the allow-list is limited to (empty: any).
+    pub fn agent_ids(&self) -> &[String] {
+        &self.allow.agent_ids
+    }
+
     /// The agent session asked for, if any: the store selects by it.
     pub fn session(&self) -> Option<&str> {
         (!self.allow.agent_session.is_empty()).then_some(self.allow.agent_session.as_str())
