@@ -42,6 +42,11 @@ use crate::{
 };
 
 pub async fn run(cfg: Config) -> Result<()> {
+    let metrics_listener = if cfg.metrics.enabled {
+        Some(crate::metrics::serve::bind(cfg.metrics.listen).await?)
+    } else {
+        None
+    };
     let mut procs = ProcessTable::new(&cfg.procs);
     let seeded = procs.seed();
     info!(
@@ -208,18 +213,14 @@ pub async fn run(cfg: Config) -> Result<()> {
         stop_rx.clone(),
     )
     .await?;
-    let metrics_task = if cfg.metrics.enabled {
-        Some(
-            crate::metrics::serve::serve(
-                cfg.metrics.listen,
-                metrics.clone(),
-                bus.clone(),
-                stop_rx.clone(),
-            )
-            .await?,
-        )
-    } else {
-        None
+    let metrics_task = match metrics_listener {
+        Some(l) => Some(crate::metrics::serve::serve(
+            l,
+            metrics.clone(),
+            bus.clone(),
+            stop_rx.clone(),
+        )?),
+        None => None,
     };
     let probe_port = self_exclusion_probe();
     // Tests and scripts wait for this line before driving traffic.

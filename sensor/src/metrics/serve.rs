@@ -14,18 +14,21 @@ use crate::api::bus::Bus;
 /// OpenMetrics text, which Prometheus asks for and reads.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Binds `listen` (errors name the key) and serves until `stop`.
-pub async fn serve(
-    listen: std::net::SocketAddr,
+/// Binds `listen`; errors name the key. Done before the kernel programs
+/// are loaded, so a taken port stops the start at once.
+pub async fn bind(listen: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("metrics.listen: cannot listen on {listen} (in use? set another port, or metrics.enabled = false)")
+    })
+}
+
+/// Serves `/metrics` on `listener` until `stop`.
+pub fn serve(
+    listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     bus: Arc<Bus>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| {
-            format!("metrics.listen: cannot listen on {listen} (in use? set another port, or metrics.enabled = false)")
-        })?;
     tracing::info!(listen = %listener.local_addr()?, "metrics listening (Prometheus, /metrics)");
     let app = Router::new()
         .route(
