@@ -320,6 +320,22 @@ fn the_baselines_service_through_the_cli_and_a_generated_grpc_client() {
         text.lines().count() == 1 && text.contains("/v1/orders"),
         "{text}"
     );
+    // The model traffic alone: `llm_call` selects the calls to providers.
+    let (ok, text, err) = sensor.cli(&["events", "--kind", "llm_call", "--agent", &id, "--json"]);
+    assert!(ok, "{err}");
+    let llm: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(llm.len(), 2, "one model call per run: {text}");
+    for e in &llm {
+        assert_eq!(e["kind"], "api_call", "{e}");
+        assert!(
+            !e["api_call"]["provider"].as_str().unwrap().is_empty(),
+            "{e}"
+        );
+        assert_eq!(e["api_call"]["path"], "/v1/chat/completions", "{e}");
+    }
     let (ok, _, err) = sensor.cli(&["history", "no-such-agent"]);
     assert!(!ok && err.contains("no agent"), "{err}");
     let (_, _, events) = sensor.stop_with_events();
