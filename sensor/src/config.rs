@@ -726,14 +726,26 @@ impl Default for ProcsConfig {
 pub struct LogConfig {
     /// tracing filter (`info`, `sensor=debug`, …); `RUST_LOG` overrides it.
     pub level: String,
+    /// `text` (readable, `key=value` fields) or `json` (one object per
+    /// line, for log collectors).
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -975,6 +987,12 @@ mod tests {
         assert!(e.contains("output.format"), "{e}");
         let e = parse("[log]\nlevel = \"[[[\"\n").unwrap_err();
         assert!(e.contains("log.level"), "{e}");
+        let e = parse("[log]\nformat = \"xml\"\n").unwrap_err();
+        assert!(e.contains("log.format"), "{e}");
+        assert_eq!(
+            parse("[log]\nformat = \"json\"\n").unwrap().log.format,
+            LogFormat::Json
+        );
     }
 
     #[test]

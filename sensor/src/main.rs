@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use sensor::{
     cli::{self, Conn, Filters},
-    config::{Config, OutputFormat},
+    config::{Config, LogFormat, OutputFormat},
 };
 
 /// eBPF host sensor for AI detection and response.
@@ -234,14 +234,18 @@ enum ConfigAction {
     Check { path: PathBuf },
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => fmt.json().with_ansi(false).init(),
+    }
 }
 
 fn main() -> Result<()> {
@@ -263,7 +267,7 @@ fn main() -> Result<()> {
             if let Some(s) = socket {
                 cfg.api.socket = s;
             }
-            init_logging(&cfg.log.level);
+            init_logging(&cfg.log.level, cfg.log.format);
             sensor::redact::set_extra_secret_headers(&cfg.http.secret_headers);
             if !nix::unistd::Uid::effective().is_root() {
                 anyhow::bail!(
