@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "sensor/v1/sensor.proto",
         "sensor/v1/agents.proto",
         "sensor/v1/response.proto",
+        "sensor/v1/baselines.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -47,6 +47,11 @@ pub struct Query {
     /// Events of one agent session (read from the stored JSON: sessions
     /// are rare questions, not worth an index).
     pub agent_session: Option<String>,
+    /// Events of these agents (any of them), read from the stored JSON.
+    pub agent_ids: Vec<String>,
+    /// Only events numbered below this one: the next page of a reader
+    /// going back in time.
+    pub before_seq: Option<u64>,
     /// The most recent `limit` matches (still returned oldest first).
     pub limit: Option<usize>,
 }
@@ -273,6 +278,15 @@ impl Audit {
         if let Some(s) = &q.agent_session {
             clauses.push("json_extract(json, '$.agent.session') = ?".to_string());
             args.push(Sql::Text(s.clone()));
+        }
+        if !q.agent_ids.is_empty() {
+            let marks = vec!["?"; q.agent_ids.len()].join(", ");
+            clauses.push(format!("json_extract(json, '$.agent.id') IN ({marks})"));
+            args.extend(q.agent_ids.iter().map(|a| Sql::Text(a.clone())));
+        }
+        if let Some(s) = q.before_seq {
+            clauses.push("seq < ?".to_string());
+            args.push(Sql::Integer(s as i64));
         }
         if let Some(t) = q.since_unix_ns {
             clauses.push("ts_unix_ns >= ?".to_string());

@@ -7,8 +7,8 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Result, bail};
 use clap::Args;
 use sensor_proto::v1::{
-    self as pb, agents_client::AgentsClient, events_client::EventsClient,
-    response_client::ResponseClient, sensor_client::SensorClient,
+    self as pb, agents_client::AgentsClient, baselines_client::BaselinesClient,
+    events_client::EventsClient, response_client::ResponseClient, sensor_client::SensorClient,
 };
 use tokio_stream::StreamExt;
 
@@ -46,6 +46,9 @@ pub struct Filters {
     /// Only processes in pods of this namespace.
     #[arg(long)]
     pub namespace: Option<String>,
+    /// Only these agents (id, repeatable).
+    #[arg(long = "agent")]
+    pub agents: Vec<String>,
     /// Leave out these kinds (repeatable).
     #[arg(long = "not-kind")]
     pub not_kinds: Vec<String>,
@@ -55,6 +58,18 @@ pub struct Filters {
     /// Leave out processes whose executable matches this regex.
     #[arg(long = "not-exe")]
     pub not_exe: Option<String>,
+    /// Leave out these agents (id, repeatable).
+    #[arg(long = "not-agent")]
+    pub not_agents: Vec<String>,
+    /// Leave out processes in this container (id or id prefix).
+    #[arg(long = "not-container")]
+    pub not_container: Option<String>,
+    /// Leave out processes in this Kubernetes pod (name).
+    #[arg(long = "not-pod")]
+    pub not_pod: Option<String>,
+    /// Leave out processes in pods of this namespace.
+    #[arg(long = "not-namespace")]
+    pub not_namespace: Option<String>,
     /// Minimum severity: info, low, medium, high, critical.
     #[arg(long, value_parser = parse_severity)]
     pub min_severity: Option<i32>,
@@ -76,6 +91,7 @@ impl Filters {
             container_id: self.container.clone().unwrap_or_default(),
             pod: self.pod.clone().unwrap_or_default(),
             namespace: self.namespace.clone().unwrap_or_default(),
+            agent_ids: self.agents.clone(),
             ..Default::default()
         }
     }
@@ -85,6 +101,10 @@ impl Filters {
             kinds: self.not_kinds.clone(),
             pids: self.not_pids.clone(),
             exe_regex: self.not_exe.clone().unwrap_or_default(),
+            agent_ids: self.not_agents.clone(),
+            container_id: self.not_container.clone().unwrap_or_default(),
+            pod: self.not_pod.clone().unwrap_or_default(),
+            namespace: self.not_namespace.clone().unwrap_or_default(),
             ..Default::default()
         }
     }
@@ -190,17 +210,30 @@ pub async fn events(c: &Conn, f: &Filters, last: u32, follow: bool) -> Result<()
     }
 }
 
-/// What one process did, from the audit trail, oldest first.
+/// What one process (a pid) or one agent (an id or name) did, from the
+/// audit trail, oldest first.
 pub async fn history(
     c: &Conn,
-    pid: u32,
+    who: &str,
     since: Option<Duration>,
     f: &Filters,
     limit: u32,
 ) -> Result<()> {
-    let mut client = EventsClient::new(connect(&c.socket).await?);
+    let channel = connect(&c.socket).await?;
     let mut allow = f.allow();
-    allow.pids = vec![pid];
+    match who.parse::<u32>() {
+        Ok(pid) => allow.pids = vec![pid],
+        Err(_) => {
+            // A name is resolved by the daemon, which knows its agents.
+            let a = AgentsClient::new(channel.clone())
+                .get(pb::GetAgentRequest { id: who.into() })
+                .await
+                .map_err(|s| rpc_error("history", s))?
+                .into_inner();
+            allow.agent_ids = vec![a.id];
+        }
+    }
+    let mut client = EventsClient::new(channel);
     let since = since.map(|d| {
         let t = std::time::SystemTime::now() - d;
         let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -583,15 +616,70 @@ fn read_baselines(path: &std::path::Path) -> Result<crate::agents::baseline::Bas
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// One agent's baseline, as the daemon checks it now.
+pub async fn show_baseline(c: &Conn, agent: &str) -> Result<()> {
+    let mut client = BaselinesClient::new(connect(&c.socket).await?);
+    let b = client
+        .get(pb::GetBaselineRequest {
+            agent: agent.to_string(),
+        })
+        .await
+        .map_err(|s| rpc_error("baseline show", s))?
+        .into_inner();
+    if c.json {
+        println!("{}", serde_json::to_string_pretty(&b)?);
+        return Ok(());
+    }
+    let name = if b.agent_name.is_empty() {
+        "(imported, not seen here)"
+    } else {
+        &b.agent_name
+    };
+    println!("baseline of agent {name} ({})", b.agent_id);
+    println!(
+        "  state:        {}",
+        if b.learning {
+            format!(
+                "learning ({} of {} runs)",
+                b.sessions.min(b.learn_sessions),
+                b.learn_sessions
+            )
+        } else {
+            "checking (calls outside it raise findings)".to_string()
+        }
+    );
+    println!(
+        "  runs:         {} ({} here, {} imported), {} calls learned",
+        b.sessions, b.local_sessions, b.imported_sessions, b.calls
+    );
+    println!("  credentials:  {}", b.credentials.join(", "));
+    println!("  destinations: {}", b.destinations.join(", "));
+    println!("  endpoints:");
+    for e in &b.endpoints {
+        println!(
+            "    {:>6}  {} {}{}",
+            e.calls, e.method, e.authority, e.path_template
+        );
+    }
+    println!("  transitions:");
+    for t in &b.transitions {
+        println!(
+            "    {:>6}  {} -> {}",
+            t.count, t.from_endpoint, t.to_endpoint
+        );
+    }
+    Ok(())
+}
+
 /// The daemon's baselines as a file.
 pub async fn export_baselines(
     c: &Conn,
     agents: &[String],
     output: Option<&std::path::Path>,
 ) -> Result<()> {
-    let mut client = AgentsClient::new(connect(&c.socket).await?);
+    let mut client = BaselinesClient::new(connect(&c.socket).await?);
     let r = client
-        .export_baselines(pb::ExportBaselinesRequest {
+        .export(pb::ExportBaselinesRequest {
             agents: agents.to_vec(),
         })
         .await
@@ -604,9 +692,9 @@ pub async fn export_baselines(
 pub async fn import_baselines(c: &Conn, path: &std::path::Path) -> Result<()> {
     // Checked here first, so a wrong file is named before any RPC.
     let file = read_baselines(path)?;
-    let mut client = AgentsClient::new(connect(&c.socket).await?);
+    let mut client = BaselinesClient::new(connect(&c.socket).await?);
     let r = client
-        .import_baselines(pb::BaselineFile {
+        .import(pb::BaselineFile {
             json: serde_json::to_vec(&file)?,
         })
         .await

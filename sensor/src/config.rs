@@ -27,6 +27,30 @@ pub struct Config {
     pub baselines: BaselinesConfig,
     pub kubernetes: KubernetesConfig,
     pub export: ExportConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus `/metrics` endpoint.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// Address and port of the HTTP listener (port 0: any free one, logged).
+    pub listen: std::net::SocketAddr,
+    /// Allow a `listen` address beyond loopback. The endpoint has no
+    /// authentication: what it shows (event rates, agents' findings by
+    /// rule) is for this host's monitoring, or a network policy's care.
+    pub allow_remote: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
+            allow_remote: false,
+        }
+    }
 }
 
 /// Where events go besides stdout, the audit store and the API: the SOC's
@@ -401,10 +425,16 @@ pub struct TcpApiConfig {
     /// CA (PEM) that client certificates must chain to: without a valid
     /// client certificate nothing is served.
     pub client_ca: PathBuf,
-    /// Serve the control RPCs (isolate, release, kill) on this listener
-    /// too. Off: remote collectors read, responders act on the node.
+    /// Serve the control RPCs (isolate, release, kill, hold decisions,
+    /// baseline import) to every client of `client_ca`. Off: only to the
+    /// clients named in `control_clients`; remote collectors read.
     #[serde(default)]
     pub allow_control: bool,
+    /// Client certificates allowed the control RPCs: an entry matches the
+    /// certificate's subject common name (CN, exactly) or one of its
+    /// subject alternative DNS names (case-insensitive).
+    #[serde(default)]
+    pub control_clients: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -696,14 +726,26 @@ impl Default for ProcsConfig {
 pub struct LogConfig {
     /// tracing filter (`info`, `sensor=debug`, …); `RUST_LOG` overrides it.
     pub level: String,
+    /// `text` (readable, `key=value` fields) or `json` (one object per
+    /// line, for log collectors).
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -842,6 +884,36 @@ impl Config {
         if self.api.subscriber_queue == 0 {
             return Err(("api.subscriber_queue", "must be at least 1".into()));
         }
+        if let Some(t) = &self.api.tcp {
+            if t.allow_control && !t.control_clients.is_empty() {
+                return Err((
+                    "api.tcp.control_clients",
+                    "is set together with allow_control = true, which already lets every client of client_ca act: keep one".into(),
+                ));
+            }
+            if let Some(c) = t
+                .control_clients
+                .iter()
+                .find(|c| c.trim().is_empty() || c.trim() != c.as_str())
+            {
+                return Err((
+                    "api.tcp.control_clients",
+                    format!(
+                        "{c:?} is not a certificate name (a CN or DNS name, without spaces around it)"
+                    ),
+                ));
+            }
+        }
+        let m = &self.metrics;
+        if m.enabled && !m.listen.ip().is_loopback() && !m.allow_remote {
+            return Err((
+                "metrics.listen",
+                format!(
+                    "{} is not a loopback address and /metrics has no authentication: set metrics.allow_remote = true to serve it beyond this host",
+                    m.listen
+                ),
+            ));
+        }
         if let Some(h) = self
             .http
             .secret_headers
@@ -915,6 +987,12 @@ mod tests {
         assert!(e.contains("output.format"), "{e}");
         let e = parse("[log]\nlevel = \"[[[\"\n").unwrap_err();
         assert!(e.contains("log.level"), "{e}");
+        let e = parse("[log]\nformat = \"xml\"\n").unwrap_err();
+        assert!(e.contains("log.format"), "{e}");
+        assert_eq!(
+            parse("[log]\nformat = \"json\"\n").unwrap().log.format,
+            LogFormat::Json
+        );
     }
 
     #[test]
@@ -1027,6 +1105,42 @@ mod tests {
             dbg.contains("authorization") && !dbg.contains("s3cret"),
             "{dbg}"
         );
+    }
+
+    #[test]
+    fn metrics_stay_on_loopback_unless_allowed() {
+        let d = Config::default().metrics;
+        assert!(d.enabled && d.listen.ip().is_loopback(), "{d:?}");
+        let e = parse("[metrics]\nlisten = \"0.0.0.0:9464\"\n").unwrap_err();
+        assert!(
+            e.contains("metrics.listen") && e.contains("allow_remote"),
+            "{e}"
+        );
+        let c = parse("[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_remote = true\n").unwrap();
+        assert_eq!(c.metrics.listen.port(), 9464);
+        let c = parse("[metrics]\nlisten = \"[::1]:0\"\n").unwrap();
+        assert!(c.metrics.listen.ip().is_loopback());
+        let e = parse("[metrics]\nlisten = \"localhost\"\n").unwrap_err();
+        assert!(e.contains("metrics.listen"), "{e}");
+        // Off: any address is accepted, none is used.
+        parse("[metrics]\nenabled = false\nlisten = \"0.0.0.0:1\"\n").unwrap();
+    }
+
+    #[test]
+    fn control_clients_are_names_and_exclude_allow_control() {
+        let tcp = "[api.tcp]\nlisten = \"127.0.0.1:9443\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n";
+        let c = parse(&format!("{tcp}control_clients = [\"responder\"]\n")).unwrap();
+        assert_eq!(c.api.tcp.unwrap().control_clients, ["responder"]);
+        let e = parse(&format!(
+            "{tcp}allow_control = true\ncontrol_clients = [\"responder\"]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("api.tcp.control_clients") && e.contains("allow_control"),
+            "{e}"
+        );
+        let e = parse(&format!("{tcp}control_clients = [\" x\"]\n")).unwrap_err();
+        assert!(e.contains("api.tcp.control_clients"), "{e}");
     }
 
     #[test]

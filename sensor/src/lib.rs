@@ -19,6 +19,7 @@ pub mod event;
 pub mod export;
 pub mod flows;
 pub mod http;
+pub mod metrics;
 pub mod pods;
 pub mod procs;
 pub mod redact;

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use sensor::{
     cli::{self, Conn, Filters},
-    config::{Config, OutputFormat},
+    config::{Config, LogFormat, OutputFormat},
 };
 
 /// eBPF host sensor for AI detection and response.
@@ -52,10 +52,11 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         last: u32,
     },
-    /// Everything one process did, in order, from the audit trail.
+    /// Everything one process or one agent did, in order, from the audit
+    /// trail.
     History {
-        /// The process id.
-        pid: u32,
+        /// A process id, or an agent (id or name, as `sensor agents` shows).
+        who: String,
         #[command(flatten)]
         conn: Conn,
         #[command(flatten)]
@@ -174,7 +175,7 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Baselines across nodes: export, import, merge.
+    /// Baselines: show one, and across nodes export, import, merge.
     Baseline {
         #[command(subcommand)]
         action: BaselineAction,
@@ -188,6 +189,15 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BaselineAction {
+    /// One agent's baseline as the daemon checks it now: learning or
+    /// not, runs, endpoints with counts, transitions, credentials,
+    /// destinations.
+    Show {
+        /// Agent id (agt-...) or name.
+        agent: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Writes the running daemon's baselines (learned here and imported)
     /// as a portable file, for other nodes or a ConfigMap.
     Export {
@@ -224,14 +234,18 @@ enum ConfigAction {
     Check { path: PathBuf },
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => fmt.json().with_ansi(false).init(),
+    }
 }
 
 fn main() -> Result<()> {
@@ -253,7 +267,7 @@ fn main() -> Result<()> {
             if let Some(s) = socket {
                 cfg.api.socket = s;
             }
-            init_logging(&cfg.log.level);
+            init_logging(&cfg.log.level, cfg.log.format);
             sensor::redact::set_extra_secret_headers(&cfg.http.secret_headers);
             if !nix::unistd::Uid::effective().is_root() {
                 anyhow::bail!(
@@ -273,12 +287,12 @@ fn main() -> Result<()> {
             last,
         } => client_runtime()?.block_on(cli::events(&conn, &filters, last, follow)),
         Command::History {
-            pid,
+            who,
             conn,
             filters,
             since,
             limit,
-        } => client_runtime()?.block_on(cli::history(&conn, pid, since, &filters, limit)),
+        } => client_runtime()?.block_on(cli::history(&conn, &who, since, &filters, limit)),
         Command::Health {
             service,
             timeout,
@@ -316,6 +330,9 @@ fn main() -> Result<()> {
         } => client_runtime()?.block_on(cli::decide(&conn, hold_id, false, isolate, &why)),
         Command::Holds { conn } => client_runtime()?.block_on(cli::holds(&conn)),
         Command::Baseline { action } => match action {
+            BaselineAction::Show { agent, conn } => {
+                client_runtime()?.block_on(cli::show_baseline(&conn, &agent))
+            }
             BaselineAction::Export {
                 agents,
                 output,

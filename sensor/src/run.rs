@@ -30,6 +30,7 @@ use crate::{
     decode::Record,
     ebpf::{self, Counters},
     event::{self, Detail},
+    metrics::Metrics,
     procs::ProcessTable,
     respond::{
         arm::Armer,
@@ -41,6 +42,11 @@ use crate::{
 };
 
 pub async fn run(cfg: Config) -> Result<()> {
+    let metrics_listener = if cfg.metrics.enabled {
+        Some(crate::metrics::serve::bind(cfg.metrics.listen).await?)
+    } else {
+        None
+    };
     let mut procs = ProcessTable::new(&cfg.procs);
     let seeded = procs.seed();
     info!(
@@ -91,11 +97,16 @@ pub async fn run(cfg: Config) -> Result<()> {
             json: v.to_string(),
         }));
     }
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let metrics = Arc::new(Metrics::new(crate::metrics::Build {
+        node: &origin.node,
+        kernel: &kernel,
+    }));
     let board = Arc::new(StatusBoard::new(StartFacts {
         node: origin.node.clone(),
-        kernel: nix::sys::utsname::uname()
-            .map(|u| u.release().to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        kernel,
         capabilities: loaded.capabilities.iter().map(|c| c.to_string()).collect(),
         unavailable: loaded.unavailable.clone(),
         attachments: loaded
@@ -191,14 +202,26 @@ pub async fn run(cfg: Config) -> Result<()> {
     )));
     let serving = api::serve(
         &cfg.api,
-        bus.clone(),
-        board.clone(),
-        store,
-        agents.clone(),
-        responder.clone(),
+        api::Backends {
+            bus: bus.clone(),
+            board: board.clone(),
+            store,
+            agents: agents.clone(),
+            responder: responder.clone(),
+            metrics: metrics.clone(),
+        },
         stop_rx.clone(),
     )
     .await?;
+    let metrics_task = match metrics_listener {
+        Some(l) => Some(crate::metrics::serve::serve(
+            l,
+            metrics.clone(),
+            bus.clone(),
+            stop_rx.clone(),
+        )?),
+        None => None,
+    };
     let probe_port = self_exclusion_probe();
     // Tests and scripts wait for this line before driving traffic.
     info!(
@@ -239,6 +262,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         responder: responder.clone(),
         pods: pods.clone(),
         export,
+        metrics: metrics.clone(),
+        record_ktime: None,
     };
     let mut batch = Vec::with_capacity(1024);
     let mut last_sweep = Instant::now();
@@ -265,6 +290,9 @@ pub async fn run(cfg: Config) -> Result<()> {
                     break; // reader finished and queue drained
                 }
                 for rec in batch.drain(..) {
+                    // Events emitted from here on are this record's: their
+                    // latency counts from its kernel timestamp.
+                    out.record_ktime = Some(rec.header().ktime_ns);
                     if rec.header().tgid == own_pid {
                         // The kernel filter should have dropped it.
                         if self_events == 0 {
@@ -364,6 +392,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                     }
                     out.emit(ev);
                 }
+                out.record_ktime = None;
                 out.flush();
             }
             Some(r) = reports.recv() => {
@@ -407,6 +436,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                     t.insert("audit_rows_dropped".into(), a.stats().rows_dropped);
                     t.insert("audit_rows_pruned".into(), a.stats().rows_pruned);
                 }
+                metrics.update(&t, procs.len(), tls.attached.len());
                 board.update(
                     t,
                     &out.by_kind,
@@ -449,6 +479,13 @@ pub async fn run(cfg: Config) -> Result<()> {
     let export_summary = export.finish().await;
     bus.close();
     serving.finish().await;
+    if let Some(mut t) = metrics_task
+        && tokio::time::timeout(Duration::from_secs(3), &mut t)
+            .await
+            .is_err()
+    {
+        t.abort();
+    }
 
     let kernel = counters.read();
     let attached = loaded.attachments.len();
@@ -585,6 +622,10 @@ struct Output<W: Write> {
     pods: crate::pods::Pods,
     /// OTLP and file export.
     export: crate::export::Exporters,
+    metrics: Arc<Metrics>,
+    /// The kernel timestamp of the record being turned into events, if
+    /// any (actions and sweeps have none).
+    record_ktime: Option<u64>,
 }
 
 impl<W: Write> Output<W> {
@@ -602,6 +643,7 @@ impl<W: Write> Output<W> {
             .unwrap_or_else(|e| e.into_inner())
             .observe(&mut ev);
         *self.by_kind.entry(ev.detail.kind()).or_default() += 1;
+        self.metrics.event(&ev.detail);
         // Serialised once: stdout (JSON), the audit store, the exports and
         // the API bus share the text.
         let json = ev.to_json();
@@ -624,6 +666,10 @@ impl<W: Write> Output<W> {
         }
         self.export.emit(&ev, &json);
         self.bus.publish(Published { seq: ev.seq, json });
+        if let Some(k) = self.record_ktime {
+            self.metrics
+                .latency_ns(clock::boottime_ns().saturating_sub(k));
+        }
         for f in findings {
             let (credential_fingerprint, tool_call) = match &ev.detail {
                 Detail::ApiCall {

@@ -550,3 +550,93 @@ pub fn go_build(dir: &Path, name: &str, source: &str) -> PathBuf {
     );
     bin
 }
+
+/// tests/fixtures/api_client.py: the gRPC client generated from the proto
+/// with grpcio-tools.
+pub fn api_client_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/api_client.py")
+}
+
+/// Runs the generated Python API client to completion against `target`
+/// (`unix://…` or host:port with --ca/--cert/--key); returns (success,
+/// stdout lines as JSON, stderr).
+pub fn api_client(target: &str, args: &[&str]) -> (bool, Vec<Value>, String) {
+    let out = Command::new(venv_python())
+        .arg(api_client_script())
+        .arg(target)
+        .args(args)
+        .output()
+        .expect("run the Python API client");
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    (
+        out.status.success(),
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Sensor {
+    /// `unix://` target of its API socket, for the Python client.
+    pub fn api_target(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// The address a listener logged as `<what> ... listen=ADDR` (a
+    /// listener configured on port 0 picks a free one).
+    pub fn listen_addr(&self, what: &str) -> String {
+        let log = self.stderr();
+        log.lines()
+            .find(|l| l.contains(what))
+            .and_then(|l| l.split("listen=").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {what:?} line with listen=:\n{log}"))
+            .to_string()
+    }
+
+    /// Scrapes its /metrics (configured with `[metrics] listen`) and parses
+    /// it with the Prometheus Python client's OpenMetrics parser.
+    pub fn scrape(&self) -> Metrics {
+        let url = format!("http://{}/metrics", self.listen_addr("metrics listening"));
+        let out = Command::new(venv_python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/metrics_scrape.py"))
+            .arg(&url)
+            .output()
+            .expect("run the metrics scraper");
+        assert!(
+            out.status.success(),
+            "scraping {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Metrics(serde_json::from_slice(&out.stdout).expect("scraper output is JSON"))
+    }
+}
+
+/// A parsed /metrics scrape.
+pub struct Metrics(pub Value);
+
+impl Metrics {
+    /// The value of the sample `name` whose labels include `labels`
+    /// (summed over the other labels); 0 when there is none.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0["samples"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["name"] == name)
+            .filter(|s| labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+            .map(|s| s["value"].as_f64().unwrap_or(0.0))
+            .sum()
+    }
+
+    /// Whether any sample is named `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.0["samples"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["name"] == name)
+    }
+}

@@ -15,37 +15,19 @@ use e2e::{
     venv_python,
 };
 
-fn api_client() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/api_client.py").into()
-}
-
 fn target(sensor: &Sensor) -> String {
-    format!("unix://{}", sensor.socket.display())
+    sensor.api_target()
 }
 
-/// Runs the Python API client to completion; (success, stdout lines as
-/// JSON, stderr).
+/// Runs the Python API client (target first) to completion.
 fn client(args: &[&str]) -> (bool, Vec<Value>, String) {
-    let out = Command::new(venv_python())
-        .arg(api_client())
-        .args(args)
-        .output()
-        .expect("run the Python API client");
-    let lines = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
-        .collect();
-    (
-        out.status.success(),
-        lines,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    e2e::api_client(args[0], &args[1..])
 }
 
 /// Starts a streaming client and waits until its subscription is in place.
 fn subscriber(args: &[&str]) -> (Child, BufReader<ChildStdout>) {
     let mut child = Command::new(venv_python())
-        .arg(api_client())
+        .arg(e2e::api_client_script())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -148,6 +130,9 @@ fn health_reflection_status_and_cli() {
     for s in [
         "sensor.v1.Events",
         "sensor.v1.Sensor",
+        "sensor.v1.Agents",
+        "sensor.v1.Baselines",
+        "sensor.v1.Response",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     ] {
@@ -239,7 +224,10 @@ fn slow_subscriber_is_told_it_lagged_and_nothing_else_drops() {
     if !require_root("slow_subscriber_is_told_it_lagged_and_nothing_else_drops") {
         return;
     }
-    let sensor = Sensor::start_with(&["--json"], Some("[api]\nsubscriber_queue = 16\n"));
+    let sensor = Sensor::start_with(
+        &["--json"],
+        Some("[api]\nsubscriber_queue = 16\n[metrics]\nlisten = \"127.0.0.1:0\"\n"),
+    );
     let t = target(&sensor);
     let (mut sub, out) = subscriber(&[&t, "slow", "--sleep", "8", "--kind", "connect"]);
     // Thousands of refused connects: far more than the subscriber's queue
@@ -261,6 +249,21 @@ fn slow_subscriber_is_told_it_lagged_and_nothing_else_drops() {
     let missed: u64 = lag["lagged"]["missed"].as_str().unwrap().parse().unwrap();
     assert!(missed > 0, "{lag}");
     assert!(started.elapsed() < Duration::from_secs(30));
+    // /metrics counts what the subscriber missed, and no pipeline drop.
+    let m = sensor.scrape();
+    assert!(
+        m.value("sensor_api_missed_events_total", &[]) >= missed as f64,
+        "{}",
+        m.0
+    );
+    assert!(m.value("sensor_api_lagged_total", &[]) >= 1.0, "{}", m.0);
+    for drops in [
+        "sensor_ringbuf_drops_total",
+        "sensor_pipeline_queue_drops_total",
+    ] {
+        assert!(m.has(drops), "{drops} missing: {}", m.0);
+        assert_eq!(m.value(drops, &[]), 0.0, "{drops}");
+    }
     let (_, stderr) = sensor.stop();
     // The pipeline itself lost nothing: only the slow subscriber missed.
     for counter in ["ringbuf_full_drops=0", "queue_full_drops=0"] {
@@ -384,8 +387,84 @@ fn tcp_listener_demands_a_client_certificate_from_its_ca() {
     sensor.stop();
 }
 
-/// A CA with a server and a client certificate, and a client certificate
-/// from an unrelated CA; made with the openssl CLI.
+#[test]
+fn tcp_control_is_limited_to_named_client_certificates() {
+    let _g = serial();
+    if !require_root("tcp_control_is_limited_to_named_client_certificates") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    // responder is named by its SAN DNS name; reader, from the same CA,
+    // is not named at all.
+    let config = format!(
+        "[api.tcp]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\ncontrol_clients = [\"responder.soc.test\"]\n",
+        pki.server_cert, pki.server_key, pki.ca_cert
+    );
+    let sensor = Sensor::start_with(&["--json"], Some(&config));
+    let listen = sensor.listen_addr("API listening (TCP");
+    let mut victim = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid = victim.id().to_string();
+    let as_ = |who: &str, args: &[&str]| {
+        let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        a.extend(pki.client_args(who));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        e2e::api_client(&listen, &a)
+    };
+    let (ok, _, err) = as_("reader", &["isolate", "--pid", &pid, "--why", "e2e"]);
+    assert!(!ok, "reader was allowed to isolate");
+    assert!(
+        err.contains("PERMISSION_DENIED")
+            && err.contains("CN=reader")
+            && err.contains("api.tcp.control_clients"),
+        "{err}"
+    );
+    let (ok, out, err) = as_("responder", &["isolate", "--pid", &pid, "--why", "e2e"]);
+    assert!(ok, "responder: {err}");
+    assert_eq!(out[0]["targets"][0]["pid"], victim.id(), "{out:?}");
+    // Both can read: the reader's stream shows the responder's action,
+    // naming the certificate that asked.
+    for who in ["reader", "responder"] {
+        let (ok, out, err) = as_(
+            who,
+            &[
+                "subscribe",
+                "--kind",
+                "action",
+                "--replay",
+                "10000",
+                "--count",
+                "1",
+            ],
+        );
+        assert!(ok, "{who} subscribe: {err}");
+        let a = &out[1];
+        assert_eq!(a["action"]["action"], "isolate", "{a}");
+        assert_eq!(a["action"]["outcome"], "done", "{a}");
+        let by = a["action"]["by"].as_str().unwrap();
+        assert!(
+            by.contains("CN=responder") && by.contains("DNS=responder.soc.test"),
+            "{by}"
+        );
+    }
+    let (ok, _, err) = as_("reader", &["release", "--pid", &pid]);
+    assert!(!ok && err.contains("PERMISSION_DENIED"), "{err}");
+    let (ok, _, err) = as_(
+        "responder",
+        &["release", "--pid", &pid, "--why", "e2e done"],
+    );
+    assert!(ok, "{err}");
+    // The unix socket keeps control.
+    let (ok, _, err) = sensor.cli(&["kill", &pid, "--why", "e2e"]);
+    assert!(ok, "{err}");
+    let _ = victim.wait();
+    sensor.stop();
+}
+
+/// A CA with a server and three client certificates (`client`, `reader`
+/// with their CN only, `responder` also with the SAN DNS name
+/// responder.soc.test), and a client certificate from an unrelated CA;
+/// made with the openssl CLI.
 struct Pki {
     ca_cert: String,
     server_cert: String,
@@ -394,6 +473,22 @@ struct Pki {
     client_key: String,
     rogue_cert: String,
     rogue_key: String,
+    dir: std::path::PathBuf,
+}
+
+impl Pki {
+    /// --ca/--cert/--key arguments of the Python client for `name`.
+    fn client_args(&self, name: &str) -> Vec<String> {
+        let p = |n: String| self.dir.join(n).display().to_string();
+        vec![
+            "--ca".into(),
+            self.ca_cert.clone(),
+            "--cert".into(),
+            p(format!("{name}.pem")),
+            "--key".into(),
+            p(format!("{name}.key")),
+        ]
+    }
 }
 
 impl Pki {
@@ -429,12 +524,14 @@ impl Pki {
         let ext = p("ext.cnf");
         std::fs::write(
             &ext,
-            "[srv]\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n[cli]\nextendedKeyUsage=clientAuth\n",
+            "[srv]\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n[cli]\nextendedKeyUsage=clientAuth\n[cli_san]\nsubjectAltName=DNS:responder.soc.test\nextendedKeyUsage=clientAuth\n",
         )
         .unwrap();
         for (name, ca, section) in [
             ("server", "ca", "srv"),
             ("client", "ca", "cli"),
+            ("reader", "ca", "cli"),
+            ("responder", "ca", "cli_san"),
             ("rogue", "rogue-ca", "cli"),
         ] {
             openssl(&[
@@ -479,6 +576,7 @@ impl Pki {
             client_key: p("client.key"),
             rogue_cert: p("rogue.pem"),
             rogue_key: p("rogue.key"),
+            dir: d.to_path_buf(),
         }
     }
 }

@@ -209,3 +209,139 @@ fn baselines_from_two_nodes_merge_and_a_runtime_import_is_kept() {
         .collect();
     assert_eq!(rules, ["new_irreversible_endpoint"]);
 }
+
+#[test]
+fn the_baselines_service_through_the_cli_and_a_generated_grpc_client() {
+    let _g = serial();
+    if !require_root("the_baselines_service_through_the_cli_and_a_generated_grpc_client") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("fleet.key");
+    std::fs::write(&key, [5u8; 32]).unwrap();
+    let server = HttpsServer::start("127.0.0.1");
+    let sensor = Sensor::start_in(
+        &dir.path().join("node"),
+        &["--json"],
+        Some(&config(&key, "")),
+    );
+    agent(&sensor, &server, "catalog");
+    let (ok, out, err) = sensor.cli(&["agents", "--json"]);
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let (id, name) = (
+        listed["id"].as_str().unwrap().to_string(),
+        listed["name"].as_str().unwrap().to_string(),
+    );
+    let t = sensor.api_target();
+
+    // After one run it is learning; the generated client sees what it learned.
+    let (ok, out, err) = e2e::api_client(&t, &["baseline-get", "--agent", &id]);
+    assert!(ok, "{err}");
+    let b = &out[0];
+    assert_eq!(b["agent_id"], id.as_str(), "{b}");
+    assert_eq!(b["agent_name"], name.as_str(), "{b}");
+    assert_eq!(b["learning"], true, "{b}");
+    assert_eq!(b["sessions"], "1", "{b}");
+    assert_eq!(b["learn_sessions"], "3", "{b}");
+    let endpoints = b["endpoints"].as_array().unwrap();
+    let catalog = endpoints
+        .iter()
+        .find(|e| e["method"] == "GET" && e["path_template"] == "/v1/catalog")
+        .unwrap_or_else(|| panic!("no GET /v1/catalog in {b}"));
+    assert_eq!(catalog["calls"], "1", "{b}");
+    // The model call, then the catalog: one transition between them.
+    let tr = b["transitions"].as_array().unwrap();
+    assert!(
+        tr.iter().any(
+            |t| t["to_endpoint"].as_str().unwrap().ends_with(" /v1/catalog")
+                && t["from_endpoint"].as_str().unwrap().starts_with("POST ")
+        ),
+        "{b}"
+    );
+    assert_eq!(b["credentials"].as_array().unwrap().len(), 2, "{b}");
+    assert!(!b["destinations"].as_array().unwrap().is_empty(), "{b}");
+    assert!(!b.to_string().contains("PLANTED"), "{b}");
+    let (ok, _, err) = e2e::api_client(&t, &["baseline-get", "--agent", "agt-nobody"]);
+    assert!(!ok && err.contains("NOT_FOUND"), "{err}");
+
+    // Exported through the generated client, raised to three runs as if
+    // learned on other nodes, imported through it again.
+    let (ok, out, err) = e2e::api_client(&t, &["baseline-export", "--agent", &id]);
+    assert!(ok, "{err}");
+    let mut file = out[0].clone();
+    assert_eq!(file["format"], "sensor-baselines/1", "{file}");
+    file["baselines"][&id]["sessions"] = 3.into();
+    file["nodes"] = serde_json::json!(["node-x"]);
+    let path = dir.path().join("x.json");
+    std::fs::write(&path, file.to_string()).unwrap();
+    let (ok, out, err) =
+        e2e::api_client(&t, &["baseline-import", "--file", path.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(out[0]["agents"], 1, "{out:?}");
+
+    // The CLI shows it, by name: checked now, runs here and imported.
+    let (ok, text, err) = sensor.cli(&["baseline", "show", &name]);
+    assert!(ok, "{err}");
+    assert!(
+        text.contains(&id)
+            && text.contains("checking")
+            && text.contains("4 (1 here, 3 imported)")
+            && text.contains("/v1/catalog"),
+        "{text}"
+    );
+    let (ok, json, err) = sensor.cli(&["baseline", "show", &id, "--json"]);
+    assert!(ok, "{err}");
+    let shown: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(shown["learning"], false, "{shown}");
+    assert_eq!(shown["imported_sessions"], "3", "{shown}");
+    // And the detector uses it: the next run's order is new.
+    let order = agent(&sensor, &server, "order");
+    // `sensor history <agent>`: both runs' calls, by name, in order, and
+    // the finding; a limit keeps the most recent matches (the store holds
+    // far more events of other processes).
+    let (ok, text, err) =
+        sensor.cli(&["history", &name, "--kind", "api_call", "--kind", "finding"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = text.lines().collect();
+    let catalog = lines
+        .iter()
+        .position(|l| l.contains("/v1/catalog"))
+        .unwrap_or(usize::MAX);
+    let ordered = lines
+        .iter()
+        .position(|l| l.contains("/v1/orders"))
+        .unwrap_or(usize::MAX);
+    assert!(catalog < ordered && ordered < lines.len(), "{text}");
+    assert!(text.contains("new_irreversible_endpoint"), "{text}");
+    let (ok, text, err) = sensor.cli(&["history", &id, "--kind", "api_call", "--limit", "1"]);
+    assert!(ok, "{err}");
+    assert!(
+        text.lines().count() == 1 && text.contains("/v1/orders"),
+        "{text}"
+    );
+    // The model traffic alone: `llm_call` selects the calls to providers.
+    let (ok, text, err) = sensor.cli(&["events", "--kind", "llm_call", "--agent", &id, "--json"]);
+    assert!(ok, "{err}");
+    let llm: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(llm.len(), 2, "one model call per run: {text}");
+    for e in &llm {
+        assert_eq!(e["kind"], "api_call", "{e}");
+        assert!(
+            !e["api_call"]["provider"].as_str().unwrap().is_empty(),
+            "{e}"
+        );
+        assert_eq!(e["api_call"]["path"], "/v1/chat/completions", "{e}");
+    }
+    let (ok, _, err) = sensor.cli(&["history", "no-such-agent"]);
+    assert!(!ok && err.contains("no agent"), "{err}");
+    let (_, _, events) = sensor.stop_with_events();
+    let rules: Vec<&str> = findings_of(&events, order)
+        .iter()
+        .filter_map(|f| f["rule"].as_str())
+        .collect();
+    assert_eq!(rules, ["new_irreversible_endpoint"]);
+}

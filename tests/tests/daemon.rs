@@ -128,7 +128,7 @@ fn ring_buffer_overflow_is_counted_not_silent() {
     // One page of ring buffer holds ~39 connect records.
     let sensor = Sensor::start_with(
         &["--json"],
-        Some("[ringbuf]\nbytes = 4096\nwakeup_bytes = 0\n"),
+        Some("[ringbuf]\nbytes = 4096\nwakeup_bytes = 0\n[metrics]\nlisten = \"127.0.0.1:0\"\n"),
     );
     let server = HttpServer::start("127.0.0.1");
     // Freeze the reader so the burst must overflow the ring.
@@ -143,7 +143,9 @@ fn ring_buffer_overflow_is_counted_not_silent() {
     // SAFETY: as above.
     unsafe { libc::kill(sensor.pid as i32, libc::SIGCONT) };
     assert!(status.success());
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Long enough for the once-a-second totals behind /metrics.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let metric_drops = sensor.scrape().value("sensor_ringbuf_drops_total", &[]);
     let seen = sensor
         .events()
         .iter()
@@ -164,9 +166,40 @@ fn ring_buffer_overflow_is_counted_not_silent() {
         "a 4 KiB ring must overflow on {made} connects: {summary}"
     );
     assert!(seen < made, "saw all {made} despite the frozen reader?");
+    assert!(
+        metric_drops > 0.0 && metric_drops <= dropped as f64,
+        "/metrics said {metric_drops}, the summary {dropped}"
+    );
     // Every record is either delivered or counted as dropped.
     assert!(
         seen + dropped >= made,
         "seen {seen} + dropped {dropped} < made {made}: {summary}"
     );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let _g = serial();
+    if !require_root("json_logs_are_one_object_per_line") {
+        return;
+    }
+    let sensor = Sensor::start_with(&["--json"], Some("[log]\nformat = \"json\"\n"));
+    let (status, stderr) = sensor.stop();
+    assert!(status.success(), "{stderr}");
+    let mut ready = None;
+    // The shutdown summary is a plain line of its own; every log line is
+    // an object with a level and fields.
+    for line in stderr.lines().filter(|l| !l.starts_with("sensor stopped:")) {
+        let v: e2e::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{v}"
+        );
+        if v["fields"]["message"] == "sensor ready" {
+            ready = Some(v);
+        }
+    }
+    let ready = ready.unwrap_or_else(|| panic!("no sensor ready line:\n{stderr}"));
+    assert!(ready["fields"]["pid"].as_u64().is_some(), "{ready}");
 }

@@ -6,12 +6,10 @@ use std::sync::{Arc, Mutex};
 use sensor_proto::{pbjson_types::Timestamp, v1 as pb};
 use tonic::{Request, Response, Status};
 
-use crate::agents::{Agents, Inventory, baseline::BaselineFile};
+use crate::agents::{Agents, Inventory};
 
 pub struct AgentsService {
     pub agents: Arc<Mutex<Agents>>,
-    /// Whether control (importing baselines) is allowed on this listener.
-    pub control: bool,
 }
 
 fn time(ns: u64) -> Option<Timestamp> {
@@ -21,7 +19,9 @@ fn time(ns: u64) -> Option<Timestamp> {
     })
 }
 
-fn endpoints(m: &std::collections::BTreeMap<String, u64>) -> Vec<pb::Endpoint> {
+/// "METHOD authority path_template" keys with their counts, most called
+/// first.
+pub fn endpoints(m: &std::collections::BTreeMap<String, u64>) -> Vec<pb::Endpoint> {
     let mut v: Vec<pb::Endpoint> = m
         .iter()
         .map(|(k, calls)| {
@@ -57,6 +57,28 @@ pub fn agent(i: &Inventory) -> pb::Agent {
     }
 }
 
+/// The agent `id` names: its id, or a name that only one agent has.
+pub fn find<'a>(t: &'a Agents, id: &str) -> Result<&'a Inventory, Status> {
+    if let Some(i) = t.get(id) {
+        return Ok(i);
+    }
+    let named: Vec<&Inventory> = t.list().filter(|i| i.name == id).collect();
+    match named.as_slice() {
+        [one] => Ok(one),
+        [] => Err(Status::not_found(format!(
+            "no agent {id:?} on this host (`sensor agents` lists them)"
+        ))),
+        many => Err(Status::invalid_argument(format!(
+            "{} agents are named {id:?}: use an id ({})",
+            many.len(),
+            many.iter()
+                .map(|i| i.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 impl AgentsService {
     fn table(&self) -> std::sync::MutexGuard<'_, Agents> {
         self.agents.lock().unwrap_or_else(|e| e.into_inner())
@@ -74,62 +96,8 @@ impl pb::agents_server::Agents for AgentsService {
     }
 
     async fn get(&self, req: Request<pb::GetAgentRequest>) -> Result<Response<pb::Agent>, Status> {
-        let id = req.into_inner().id;
         let t = self.table();
-        if let Some(i) = t.get(&id) {
-            return Ok(Response::new(agent(i)));
-        }
-        let named: Vec<&Inventory> = t.list().filter(|i| i.name == id).collect();
-        match named.as_slice() {
-            [one] => Ok(Response::new(agent(one))),
-            [] => Err(Status::not_found(format!(
-                "no agent {id:?} on this host (`sensor agents` lists them)"
-            ))),
-            many => Err(Status::invalid_argument(format!(
-                "{} agents are named {id:?}: use an id ({})",
-                many.len(),
-                many.iter()
-                    .map(|i| i.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
-        }
-    }
-
-    async fn export_baselines(
-        &self,
-        req: Request<pb::ExportBaselinesRequest>,
-    ) -> Result<Response<pb::BaselineFile>, Status> {
-        let node = nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let file = self
-            .table()
-            .export_baselines(&node, &req.into_inner().agents)
-            .map_err(Status::not_found)?;
-        let json = serde_json::to_vec_pretty(&file).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(pb::BaselineFile { json }))
-    }
-
-    async fn import_baselines(
-        &self,
-        req: Request<pb::BaselineFile>,
-    ) -> Result<Response<pb::ImportBaselinesResponse>, Status> {
-        if !self.control {
-            return Err(Status::permission_denied(
-                "importing baselines is control: not served on this listener (use the unix socket, or set api.tcp.allow_control)",
-            ));
-        }
-        let file = BaselineFile::parse(&req.into_inner().json)
-            .map_err(|e| Status::invalid_argument(format!("not a baseline file: {e}")))?;
-        let agents = self
-            .table()
-            .import_baselines(&file, true)
-            .map_err(|e| Status::internal(format!("{e:#}")))?;
-        tracing::info!(agents, nodes = ?file.nodes, "baselines imported");
-        Ok(Response::new(pb::ImportBaselinesResponse {
-            agents: agents as u32,
-            nodes: file.nodes,
-        }))
+        let i = find(&t, &req.into_inner().id)?;
+        Ok(Response::new(agent(i)))
     }
 }

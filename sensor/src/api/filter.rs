@@ -1,5 +1,9 @@
 //! Subscription filters: an allow-list and a deny-list of the same shape,
 //! and a minimum severity.
+//!
+//! Besides the event kinds, `llm_call` names the `api_call` events that
+//! went to an LLM provider (they carry `provider`), so a SOC tool can ask
+//! for model traffic alone.
 
 use regex::Regex;
 use sensor_proto::v1 as pb;
@@ -7,6 +11,17 @@ use tonic::Status;
 
 /// One `pb::Filter`, compiled. Every non-empty field must match; a list
 /// matches when any value does.
+/// The pseudo-kind of `api_call` events to an LLM provider.
+const LLM_CALL: &str = "llm_call";
+
+fn kind_matches(kinds: &[String], e: &pb::Event) -> bool {
+    kinds.iter().any(|k| {
+        *k == e.kind
+            || (k == LLM_CALL
+                && matches!(&e.payload, Some(pb::event::Payload::ApiCall(c)) if !c.provider.is_empty()))
+    })
+}
+
 #[derive(Debug, Default)]
 struct Compiled {
     kinds: Vec<String>,
@@ -57,7 +72,7 @@ impl Compiled {
     fn matches(&self, e: &pb::Event) -> bool {
         let p = e.process.as_ref();
         let pod = p.and_then(|p| p.pod.as_ref());
-        (self.kinds.is_empty() || self.kinds.contains(&e.kind))
+        (self.kinds.is_empty() || kind_matches(&self.kinds, e))
             && (self.agent_ids.is_empty()
                 || p.is_some_and(|p| self.agent_ids.contains(&p.agent_id)))
             && (self.pids.is_empty() || p.is_some_and(|p| self.pids.contains(&p.pid)))
@@ -105,10 +120,25 @@ impl Selection {
             && (self.deny.is_empty() || !self.deny.matches(e))
     }
 
-    /// Event kinds the allow-list is limited to (empty: any), so stores
-    /// can narrow their query.
-    pub fn kinds(&self) -> &[String] {
-        &self.allow.kinds
+    /// Event kinds the allow-list is limited to (empty: any), as stored,
+    /// so stores can narrow their query (`llm_call` is stored as
+    /// `api_call`).
+    pub fn kinds(&self) -> Vec<String> {
+        let mut k: Vec<String> = self
+            .allow
+            .kinds
+            .iter()
+            .map(|k| {
+                if k == LLM_CALL {
+                    "api_call".into()
+                } else {
+                    k.clone()
+                }
+            })
+            .collect();
+        k.sort();
+        k.dedup();
+        k
     }
 
     /// The single pid the allow-list names, if it names exactly one.
@@ -117,6 +147,11 @@ impl Selection {
             [p] => Some(*p),
             _ => None,
         }
+    }
+
+    /// Agents the allow-list is limited to (empty: any).
+    pub fn agent_ids(&self) -> &[String] {
+        &self.allow.agent_ids
     }
 
     /// The agent session asked for, if any: the store selects by it.
@@ -176,6 +211,28 @@ mod tests {
         let c = filter(|f| f.container_id = "abc".into());
         let s = Selection::new(Some(&c), None, 0).unwrap();
         assert!(s.passes(&ev("exec", 1, "x")), "container id prefix");
+    }
+
+    #[test]
+    fn llm_call_selects_calls_to_providers() {
+        let call = |provider: &str| pb::Event {
+            kind: "api_call".into(),
+            payload: Some(pb::event::Payload::ApiCall(pb::ApiCall {
+                provider: provider.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let llm = filter(|f| f.kinds = vec!["llm_call".into()]);
+        let s = Selection::new(Some(&llm), None, 0).unwrap();
+        assert!(s.passes(&call("openai")));
+        assert!(!s.passes(&call("")), "a call to no provider");
+        assert!(!s.passes(&ev("connect", 1, "x")));
+        assert_eq!(s.kinds(), ["api_call"]);
+        // Denied: every api_call but the model traffic.
+        let s = Selection::new(None, Some(&llm), 0).unwrap();
+        assert!(!s.passes(&call("anthropic")));
+        assert!(s.passes(&call("")));
     }
 
     #[test]

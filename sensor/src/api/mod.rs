@@ -6,13 +6,16 @@
 //! - `bus`: pipeline → subscribers, with replay and lag reporting.
 //! - `convert`: events as API messages.
 //! - `filter`: subscription allow/deny lists.
-//! - `events`, `status`, `agents`, `response`: the services; `store`:
-//!   history reads.
+//! - `events`, `status`, `agents`, `baselines`, `response`: the services;
+//!   `store`: history reads.
+//! - `control`: who may call the control RPCs, and who asked.
 //! - `client`: the CLI's side.
 
 pub mod agents;
+pub mod baselines;
 pub mod bus;
 pub mod client;
+pub mod control;
 pub mod convert;
 pub mod events;
 pub mod filter;
@@ -28,7 +31,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use sensor_proto::v1::{
-    self as pb, FILE_DESCRIPTOR_SET, agents_server::AgentsServer, events_server::EventsServer,
+    self as pb, FILE_DESCRIPTOR_SET, agents_server::AgentsServer,
+    baselines_server::BaselinesServer, events_server::EventsServer,
     response_server::ResponseServer, sensor_server::SensorServer,
 };
 use tokio::{net::UnixListener, sync::watch, task::JoinHandle};
@@ -41,6 +45,7 @@ use tracing::info;
 
 use crate::config::ApiConfig;
 use bus::Bus;
+use control::Control;
 use status::StatusBoard;
 
 struct SensorService {
@@ -83,17 +88,31 @@ impl Serving {
     }
 }
 
+/// What the services read and act on.
+pub struct Backends {
+    pub bus: Arc<Bus>,
+    pub board: Arc<StatusBoard>,
+    pub store: Option<store::Store>,
+    pub agents: Arc<std::sync::Mutex<crate::agents::Agents>>,
+    pub responder: Arc<std::sync::Mutex<crate::respond::responder::Responder>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
 /// Starts the listeners the config asks for. Errors (socket in use, bad
 /// certificates) are reported before anything is served.
 pub async fn serve(
     cfg: &ApiConfig,
-    bus: Arc<Bus>,
-    board: Arc<StatusBoard>,
-    store: Option<store::Store>,
-    agents: Arc<std::sync::Mutex<crate::agents::Agents>>,
-    responder: Arc<std::sync::Mutex<crate::respond::responder::Responder>>,
+    backends: Backends,
     stop: watch::Receiver<bool>,
 ) -> Result<Serving> {
+    let Backends {
+        bus,
+        board,
+        store,
+        agents,
+        responder,
+        metrics,
+    } = backends;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<EventsServer<events::EventsService>>()
@@ -101,6 +120,9 @@ pub async fn serve(
     health.set_serving::<SensorServer<SensorService>>().await;
     health
         .set_serving::<AgentsServer<agents::AgentsService>>()
+        .await;
+    health
+        .set_serving::<BaselinesServer<baselines::BaselinesService>>()
         .await;
     health
         .set_serving::<ResponseServer<response::ResponseService>>()
@@ -120,11 +142,12 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .context("building the reflection service")?;
-    let router = |builder: &mut Server, control: bool| {
+    let router = |builder: &mut Server, control: Control| {
         builder
             .add_service(EventsServer::new(events::EventsService {
                 bus: bus.clone(),
                 store: store.clone(),
+                metrics: metrics.clone(),
             }))
             .add_service(SensorServer::new(SensorService {
                 board: board.clone(),
@@ -132,7 +155,10 @@ pub async fn serve(
             }))
             .add_service(AgentsServer::new(agents::AgentsService {
                 agents: agents.clone(),
-                control,
+            }))
+            .add_service(BaselinesServer::new(baselines::BaselinesService {
+                agents: agents.clone(),
+                control: control.clone(),
             }))
             .add_service(ResponseServer::new(response::ResponseService {
                 responder: responder.clone(),
@@ -147,7 +173,7 @@ pub async fn serve(
     if !cfg.socket.as_os_str().is_empty() {
         let listener = bind_unix(&cfg.socket)?;
         info!(socket = %cfg.socket.display(), "API listening (unix socket, mode 0600)");
-        let routes = router(&mut Server::builder(), true);
+        let routes = router(&mut Server::builder(), Control::Local);
         let mut stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let incoming = UnixListenerStream::new(listener);
@@ -176,8 +202,9 @@ pub async fn serve(
         let listener = tokio::net::TcpListener::bind(tcp.listen)
             .await
             .with_context(|| format!("api.tcp.listen: cannot listen on {}", tcp.listen))?;
-        info!(listen = %listener.local_addr()?, "API listening (TCP, mutual TLS)");
-        let routes = router(&mut builder, tcp.allow_control);
+        let control = Control::tcp(tcp.allow_control, &tcp.control_clients);
+        info!(listen = %listener.local_addr()?, control = ?control, "API listening (TCP, mutual TLS)");
+        let routes = router(&mut builder, control);
         let mut stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

@@ -1,14 +1,15 @@
 //! `sensor.v1.Response`: isolate, release, kill, list isolated.
 //!
-//! These act on the host, so they are served on the root-only unix socket;
-//! over TCP they are refused unless `api.tcp.allow_control` says otherwise.
-//! Every call, whatever its outcome, is an `action` event naming who asked.
+//! These act on the host: `control` decides who may (the unix socket, and
+//! on TCP the clients `api.tcp` allows). Every call, whatever its outcome,
+//! is an `action` event naming who asked.
 
 use std::sync::{Arc, Mutex};
 
 use sensor_proto::{pbjson_types::Timestamp, v1 as pb};
-use tonic::{Code, Request, Response, Status, transport::server::UdsConnectInfo};
+use tonic::{Code, Request, Response, Status};
 
+use super::control::Control;
 use crate::respond::{
     RespondError,
     isolate::{Net, Options},
@@ -17,8 +18,8 @@ use crate::respond::{
 
 pub struct ResponseService {
     pub responder: Arc<Mutex<Responder>>,
-    /// Whether control is allowed on this listener.
-    pub control: bool,
+    /// Who may act through this listener.
+    pub control: Control,
 }
 
 fn status(e: RespondError) -> Status {
@@ -48,28 +49,10 @@ fn result(o: Outcome) -> pb::ActionResult {
 }
 
 impl ResponseService {
-    /// Who asked, for the audit trail; refuses control where it is not
+    /// Who asked, for the audit trail; refuses `rpc` where control is not
     /// allowed.
-    fn requester<T>(&self, req: &Request<T>, why: &str) -> Result<Requester, Status> {
-        if !self.control {
-            return Err(Status::permission_denied(
-                "control RPCs are not served on this listener (use the unix socket, or set api.tcp.allow_control)",
-            ));
-        }
-        let by = match req.extensions().get::<UdsConnectInfo>() {
-            Some(info) => match &info.peer_cred {
-                Some(c) => format!(
-                    "api (unix socket, uid {}, pid {})",
-                    c.uid(),
-                    c.pid().unwrap_or(0)
-                ),
-                None => "api (unix socket)".into(),
-            },
-            None => match req.remote_addr() {
-                Some(a) => format!("api (mTLS client {a})"),
-                None => "api".into(),
-            },
-        };
+    fn requester<T>(&self, req: &Request<T>, rpc: &str, why: &str) -> Result<Requester, Status> {
+        let by = self.control.authorize(req, rpc)?;
         Ok(Requester {
             by,
             why: if why.is_empty() {
@@ -93,7 +76,7 @@ impl pb::response_server::Response for ResponseService {
         &self,
         req: Request<pb::IsolateRequest>,
     ) -> Result<Response<pb::ActionResult>, Status> {
-        let who = self.requester(&req, &req.get_ref().why)?;
+        let who = self.requester(&req, "isolate", &req.get_ref().why)?;
         let r = req.into_inner();
         let allow = r
             .allow
@@ -117,7 +100,7 @@ impl pb::response_server::Response for ResponseService {
         &self,
         req: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ActionResult>, Status> {
-        let who = self.requester(&req, &req.get_ref().why)?;
+        let who = self.requester(&req, "release", &req.get_ref().why)?;
         let pid = req.get_ref().pid;
         let out = self.responder().release(pid, &who).map_err(status)?;
         Ok(Response::new(result(out)))
@@ -127,7 +110,7 @@ impl pb::response_server::Response for ResponseService {
         &self,
         req: Request<pb::KillRequest>,
     ) -> Result<Response<pb::ActionResult>, Status> {
-        let who = self.requester(&req, &req.get_ref().why)?;
+        let who = self.requester(&req, "kill", &req.get_ref().why)?;
         let r = req.into_inner();
         let out = self
             .responder()
@@ -140,7 +123,7 @@ impl pb::response_server::Response for ResponseService {
         &self,
         req: Request<pb::HoldDecision>,
     ) -> Result<Response<pb::ActionResult>, Status> {
-        let who = self.requester(&req, &req.get_ref().why)?;
+        let who = self.requester(&req, "approve", &req.get_ref().why)?;
         let r = req.into_inner();
         let out = self
             .responder()
@@ -153,7 +136,7 @@ impl pb::response_server::Response for ResponseService {
         &self,
         req: Request<pb::HoldDecision>,
     ) -> Result<Response<pb::ActionResult>, Status> {
-        let who = self.requester(&req, &req.get_ref().why)?;
+        let who = self.requester(&req, "deny", &req.get_ref().why)?;
         let r = req.into_inner();
         let out = self
             .responder()

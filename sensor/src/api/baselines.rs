@@ -1,0 +1,113 @@
+//! `sensor.v1.Baselines`: what each agent identity learned (and what was
+//! imported for it), as checked now; export and import across nodes.
+
+use std::sync::{Arc, Mutex};
+
+use sensor_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::control::Control;
+use crate::agents::{
+    Agents,
+    baseline::{BaselineFile, LEARN_SESSIONS},
+};
+
+pub struct BaselinesService {
+    pub agents: Arc<Mutex<Agents>>,
+    /// Who may import through this listener.
+    pub control: Control,
+}
+
+impl BaselinesService {
+    fn table(&self) -> std::sync::MutexGuard<'_, Agents> {
+        self.agents.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One agent's baseline message: `id`'s own and imported, merged as the
+/// detector checks them.
+fn baseline(t: &Agents, id: &str) -> pb::Baseline {
+    let d = &t.detector;
+    let b = d.effective(id);
+    let mut transitions: Vec<pb::Transition> = b
+        .transitions
+        .iter()
+        .map(|(k, count)| {
+            let (from, to) = k.split_once(" -> ").unwrap_or((k.as_str(), ""));
+            pb::Transition {
+                from_endpoint: from.into(),
+                to_endpoint: to.into(),
+                count: *count,
+            }
+        })
+        .collect();
+    transitions.sort_by_key(|t| std::cmp::Reverse(t.count));
+    pb::Baseline {
+        agent_id: id.to_string(),
+        agent_name: t.get(id).map(|i| i.name.clone()).unwrap_or_default(),
+        learning: b.learning(),
+        sessions: b.sessions,
+        learn_sessions: LEARN_SESSIONS,
+        calls: b.calls,
+        endpoints: super::agents::endpoints(&b.endpoints),
+        transitions,
+        credentials: b.credentials.iter().cloned().collect(),
+        destinations: b.destinations.iter().cloned().collect(),
+        local_sessions: d.baselines.get(id).map_or(0, |b| b.sessions),
+        imported_sessions: d.imported.get(id).map_or(0, |b| b.sessions),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::baselines_server::Baselines for BaselinesService {
+    async fn get(
+        &self,
+        req: Request<pb::GetBaselineRequest>,
+    ) -> Result<Response<pb::Baseline>, Status> {
+        let name = req.into_inner().agent;
+        let t = self.table();
+        // An agent only imported here has a baseline but no inventory
+        // entry yet: its id is enough.
+        let known =
+            t.detector.baselines.contains_key(&name) || t.detector.imported.contains_key(&name);
+        let id = if known {
+            name
+        } else {
+            super::agents::find(&t, &name)?.id.clone()
+        };
+        Ok(Response::new(baseline(&t, &id)))
+    }
+
+    async fn export(
+        &self,
+        req: Request<pb::ExportBaselinesRequest>,
+    ) -> Result<Response<pb::BaselineFile>, Status> {
+        let node = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file = self
+            .table()
+            .export_baselines(&node, &req.into_inner().agents)
+            .map_err(Status::not_found)?;
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::BaselineFile { json }))
+    }
+
+    async fn import(
+        &self,
+        req: Request<pb::BaselineFile>,
+    ) -> Result<Response<pb::ImportBaselinesResponse>, Status> {
+        let by = self.control.authorize(&req, "baseline import")?;
+        let file = BaselineFile::parse(&req.into_inner().json)
+            .map_err(|e| Status::invalid_argument(format!("not a baseline file: {e}")))?;
+        let agents = self
+            .table()
+            .import_baselines(&file, true)
+            .map_err(|e| Status::internal(format!("{e:#}")))?;
+        tracing::info!(agents, nodes = ?file.nodes, by, "baselines imported");
+        Ok(Response::new(pb::ImportBaselinesResponse {
+            agents: agents as u32,
+            nodes: file.nodes,
+        }))
+    }
+}
