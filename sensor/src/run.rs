@@ -22,7 +22,7 @@ use crate::{
         convert::Origin,
         status::{StartFacts, StatusBoard},
     },
-    audit::{Audit, Query, Retention},
+    audit::{Audit, Query, Retention, writer::AuditWriter},
     calls::Calls,
     clock::{self, Clock},
     collect::{self, CollectStats},
@@ -255,8 +255,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         by_kind: Default::default(),
         stop: stop_tx.clone(),
         next_seq,
-        audit,
-        audit_errors: 0,
+        audit: audit.map(AuditWriter::start).transpose()?,
         bus: bus.clone(),
         agents: agents.clone(),
         responder: responder.clone(),
@@ -429,9 +428,9 @@ pub async fn run(cfg: Config) -> Result<()> {
                     last_prune = Instant::now();
                 }
                 let mut t = totals(&counters, &stats, &procs, &calls, self_events);
-                t.insert("audit_write_errors".into(), out.audit_errors);
                 out.export.totals(&mut t);
                 if let Some(a) = &out.audit {
+                    t.insert("audit_write_errors".into(), a.errors());
                     t.insert("audit_rows_written".into(), a.stats().rows_written);
                     t.insert("audit_rows_dropped".into(), a.stats().rows_dropped);
                     t.insert("audit_rows_pruned".into(), a.stats().rows_pruned);
@@ -470,8 +469,11 @@ pub async fn run(cfg: Config) -> Result<()> {
     out.persist();
     out.save_agents();
     let by_kind = std::mem::take(&mut out.by_kind);
-    let audit_errors = out.audit_errors;
-    let audit_dropped = out.audit.as_ref().map_or(0, |a| a.stats().rows_dropped);
+    // The writer's last commit is counted too.
+    let (audit_errors, audit_dropped) = out.audit.take().map_or((0, 0), |a| {
+        let (stats, errors) = a.close();
+        (errors, stats.rows_dropped)
+    });
     let export = std::mem::take(&mut out.export);
     drop(out);
     // After the last event: the file is flushed and the collector gets a
@@ -614,8 +616,7 @@ struct Output<W: Write> {
     by_kind: std::collections::BTreeMap<&'static str, u64>,
     stop: watch::Sender<bool>,
     next_seq: u64,
-    audit: Option<Audit>,
-    audit_errors: u64,
+    audit: Option<AuditWriter>,
     bus: Arc<Bus>,
     agents: Arc<std::sync::Mutex<Agents>>,
     responder: Arc<std::sync::Mutex<Responder>>,
@@ -659,10 +660,8 @@ impl<W: Write> Output<W> {
             // stdout closed (e.g. `sensor run | head`): stop cleanly.
             let _ = self.stop.send(true);
         }
-        if let Some(a) = &mut self.audit
-            && let Err(e) = a.append(&ev, &json)
-        {
-            self.audit_error("append", &e);
+        if let Some(a) = &self.audit {
+            a.append(&ev, &json);
         }
         self.export.emit(&ev, &json);
         self.bus.publish(Published { seq: ev.seq, json });
@@ -714,12 +713,10 @@ impl<W: Write> Output<W> {
         self.export.flush();
     }
 
-    /// Writes queued events to the audit store.
+    /// Asks the audit writer to commit what it holds.
     fn persist(&mut self) {
-        if let Some(a) = &mut self.audit
-            && let Err(e) = a.flush()
-        {
-            self.audit_error("write", &e);
+        if let Some(a) = &self.audit {
+            a.flush();
         }
     }
 
@@ -735,21 +732,9 @@ impl<W: Write> Output<W> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        if let Some(a) = &mut self.audit {
-            match a.prune(now) {
-                Ok(0) => {}
-                Ok(n) => info!(rows = n, "audit store pruned (retention)"),
-                Err(e) => self.audit_error("prune", &e),
-            }
+        if let Some(a) = &self.audit {
+            a.prune(now);
         }
-    }
-
-    fn audit_error(&mut self, what: &str, e: &anyhow::Error) {
-        // Said loudly the first time, then counted (status, shutdown line).
-        if self.audit_errors == 0 {
-            tracing::error!(error = %format!("{e:#}"), "audit store {what} failed: events are not being kept");
-        }
-        self.audit_errors += 1;
     }
 }
 

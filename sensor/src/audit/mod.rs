@@ -23,6 +23,8 @@ use rusqlite::{Connection, OpenFlags, params_from_iter, types::Value as Sql};
 
 use crate::event::Event;
 
+pub mod writer;
+
 /// Queued events written at once when the queue reaches this size.
 const BATCH: usize = 1024;
 /// While writes fail (disk full, store locked) events wait in memory up to
@@ -65,13 +67,27 @@ pub struct AuditStats {
     pub rows_dropped: u64,
 }
 
-struct Row {
+/// One event as stored.
+pub struct Row {
     seq: u64,
     ts: u64,
     kind: &'static str,
     pid: u32,
     start_ticks: u64,
     json: String,
+}
+
+impl Row {
+    pub fn of(ev: &Event, json: &str) -> Self {
+        Self {
+            seq: ev.seq,
+            ts: ev.ts_unix_ns,
+            kind: ev.detail.kind(),
+            pid: ev.process.pid,
+            start_ticks: ev.process.start_ticks,
+            json: json.to_string(),
+        }
+    }
 }
 
 pub struct Audit {
@@ -160,15 +176,12 @@ impl Audit {
     /// Queues one event given with its JSON text (its `seq` is the row's
     /// key); writes the queue when it is full.
     pub fn append(&mut self, ev: &Event, json: &str) -> Result<()> {
-        let json = json.to_string();
-        self.queue.push(Row {
-            seq: ev.seq,
-            ts: ev.ts_unix_ns,
-            kind: ev.detail.kind(),
-            pid: ev.process.pid,
-            start_ticks: ev.process.start_ticks,
-            json,
-        });
+        self.push(Row::of(ev, json))
+    }
+
+    /// Queues one row; writes the queue when it is full.
+    pub fn push(&mut self, row: Row) -> Result<()> {
+        self.queue.push(row);
         if self.queue.len() >= BATCH {
             self.flush()?;
         }
