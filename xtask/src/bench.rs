@@ -200,9 +200,23 @@ impl RunningSensor {
 
     /// With extra `sensor run` arguments (config, state directory).
     pub fn start_with(bin: &std::path::Path, args: &[&std::ffi::OsStr]) -> Result<Self> {
-        let mut child = Command::new("taskset")
-            .args(["--cpu-list", "1"])
-            .arg(bin)
+        Self::spawn(bin, args, true)
+    }
+
+    /// Not pinned: the scheduler places the daemon, as on a real host.
+    pub fn start_unpinned(bin: &std::path::Path) -> Result<Self> {
+        Self::spawn(bin, &[], false)
+    }
+
+    fn spawn(bin: &std::path::Path, args: &[&std::ffi::OsStr], pinned: bool) -> Result<Self> {
+        let mut cmd = if pinned {
+            let mut c = Command::new("taskset");
+            c.args(["--cpu-list", "1"]).arg(bin);
+            c
+        } else {
+            Command::new(bin)
+        };
+        let mut child = cmd
             .args(["run", "--json"])
             .args(args)
             .stdin(Stdio::null())
