@@ -268,13 +268,15 @@ pub fn hook(name: &str) -> &'static Hook {
         .unwrap_or_else(|| panic!("no hook {name} in attach::HOOKS"))
 }
 
-/// Tries the methods of `hook` in order: one whose capabilities are not all
-/// proven is skipped with the refusal; otherwise `attempt` loads and
+/// Tries the methods of `hook` in order: one the configuration avoids
+/// ("hook:method" in `avoid`) or whose capabilities are not all proven is
+/// skipped with the reason; otherwise `attempt` loads and
 /// attaches it (returning what it attached) and, if it fails, must leave
 /// nothing attached, and the next method is tried.
 pub fn choose(
     hook: &'static Hook,
     proven: &Proven,
+    avoid: &[String],
     mut attempt: impl FnMut(MethodId) -> anyhow::Result<String>,
 ) -> Choice {
     let mut choice = Choice {
@@ -285,6 +287,12 @@ pub fn choose(
         unavailable: None,
     };
     for m in hook.methods {
+        if avoid.contains(&format!("{}:{}", hook.name, m.name)) {
+            choice
+                .skipped
+                .push((m.name, "avoided by the configuration (attach.avoid)".into()));
+            continue;
+        }
         if let Some((cap, why)) = m
             .needs
             .iter()
@@ -353,7 +361,7 @@ mod tests {
         proven.set(Kprobe, Ok(()));
         proven.set(Tracepoint, Ok(()));
         let mut tried = Vec::new();
-        let c = choose(hook("connect"), &proven, |id| {
+        let c = choose(hook("connect"), &proven, &[], |id| {
             tried.push(id);
             match id {
                 MethodId::ConnectKprobe => anyhow::bail!("no __sys_connect"),
@@ -376,12 +384,31 @@ mod tests {
     }
 
     #[test]
+    fn an_avoided_method_is_passed_over_and_said_so() {
+        let mut proven = Proven::default();
+        for cap in [Fentry, Btf, Kprobe, Tracepoint] {
+            proven.set(cap, Ok(()));
+        }
+        let c = choose(hook("connect"), &proven, &["connect:fexit".into()], |id| {
+            Ok(format!("{id:?}"))
+        });
+        assert_eq!(c.method(), Some("kprobe"));
+        assert_eq!(
+            c.skipped,
+            [(
+                "fexit",
+                "avoided by the configuration (attach.avoid)".to_string()
+            )]
+        );
+    }
+
+    #[test]
     fn a_hook_without_a_usable_method_makes_its_feature_unavailable() {
         let mut proven = Proven::default();
         proven.set(Lsm, Err("bpf is not in the active LSM list".into()));
         proven.set(Btf, Ok(()));
         proven.set(CgroupV2, Err("no cgroup2 filesystem mounted".into()));
-        let c = choose(hook("isolation"), &proven, |_| unreachable!());
+        let c = choose(hook("isolation"), &proven, &[], |_| unreachable!());
         assert_eq!(c.method(), None);
         let d = c.degraded().unwrap();
         assert!(

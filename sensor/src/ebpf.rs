@@ -201,7 +201,7 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
         };
         let choice = match disabled {
             Some(why) => Choice::disabled(hook, why),
-            None => attach::choose(hook, &proven, |id| ctx.attempt(id)),
+            None => attach::choose(hook, &proven, &cfg.attach.avoid, |id| ctx.attempt(id)),
         };
         match (&choice.chosen, &choice.unavailable) {
             (Some((method, _, detail)), _) => info!(

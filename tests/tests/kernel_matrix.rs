@@ -25,36 +25,43 @@ use e2e::{
 
 const PUPPET: &str = env!("CARGO_BIN_EXE_e2e-puppet");
 
-/// (connect method, isolation method, where the expectation came from).
-fn expected_methods() -> (String, String, String) {
+/// What a kernel must get, and where that expectation came from.
+struct Expected {
+    connect: String,
+    /// The connect method when fexit is avoided (`attach.avoid`).
+    connect_next: String,
+    isolation: String,
+    source: String,
+}
+
+const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
+
+fn expected_methods() -> Expected {
     if let Ok(spec) = std::env::var("SENSOR_E2E_EXPECT_METHODS") {
-        let get = |hook: &str| {
+        let get = |key: &str| {
             spec.split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{hook}=")))
-                .unwrap_or_else(|| panic!("SENSOR_E2E_EXPECT_METHODS={spec:?} names no {hook}"))
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("SENSOR_E2E_EXPECT_METHODS={spec:?} names no {key}"))
                 .to_string()
         };
-        return (
-            get("connect"),
-            get("isolation"),
-            format!("SENSOR_E2E_EXPECT_METHODS={spec}"),
-        );
+        return Expected {
+            connect: get("connect"),
+            connect_next: get("connect_next"),
+            isolation: get("isolation"),
+            source: format!("SENSOR_E2E_EXPECT_METHODS={spec}"),
+        };
     }
     let (tracing, lsm) = independent_probes();
-    let kprobe_pmu = Path::new("/sys/bus/event_source/devices/kprobe/type").exists();
-    let connect = if tracing {
-        "fexit"
-    } else if kprobe_pmu {
-        "kprobe"
-    } else {
-        "tracepoint"
-    };
-    let isolation = if lsm { "lsm" } else { "cgroup" };
-    (
-        connect.into(),
-        isolation.into(),
-        format!("this test's probes: tracing {tracing}, kprobe PMU {kprobe_pmu}, lsm {lsm}"),
-    )
+    let kprobe_pmu = Path::new(KPROBE_PMU).exists();
+    let next = if kprobe_pmu { "kprobe" } else { "tracepoint" };
+    Expected {
+        connect: if tracing { "fexit" } else { next }.into(),
+        connect_next: next.into(),
+        isolation: if lsm { "lsm" } else { "cgroup" }.into(),
+        source: format!(
+            "this test's probes: tracing {tracing}, kprobe PMU {kprobe_pmu}, lsm {lsm}"
+        ),
+    }
 }
 
 /// Whether this kernel loads tracing (fentry/fexit) programs and LSM
@@ -106,7 +113,12 @@ fn attach_methods_are_the_best_this_kernel_allows_and_say_why() {
     if !require_root("attach_methods_are_the_best_this_kernel_allows_and_say_why") {
         return;
     }
-    let (want_connect, want_isolation, source) = expected_methods();
+    let Expected {
+        connect: want_connect,
+        isolation: want_isolation,
+        source,
+        ..
+    } = expected_methods();
     eprintln!(
         "kernel matrix: expecting connect={want_connect} isolation={want_isolation} ({source})"
     );
@@ -218,8 +230,13 @@ fn attach_methods_are_the_best_this_kernel_allows_and_say_why() {
             "no startup line for {hook}:\n{log}"
         );
     }
-    // The chosen connect method reports connects: blocking and refused
-    // (python-free: this process's own sockets are not the sensor's).
+    connects_are_reported(&sensor);
+    sensor.stop();
+}
+
+/// The connect method in force reports connects: curl's non-blocking one
+/// and a refused one.
+fn connects_are_reported(sensor: &Sensor) {
     let server = HttpServer::start("127.0.0.1");
     let (child, status) = run(Command::new("curl").args([
         "-sS",
@@ -232,19 +249,56 @@ fn attach_methods_are_the_best_this_kernel_allows_and_say_why() {
         kind(v) == "connect" && pid(v) == u64::from(child) && v["dport"] == server.port
     });
     assert_eq!(ev["result_name"], "EINPROGRESS", "{ev}");
-    let port = closed_port("127.0.0.1");
+    assert_eq!(ev["daddr"], "127.0.0.1", "{ev}");
+    let port = closed_port("::1");
     let mut p = Puppet::start(PUPPET);
-    assert_eq!(
-        p.ask(&format!("connect 127.0.0.1 {port}")),
-        "err ECONNREFUSED"
-    );
+    assert_eq!(p.ask(&format!("connect ::1 {port}")), "err ECONNREFUSED");
     let ev = sensor.wait_for("the refused connect", |v| {
         kind(v) == "connect" && pid(v) == u64::from(p.pid) && v["dport"] == port
     });
     // connect_timeout connects non-blocking: the syscall says EINPROGRESS,
     // the refusal comes later on the socket.
     assert_eq!(ev["result"], -115, "{ev}");
-    sensor.stop();
+    assert_eq!(ev["family"], "ipv6", "{ev}");
+    assert_eq!(ev["daddr"], "::1", "{ev}");
+}
+
+/// `attach.avoid` passes over the best method: the next one in the table
+/// takes the hook and does the same work (on the 6.1 guest this is how
+/// the kprobe connect method and the cgroup isolation programs run).
+#[test]
+fn the_next_method_takes_over_when_the_best_is_avoided() {
+    let _g = serial();
+    if !require_root("the_next_method_takes_over_when_the_best_is_avoided") {
+        return;
+    }
+    let want = expected_methods();
+    let config = "[attach]\navoid = [\"connect:fexit\", \"isolation:lsm\"]\n";
+    let sensor = Sensor::start_with(&["--json"], Some(config));
+    let st = status_json(&sensor);
+    let avoided = "avoided by the configuration (attach.avoid)";
+    let (method, skipped) = hook_choice(&st, "connect");
+    assert_eq!(method, want.connect_next, "({}) {st}", want.source);
+    assert_eq!(
+        skipped[0],
+        ("fexit".to_string(), avoided.to_string()),
+        "{st}"
+    );
+    let (method, skipped) = hook_choice(&st, "isolation");
+    assert_eq!(method, "cgroup", "{st}");
+    assert_eq!(skipped, [("lsm".to_string(), avoided.to_string())], "{st}");
+    connects_are_reported(&sensor);
+    let server = RecordingServer::start("127.0.0.1");
+    let main = format!("127.0.0.1 {}", server.port);
+    let mut agent = Puppet::start(PUPPET);
+    isolate(&sensor, agent.pid, &["--why", "fallback"]);
+    assert_eq!(agent.ask(&format!("connect {main}")), "err EPERM");
+    assert_eq!(agent.ask(&format!("udp {main}")), "err EPERM");
+    let (ok, _, err) = sensor.cli(&["release", &agent.pid.to_string()]);
+    assert!(ok, "{err}");
+    assert_eq!(agent.ask(&format!("connect {main}")), "ok");
+    let (_, stderr) = sensor.stop();
+    assert!(!Path::new("/sys/fs/bpf/sensor").exists(), "{stderr}");
 }
 
 /// curl (libssl.so.3, uprobes) against `openssl s_server` on loopback.
@@ -333,7 +387,7 @@ fn isolation_refuses_the_isolated_process_and_its_forks_only() {
     if !require_root("isolation_refuses_the_isolated_process_and_its_forks_only") {
         return;
     }
-    let (_, method, _) = expected_methods();
+    let method = expected_methods().isolation;
     let sensor = Sensor::start();
     let server = RecordingServer::start("127.0.0.1");
     // Listed networks stay reachable: 127.0.0.2 is loopback too, but not
