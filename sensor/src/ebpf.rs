@@ -258,10 +258,6 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
         }
         None => false,
     };
-    if method("connect").is_some() && method("socket_data").is_none() && cfg.sockets.enabled {
-        degraded
-            .push("first-bytes capture (SNI, plain HTTP): its tracepoints did not attach".into());
-    }
     for a in &attachments {
         info!(program = a.program, method = %a.method, "attached");
     }

@@ -300,22 +300,6 @@ fn initramfs(dir: &Path, sensor: &Path, tests: &E2e) -> Result<PathBuf> {
         a.file(lib.trim_start_matches('/'), 0o755, &read(lib)?);
     }
 
-    // A throwaway certificate for the loopback TLS server (curl -k).
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    if !cert.exists() || !key.exists() {
-        run(Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650"])
-            .args(["-subj", "/CN=localhost", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stderr(Stdio::null()))?;
-    }
-    a.file("vm/cert.pem", 0o644, &read(&cert)?);
-    a.file("vm/key.pem", 0o600, &read(&key)?);
-
     let path = dir.join("initramfs.cpio");
     fs::write(&path, a.finish()).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
