@@ -11,5 +11,7 @@ pub mod offsets;
 pub mod records;
 
 pub use enforce::*;
-pub use offsets::TaskOffsets;
+pub use offsets::{
+    MSGHDR_NAME_OFFSET, MSGHDR_NAMELEN_OFFSET, SOCKET_SK_OFFSET, SockOffsets, TaskOffsets,
+};
 pub use records::*;

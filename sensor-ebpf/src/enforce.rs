@@ -1,13 +1,33 @@
-//! Network isolation of processes, enforced in the kernel.
+//! Network isolation of processes, enforced in the kernel, by one of two
+//! methods (the daemon picks the first this kernel allows, see
+//! `sensor/src/attach.rs`); both read the same pinned maps.
 //!
+//! BPF LSM (preferred):
+//! - `socket_connect` refuses an isolated process's connects with EPERM,
+//!   `socket_sendmsg` its sends (unconnected UDP such as DNS, and every
+//!   write on a socket it already holds), `socket_recvmsg` its receives
+//!   on a connected socket: the process gets EPERM at the syscall, on new
+//!   and on old sockets, whatever its cgroup.
+//! - `cgroup_skb` stays attached beside them: it drops, per packet, what
+//!   no syscall hook can judge — datagrams arriving on an unconnected
+//!   socket from a sender that is not allowed (a receive does not know its
+//!   sender before it runs), packets the kernel sends by itself for the
+//!   process's sockets (TCP retransmits and keepalives of data queued
+//!   before isolation, should SOCK_DESTROY fail), and sockets the process
+//!   handed to another one. With nobody isolated it costs two array
+//!   lookups per packet.
+//!
+//! cgroup programs (where BPF LSM does not load):
 //! - New connections: cgroup `connect4`/`connect6` on the cgroup v2 root
 //!   refuse isolated processes (returning 0 makes connect() fail with
 //!   EPERM); `sendmsg4`/`sendmsg6` refuse their unconnected UDP (DNS).
 //! - Connections that already exist: `cgroup_skb` egress and ingress drop
-//!   packets of sockets whose owner is isolated. Owners are recorded by
-//!   socket cookie at connect (here) and, for sockets older than the
-//!   sensor, written by the daemon from sock_diag when it isolates. A
-//!   socket once cut stays cut (`CUT_SOCKS`), even after release or exit.
+//!   packets of sockets whose owner is isolated.
+//!
+//! Owners are recorded by socket cookie at connect (here, by either
+//! method) and, for sockets older than the sensor, written by the daemon
+//! from sock_diag when it isolates. A socket once cut stays cut
+//! (`CUT_SOCKS`), even after release or exit.
 //! - Forks of an isolated process are isolated at fork (`process.rs`), and
 //!   an isolated process's entry goes when it exits, so a reused pid is
 //!   never isolated by mistake while the daemon runs (and the daemon checks
@@ -21,20 +41,21 @@ use aya_ebpf::{
     EbpfContext,
     bindings::bpf_sock_addr,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{bpf_get_socket_cookie, bpf_probe_read_user, bpf_send_signal},
     },
-    macros::{cgroup_skb, cgroup_sock_addr, map},
+    macros::{cgroup_skb, cgroup_sock_addr, lsm, map},
     maps::{Array, HashMap, LruHashMap},
-    programs::{SkBuffContext, SockAddrContext},
+    programs::{LsmContext, SkBuffContext, SockAddrContext},
 };
 use sensor_common::{
     AF_INET, AF_INET6, ARM_ALLOW, ARM_FLAG_HOLD_TLS, ARM_HOLD, ARM_HOLD_TLS, ARM_KILL,
     ARM_PATTERN_MAX, ARM_RULES_MAX, ArmRules, BlockedRecord, EventKind, ISOLATE_ALLOW_LOOPBACK,
-    ISOLATE_ALLOW_MAX, Isolation,
+    ISOLATE_ALLOW_MAX, Isolation, MSGHDR_NAME_OFFSET, MSGHDR_NAMELEN_OFFSET, SOCKET_SK_OFFSET,
+    SockOffsets,
 };
 
-use crate::emit;
+use crate::{emit, maps::SOCK_OFFSETS};
 
 /// Isolated processes by tgid. Pinned: enforcement outlives the daemon.
 #[map]
@@ -375,4 +396,222 @@ pub fn isolate_egress(ctx: SkBuffContext) -> i32 {
 #[cgroup_skb(ingress)]
 pub fn isolate_ingress(ctx: SkBuffContext) -> i32 {
     check_skb(&ctx)
+}
+
+// ---- BPF LSM ----------------------------------------------------------
+//
+// Hook signatures (include/linux/lsm_hook_defs.h, the same on 6.1 and
+// 6.18); the BTF context holds the arguments and, after them, the return
+// value of the BPF LSM program that ran before this one on the hook
+// (https://docs.kernel.org/bpf/prog_lsm.html): a refusal already made is
+// kept.
+//   socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)
+//   socket_sendmsg(struct socket *sock, struct msghdr *msg, int size)
+//   socket_recvmsg(struct socket *sock, struct msghdr *msg, int size, int flags)
+// `address` and `msg->msg_name` are the kernel's copies of the caller's
+// sockaddr (move_addr_to_kernel), so they are read with
+// bpf_probe_read_kernel.
+
+const EPERM: i32 = 1;
+const AF_UNSPEC: u16 = 0;
+
+/// A destination as the allow rules see it: network-order words.
+enum Dest {
+    V4(u32),
+    V6([u32; 4]),
+    /// Not an IP destination (AF_UNIX, AF_UNSPEC on connect, …): not ours.
+    Other,
+}
+
+#[inline(always)]
+fn kread<T: Copy>(addr: u64) -> Option<T> {
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
+}
+
+#[inline(always)]
+fn sock_offsets() -> Option<SockOffsets> {
+    let o = SOCK_OFFSETS.load();
+    if o.valid == 1 { Some(o) } else { None }
+}
+
+/// The `struct sock *` of a hook's `struct socket *`, loaded directly so
+/// that the verifier types it from BTF (`socket.sk` is a trusted field,
+/// kernel/bpf/verifier.c `BTF_TYPE_SAFE_TRUSTED(struct socket)`) and lets
+/// it be passed to `bpf_get_socket_cookie`. The offset is a constant the
+/// daemon checked against the kernel's BTF before choosing this method.
+#[inline(always)]
+fn socket_sk(sock: *const u8) -> *const u8 {
+    unsafe { *(sock.add(SOCKET_SK_OFFSET as usize) as *const *const u8) }
+}
+
+/// Records `tgid` as the owner of the socket, for the skb programs (the
+/// same table the cgroup programs fill).
+#[inline(always)]
+fn record_owner(sk: *const u8, tgid: u32) {
+    let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
+    let _ = SOCK_OWNER.insert(&cookie, &tgid, 0);
+}
+
+/// The destination in a kernel sockaddr. `AF_UNSPEC` is what udp_sendmsg
+/// reads as an IPv4 address on an IPv4 socket (`unspec_v4`); on connect
+/// it means disconnect.
+#[inline(always)]
+fn sockaddr_dest(addr: u64, unspec_v4: bool) -> Option<Dest> {
+    // sockaddr_in: family 2, port 2, addr 4; sockaddr_in6: family 2,
+    // port 2, flowinfo 4, addr 16 at 8. The kernel's copy lives in a
+    // sockaddr_storage (128 bytes), so these reads stay inside it.
+    let head: [u8; 8] = kread(addr)?;
+    let v4 = u32::from_ne_bytes([head[4], head[5], head[6], head[7]]);
+    Some(match u16::from_ne_bytes([head[0], head[1]]) {
+        AF_INET => Dest::V4(v4),
+        AF_UNSPEC if unspec_v4 => Dest::V4(v4),
+        AF_INET6 => Dest::V6(kread(addr + 8)?),
+        _ => Dest::Other,
+    })
+}
+
+/// The peer of a socket (zero when it has none).
+#[inline(always)]
+fn sock_peer(o: &SockOffsets, sk: u64, family: u16) -> Option<Dest> {
+    Some(if family == AF_INET {
+        Dest::V4(kread(sk + o.skc_daddr as u64)?)
+    } else {
+        Dest::V6(kread(sk + o.skc_v6_daddr as u64)?)
+    })
+}
+
+#[inline(always)]
+fn verdict(iso: &Isolation, dest: &Dest) -> i32 {
+    let ok = match dest {
+        Dest::V4(a) => allowed4(iso, *a),
+        Dest::V6(a) => allowed6(iso, a),
+        Dest::Other => true,
+    };
+    if ok { 0 } else { -EPERM }
+}
+
+/// An IP socket of the caller: its `struct sock` (typed, for the cookie),
+/// its address as a number (for the BTF-offset reads) and its family.
+#[inline(always)]
+fn ip_sock(sock: *const u8, o: &SockOffsets) -> Option<(*const u8, u64, u16)> {
+    let sk = socket_sk(sock);
+    if sk.is_null() {
+        return None;
+    }
+    // The same pointer read as a plain number: the offsets below come
+    // from a global, and the verifier takes variable offsets only on
+    // scalars.
+    let addr: u64 = kread(sock as u64 + SOCKET_SK_OFFSET as u64)?;
+    let family: u16 = kread(addr + o.skc_family as u64)?;
+    (family == AF_INET || family == AF_INET6).then_some((sk, addr, family))
+}
+
+#[lsm(hook = "socket_connect")]
+pub fn isolate_lsm_connect(ctx: LsmContext) -> i32 {
+    let earlier = ctx.arg::<u64>(3) as i32;
+    if earlier != 0 {
+        return earlier;
+    }
+    lsm_connect(ctx.arg(0), ctx.arg(1), ctx.arg::<u64>(2) as i32)
+}
+
+#[inline(always)]
+fn lsm_connect(sock: *const u8, address: u64, addrlen: i32) -> i32 {
+    if addrlen < 2 {
+        return 0;
+    }
+    let Some(dest) = sockaddr_dest(address, false) else {
+        return 0;
+    };
+    if matches!(dest, Dest::Other) {
+        return 0;
+    }
+    // Every IP connect records its owner, as the cgroup connect programs
+    // do: a process isolated later has its sockets known here.
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let sk = socket_sk(sock);
+    if !sk.is_null() {
+        record_owner(sk, tgid);
+    }
+    match isolation(tgid) {
+        Some(iso) => verdict(iso, &dest),
+        None => 0,
+    }
+}
+
+#[lsm(hook = "socket_sendmsg")]
+pub fn isolate_lsm_sendmsg(ctx: LsmContext) -> i32 {
+    let earlier = ctx.arg::<u64>(3) as i32;
+    if earlier != 0 {
+        return earlier;
+    }
+    lsm_sendmsg(ctx.arg(0), ctx.arg(1))
+}
+
+#[inline(always)]
+fn lsm_sendmsg(sock: *const u8, msg: u64) -> i32 {
+    // Every send on the host passes here: one array lookup unless someone
+    // is isolated, one hash lookup unless the caller is.
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(iso) = isolation(tgid) else {
+        return 0;
+    };
+    let Some(o) = sock_offsets() else {
+        return 0;
+    };
+    let Some((sk, addr, family)) = ip_sock(sock, &o) else {
+        return 0;
+    };
+    record_owner(sk, tgid);
+    // sendto/sendmsg with an address (unconnected UDP, TCP fast open):
+    // that address; otherwise the socket's peer. udpv6_sendmsg treats
+    // AF_UNSPEC as "no address".
+    let name: u64 = kread(msg + MSGHDR_NAME_OFFSET as u64).unwrap_or(0);
+    let namelen: i32 = kread(msg + MSGHDR_NAMELEN_OFFSET as u64).unwrap_or(0);
+    let named = if name != 0 && namelen >= 2 {
+        sockaddr_dest(name, family == AF_INET)
+    } else {
+        None
+    };
+    let dest = match named {
+        Some(Dest::Other) | None => sock_peer(&o, addr, family),
+        d => d,
+    };
+    match dest {
+        Some(d) => verdict(iso, &d),
+        // Unreadable: refuse, the caller is isolated.
+        None => -EPERM,
+    }
+}
+
+#[lsm(hook = "socket_recvmsg")]
+pub fn isolate_lsm_recvmsg(ctx: LsmContext) -> i32 {
+    let earlier = ctx.arg::<u64>(4) as i32;
+    if earlier != 0 {
+        return earlier;
+    }
+    lsm_recvmsg(ctx.arg(0))
+}
+
+#[inline(always)]
+fn lsm_recvmsg(sock: *const u8) -> i32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(iso) = isolation(tgid) else {
+        return 0;
+    };
+    let Some(o) = sock_offsets() else {
+        return 0;
+    };
+    let Some((sk, addr, family)) = ip_sock(sock, &o) else {
+        return 0;
+    };
+    record_owner(sk, tgid);
+    match sock_peer(&o, addr, family) {
+        // No peer (an unconnected UDP socket): its datagrams may come from
+        // an allowed network; the skb ingress program judges each one by
+        // its sender, now that it knows this socket's owner.
+        Some(Dest::V4(0)) | Some(Dest::V6([0, 0, 0, 0])) => 0,
+        Some(d) => verdict(iso, &d),
+        None => -EPERM,
+    }
 }

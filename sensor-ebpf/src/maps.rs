@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use sensor_common::{COUNTER_SLOTS, Counter, DEFAULT_RINGBUF_BYTES, TaskOffsets};
+use sensor_common::{COUNTER_SLOTS, Counter, DEFAULT_RINGBUF_BYTES, SockOffsets, TaskOffsets};
 
 /// All records go to this one ring buffer; its size is set by the loader
 /// (`ringbuf_bytes` in the config).
@@ -33,6 +33,16 @@ pub static TASK_OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets {
     mm: 0,
     mm_arg_start: 0,
     mm_arg_end: 0,
+});
+
+/// `sock_common` offsets from BTF for the LSM
+/// isolation programs (see `sensor_common::offsets`).
+#[unsafe(no_mangle)]
+pub static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
+    valid: 0,
+    skc_family: 0,
+    skc_daddr: 0,
+    skc_v6_daddr: 0,
 });
 
 /// Wake the reader only once this many bytes are pending; 0 wakes it for

@@ -6,15 +6,34 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use btf_rs::{Btf, Type};
-use sensor_common::TaskOffsets;
+use sensor_common::{
+    MSGHDR_NAME_OFFSET, MSGHDR_NAMELEN_OFFSET, SOCKET_SK_OFFSET, SockOffsets, TaskOffsets,
+};
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
+/// The kernel's BTF, parsed once (a few seconds for a debug build under
+/// QEMU's TCG, so not once per question).
+pub struct KernelBtf(Btf);
+
+impl KernelBtf {
+    /// Parses `path` (normally [`VMLINUX`]).
+    pub fn open(path: &Path) -> Result<Self> {
+        Btf::from_file(path)
+            .map(Self)
+            .with_context(|| format!("parsing BTF {}", path.display()))
+    }
+}
+
 /// Reads the offsets from `path` (normally [`VMLINUX`]).
 pub fn task_offsets(path: &Path) -> Result<TaskOffsets> {
-    let btf = Btf::from_file(path).with_context(|| format!("parsing BTF {}", path.display()))?;
-    let task = |f| member_offset(&btf, "task_struct", f);
-    let mm = |f| member_offset(&btf, "mm_struct", f);
+    task_offsets_in(&KernelBtf::open(path)?)
+}
+
+pub fn task_offsets_in(btf: &KernelBtf) -> Result<TaskOffsets> {
+    let btf = &btf.0;
+    let task = |f| member_offset(btf, "task_struct", f);
+    let mm = |f| member_offset(btf, "mm_struct", f);
     Ok(TaskOffsets {
         valid: 1,
         pid: task("pid")?,
@@ -26,6 +45,37 @@ pub fn task_offsets(path: &Path) -> Result<TaskOffsets> {
         mm: task("mm")?,
         mm_arg_start: mm("arg_start")?,
         mm_arg_end: mm("arg_end")?,
+    })
+}
+
+/// The socket offsets of the BPF LSM isolation programs: those they read
+/// at any offset (returned), and those compiled into them as constants
+/// (checked: an error names the field that moved, and the LSM method is
+/// then not chosen).
+pub fn sock_offsets(path: &Path) -> Result<SockOffsets> {
+    sock_offsets_in(&KernelBtf::open(path)?)
+}
+
+pub fn sock_offsets_in(btf: &KernelBtf) -> Result<SockOffsets> {
+    let btf = &btf.0;
+    for (name, field, built) in [
+        ("socket", "sk", SOCKET_SK_OFFSET),
+        ("msghdr", "msg_name", MSGHDR_NAME_OFFSET),
+        ("msghdr", "msg_namelen", MSGHDR_NAMELEN_OFFSET),
+    ] {
+        let here = member_offset(btf, name, field)?;
+        if here != built {
+            bail!(
+                "struct {name}.{field} is at byte {here} in this kernel, the LSM programs were built for {built}"
+            );
+        }
+    }
+    let common = |f| member_offset(btf, "sock_common", f);
+    Ok(SockOffsets {
+        valid: 1,
+        skc_family: common("skc_family")?,
+        skc_daddr: common("skc_daddr")?,
+        skc_v6_daddr: common("skc_v6_daddr")?,
     })
 }
 
@@ -80,6 +130,16 @@ mod tests {
         assert_eq!(o.tgid, o.pid + 4);
         assert!(o.real_parent > o.tgid && o.start_boottime > 0 && o.mm > 0);
         assert_eq!(o.mm_arg_end, o.mm_arg_start + 8);
+    }
+
+    #[test]
+    fn socket_offsets_match_the_lsm_programs_on_this_kernel() {
+        let o = sock_offsets(Path::new(VMLINUX)).expect("socket offsets");
+        assert_eq!(o.valid, 1);
+        // skc_daddr opens sock_common (the address pair); the family and
+        // the IPv6 peer come after it.
+        assert_eq!(o.skc_daddr, 0);
+        assert!(o.skc_family > o.skc_daddr && o.skc_v6_daddr > o.skc_family);
     }
 
     #[test]

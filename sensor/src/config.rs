@@ -28,6 +28,7 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     pub export: ExportConfig,
     pub metrics: MetricsConfig,
+    pub attach: AttachConfig,
 }
 
 /// The Prometheus `/metrics` endpoint.
@@ -51,6 +52,16 @@ impl Default for MetricsConfig {
             allow_remote: false,
         }
     }
+}
+
+/// How hooks are attached (the methods and their order: `attach::HOOKS`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttachConfig {
+    /// Methods not to use even where the kernel allows them, as
+    /// "hook:method" (e.g. "connect:fexit", "isolation:lsm"): the next
+    /// method in the table is used instead, and status says why.
+    pub avoid: Vec<String>,
 }
 
 /// Where events go besides stdout, the audit store and the API: the SOC's
@@ -922,6 +933,36 @@ impl Config {
         {
             return Err(("http.secret_headers", format!("{h:?} is not a header name")));
         }
+        for a in &self.attach.avoid {
+            let known = a.split_once(':').is_some_and(|(h, m)| {
+                crate::attach::HOOKS
+                    .iter()
+                    .any(|hook| hook.name == h && hook.methods.iter().any(|x| x.name == m))
+            });
+            if !known {
+                let all: Vec<String> = crate::attach::HOOKS
+                    .iter()
+                    .flat_map(|h| h.methods.iter().map(|m| format!("{}:{}", h.name, m.name)))
+                    .collect();
+                return Err((
+                    "attach.avoid",
+                    format!("{a:?} is not a hook:method (one of {})", all.join(", ")),
+                ));
+            }
+        }
+        if let Some(h) = crate::attach::HOOKS.iter().find(|h| {
+            h.required
+                && h.methods.iter().all(|m| {
+                    self.attach
+                        .avoid
+                        .contains(&format!("{}:{}", h.name, m.name))
+                })
+        }) {
+            return Err((
+                "attach.avoid",
+                format!("avoids every method of {}, which the sensor needs", h.name),
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level", format!("{:?}: {e}", self.log.level)));
         }
@@ -993,6 +1034,19 @@ mod tests {
             parse("[log]\nformat = \"json\"\n").unwrap().log.format,
             LogFormat::Json
         );
+    }
+
+    #[test]
+    fn avoided_attach_methods_must_exist_and_leave_the_required_ones() {
+        let c = parse("[attach]\navoid = [\"connect:fexit\", \"isolation:lsm\"]\n").unwrap();
+        assert_eq!(c.attach.avoid, ["connect:fexit", "isolation:lsm"]);
+        let e = parse("[attach]\navoid = [\"connect:fentry\"]\n").unwrap_err();
+        assert!(
+            e.contains("attach.avoid") && e.contains("connect:fexit"),
+            "{e}"
+        );
+        let e = parse("[attach]\navoid = [\"exec_exit:tracepoint\"]\n").unwrap_err();
+        assert!(e.contains("every method of exec_exit"), "{e}");
     }
 
     #[test]

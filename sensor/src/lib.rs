@@ -6,6 +6,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod attach;
 pub mod audit;
 pub mod btf;
 pub mod calls;

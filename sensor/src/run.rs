@@ -115,6 +115,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             .map(|a| (a.program.to_string(), a.method.clone()))
             .collect(),
         degraded: loaded.degraded.clone(),
+        hooks: loaded.choices.iter().map(|c| c.to_proto()).collect(),
     }));
     let store = if cfg.audit.enabled {
         Some(api::store::Store::open(&audit_path, retention)?)
@@ -138,12 +139,16 @@ pub async fn run(cfg: Config) -> Result<()> {
     let isolator = if loaded.isolation {
         Isolator::take(&mut loaded.bpf, &cfg.state.dir).map_err(|e| format!("{e:#}"))
     } else {
+        // The responder says "network isolation: unavailable: <why>".
         Err(loaded
-            .degraded
+            .choices
             .iter()
-            .find(|d| d.starts_with("network isolation"))
-            .cloned()
-            .unwrap_or_else(|| "not attached".into()))
+            .find(|c| c.hook == "isolation")
+            .and_then(|c| c.unavailable.clone())
+            .map_or_else(
+                || "not attached".into(),
+                |why| format!("unavailable: {why}"),
+            ))
     };
     if let Ok(i) = &isolator {
         let still = i.list();

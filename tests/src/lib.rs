@@ -640,3 +640,172 @@ impl Metrics {
             .any(|s| s["name"] == name)
     }
 }
+
+/// A keep-alive HTTP/1.1 server on loopback that records every request
+/// line it receives ("POST /v1/orders"): answers POST with 201, anything
+/// else with 200, and keeps the connection open for the next request.
+pub struct RecordingServer {
+    pub addr: String,
+    pub port: u16,
+    requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RecordingServer {
+    /// `addr` is a loopback address ("127.0.0.1", "127.0.0.2", "::1").
+    pub fn start(addr: &str) -> RecordingServer {
+        let listener = TcpListener::bind((addr, 0)).expect("bind loopback server");
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        {
+            let (stop, requests) = (stop.clone(), requests.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((s, _)) => {
+                            let requests = requests.clone();
+                            thread::spawn(move || serve_keep_alive(s, &requests));
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+        }
+        RecordingServer {
+            addr: addr.to_string(),
+            port,
+            requests,
+            stop,
+        }
+    }
+
+    /// Request lines received so far, e.g. "POST /v1/orders".
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RecordingServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_keep_alive(s: TcpStream, requests: &Mutex<Vec<String>>) {
+    let _ = s.set_nonblocking(false);
+    let Ok(mut out) = s.try_clone() else {
+        return;
+    };
+    let mut r = BufReader::new(s);
+    loop {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h.trim().is_empty() {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        if r.read_exact(&mut vec![0; len]).is_err() {
+            return;
+        }
+        let request: Vec<&str> = line.split_whitespace().take(2).collect();
+        let request = request.join(" ");
+        let status = if request.starts_with("POST ") {
+            "201 Created"
+        } else {
+            "200 OK"
+        };
+        requests.lock().unwrap().push(request);
+        if write!(out, "HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\nok").is_err() {
+            return;
+        }
+    }
+}
+
+/// tests/src/bin/e2e-puppet.rs: a client steered line by line, so a test
+/// decides when each connection is made (before or after isolation).
+pub struct Puppet {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+    pub pid: u32,
+}
+
+impl Puppet {
+    /// `bin` is `env!("CARGO_BIN_EXE_e2e-puppet")` (set for integration
+    /// tests only, so the test passes it).
+    pub fn start(bin: &str) -> Puppet {
+        let mut child = Command::new(bin)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start e2e-puppet");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let pid = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("e2e-puppet did not start: {line:?}"));
+        assert_eq!(pid, child.id());
+        Puppet {
+            child,
+            stdin,
+            stdout,
+            pid,
+        }
+    }
+
+    /// Sends one command, returns its one-line answer.
+    pub fn ask(&mut self, cmd: &str) -> String {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim().to_string()
+    }
+}
+
+impl Drop for Puppet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The attach method `sensor status --json` reports for `hook`, with the
+/// methods it skipped as (method, reason).
+pub fn hook_choice(status: &Value, hook: &str) -> (String, Vec<(String, String)>) {
+    let h = status["hooks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|h| h["hook"] == hook))
+        .unwrap_or_else(|| panic!("no hook {hook} in the status: {status}"));
+    let skipped = h["skipped"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|k| {
+                    (
+                        k["method"].as_str().unwrap_or("").to_string(),
+                        k["reason"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (h["method"].as_str().unwrap_or("").to_string(), skipped)
+}

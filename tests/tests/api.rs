@@ -163,14 +163,33 @@ fn health_reflection_status_and_cli() {
         let why = refused.iter().any(|r| r.starts_with(&format!("{t}: ")));
         assert!(proven != why, "{t}: proven {proven}, refused {why}: {st}");
     }
+    // Whichever method carries connects here, it is attached, and every
+    // hook says what it chose or why it has nothing (stock gRPC clients
+    // see the same HookChoice list as `sensor status`).
+    let (connect, _) = e2e::hook_choice(st, "connect");
+    let program = match connect.as_str() {
+        "fexit" => "connect_fexit",
+        "kprobe" => "connect_kprobe",
+        _ => "sys_enter_connect",
+    };
     assert!(
         st["attachments"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|a| a["program"] == "sys_enter_connect"),
+            .any(|a| a["program"] == program),
         "{st}"
     );
+    for h in st["hooks"].as_array().expect("hooks in Status") {
+        let chosen = h["method"].as_str().is_some_and(|m| !m.is_empty());
+        let why_not = h["unavailable"].as_str().is_some_and(|m| !m.is_empty());
+        assert!(chosen != why_not, "{h}");
+        for k in h["skipped"].as_array().into_iter().flatten() {
+            assert!(k["reason"].as_str().is_some_and(|r| !r.is_empty()), "{h}");
+        }
+    }
+    let (isolation, _) = e2e::hook_choice(st, "isolation");
+    assert!(["lsm", "cgroup"].contains(&isolation.as_str()), "{st}");
     // The socket is root-only.
     let mode = std::fs::metadata(&sensor.socket).unwrap();
     assert_eq!(
@@ -180,7 +199,8 @@ fn health_reflection_status_and_cli() {
     // The CLI over the same API.
     let (ok, text, err) = sensor.cli(&["status"]);
     assert!(ok, "{err}");
-    assert!(text.contains("sys_enter_connect"), "{text}");
+    assert!(text.contains(program), "{text}");
+    assert!(text.contains("attach methods:"), "{text}");
     assert!(text.contains("capabilities:"), "{text}");
     let (ok, json, err) = sensor.cli(&["status", "--json"]);
     assert!(ok, "{err}");

@@ -82,7 +82,9 @@ fn steps(e2e: bool, totals: &mut Totals) -> Result<()> {
             .args(["test", "--package", "e2e", "--", "--test-threads=1"])
             .env("SENSOR_BIN", &bin)
             .env("SENSOR_E2E_PYTHON", &python)
-            .env("SENSOR_E2E_LOG", &log),
+            .env("SENSOR_E2E_LOG", &log)
+            // The host's attach methods, for the vm-test summary.
+            .env("SENSOR_E2E_STATUS_OUT", root().join(crate::vm::HOST_STATUS)),
         totals,
     )?;
     let text = std::fs::read_to_string(&log).unwrap_or_default();

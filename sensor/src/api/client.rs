@@ -215,6 +215,8 @@ pub fn status_text(r: &pb::StatusResponse) -> String {
     for u in &r.unavailable {
         let _ = writeln!(s, "  not available: {u}");
     }
+    let _ = writeln!(s, "attach methods:");
+    s.push_str(&crate::attach::status_text(&r.hooks));
     let _ = writeln!(s, "attached:");
     for a in &r.attachments {
         let _ = writeln!(s, "  {:<22} {}", a.program, a.method);

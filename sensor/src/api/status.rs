@@ -18,6 +18,8 @@ pub struct StartFacts {
     pub unavailable: Vec<String>,
     pub attachments: Vec<(String, String)>,
     pub degraded: Vec<String>,
+    /// The attach method chosen for each hook, and those skipped.
+    pub hooks: Vec<pb::HookChoice>,
 }
 
 #[derive(Default)]
@@ -116,6 +118,7 @@ impl StatusBoard {
             events_by_kind: l.events_by_kind.clone().into_iter().collect(),
             event_rate: rate,
             subscribers: subscribers as u32,
+            hooks: self.facts.hooks.clone(),
         }
     }
 }

@@ -1,9 +1,10 @@
-//! Network isolation: attaching the cgroup programs of `sensor-ebpf`'s
-//! `enforce.rs` so that they outlive the daemon, and writing the maps that
-//! say who is isolated.
+//! Network isolation: attaching the programs of `sensor-ebpf`'s
+//! `enforce.rs` so that they outlive the daemon — BPF LSM where the kernel
+//! allows it, the cgroup programs elsewhere (`attach::HOOKS`) — and
+//! writing the maps that say who is isolated (the same maps for both).
 //!
 //! Everything lives under `/sys/fs/bpf/sensor`: the maps (pinned by name by
-//! the loader) and the cgroup links (pinned here). A daemon that crashes
+//! the loader) and the LSM and cgroup links (pinned here). A daemon that crashes
 //! leaves enforcement in force; the next one reuses the maps, attaches its
 //! own programs, and only then unpins its predecessor's links, so there is
 //! no moment without enforcement. A clean stop with nobody isolated removes
@@ -21,7 +22,9 @@ use anyhow::{Context, Result};
 use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, links::FdLink},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm, links::FdLink,
+    },
 };
 use sensor_common::{ISOLATE_ALLOW_LOOPBACK, ISOLATE_ALLOW_MAX, Isolation};
 use serde::{Deserialize, Serialize};
@@ -36,7 +39,7 @@ use crate::{
 /// Where the maps and links are pinned.
 pub const PIN_DIR: &str = "/sys/fs/bpf/sensor";
 
-/// The cgroup programs, in the order they are attached.
+/// The cgroup method's programs, in the order they are attached.
 const SOCK_ADDR_PROGRAMS: [&str; 4] = [
     "isolate_connect4",
     "isolate_connect6",
@@ -46,6 +49,12 @@ const SOCK_ADDR_PROGRAMS: [&str; 4] = [
 const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
     ("isolate_egress", CgroupSkbAttachType::Egress),
     ("isolate_ingress", CgroupSkbAttachType::Ingress),
+];
+/// The LSM method's programs and their hooks (`sensor-ebpf` enforce.rs).
+const LSM_PROGRAMS: [(&str, &str); 3] = [
+    ("isolate_lsm_connect", "socket_connect"),
+    ("isolate_lsm_sendmsg", "socket_sendmsg"),
+    ("isolate_lsm_recvmsg", "socket_recvmsg"),
 ];
 
 /// bpffs must be mounted at /sys/fs/bpf for anything to be pinned; hosts
@@ -76,64 +85,186 @@ pub fn prepare_pin_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Attaches the isolation programs to the cgroup v2 root and pins their
-/// links, then removes the links a previous daemon left pinned.
-pub fn attach(bpf: &mut Ebpf, pin_dir: &Path, cgroup_root: &Path) -> Result<Vec<Attachment>> {
-    let cgroup = fs::File::open(cgroup_root)
-        .with_context(|| format!("opening the cgroup v2 root {}", cgroup_root.display()))?;
-    let links = pin_dir.join("links");
-    let me = std::process::id();
-    let mut attached = Vec::new();
-    let pin = |name: &'static str, link: FdLink| -> Result<()> {
-        // bpffs refuses names with a dot (EPERM): "<program>-<pid>".
-        let path = links.join(format!("{name}-{me}"));
-        let _ = fs::remove_file(&path);
-        // The pinned link keeps the program attached after this process
-        // exits; dropping the returned handle leaves the pin in place.
-        link.pin(&path)
-            .with_context(|| format!("pinning {}", path.display()))?;
-        Ok(())
-    };
-    for name in SOCK_ADDR_PROGRAMS {
-        let prog: &mut CgroupSockAddr = crate::ebpf::program(bpf, name)?;
-        prog.load()
-            .with_context(|| format!("loading program {name}"))?;
-        // Single: AllowMultiple is refused with EINVAL here (KERNEL-NOTES),
-        // and links to one cgroup stack anyway.
-        let id = prog
-            .attach(&cgroup, CgroupAttachMode::Single)
-            .with_context(|| format!("attaching {name} to {}", cgroup_root.display()))?;
-        pin(name, prog.take_link(id)?.try_into()?)?;
-        attached.push(Attachment {
-            program: name,
-            method: format!("cgroup sock_addr on {}", cgroup_root.display()),
-        });
+/// Links made by one attempt, pinned only once all of them are made: a
+/// method that fails halfway leaves nothing attached (dropping an unpinned
+/// link detaches it) and the next method starts from a clean slate.
+#[derive(Default)]
+struct Links {
+    made: Vec<(&'static str, FdLink, String)>,
+}
+
+impl Links {
+    fn add(&mut self, name: &'static str, link: FdLink, method: String) {
+        self.made.push((name, link, method));
     }
+
+    /// Pins every link as "<program>-<pid>" (bpffs refuses names with a
+    /// dot: EPERM), then removes the links a dead predecessor left pinned.
+    /// The pinned link keeps the program attached after this process
+    /// exits, so isolation outlives the daemon.
+    fn pin(self, pin_dir: &Path) -> Result<Vec<Attachment>> {
+        let links = pin_dir.join("links");
+        let me = std::process::id();
+        let mut attached = Vec::new();
+        for (name, link, method) in self.made {
+            let path = links.join(format!("{name}-{me}"));
+            let _ = fs::remove_file(&path);
+            link.pin(&path)
+                .with_context(|| format!("pinning {}", path.display()))?;
+            attached.push(Attachment {
+                program: name,
+                method,
+            });
+        }
+        // Only now that ours are in force: a dead predecessor's links go
+        // (a live sensor's stay: two daemons enforce the same maps). The
+        // predecessor may have used the other method: its links go too.
+        for path in link_pins(&links) {
+            if let Some(pid) = pin_owner(&path)
+                && pid != me
+                && !is_sensor(pid)
+            {
+                info!(link = %path.display(), "replacing a previous daemon's pinned link");
+                fs::remove_file(&path)?;
+            }
+        }
+        Ok(attached)
+    }
+}
+
+/// The cgroup method: sock_addr programs refuse new connects and
+/// datagrams, skb programs drop packets of sockets isolated processes
+/// hold, all on the cgroup v2 root. Returns what was attached and a
+/// summary for the status.
+pub fn attach_cgroup(
+    bpf: &mut Ebpf,
+    pin_dir: &Path,
+    cgroup_root: &Path,
+) -> Result<(Vec<Attachment>, String)> {
+    let mut links = Links::default();
+    let r = (|| -> Result<()> {
+        let cgroup = fs::File::open(cgroup_root)
+            .with_context(|| format!("opening the cgroup v2 root {}", cgroup_root.display()))?;
+        for name in SOCK_ADDR_PROGRAMS {
+            let prog: &mut CgroupSockAddr = crate::ebpf::program(bpf, name)?;
+            prog.load()
+                .with_context(|| format!("loading program {name}"))?;
+            // Single: AllowMultiple is refused with EINVAL here (KERNEL-NOTES),
+            // and links to one cgroup stack anyway.
+            let id = prog
+                .attach(&cgroup, CgroupAttachMode::Single)
+                .with_context(|| format!("attaching {name} to {}", cgroup_root.display()))?;
+            links.add(
+                name,
+                prog.take_link(id)?.try_into()?,
+                format!("cgroup sock_addr on {}", cgroup_root.display()),
+            );
+        }
+        attach_skb(bpf, &cgroup, cgroup_root, &mut links)
+    })();
+    if let Err(e) = r {
+        drop(links);
+        unload(bpf);
+        return Err(e);
+    }
+    let attached = links.pin(pin_dir)?;
+    Ok((
+        attached,
+        format!(
+            "cgroup sock_addr connect4/6 + sendmsg4/6 and cgroup_skb egress/ingress on {}",
+            cgroup_root.display()
+        ),
+    ))
+}
+
+/// The LSM method: `socket_connect`, `socket_sendmsg` and `socket_recvmsg`
+/// refuse isolated processes; the skb programs stay beside them on the
+/// cgroup v2 root when there is one (why: `sensor-ebpf` enforce.rs).
+pub fn attach_lsm(
+    bpf: &mut Ebpf,
+    pin_dir: &Path,
+    btf: &aya::Btf,
+    cgroup_root: Option<&Path>,
+) -> Result<(Vec<Attachment>, String)> {
+    let mut links = Links::default();
+    let r = (|| -> Result<()> {
+        for (name, hook) in LSM_PROGRAMS {
+            let prog: &mut Lsm = crate::ebpf::program(bpf, name)?;
+            prog.load(hook, btf)
+                .with_context(|| format!("loading lsm program {name} for {hook}"))?;
+            let id = prog
+                .attach()
+                .with_context(|| format!("attaching {name} to lsm/{hook}"))?;
+            links.add(name, prog.take_link(id)?.into(), format!("lsm {hook}"));
+        }
+        if let Some(root) = cgroup_root {
+            let cgroup = fs::File::open(root)
+                .with_context(|| format!("opening the cgroup v2 root {}", root.display()))?;
+            attach_skb(bpf, &cgroup, root, &mut links)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = r {
+        drop(links);
+        unload(bpf);
+        return Err(e);
+    }
+    let attached = links.pin(pin_dir)?;
+    let hooks: Vec<&str> = LSM_PROGRAMS.iter().map(|(_, h)| *h).collect();
+    Ok((
+        attached,
+        match cgroup_root {
+            Some(root) => format!(
+                "lsm {} and cgroup_skb egress/ingress on {}",
+                hooks.join(", "),
+                root.display()
+            ),
+            None => format!("lsm {} (no cgroup v2: no cgroup_skb)", hooks.join(", ")),
+        },
+    ))
+}
+
+fn attach_skb(
+    bpf: &mut Ebpf,
+    cgroup: &fs::File,
+    cgroup_root: &Path,
+    links: &mut Links,
+) -> Result<()> {
     for (name, kind) in SKB_PROGRAMS {
         let prog: &mut CgroupSkb = crate::ebpf::program(bpf, name)?;
         prog.load()
             .with_context(|| format!("loading program {name}"))?;
         let id = prog
-            .attach(&cgroup, kind, CgroupAttachMode::Single)
+            .attach(cgroup, kind, CgroupAttachMode::Single)
             .with_context(|| format!("attaching {name} to {}", cgroup_root.display()))?;
-        pin(name, prog.take_link(id)?.try_into()?)?;
-        attached.push(Attachment {
-            program: name,
-            method: format!("cgroup_skb on {}", cgroup_root.display()),
-        });
+        links.add(
+            name,
+            prog.take_link(id)?.try_into()?,
+            format!("cgroup_skb on {}", cgroup_root.display()),
+        );
     }
-    // Only now that ours are in force: a dead predecessor's links go (a
-    // live sensor's stay: two daemons enforce the same maps).
-    for path in link_pins(&links) {
-        if let Some(pid) = pin_owner(&path)
-            && pid != me
-            && !is_sensor(pid)
-        {
-            info!(link = %path.display(), "replacing a previous daemon's pinned link");
-            fs::remove_file(&path)?;
+    Ok(())
+}
+
+/// After a failed attempt: every isolation program is unloaded (unloading
+/// a program that was never loaded is refused, and harmless), so another
+/// method can load its own.
+fn unload(bpf: &mut Ebpf) {
+    for name in SOCK_ADDR_PROGRAMS {
+        if let Ok(p) = crate::ebpf::program::<CgroupSockAddr>(bpf, name) {
+            let _ = p.unload();
         }
     }
-    Ok(attached)
+    for (name, _) in SKB_PROGRAMS {
+        if let Ok(p) = crate::ebpf::program::<CgroupSkb>(bpf, name) {
+            let _ = p.unload();
+        }
+    }
+    for (name, _) in LSM_PROGRAMS {
+        if let Ok(p) = crate::ebpf::program::<Lsm>(bpf, name) {
+            let _ = p.unload();
+        }
+    }
 }
 
 fn link_pins(dir: &Path) -> Vec<PathBuf> {
