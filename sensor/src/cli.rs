@@ -397,6 +397,34 @@ pub async fn agent(c: &Conn, id: &str) -> Result<()> {
             e.calls, e.method, e.authority, e.path_template
         );
     }
+    println!("  mode:         {}", a.mode);
+    for l in &a.live_sessions {
+        println!(
+            "  running session {}: {} model turns, {} calls{}",
+            l.id,
+            l.llm_turns,
+            l.api_calls,
+            if l.older_steps > 0 {
+                format!(" ({} earlier steps not shown)", l.older_steps)
+            } else {
+                String::new()
+            }
+        );
+        for st in &l.recent {
+            let tools = if st.tools.is_empty() {
+                String::new()
+            } else if st.llm {
+                format!(" asks for {}", st.tools.join(", "))
+            } else {
+                format!(" <- tool call {}", st.tools.join(", "))
+            };
+            println!(
+                "    {} {}{tools}",
+                if st.llm { "model" } else { "call " },
+                st.endpoint
+            );
+        }
+    }
     Ok(())
 }
 
@@ -648,6 +676,11 @@ pub async fn show_baseline(c: &Conn, agent: &str) -> Result<()> {
             "checking (calls outside it raise findings)".to_string()
         }
     );
+    println!("  mode:         {} ({})", b.mode, b.mode_why);
+    println!(
+        "  rates:        peak calls in 60 s per run {:?} (95th percentile {}), peak bytes {:?} (95th percentile {})",
+        b.peak_calls, b.peak_calls_high, b.peak_bytes, b.peak_bytes_high
+    );
     println!(
         "  runs:         {} ({} here, {} imported), {} calls learned",
         b.sessions, b.local_sessions, b.imported_sessions, b.calls
@@ -667,6 +700,26 @@ pub async fn show_baseline(c: &Conn, agent: &str) -> Result<()> {
             "    {:>6}  {} -> {}",
             t.count, t.from_endpoint, t.to_endpoint
         );
+    }
+    Ok(())
+}
+
+/// Pins (or returns to automatic) an agent's mode.
+pub async fn set_mode(c: &Conn, agent: &str, mode: &str, why: &str) -> Result<()> {
+    let mut client = BaselinesClient::new(connect(&c.socket).await?);
+    let r = client
+        .set_mode(pb::SetModeRequest {
+            agent: agent.to_string(),
+            mode: mode.to_string(),
+            why: why.to_string(),
+        })
+        .await
+        .map_err(|s| rpc_error("baseline mode", s))?
+        .into_inner();
+    if c.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("agent {} is in {} mode ({})", r.agent_id, r.mode, r.why);
     }
     Ok(())
 }

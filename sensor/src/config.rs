@@ -29,6 +29,84 @@ pub struct Config {
     pub export: ExportConfig,
     pub metrics: MetricsConfig,
     pub attach: AttachConfig,
+    pub agents: AgentsConfig,
+}
+
+/// Which processes are agents beyond the built-in provider catalogue, how
+/// long an agent identity learns, and how far from its baseline a call may
+/// go before it is a finding.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// An identity learns during its first this many runs...
+    pub learn_sessions: u64,
+    /// ... or, when set (> 0), until this many minutes after it was first
+    /// seen, whichever ends first. Then it is in `response.mode` (or its
+    /// `response.agents` entry) unless an operator or the policy set one.
+    pub learn_minutes: u64,
+    /// A window's calls (or bytes) above this many times the learned
+    /// runs' high percentile is a runaway (a volume spike).
+    pub rate_multiplier: f64,
+    /// Calls in 60 s never flagged as a runaway rate, whatever was learned.
+    pub rate_floor: u64,
+    /// Bytes sent in 60 s never flagged as a volume spike.
+    pub volume_floor_bytes: u64,
+    /// Writes to one endpoint within 60 s that make a repetition loop.
+    pub repeat_limit: u64,
+    /// LLM providers besides the built-in catalogue.
+    pub providers: Vec<ProviderConfig>,
+    /// Processes that are agents whatever they call.
+    pub selectors: Vec<SelectorConfig>,
+    /// YAML policy file: allowed and denied endpoints, quotas, irreversible
+    /// patterns and responses per agent (see README, Policy).
+    pub policy: Option<PathBuf>,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self {
+            learn_sessions: 3,
+            learn_minutes: 0,
+            rate_multiplier: 3.0,
+            rate_floor: 10,
+            volume_floor_bytes: 64 * 1024,
+            repeat_limit: 5,
+            providers: Vec::new(),
+            selectors: Vec::new(),
+            policy: None,
+        }
+    }
+}
+
+/// An LLM provider the catalogue does not know (an internal gateway).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    /// Host names (a leading "." matches subdomains too); empty: any host
+    /// with one of `paths`.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Path prefixes of model calls (or ":action" markers found anywhere
+    /// in the path, as Gemini's ":generateContent").
+    pub paths: Vec<String>,
+}
+
+/// A process that is an agent by what it is: every field given must match.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelectorConfig {
+    /// The agent's readable name (default: derived from the process).
+    pub name: Option<String>,
+    /// Glob on the executable's path ("/opt/agents/*").
+    pub exe: Option<String>,
+    /// Regular expression on the command line, arguments joined by spaces.
+    pub cmdline: Option<String>,
+    /// Glob on the container id (or "*": any container).
+    pub container: Option<String>,
+    /// Glob on the cgroup path ("/system.slice/agent-*.service").
+    pub cgroup: Option<String>,
+    pub uid: Option<u32>,
 }
 
 /// The Prometheus `/metrics` endpoint.
@@ -369,6 +447,17 @@ pub enum ResponseAction {
 }
 
 impl ResponseAction {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "alert" => Self::Alert,
+            "isolate" => Self::Isolate,
+            "isolate_tree" => Self::IsolateTree,
+            "kill" => Self::Kill,
+            "kill_tree" => Self::KillTree,
+            _ => return None,
+        })
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Alert => "alert",
@@ -932,6 +1021,43 @@ impl Config {
             .find(|h| h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic() && b != b':'))
         {
             return Err(("http.secret_headers", format!("{h:?} is not a header name")));
+        }
+        let a = &self.agents;
+        if a.learn_sessions == 0 && a.learn_minutes == 0 {
+            return Err((
+                "agents.learn_sessions",
+                "is 0 and learn_minutes is 0: an agent would be checked against a baseline it never learned (pin a mode in the policy to skip learning)".into(),
+            ));
+        }
+        if !(a.rate_multiplier.is_finite() && a.rate_multiplier >= 1.0) {
+            return Err((
+                "agents.rate_multiplier",
+                format!("{} must be a number of at least 1", a.rate_multiplier),
+            ));
+        }
+        if a.repeat_limit < 2 {
+            return Err(("agents.repeat_limit", "must be at least 2".into()));
+        }
+        for p in &a.providers {
+            if p.name.trim().is_empty() || p.paths.is_empty() {
+                return Err((
+                    "agents.providers",
+                    format!(
+                        "{:?}: a provider needs a name and at least one path",
+                        p.name
+                    ),
+                ));
+            }
+        }
+        for sel in &a.selectors {
+            if let Err(e) = crate::agents::selectors::Selector::new(sel) {
+                return Err(("agents.selectors", e));
+            }
+        }
+        if let Some(p) = &a.policy
+            && let Err(e) = crate::agents::policy::Policy::load(p)
+        {
+            return Err(("agents.policy", e));
         }
         for a in &self.attach.avoid {
             let known = a.split_once(':').is_some_and(|(h, m)| {

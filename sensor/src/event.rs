@@ -147,6 +147,25 @@ pub enum Detail {
         tool_call: Option<crate::agents::ToolRef>,
         /// `seq` of the api_call event it is about.
         call_seq: u64,
+        /// The agent's mode when it was found (learn, monitor, enforce):
+        /// whether the response policy's action is done or only reported.
+        mode: &'static str,
+        /// The policy entry that applied.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        policy: Option<String>,
+        /// The response the policy file gives this finding.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        response: Option<&'static str>,
+    },
+    /// An agent identity changed mode (learn, monitor, enforce): learning
+    /// ended, an operator pinned one, or the policy did.
+    Mode {
+        agent_id: String,
+        agent_name: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<&'static str>,
+        to: &'static str,
+        why: String,
     },
     /// Something was done (or would be, in monitor mode) to a process:
     /// isolate, release, kill. Automatic or manual, with who and why.
@@ -231,6 +250,7 @@ impl Detail {
             Detail::ApiCall { .. } => "api_call",
             Detail::ParseError { .. } => "parse_error",
             Detail::Finding { .. } => "finding",
+            Detail::Mode { .. } => "mode",
             Detail::Action { .. } => "action",
             Detail::Blocked { .. } => "blocked",
             Detail::Held { .. } => "held",
@@ -428,9 +448,28 @@ impl Event {
                 rule,
                 severity,
                 summary,
+                mode,
+                response,
                 ..
             } => {
-                let _ = write!(s, " {severity} {rule}: {summary}");
+                let _ = write!(s, " {severity} {rule}: {summary} [{mode}");
+                if let Some(r) = response {
+                    let _ = write!(s, ", policy response {r}");
+                }
+                s.push(']');
+            }
+            Detail::Mode {
+                agent_name,
+                agent_id,
+                from,
+                to,
+                why,
+            } => {
+                let _ = write!(
+                    s,
+                    " agent {agent_name} ({agent_id}) {} -> {to}: {why}",
+                    from.unwrap_or("new")
+                );
             }
             Detail::Blocked {
                 agent,

@@ -217,6 +217,20 @@ enum BaselineAction {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Pins an agent's mode: learn, monitor (findings, actions only
+    /// reported), enforce (actions done), or auto (learning, then
+    /// response.mode).
+    Mode {
+        /// Agent id (agt-...) or name.
+        agent: String,
+        #[arg(value_parser = ["learn", "monitor", "enforce", "auto"])]
+        mode: String,
+        /// Why, for the mode event.
+        #[arg(long, default_value = "")]
+        why: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Merges files learned on several nodes into one (no daemon needed).
     Merge {
         #[arg(required = true)]
@@ -343,6 +357,12 @@ fn main() -> Result<()> {
             BaselineAction::Import { path, conn } => {
                 client_runtime()?.block_on(cli::import_baselines(&conn, &path))
             }
+            BaselineAction::Mode {
+                agent,
+                mode,
+                why,
+                conn,
+            } => client_runtime()?.block_on(cli::set_mode(&conn, &agent, &mode, &why)),
             BaselineAction::Merge { paths, output } => {
                 cli::merge_baselines(&paths, output.as_deref())
             }

@@ -122,7 +122,10 @@ pub async fn run(cfg: Config) -> Result<()> {
     } else {
         None
     };
-    let mut table = Agents::load(Some(&cfg.state.dir.join("agents.json")))?;
+    let mut table = Agents::load_with(
+        Some(&cfg.state.dir.join("agents.json")),
+        crate::agents::Settings::from_config(&cfg)?,
+    )?;
     for path in &cfg.baselines.import {
         let file = std::fs::read(path)
             .map_err(|e| anyhow::anyhow!("baselines.import {}: {e}", path.display()))
@@ -279,6 +282,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut second = tokio::time::interval(Duration::from_secs(1));
     second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune = Instant::now();
+    // Baselines and the inventory are saved this often (what a crash can
+    // lose of them; the events themselves are in the audit store).
+    let mut last_save = Instant::now();
     tokio::pin!(shutdown);
     let mut stopping = false;
     let own_pid = std::process::id();
@@ -410,6 +416,25 @@ pub async fn run(cfg: Config) -> Result<()> {
             }
             _ = second.tick() => {
                 lock(&responder).expire_holds();
+                // Modes an operator changed (Baselines.SetMode).
+                let changes = lock(&agents).take_mode_changes();
+                if !changes.is_empty() {
+                    let now = clock::boottime_ns();
+                    let base = event::Event {
+                        seq: 0,
+                        time: humantime::format_rfc3339_micros(clock.to_system_time(now)).to_string(),
+                        ts_unix_ns: clock.to_unix_ns(now),
+                        tid: std::process::id(),
+                        process: own_process(),
+                        agent: None,
+                        pod: None,
+                        detail: Detail::Exit { exit_code: None, signal: None },
+                    };
+                    for (c, name) in changes {
+                        out.emit(mode_event(&base, c, name));
+                    }
+                    out.flush();
+                }
                 // On the clock, not on records: a quiet host still reports
                 // what its exited processes left open.
                 if last_sweep.elapsed() > Duration::from_secs(5) {
@@ -427,9 +452,12 @@ pub async fn run(cfg: Config) -> Result<()> {
                     last_sweep = Instant::now();
                 }
                 out.persist();
+                if last_save.elapsed() > Duration::from_secs(10) {
+                    out.save_agents();
+                    last_save = Instant::now();
+                }
                 if last_prune.elapsed() > Duration::from_secs(60) {
                     out.prune();
-                    out.save_agents();
                     last_prune = Instant::now();
                 }
                 let mut t = totals(&counters, &stats, &procs, &calls, self_events);
@@ -472,7 +500,10 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     out.flush();
     out.persist();
-    out.save_agents();
+    // Open learning runs are folded into their baselines before the save.
+    if let Err(e) = lock(&agents).close() {
+        tracing::warn!(error = %format!("{e:#}"), "agent inventory not saved");
+    }
     let by_kind = std::mem::take(&mut out.by_kind);
     // The writer's last commit is counted too.
     let (audit_errors, audit_dropped) = out.audit.take().map_or((0, 0), |a| {
@@ -535,6 +566,44 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// An action as an event about the process it targeted (as the process
 /// table knows it, or as /proc still shows it).
+/// A `mode` event, in the context of `ev` (the call that moved the mode,
+/// or for an operator's change the sensor's own process).
+fn mode_event(
+    ev: &event::Event,
+    c: crate::agents::detect::ModeChange,
+    name: String,
+) -> event::Event {
+    event::Event {
+        seq: 0,
+        time: ev.time.clone(),
+        ts_unix_ns: ev.ts_unix_ns,
+        tid: ev.tid,
+        process: ev.process.clone(),
+        agent: ev.agent.clone().filter(|a| a.id == c.agent),
+        pod: ev.pod.clone(),
+        detail: Detail::Mode {
+            agent_id: c.agent,
+            agent_name: name,
+            from: c.from.map(|m| m.name()),
+            to: c.to.name(),
+            why: c.why,
+        },
+    }
+}
+
+/// The sensor's own process, for events it makes on an operator's request.
+fn own_process() -> Arc<crate::procs::Process> {
+    Arc::new(crate::procs::Process {
+        pid: std::process::id(),
+        comm: "sensor".into(),
+        exe: std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        partial: true,
+        ..Default::default()
+    })
+}
+
 fn action_event(r: Report, procs: &ProcessTable, clock: &Clock) -> event::Event {
     let (pid, start) = r.target;
     let key = |start_ticks| crate::procs::ProcKey { pid, start_ticks };
@@ -643,11 +712,15 @@ impl<W: Write> Output<W> {
         {
             ev.pod = self.pods.lookup(&c.id);
         }
-        let findings = self
-            .agents
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .observe(&mut ev);
+        let (findings, modes) = {
+            let mut a = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+            let f = a.observe(&mut ev);
+            (f, a.take_mode_changes())
+        };
+        // A mode change comes before the finding it decides.
+        for (c, name) in modes {
+            self.emit(mode_event(&ev, c, name));
+        }
         *self.by_kind.entry(ev.detail.kind()).or_default() += 1;
         self.metrics.event(&ev.detail);
         // Serialised once: stdout (JSON), the audit store, the exports and
@@ -701,6 +774,9 @@ impl<W: Write> Output<W> {
                     credential_fingerprint,
                     tool_call,
                     call_seq: ev.seq,
+                    mode: f.mode.name(),
+                    policy: f.policy,
+                    response: f.response.map(|r| r.name()),
                 },
             };
             self.emit(finding.clone());

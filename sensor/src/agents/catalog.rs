@@ -112,7 +112,7 @@ pub const PROVIDERS: &[Provider] = &[
     },
 ];
 
-fn host_of(authority: &str) -> &str {
+pub fn host_of(authority: &str) -> &str {
     // "[::1]:8080", "host:443", "host"
     let a = authority.trim();
     if let Some(rest) = a.strip_prefix('[') {
@@ -149,11 +149,58 @@ impl Provider {
     }
 }
 
+/// Providers the operator added (`[[agents.providers]]`), checked before
+/// the built-in ones. Set once at start.
+static EXTRA: std::sync::OnceLock<Vec<Provider>> = std::sync::OnceLock::new();
+
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_string().into_boxed_str())
+}
+
+/// Adds the operator's providers (once per process: the config is read
+/// once; a second call is ignored).
+pub fn install(extra: &[crate::config::ProviderConfig]) {
+    if extra.is_empty() {
+        return;
+    }
+    // Leaked once at start: the catalogue lives as long as the daemon, and
+    // events name providers by &'static str.
+    let list = extra
+        .iter()
+        .map(|p| Provider {
+            name: leak(&p.name),
+            hosts: Box::leak(
+                p.hosts
+                    .iter()
+                    .map(|h| leak(&h.to_ascii_lowercase()))
+                    .collect::<Vec<_>>()
+                    .into_boxed_slice(),
+            ),
+            paths: Box::leak(
+                p.paths
+                    .iter()
+                    .map(|x| leak(x))
+                    .collect::<Vec<_>>()
+                    .into_boxed_slice(),
+            ),
+        })
+        .collect();
+    let _ = EXTRA.set(list);
+}
+
+fn all() -> impl Iterator<Item = &'static Provider> {
+    EXTRA
+        .get()
+        .map(|v| v.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .chain(PROVIDERS)
+}
+
 /// The provider an HTTP call went to, if any.
 pub fn match_call(authority: &str, path: &str) -> Option<&'static str> {
     let host = host_of(authority).to_ascii_lowercase();
-    PROVIDERS
-        .iter()
+    all()
         .find(|p| {
             (p.hosts.is_empty() || p.hosted_at(&host))
                 && p.paths.iter().any(|m| path_matches(path, m))
@@ -165,8 +212,7 @@ pub fn match_call(authority: &str, path: &str) -> Option<&'static str> {
 /// plaintext is not visible, e.g. Go or rustls).
 pub fn match_sni(sni: &str) -> Option<&'static str> {
     let host = sni.trim_end_matches('.').to_ascii_lowercase();
-    PROVIDERS
-        .iter()
+    all()
         // Bare cloud domains (amazonaws.com) name far more than LLMs.
         .filter(|p| p.name != "bedrock" || host.starts_with("bedrock-runtime."))
         .find(|p| !p.hosts.is_empty() && p.hosted_at(&host))

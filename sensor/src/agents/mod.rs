@@ -12,7 +12,11 @@
 
 pub mod baseline;
 pub mod catalog;
+pub mod detect;
 pub mod llm;
+pub mod mode;
+pub mod policy;
+pub mod selectors;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
@@ -48,6 +52,8 @@ pub struct ToolRef {
 
 /// Calls of a session a hold shows.
 const TRAIL_LEN: usize = 8;
+/// Steps of a session kept in order (older ones are only counted).
+const RING_LEN: usize = 64;
 
 /// Sessions whose pending tool calls are remembered (oldest forgotten).
 const MAX_SESSIONS: usize = 16_384;
@@ -89,9 +95,19 @@ fn bounded_insert(set: &mut BTreeSet<String>, v: String) {
     }
 }
 
-fn bounded_count(map: &mut BTreeMap<String, u64>, k: String) {
-    if map.len() < MAX_SET || map.contains_key(&k) {
-        *map.entry(k).or_default() += 1;
+/// As `bounded_insert`, allocating only for a value not yet in the set.
+fn bounded_insert_str(set: &mut BTreeSet<String>, v: &str) {
+    if !set.contains(v) && set.len() < MAX_SET {
+        set.insert(v.to_string());
+    }
+}
+
+/// Counts `k`, allocating only for a key not yet in the map.
+fn bounded_count_str(map: &mut BTreeMap<String, u64>, k: &str) {
+    if let Some(n) = map.get_mut(k) {
+        *n += 1;
+    } else if map.len() < MAX_SET {
+        map.insert(k.to_string(), 1);
     }
 }
 
@@ -241,8 +257,69 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// What the operator configured about agents, beyond the defaults.
+#[derive(Clone, Default)]
+pub struct Settings {
+    pub tuning: detect::Tuning,
+    pub policy: Arc<policy::Policy>,
+    pub selectors: Vec<selectors::Selector>,
+}
+
+impl Settings {
+    /// From the config; the policy file and selectors were checked when
+    /// the config was.
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Self> {
+        let policy = match &cfg.agents.policy {
+            Some(p) => {
+                policy::Policy::load(p).map_err(|e| anyhow::anyhow!("agents.policy: {e}"))?
+            }
+            None => policy::Policy::default(),
+        };
+        let selectors = cfg
+            .agents
+            .selectors
+            .iter()
+            .map(selectors::Selector::new)
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("agents.selectors: {e}"))?;
+        catalog::install(&cfg.agents.providers);
+        Ok(Self {
+            tuning: detect::Tuning::from_config(cfg),
+            policy: Arc::new(policy),
+            selectors,
+        })
+    }
+}
+
+/// One step of a session: a model turn or another API call.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Step {
+    pub ts_unix_ns: u64,
+    /// "METHOD authority template".
+    pub endpoint: String,
+    pub llm: bool,
+    /// For a model turn, the tool calls it asked for; for a call, the one
+    /// that asked for it.
+    pub tools: Vec<String>,
+}
+
+/// A session's sequence: the most recent steps in order, counters for all.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Trail {
+    pub agent: String,
+    pub recent: VecDeque<Step>,
+    pub llm_turns: u64,
+    pub api_calls: u64,
+    /// Steps no longer in `recent`.
+    pub older: u64,
+}
+
 pub struct Agents {
-    pub detector: baseline::Detector,
+    pub detector: detect::Detector,
+    settings: Settings,
+    modes_path: Option<PathBuf>,
+    /// Processes already checked against the selectors.
+    selected: std::collections::HashSet<(u32, u64)>,
     baselines_path: Option<PathBuf>,
     /// Baselines imported while running (`sensor baseline import`), kept
     /// so they are checked after a restart too.
@@ -250,19 +327,26 @@ pub struct Agents {
     /// Per session: the tool calls its model asked for last, in order.
     pending: HashMap<String, Vec<ToolRef>>,
     pending_order: VecDeque<String>,
-    /// Per session: its last calls, for a hold to show.
-    trails: HashMap<String, VecDeque<String>>,
+    /// Per session: its steps in order.
+    trails: HashMap<String, Trail>,
     members: HashMap<(u32, u64), Arc<AgentTag>>,
     order: VecDeque<(u32, u64)>,
     inventory: BTreeMap<String, Inventory>,
     path: Option<PathBuf>,
     dirty: bool,
+    /// Mode changes made by operators, to announce.
+    pending_modes: Vec<detect::ModeChange>,
 }
 
 impl Agents {
     /// The inventory kept at `path` (created on first save), or an empty
     /// one in memory only.
     pub fn load(path: Option<&Path>) -> Result<Self> {
+        Self::load_with(path, Settings::default())
+    }
+
+    /// As `load`, with the operator's settings.
+    pub fn load_with(path: Option<&Path>, settings: Settings) -> Result<Self> {
         let baselines_path = path.map(|p| p.with_file_name("baselines.json"));
         let baselines = match &baselines_path {
             Some(p) => match std::fs::read(p) {
@@ -296,7 +380,23 @@ impl Agents {
             },
             None => BTreeMap::new(),
         };
-        let mut detector = baseline::Detector::with_baselines(baselines);
+        let mut detector =
+            detect::Detector::new(baselines, settings.tuning.clone(), settings.policy.clone());
+        let modes_path = path.map(|p| p.with_file_name("modes.json"));
+        if let Some(p) = &modes_path {
+            match std::fs::read(p) {
+                Ok(bytes) => {
+                    detector.modes = serde_json::from_slice(&bytes).with_context(|| {
+                        format!(
+                            "agent modes {} are not readable JSON (move the file aside: modes return to automatic)",
+                            p.display()
+                        )
+                    })?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+            }
+        }
         let imported_path = path.map(|p| p.with_file_name("baselines-imported.json"));
         if let Some(p) = &imported_path {
             match std::fs::read(p) {
@@ -315,6 +415,9 @@ impl Agents {
         }
         Ok(Self {
             detector,
+            settings,
+            modes_path,
+            selected: std::collections::HashSet::new(),
             baselines_path,
             imported_path,
             pending: HashMap::new(),
@@ -325,6 +428,7 @@ impl Agents {
             inventory,
             path: path.map(Path::to_path_buf),
             dirty: false,
+            pending_modes: Vec::new(),
         })
     }
 
@@ -341,8 +445,156 @@ impl Agents {
         if let Some(b) = &self.baselines_path {
             crate::state::write_private(b, &serde_json::to_vec(&self.detector.baselines)?)?;
         }
+        if let Some(m) = &self.modes_path {
+            crate::state::write_private(m, &serde_json::to_vec(&self.detector.modes)?)?;
+        }
         self.dirty = false;
         Ok(())
+    }
+
+    /// A clean stop: open learning runs are folded into their baselines,
+    /// then everything is saved.
+    pub fn close(&mut self) -> Result<()> {
+        self.detector.end_all();
+        self.dirty = true;
+        self.save()
+    }
+
+    /// Pins the mode of an agent (id or name), or with None returns it to
+    /// automatic; the change is announced with the next events.
+    pub fn set_mode(
+        &mut self,
+        agent: &str,
+        mode: Option<mode::Mode>,
+        by: &str,
+    ) -> Result<String, String> {
+        let id = if self.inventory.contains_key(agent)
+            || self.detector.baselines.contains_key(agent)
+            || self.detector.imported.contains_key(agent)
+        {
+            agent.to_string()
+        } else {
+            let named: Vec<&Inventory> = self
+                .inventory
+                .values()
+                .filter(|i| i.name == agent)
+                .collect();
+            match named.as_slice() {
+                [one] => one.id.clone(),
+                [] => return Err(format!("no agent {agent:?} on this host")),
+                many => {
+                    return Err(format!(
+                        "{agent:?} names {} agents; use an id: {}",
+                        many.len(),
+                        many.iter()
+                            .map(|i| i.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        };
+        self.detector.set_mode(&id, mode, by);
+        let name = self
+            .inventory
+            .get(&id)
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        let entry = self.policy_entry(&id, &name);
+        let m = self.detector.mode(&id, &name, entry.as_ref());
+        let why = self.detector.mode_reason(&id, entry.as_ref());
+        let announced = self.detector.modes.get(&id).and_then(|s| s.announced);
+        if announced != Some(m) {
+            self.pending_modes.push(detect::ModeChange {
+                agent: id.clone(),
+                from: announced,
+                to: m,
+                why,
+            });
+            self.detector.modes.entry(id.clone()).or_default().announced = Some(m);
+        }
+        self.dirty = true;
+        Ok(id)
+    }
+
+    fn policy_entry(&self, id: &str, name: &str) -> Option<policy::Entry> {
+        let exe = self
+            .inventory
+            .get(id)
+            .map(|i| i.exe.clone())
+            .unwrap_or_default();
+        let cmdline = self
+            .inventory
+            .get(id)
+            .map(|i| i.cmdline.clone())
+            .unwrap_or_default();
+        let p = Process {
+            pid: 0,
+            start_ticks: 0,
+            ppid: 0,
+            uid: 0,
+            comm: String::new(),
+            exe,
+            cmdline,
+            cgroup: None,
+            cgroup_id: 0,
+            container: None,
+            partial: true,
+        };
+        self.settings.policy.for_agent(id, name, &p).cloned()
+    }
+
+    /// The mode an agent identity is in now.
+    pub fn mode_of(&self, id: &str) -> mode::Mode {
+        let name = self
+            .inventory
+            .get(id)
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        let entry = self.policy_entry(id, &name);
+        self.detector.mode(id, &name, entry.as_ref())
+    }
+
+    /// Why an agent identity is in its mode now.
+    pub fn mode_reason(&self, id: &str) -> String {
+        let name = self
+            .inventory
+            .get(id)
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        let entry = self.policy_entry(id, &name);
+        self.detector.mode_reason(id, entry.as_ref())
+    }
+
+    /// Mode changes to announce, with the agent's name.
+    pub fn take_mode_changes(&mut self) -> Vec<(detect::ModeChange, String)> {
+        let mut all = std::mem::take(&mut self.pending_modes);
+        all.extend(self.detector.take_mode_changes());
+        if !all.is_empty() {
+            self.dirty = true;
+        }
+        all.into_iter()
+            .map(|c| {
+                let name = self
+                    .inventory
+                    .get(&c.agent)
+                    .map(|i| i.name.clone())
+                    .unwrap_or_default();
+                (c, name)
+            })
+            .collect()
+    }
+
+    /// The live sessions of an agent identity, with their sequences.
+    pub fn sessions_of(&self, id: &str) -> Vec<(&str, &Trail)> {
+        let mut v: Vec<(&str, &Trail)> = self
+            .trails
+            .iter()
+            .filter(|(_, t)| t.agent == id)
+            .map(|(s, t)| (s.as_str(), t))
+            .collect();
+        v.sort_by_key(|(s, _)| *s);
+        v
     }
 
     pub fn list(&self) -> impl Iterator<Item = &Inventory> {
@@ -437,26 +689,43 @@ impl Agents {
             trail: self
                 .trails
                 .get(&tag.session)
-                .map(|t| t.iter().cloned().collect())
+                .map(|t| {
+                    let skip = t.recent.len().saturating_sub(TRAIL_LEN);
+                    t.recent
+                        .iter()
+                        .skip(skip)
+                        .map(|s| s.endpoint.clone())
+                        .collect()
+                })
                 .unwrap_or_default(),
             ..Default::default()
         }
     }
 
-    fn push_trail(&mut self, session: &str, call: String) {
+    fn push_step(&mut self, agent: &str, session: &str, step: Step) {
         if !self.pending.contains_key(session) {
             self.set_pending(session, Vec::new());
         }
         let t = self.trails.entry(session.to_string()).or_default();
-        if t.len() == TRAIL_LEN {
-            t.pop_front();
+        if t.agent.is_empty() {
+            t.agent = agent.to_string();
         }
-        t.push_back(call);
+        if step.llm {
+            t.llm_turns += 1;
+        } else {
+            t.api_calls += 1;
+        }
+        if t.recent.len() == RING_LEN {
+            t.recent.pop_front();
+            t.older += 1;
+        }
+        t.recent.push_back(step);
     }
 
-    fn become_agent(&mut self, ev: &Event) -> Arc<AgentTag> {
+    fn become_agent(&mut self, ev: &Event, named: Option<String>) -> Arc<AgentTag> {
         let p = &ev.process;
-        let (id, name, cmdline) = identity_in(p, ev.pod.as_deref());
+        let (id, derived, cmdline) = identity_in(p, ev.pod.as_deref());
+        let name = named.unwrap_or(derived);
         let session = format!("{}-{}", p.pid, p.start_ticks);
         let tag = Arc::new(AgentTag {
             id: id.clone(),
@@ -476,7 +745,8 @@ impl Agents {
                 ..Default::default()
             });
         inv.sessions += 1;
-        self.detector.session_started(&tag.id);
+        self.detector
+            .session_started(&tag.id, &tag.name, &session, p);
         let inv = self.inventory.get_mut(&tag.id).expect("just inserted");
         inv.recent_sessions.push_back(session);
         if inv.recent_sessions.len() > RECENT_SESSIONS {
@@ -486,13 +756,34 @@ impl Agents {
         tag
     }
 
+    /// The operator's selectors, checked once per process.
+    fn selected_agent(&mut self, ev: &Event) -> Option<Arc<AgentTag>> {
+        if self.settings.selectors.is_empty() || ev.process.partial {
+            return None;
+        }
+        let key = (ev.process.pid, ev.process.start_ticks);
+        if self.selected.len() > MAX_MEMBERS {
+            self.selected.clear(); // bound memory; a second check is harmless
+        }
+        if !self.selected.insert(key) {
+            return None;
+        }
+        let name = selectors::first(&self.settings.selectors, &ev.process)?
+            .name
+            .clone();
+        Some(self.become_agent(ev, name))
+    }
+
     /// Updates agent membership and inventory from `ev`, tags it with its
     /// agent if its process is one, and returns what the agent's baseline
-    /// says about it.
-    pub fn observe(&mut self, ev: &mut Event) -> Vec<baseline::Finding> {
+    /// and policy say about it.
+    pub fn observe(&mut self, ev: &mut Event) -> Vec<detect::Finding> {
         let mut findings = Vec::new();
         let key = (ev.process.pid, ev.process.start_ticks);
         let mut tag = self.members.get(&key).cloned();
+        if tag.is_none() && !matches!(ev.detail, Detail::Exit { .. } | Detail::Fork { .. }) {
+            tag = self.selected_agent(ev);
+        }
         match &ev.detail {
             Detail::Fork {
                 child_pid,
@@ -500,6 +791,15 @@ impl Agents {
             } => {
                 if let Some(t) = &tag {
                     self.remember((*child_pid, *child_start_ticks), t.clone());
+                }
+            }
+            Detail::Exit { .. } => {
+                // The session's root ended: its run is over.
+                if let Some(t) = &tag
+                    && t.session == format!("{}-{}", key.0, key.1)
+                {
+                    self.detector.session_ended(&t.session);
+                    self.dirty = true;
                 }
             }
             Detail::ApiCall {
@@ -512,68 +812,92 @@ impl Agents {
                 dport,
                 sni,
                 llm,
+                request_bytes,
                 ..
             } => {
                 let provider = catalog::match_call(authority, path);
                 if tag.is_none() && provider.is_some() {
-                    tag = Some(self.become_agent(ev));
+                    tag = Some(self.become_agent(ev, None));
                 }
+                let asked: Vec<ToolRef> = llm
+                    .as_ref()
+                    .map(|l| {
+                        l.tool_calls
+                            .iter()
+                            .map(|c| ToolRef {
+                                id: c.id.clone(),
+                                name: c.name.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 let link = tag.as_ref().map(|t| {
                     if provider.is_some() {
                         // A new model turn: the tool calls it asks for now
                         // replace those the agent has answered.
-                        let asked = llm.as_ref().map(|l| {
-                            l.tool_calls
-                                .iter()
-                                .map(|c| ToolRef {
-                                    id: c.id.clone(),
-                                    name: c.name.clone(),
-                                })
-                                .collect()
-                        });
-                        self.set_pending(&t.session, asked.unwrap_or_default());
+                        self.set_pending(&t.session, asked.clone());
                         None
                     } else {
                         Some(self.pending.get(&t.session).and_then(|p| p.last().cloned()))
                     }
                 });
-                if let Some(t) = &tag
-                    && let Some(inv) = self.inventory.get_mut(&t.id)
-                {
-                    inv.calls += 1;
-                    inv.last_seen_ns = inv.last_seen_ns.max(ev.ts_unix_ns);
-                    if let Some(p) = provider {
-                        bounded_insert(&mut inv.providers, p.to_string());
-                    }
-                    if let Some(c) = credential_fingerprint {
-                        bounded_insert(&mut inv.credentials, c.clone());
-                    }
+                if let Some(t) = &tag {
                     let endpoint = format!("{method} {authority} {path_template}");
-                    if irreversible(method, path_template) {
-                        bounded_count(&mut inv.irreversible, endpoint.clone());
-                    }
-                    bounded_count(&mut inv.endpoints, endpoint);
-                    if let (Some(a), Some(port)) = (daddr, dport) {
-                        bounded_insert(&mut inv.destinations, format!("{a}:{port}"));
-                    }
-                    if let Some(s) = sni {
-                        bounded_insert(&mut inv.destinations, s.clone());
-                    }
-                    self.dirty = true;
+                    let irreversible = irreversible(method, path_template);
                     let destination = sni
                         .clone()
                         .or_else(|| daddr.zip(*dport).map(|(a, p)| format!("{a}:{p}")));
-                    let endpoint = format!("{method} {authority} {path_template}");
-                    self.push_trail(&t.session, endpoint.clone());
+                    if let Some(inv) = self.inventory.get_mut(&t.id) {
+                        inv.calls += 1;
+                        inv.last_seen_ns = inv.last_seen_ns.max(ev.ts_unix_ns);
+                        if let Some(p) = provider {
+                            bounded_insert_str(&mut inv.providers, p);
+                        }
+                        if let Some(c) = credential_fingerprint {
+                            bounded_insert_str(&mut inv.credentials, c);
+                        }
+                        if irreversible {
+                            bounded_count_str(&mut inv.irreversible, &endpoint);
+                        }
+                        bounded_count_str(&mut inv.endpoints, &endpoint);
+                        if let (Some(a), Some(port)) = (daddr, dport) {
+                            bounded_insert(&mut inv.destinations, format!("{a}:{port}"));
+                        }
+                        if let Some(s) = sni {
+                            bounded_insert_str(&mut inv.destinations, s);
+                        }
+                        self.dirty = true;
+                    }
+                    let tools = match (&link, provider) {
+                        (_, Some(_)) => asked.iter().map(|a| a.name.clone()).collect(),
+                        (Some(Some(Some(t))), None) => vec![t.name.clone()],
+                        _ => Vec::new(),
+                    };
+                    self.push_step(
+                        &t.id,
+                        &t.session,
+                        Step {
+                            ts_unix_ns: ev.ts_unix_ns,
+                            endpoint: endpoint.clone(),
+                            llm: provider.is_some(),
+                            tools,
+                        },
+                    );
                     findings = self.detector.call(
                         &t.id,
-                        &baseline::Call {
+                        &t.name,
+                        &detect::Call {
                             session: &t.session,
-                            irreversible: irreversible(method, path_template),
+                            endpoint: &endpoint,
+                            method,
+                            authority,
+                            template: path_template,
+                            path,
+                            irreversible,
                             write: matches!(method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE"),
-                            endpoint,
                             credential: credential_fingerprint.as_deref(),
-                            destination,
+                            destination: destination.as_deref(),
+                            request_bytes: *request_bytes,
                             ts_ns: ev.ts_unix_ns,
                         },
                     );
@@ -601,7 +925,7 @@ impl Agents {
             } => {
                 let provider = catalog::match_sni(sni);
                 if tag.is_none() && provider.is_some() {
-                    tag = Some(self.become_agent(ev));
+                    tag = Some(self.become_agent(ev, None));
                 }
                 if let Some(t) = &tag
                     && let Some(inv) = self.inventory.get_mut(&t.id)
@@ -610,7 +934,7 @@ impl Agents {
                     if let Some(p) = provider {
                         bounded_insert(&mut inv.providers, format!("{p} (server name only)"));
                     }
-                    bounded_insert(&mut inv.destinations, sni.clone());
+                    bounded_insert_str(&mut inv.destinations, sni);
                     if let (Some(a), Some(port)) = (daddr, dport) {
                         bounded_insert(&mut inv.destinations, format!("{a}:{port}"));
                     }

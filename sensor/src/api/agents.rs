@@ -54,7 +54,36 @@ pub fn agent(i: &Inventory) -> pb::Agent {
         sessions: i.sessions,
         recent_sessions: i.recent_sessions.iter().cloned().collect(),
         calls: i.calls,
+        mode: String::new(),
+        live_sessions: Vec::new(),
     }
+}
+
+/// `agent` with its mode and live sessions, as Get gives it.
+pub fn agent_in_full(t: &Agents, i: &Inventory) -> pb::Agent {
+    let mut a = agent(i);
+    a.mode = t.mode_of(&i.id).name().into();
+    a.live_sessions = t
+        .sessions_of(&i.id)
+        .into_iter()
+        .map(|(id, trail)| pb::LiveSession {
+            id: id.to_string(),
+            llm_turns: trail.llm_turns,
+            api_calls: trail.api_calls,
+            older_steps: trail.older,
+            recent: trail
+                .recent
+                .iter()
+                .map(|s| pb::Step {
+                    time: time(s.ts_unix_ns),
+                    endpoint: s.endpoint.clone(),
+                    llm: s.llm,
+                    tools: s.tools.clone(),
+                })
+                .collect(),
+        })
+        .collect();
+    a
 }
 
 /// The agent `id` names: its id, or a name that only one agent has.
@@ -91,13 +120,21 @@ impl pb::agents_server::Agents for AgentsService {
         &self,
         _: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let agents = self.table().list().map(agent).collect();
+        let t = self.table();
+        let agents = t
+            .list()
+            .map(|i| {
+                let mut a = agent(i);
+                a.mode = t.mode_of(&i.id).name().into();
+                a
+            })
+            .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
 
     async fn get(&self, req: Request<pb::GetAgentRequest>) -> Result<Response<pb::Agent>, Status> {
         let t = self.table();
         let i = find(&t, &req.into_inner().id)?;
-        Ok(Response::new(agent(i)))
+        Ok(Response::new(agent_in_full(&t, i)))
     }
 }

@@ -7,10 +7,7 @@ use sensor_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::control::Control;
-use crate::agents::{
-    Agents,
-    baseline::{BaselineFile, LEARN_SESSIONS},
-};
+use crate::agents::{Agents, baseline::BaselineFile};
 
 pub struct BaselinesService {
     pub agents: Arc<Mutex<Agents>>,
@@ -45,9 +42,9 @@ fn baseline(t: &Agents, id: &str) -> pb::Baseline {
     pb::Baseline {
         agent_id: id.to_string(),
         agent_name: t.get(id).map(|i| i.name.clone()).unwrap_or_default(),
-        learning: b.learning(),
+        learning: d.learning(id),
         sessions: b.sessions,
-        learn_sessions: LEARN_SESSIONS,
+        learn_sessions: d.tuning().learn_sessions,
         calls: b.calls,
         endpoints: super::agents::endpoints(&b.endpoints),
         transitions,
@@ -55,6 +52,12 @@ fn baseline(t: &Agents, id: &str) -> pb::Baseline {
         destinations: b.destinations.iter().cloned().collect(),
         local_sessions: d.baselines.get(id).map_or(0, |b| b.sessions),
         imported_sessions: d.imported.get(id).map_or(0, |b| b.sessions),
+        mode: t.mode_of(id).name().into(),
+        mode_why: t.mode_reason(id),
+        peak_calls_high: crate::agents::baseline::high(&b.peak_calls).unwrap_or(0),
+        peak_bytes_high: crate::agents::baseline::high(&b.peak_bytes).unwrap_or(0),
+        peak_calls: b.peak_calls,
+        peak_bytes: b.peak_bytes,
     }
 }
 
@@ -108,6 +111,39 @@ impl pb::baselines_server::Baselines for BaselinesService {
         Ok(Response::new(pb::ImportBaselinesResponse {
             agents: agents as u32,
             nodes: file.nodes,
+        }))
+    }
+
+    async fn set_mode(
+        &self,
+        req: Request<pb::SetModeRequest>,
+    ) -> Result<Response<pb::SetModeResponse>, Status> {
+        let by = self.control.authorize(&req, "set mode")?;
+        let r = req.into_inner();
+        let mode = match r.mode.as_str() {
+            "auto" => None,
+            m => Some(crate::agents::mode::Mode::parse(m).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "mode {m:?} is not one of learn, monitor, enforce, auto"
+                ))
+            })?),
+        };
+        let who = if r.why.trim().is_empty() {
+            by.clone()
+        } else {
+            format!("{by}: {}", r.why.trim())
+        };
+        let mut t = self.table();
+        let id = t
+            .set_mode(&r.agent, mode, &who)
+            .map_err(Status::not_found)?;
+        let now = t.mode_of(&id);
+        let why = t.mode_reason(&id);
+        tracing::info!(agent = %id, mode = now.name(), by = %who, "agent mode set");
+        Ok(Response::new(pb::SetModeResponse {
+            agent_id: id,
+            mode: now.name().into(),
+            why,
         }))
     }
 }

@@ -150,6 +150,24 @@ pub fn event_line(e: &pb::Event) -> String {
             if let Some(t) = &f.tool_call {
                 let _ = write!(s, " (asked for by tool call {})", t.name);
             }
+            if !f.mode.is_empty() {
+                let _ = write!(s, " [{}", f.mode);
+                if !f.response.is_empty() {
+                    let _ = write!(s, ", policy {} says {}", f.policy, f.response);
+                }
+                s.push(']');
+            }
+        }
+        Some(Payload::Mode(m)) => {
+            let _ = write!(
+                s,
+                " agent {} ({}) {} -> {}: {}",
+                m.agent_name,
+                m.agent_id,
+                if m.from.is_empty() { "new" } else { &m.from },
+                m.to,
+                m.why
+            );
         }
         Some(Payload::Blocked(b)) => {
             let _ = write!(

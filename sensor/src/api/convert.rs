@@ -58,7 +58,8 @@ pub fn published(p: &Published, origin: &Origin) -> pb::Event {
 pub fn severity(kind: &str) -> pb::Severity {
     match kind {
         "parse_error" => pb::Severity::Low,
-        "lagged" | "error" => pb::Severity::Medium,
+        // A mode change decides whether findings are acted on.
+        "lagged" | "error" | "mode" => pb::Severity::Medium,
         "action" | "blocked" => pb::Severity::High,
         _ => pb::Severity::Info,
     }
@@ -265,6 +266,16 @@ pub fn from_json(v: &Value, origin: &Origin) -> pb::Event {
                 name: text(t, "name"),
             }),
             call_seq: num(v, "call_seq"),
+            mode: text(v, "mode"),
+            policy: text(v, "policy"),
+            response: text(v, "response"),
+        })),
+        "mode" => Some(Payload::Mode(pb::ModeChange {
+            agent_id: text(v, "agent_id"),
+            agent_name: text(v, "agent_name"),
+            from: text(v, "from"),
+            to: text(v, "to"),
+            why: text(v, "why"),
         })),
         "blocked" => Some(Payload::Blocked(pb::Blocked {
             agent: text(v, "agent"),

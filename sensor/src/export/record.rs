@@ -344,8 +344,18 @@ fn attributes(ev: &Event) -> Vec<KeyValue> {
             credential_fingerprint,
             tool_call,
             call_seq,
+            mode,
+            policy,
+            response,
         } => {
             a.str("sensor.finding.rule", rule);
+            a.str("sensor.agent.mode", mode);
+            if let Some(p) = policy {
+                a.str("sensor.policy.name", p);
+            }
+            if let Some(r) = response {
+                a.str("sensor.policy.response", r);
+            }
             a.str("sensor.finding.severity", severity);
             a.str("sensor.finding.summary", summary);
             a.str("sensor.finding.endpoint", endpoint);
@@ -356,6 +366,21 @@ fn attributes(ev: &Event) -> Vec<KeyValue> {
                 a.str("sensor.credential.fingerprint", fp);
             }
             a.tool_call(tool_call.as_ref());
+        }
+        Detail::Mode {
+            agent_id,
+            agent_name,
+            from,
+            to,
+            why,
+        } => {
+            a.str("sensor.mode.agent.id", agent_id);
+            a.str("sensor.mode.agent.name", agent_name);
+            if let Some(f) = from {
+                a.str("sensor.mode.from", f);
+            }
+            a.str("sensor.mode.to", to);
+            a.str("sensor.mode.why", why);
         }
         Detail::Action {
             action,
@@ -617,12 +642,18 @@ mod tests {
             credential_fingerprint: Some("fp:abcd".into()),
             tool_call: None,
             call_seq: 98,
+            mode: "enforce",
+            policy: Some("shop".into()),
+            response: Some("kill"),
         });
         let r = record(&ev);
         assert_eq!(r.severity_number, SeverityNumber::Error as i32);
         assert_eq!(r.severity_text, "high");
         let a = attrs(&r);
         assert_eq!(a["sensor.finding.rule"], s("new_irreversible_endpoint"));
+        assert_eq!(a["sensor.agent.mode"], s("enforce"));
+        assert_eq!(a["sensor.policy.name"], s("shop"));
+        assert_eq!(a["sensor.policy.response"], s("kill"));
         assert_eq!(a["sensor.finding.severity"], s("high"));
         assert_eq!(
             a["sensor.finding.endpoint"],

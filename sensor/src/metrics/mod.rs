@@ -326,6 +326,9 @@ mod tests {
             credential_fingerprint: None,
             tool_call: None,
             call_seq: 1,
+            mode: "enforce",
+            policy: Some("shop".into()),
+            response: Some("kill"),
         };
         m.event(&call);
         m.event(&call);

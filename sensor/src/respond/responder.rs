@@ -604,37 +604,65 @@ impl Responder {
         super::isolate::on_clean_stop(self.isolator.as_mut().ok());
     }
 
-    /// The automatic response: the first policy rule matching `finding`
-    /// decides; in monitor mode the action is only reported.
+    /// The automatic response: the policy file's response for the finding
+    /// when it names one, else the first `response.rules` entry matching
+    /// it. The agent's mode, carried by the finding, decides: `enforce`
+    /// acts, `monitor` and `learn` only report what would be done.
     pub fn on_finding(&mut self, finding: &Event) {
-        let Detail::Finding { rule, severity, .. } = &finding.detail else {
+        let Detail::Finding {
+            rule,
+            severity,
+            mode,
+            policy,
+            response,
+            ..
+        } = &finding.detail
+        else {
             return;
         };
         let Some(agent) = &finding.agent else {
             return;
         };
         let severity = Severity::parse(severity).unwrap_or(Severity::Low);
-        let Some(matched) = self.cfg.rules.iter().find(|r| {
-            (r.rule == "*" || r.rule == *rule)
-                && severity >= r.min_severity
-                && (r.agent == "*" || r.agent == agent.name || r.agent == agent.id)
-        }) else {
-            return;
+        let (action, because) = match response.and_then(ResponseAction::parse) {
+            Some(a) => (
+                a,
+                format!(
+                    "policy {:?} → {}",
+                    policy.as_deref().unwrap_or(""),
+                    a.name()
+                ),
+            ),
+            None => {
+                let Some(matched) = self.cfg.rules.iter().find(|r| {
+                    (r.rule == "*" || r.rule == *rule)
+                        && severity >= r.min_severity
+                        && (r.agent == "*" || r.agent == agent.name || r.agent == agent.id)
+                }) else {
+                    return;
+                };
+                (
+                    matched.action,
+                    format!(
+                        "rule: {} ≥ {:?} → {}",
+                        matched.rule,
+                        matched.min_severity,
+                        matched.action.name()
+                    ),
+                )
+            }
         };
-        let action = matched.action;
         if action == ResponseAction::Alert {
             return; // the finding itself is the alert
         }
         if !self.taken.insert((agent.session.clone(), action.name())) {
             return;
         }
-        let mode = self
-            .cfg
-            .agents
-            .get(&agent.name)
-            .or_else(|| self.cfg.agents.get(&agent.id))
-            .copied()
-            .unwrap_or(self.cfg.mode);
+        let mode = if *mode == "enforce" {
+            ResponseMode::Enforce
+        } else {
+            ResponseMode::Monitor
+        };
         // The session's root is the process to act on: the agent, not
         // whichever of its tools made the call.
         let (root, root_start) = session_root(&agent.session)
@@ -642,11 +670,8 @@ impl Responder {
         let who = Requester {
             by: "policy".into(),
             why: format!(
-                "{severity:?} finding {rule} on agent {} (rule: {} ≥ {:?} → {})",
+                "{severity:?} finding {rule} on agent {} ({because})",
                 agent.name,
-                matched.rule,
-                matched.min_severity,
-                action.name()
             )
             .to_lowercase(),
             finding_seq: Some(finding.seq),
