@@ -746,14 +746,16 @@ pub struct Puppet {
 
 impl Puppet {
     /// `bin` is `env!("CARGO_BIN_EXE_e2e-puppet")` (set for integration
-    /// tests only, so the test passes it).
+    /// tests only, so the test passes it); `SENSOR_E2E_PUPPET` overrides it
+    /// where the binary lives elsewhere (the vm-test guest).
     pub fn start(bin: &str) -> Puppet {
-        let mut child = Command::new(bin)
+        let bin = std::env::var("SENSOR_E2E_PUPPET").unwrap_or_else(|_| bin.to_string());
+        let mut child = Command::new(&bin)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start e2e-puppet");
+            .unwrap_or_else(|e| panic!("start e2e-puppet {bin}: {e}"));
         let stdin = child.stdin.take().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();

@@ -251,7 +251,10 @@ fn initramfs(dir: &Path, sensor: &Path, tests: &E2e) -> Result<PathBuf> {
     a.file(
         "vm/env",
         0o644,
-        format!("SENSOR_E2E_EXPECT_METHODS={GUEST_EXPECT_METHODS}\n").as_bytes(),
+        format!(
+            "SENSOR_E2E_EXPECT_METHODS={GUEST_EXPECT_METHODS}\nSENSOR_E2E_PUPPET={GUEST_PUPPET}\n"
+        )
+        .as_bytes(),
     );
     // openssl reads its config at start; Debian's default is harmless.
     a.file("etc/ssl/openssl.cnf", 0o644, &read("/etc/ssl/openssl.cnf")?);
@@ -267,8 +270,9 @@ fn initramfs(dir: &Path, sensor: &Path, tests: &E2e) -> Result<PathBuf> {
 
     let mut libs = BTreeSet::new();
     libs.extend(shared_libraries(&stripped)?);
-    // The test executables, stripped too; e2e-puppet at the path the tests
-    // have compiled in (CARGO_BIN_EXE_e2e-puppet).
+    // The test executables, stripped too, and e2e-puppet beside them (the
+    // tests are told where by SENSOR_E2E_PUPPET: the path compiled into
+    // them may be under /tmp, which the guest's init covers with a tmpfs).
     for (bin, _) in GUEST_TESTS {
         let path = tests
             .tests
@@ -283,12 +287,7 @@ fn initramfs(dir: &Path, sensor: &Path, tests: &E2e) -> Result<PathBuf> {
     }
     let puppet = dir.join("e2e-puppet");
     strip(&tests.puppet, &puppet)?;
-    let inside = tests
-        .puppet
-        .to_string_lossy()
-        .trim_start_matches('/')
-        .to_string();
-    a.file(&inside, 0o755, &read(&puppet)?);
+    a.file(GUEST_PUPPET.trim_start_matches('/'), 0o755, &read(&puppet)?);
     libs.extend(shared_libraries(&puppet)?);
     for tool in GUEST_TOOLS {
         a.file(tool.trim_start_matches('/'), 0o755, &read(tool)?);
@@ -312,6 +311,9 @@ fn strip(from: &Path, to: &Path) -> Result<()> {
         .arg(to)
         .arg(from))
 }
+
+/// Where the guest has e2e-puppet.
+const GUEST_PUPPET: &str = "/e2e/e2e-puppet";
 
 /// The `tests` crate's executables: each integration test by target name,
 /// and the e2e-puppet binary they drive.
