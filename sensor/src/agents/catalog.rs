@@ -199,10 +199,17 @@ fn all() -> impl Iterator<Item = &'static Provider> {
 
 /// The provider an HTTP call went to, if any.
 pub fn match_call(authority: &str, path: &str) -> Option<&'static str> {
-    let host = host_of(authority).to_ascii_lowercase();
+    let host = host_of(authority);
+    let lower;
+    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        lower = host.to_ascii_lowercase();
+        lower.as_str()
+    } else {
+        host
+    };
     all()
         .find(|p| {
-            (p.hosts.is_empty() || p.hosted_at(&host))
+            (p.hosts.is_empty() || p.hosted_at(host))
                 && p.paths.iter().any(|m| path_matches(path, m))
         })
         .map(|p| p.name)

@@ -28,6 +28,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use super::SessionKey;
 use super::{
     baseline::{Baseline, BaselineFile, MAX_ENTRIES, high, push_run},
     mode::Mode,
@@ -37,8 +38,6 @@ use crate::{config::ResponseAction, procs::Process};
 
 /// Length of the sliding windows rates and volumes are counted over.
 pub const WINDOW_NS: u64 = 60_000_000_000;
-/// Entries a window keeps: beyond it the count saturates (still flagged).
-const MAX_WINDOW: usize = 8192;
 /// Sessions whose state is kept (oldest forgotten first).
 const MAX_SESSIONS: usize = 16_384;
 /// Endpoints tracked per session.
@@ -101,7 +100,7 @@ impl Tuning {
 
 /// One call as the detector sees it.
 pub struct Call<'a> {
-    pub session: &'a str,
+    pub session: SessionKey,
     /// "METHOD authority template".
     pub endpoint: &'a str,
     pub method: &'a str,
@@ -156,67 +155,117 @@ pub struct ModeState {
     pub announced: Option<Mode>,
 }
 
-/// Timestamps (and amounts) within the last `WINDOW_NS`.
+/// Buckets a window is cut into: a window counts the current bucket and
+/// the `BUCKETS - 1` before it, so between 50 and 60 s of calls.
+const BUCKETS: usize = 6;
+const BUCKET_NS: u64 = WINDOW_NS / BUCKETS as u64;
+
+/// What happened (calls, bytes) in about the last `WINDOW_NS`, in 40
+/// bytes: 10,000 sessions of a busy host each keep several windows, a
+/// timestamp per call would grow with the call rate, and every call
+/// touches its session's windows (measured: they were the most missed
+/// cache lines of the agents bench). Counts saturate at u32::MAX.
 #[derive(Default)]
 struct Window {
-    items: VecDeque<(u64, u64)>,
-    sum: u64,
+    /// Index (time / BUCKET_NS) of the newest bucket.
+    newest: u64,
+    buckets: [u32; BUCKETS],
+    sum: u32,
 }
 
 impl Window {
     /// Adds `amount` at `ts` and returns the window's sum.
     fn push(&mut self, ts: u64, amount: u64) -> u64 {
-        while let Some(&(t, a)) = self.items.front() {
-            if ts.saturating_sub(t) <= WINDOW_NS {
-                break;
+        let idx = ts / BUCKET_NS;
+        if idx > self.newest {
+            let gone = (idx - self.newest).min(BUCKETS as u64);
+            for i in 1..=gone {
+                let b = ((self.newest + i) % BUCKETS as u64) as usize;
+                self.sum -= self.buckets[b];
+                self.buckets[b] = 0;
             }
-            self.items.pop_front();
-            self.sum -= a;
+            self.newest = idx;
         }
-        if self.items.len() >= MAX_WINDOW
-            && let Some((_, a)) = self.items.pop_front()
-            && let Some(next) = self.items.front_mut()
-        {
-            // Full: the oldest entry is folded into the next one, which
-            // expires a little later. The sum stays, so a flood is still
-            // counted (a little long), and memory stays bounded.
-            next.1 += a;
-        }
-        self.items.push_back((ts, amount));
-        self.sum += amount;
-        self.sum
+        // A late record (out of order by less than the window) counts in
+        // its own bucket; an older one in the oldest.
+        let idx = idx.max(self.newest.saturating_sub(BUCKETS as u64 - 1));
+        let amount = u32::try_from(amount).unwrap_or(u32::MAX);
+        let b = &mut self.buckets[(idx % BUCKETS as u64) as usize];
+        let room = u32::MAX - self.sum;
+        let added = amount.min(room);
+        *b += added;
+        self.sum += added;
+        u64::from(self.sum)
     }
 }
 
 #[derive(Default)]
+struct EndpointState {
+    window: Window,
+    peak: u64,
+    known: Option<(u64, bool)>,
+    /// The endpoint itself, read when the run ends.
+    name: String,
+}
+
+/// Whether the baseline holds a value, remembered per session: the same
+/// credential and destination come back on nearly every call.
+#[derive(Clone, Copy, Default)]
+struct Known {
+    hash: u64,
+    generation: u64,
+    known: bool,
+}
+
+/// Per session. `repr(C)` keeps the fields every call reads (mode cache,
+/// the windows, the remembered lookups) together at the front: a busy
+/// host's sessions do not stay in cache between two of their calls.
+#[derive(Default)]
+#[repr(C)]
 struct SessionState {
-    identity: String,
-    last_endpoint: Option<String>,
+    /// The identity's mode as last worked out, the detector generation
+    /// then, and when (event time): a time-limited learning can end
+    /// between two generations.
+    mode: Option<(Mode, u64, u64)>,
+    /// Index of the policy entry that applies.
+    policy: Option<usize>,
     calls: Window,
     bytes: Window,
-    endpoints: HashMap<String, Window>,
-    quotas: Vec<Window>,
+    credential: Option<Known>,
+    destination: Option<Known>,
+    has_last: bool,
+    learning: bool,
     /// Peaks of this run, folded into the baseline when a learning run ends.
     peak_calls: u64,
     peak_bytes: u64,
-    endpoint_peaks: HashMap<String, u64>,
-    learning: bool,
-    /// Rules already reported in this session, per subject.
-    reported: BTreeSet<String>,
-    /// Index of the policy entry that applies.
-    policy: Option<usize>,
+    /// Per endpoint (by the hash of "METHOD authority template": no key
+    /// string to compare): its window, this run's peak, and whether the
+    /// baseline knows it (as of a detector generation).
+    endpoints: HashMap<u64, EndpointState>,
+    /// The run's last endpoint and the one before it (buffers reused).
+    last_endpoint: String,
+    prev_endpoint: String,
+    identity: String,
+    quotas: Vec<Window>,
+    /// Rules already reported in this session, per subject, by hash (a
+    /// check runs on every call while its condition holds: no string is
+    /// built for it).
+    reported: std::collections::HashSet<u64>,
 }
 
 pub struct Detector {
-    /// What this node learned.
-    pub baselines: BTreeMap<String, Baseline>,
+    /// What this node learned (hash maps: looked up on every call).
+    pub baselines: HashMap<String, Baseline>,
     /// What was imported (learned elsewhere): checked together with the
     /// node's own, never written into it, so importing again at each start
     /// counts nothing twice.
-    pub imported: BTreeMap<String, Baseline>,
-    pub modes: BTreeMap<String, ModeState>,
-    sessions: HashMap<String, SessionState>,
-    session_order: VecDeque<String>,
+    pub imported: HashMap<String, Baseline>,
+    pub modes: HashMap<String, ModeState>,
+    /// Bumped whenever a mode could change other than by time (runs,
+    /// pins, imports): sessions cache their identity's mode until then.
+    generation: u64,
+    sessions: HashMap<SessionKey, SessionState>,
+    session_order: VecDeque<SessionKey>,
     /// Credential → identities whose baselines hold it.
     owners: HashMap<String, BTreeSet<String>>,
     tuning: Tuning,
@@ -226,7 +275,7 @@ pub struct Detector {
 
 impl Default for Detector {
     fn default() -> Self {
-        Self::new(BTreeMap::new(), Tuning::default(), Arc::default())
+        Self::new(HashMap::new(), Tuning::default(), Arc::default())
     }
 }
 
@@ -236,6 +285,33 @@ fn bump(map: &mut BTreeMap<String, u64>, k: &str) {
     } else if map.len() < MAX_ENTRIES {
         map.insert(k.to_string(), 1);
     }
+}
+
+/// The hash of a (rule, subject) pair, for `SessionState::reported`.
+fn subject_hash(rule: &str, subject: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    rule.hash(&mut h);
+    subject.hash(&mut h);
+    h.finish()
+}
+
+thread_local! {
+    /// "from -> to" keys are built here to look transitions up: no
+    /// allocation per call.
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Times `from -> to` was learned.
+fn transition_seen(v: &View, from: &str, to: &str) -> u64 {
+    KEY.with(|k| {
+        let mut k = k.borrow_mut();
+        k.clear();
+        k.push_str(from);
+        k.push_str(" -> ");
+        k.push_str(to);
+        v.transition(&k)
+    })
 }
 
 fn now_unix() -> u64 {
@@ -305,11 +381,12 @@ impl View<'_> {
 }
 
 impl Detector {
-    pub fn new(baselines: BTreeMap<String, Baseline>, tuning: Tuning, policy: Arc<Policy>) -> Self {
+    pub fn new(baselines: HashMap<String, Baseline>, tuning: Tuning, policy: Arc<Policy>) -> Self {
         let mut d = Self {
             baselines,
-            imported: BTreeMap::new(),
-            modes: BTreeMap::new(),
+            imported: HashMap::new(),
+            modes: HashMap::new(),
+            generation: 0,
             sessions: HashMap::new(),
             session_order: VecDeque::new(),
             owners: HashMap::new(),
@@ -365,6 +442,7 @@ impl Detector {
 
     /// Adds imported baselines; returns how many agents they cover.
     pub fn import(&mut self, file: &BaselineFile) -> usize {
+        self.generation += 1;
         for (id, b) in &file.baselines {
             self.imported.entry(id.clone()).or_default().merge(b);
             for c in &b.credentials {
@@ -446,6 +524,7 @@ impl Detector {
 
     /// Pins (or, with None, unpins) the mode of `identity`.
     pub fn set_mode(&mut self, identity: &str, mode: Option<Mode>, by: &str) {
+        self.generation += 1;
         let m = self.modes.entry(identity.to_string()).or_default();
         m.pinned = mode;
         m.pinned_by = mode.map(|_| by.to_string());
@@ -480,7 +559,14 @@ impl Detector {
     }
 
     /// A new run (`session`) of `identity` started, rooted at `root`.
-    pub fn session_started(&mut self, identity: &str, name: &str, session: &str, root: &Process) {
+    pub fn session_started(
+        &mut self,
+        identity: &str,
+        name: &str,
+        session: SessionKey,
+        root: &Process,
+    ) {
+        self.generation += 1;
         let b = self.baselines.entry(identity.to_string()).or_default();
         b.sessions += 1;
         if b.first_seen_unix == 0 {
@@ -501,22 +587,22 @@ impl Detector {
         self.announce(identity, name, policy);
     }
 
-    fn session_state(&mut self, id: &str) -> &mut SessionState {
-        if !self.sessions.contains_key(id) {
-            self.session_order.push_back(id.to_string());
+    fn session_state(&mut self, key: SessionKey) -> &mut SessionState {
+        if !self.sessions.contains_key(&key) {
+            self.session_order.push_back(key);
             if self.session_order.len() > MAX_SESSIONS
                 && let Some(old) = self.session_order.pop_front()
             {
-                self.session_ended(&old);
+                self.session_ended(old);
             }
         }
-        self.sessions.entry(id.to_string()).or_default()
+        self.sessions.entry(key).or_default()
     }
 
     /// A run ended (its root exited, or it was forgotten): a learning run's
     /// peaks become part of the baseline.
-    pub fn session_ended(&mut self, session: &str) {
-        let Some(s) = self.sessions.remove(session) else {
+    pub fn session_ended(&mut self, session: SessionKey) {
+        let Some(s) = self.sessions.remove(&session) else {
             return;
         };
         if !s.learning || s.peak_calls == 0 {
@@ -527,7 +613,8 @@ impl Detector {
         };
         push_run(&mut b.peak_calls, s.peak_calls);
         push_run(&mut b.peak_bytes, s.peak_bytes);
-        for (ep, peak) in s.endpoint_peaks {
+        for (_, e) in s.endpoints {
+            let (ep, peak) = (e.name, e.peak);
             if let Some(v) = b.endpoint_peaks.get_mut(&ep) {
                 push_run(v, peak);
             } else if b.endpoint_peaks.len() < MAX_ENTRIES {
@@ -538,39 +625,65 @@ impl Detector {
 
     /// Every open run ends (a clean stop): what learning runs saw is kept.
     pub fn end_all(&mut self) {
-        let open: Vec<String> = self.sessions.keys().cloned().collect();
+        let open: Vec<SessionKey> = self.sessions.keys().copied().collect();
         for s in open {
-            self.session_ended(&s);
+            self.session_ended(s);
         }
         self.session_order.clear();
     }
 
-    /// Learns from or checks one call of `identity` (named `name`).
-    pub fn call(&mut self, identity: &str, name: &str, c: &Call) -> Vec<Finding> {
-        if !self.sessions.contains_key(c.session) {
+    /// The mode of the call's session, worked out again only when the
+    /// detector changed or a second passed (this runs on every call).
+    fn session_mode(&mut self, identity: &str, name: &str, c: &Call) -> Mode {
+        if !self.sessions.contains_key(&c.session) {
             // A run whose start was not seen (or was forgotten).
+            let learning = self.learning(identity);
             let s = self.session_state(c.session);
             s.identity = identity.to_string();
-            s.learning = false;
-            let learning = self.learning(identity);
-            if let Some(s) = self.sessions.get_mut(c.session) {
-                s.learning = learning;
-            }
+            s.learning = learning;
         }
-        let policy_index = self.sessions.get(c.session).and_then(|s| s.policy);
-        let mode = self.announce(identity, name, policy_index);
-        let policy = self.policy.clone();
-        let entry = policy_index.and_then(|i| policy.entries.get(i));
+        let (policy_index, cached) = self
+            .sessions
+            .get(&c.session)
+            .map_or((None, None), |s| (s.policy, s.mode));
+        if let Some((m, generation, at)) = cached
+            && generation == self.generation
+            && c.ts_ns.saturating_sub(at) < 1_000_000_000
+        {
+            return m;
+        }
+        let m = self.announce(identity, name, policy_index);
+        let generation = self.generation;
+        if let Some(s) = self.sessions.get_mut(&c.session) {
+            s.mode = Some((m, generation, c.ts_ns));
+        }
+        m
+    }
+
+    /// Learns from or checks one call of `identity` (named `name`).
+    pub fn call(&mut self, identity: &str, name: &str, c: &Call) -> Vec<Finding> {
+        let mode = self.session_mode(identity, name, c);
+        let tuning = &self.tuning;
+        let (multiplier, rate_floor, volume_floor, repeat_limit) = (
+            tuning.rate_multiplier,
+            tuning.rate_floor,
+            tuning.volume_floor_bytes,
+            tuning.repeat_limit,
+        );
+        // Disjoint borrows of the detector's parts: one lookup each.
+        let policy = Arc::clone(&self.policy);
+        let v = View {
+            own: self.baselines.get(identity),
+            imported: self.imported.get(identity),
+        };
+        let owners = &self.owners;
+        let Some(s) = self.sessions.get_mut(&c.session) else {
+            return Vec::new();
+        };
+        let entry = s.policy.and_then(|i| policy.entries.get(i));
         let irreversible = c.irreversible
             || entry.is_some_and(|e| e.irreversible(c.method, c.authority, c.template, c.path));
-        let (multiplier, rate_floor, volume_floor, repeat_limit) = (
-            self.tuning.rate_multiplier,
-            self.tuning.rate_floor,
-            self.tuning.volume_floor_bytes,
-            self.tuning.repeat_limit,
-        );
-        let baseline_sessions = self.view(identity).sessions();
-        let view_learned = mode != Mode::Learn;
+        let baseline_sessions = v.sessions();
         let mut out = Vec::new();
         let mut push = |rule: &'static str, severity: &'static str, summary: String, count: u64| {
             out.push(Finding {
@@ -587,50 +700,82 @@ impl Detector {
         };
 
         // Windows of this run: calls, bytes, the endpoint, the quotas.
-        let (calls_now, bytes_now, ep_now, prev, quota_counts) = {
-            let s = self.sessions.get_mut(c.session).expect("made above");
-            let calls_now = s.calls.push(c.ts_ns, 1);
-            let bytes_now = s.bytes.push(c.ts_ns, c.request_bytes);
-            let ep_now = if let Some(w) = s.endpoints.get_mut(c.endpoint) {
-                w.push(c.ts_ns, 1)
-            } else if s.endpoints.len() < MAX_SESSION_ENDPOINTS {
-                let mut w = Window::default();
-                let n = w.push(c.ts_ns, 1);
-                s.endpoints.insert(c.endpoint.to_string(), w);
-                n
-            } else {
-                1
-            };
-            s.peak_calls = s.peak_calls.max(calls_now);
-            s.peak_bytes = s.peak_bytes.max(bytes_now);
-            if let Some(p) = s.endpoint_peaks.get_mut(c.endpoint) {
-                *p = (*p).max(ep_now);
-            } else if s.endpoint_peaks.len() < MAX_SESSION_ENDPOINTS {
-                s.endpoint_peaks.insert(c.endpoint.to_string(), ep_now);
-            }
-            let mut quota_counts = Vec::new();
-            if let Some(e) = entry {
-                for (i, q) in e.quotas.iter().enumerate() {
-                    let hit = q
-                        .endpoint
-                        .as_ref()
-                        .is_none_or(|p| p.matches(c.method, c.authority, c.template, c.path));
-                    if hit && let Some(w) = s.quotas.get_mut(i) {
-                        quota_counts.push((i, w.push(c.ts_ns, 1)));
+        let calls_now = s.calls.push(c.ts_ns, 1);
+        let bytes_now = s.bytes.push(c.ts_ns, c.request_bytes);
+        let generation = self.generation;
+        let ep_key = subject_hash("endpoint", c.endpoint);
+        if !s.endpoints.contains_key(&ep_key) && s.endpoints.len() < MAX_SESSION_ENDPOINTS {
+            s.endpoints.insert(
+                ep_key,
+                EndpointState {
+                    name: c.endpoint.to_string(),
+                    ..Default::default()
+                },
+            );
+        }
+        let (ep_now, endpoint_known) = match s.endpoints.get_mut(&ep_key) {
+            Some(e) => {
+                let n = e.window.push(c.ts_ns, 1);
+                e.peak = e.peak.max(n);
+                let known = match e.known {
+                    Some((g, k)) if g == generation => k,
+                    _ => {
+                        let k = v.has_endpoint(c.endpoint);
+                        e.known = Some((generation, k));
+                        k
                     }
+                };
+                (n, known)
+            }
+            None => (1, v.has_endpoint(c.endpoint)),
+        };
+        s.peak_calls = s.peak_calls.max(calls_now);
+        s.peak_bytes = s.peak_bytes.max(bytes_now);
+        let known = |slot: &mut Option<Known>, value: &str, lookup: &dyn Fn(&str) -> bool| {
+            let hash = subject_hash("", value);
+            match *slot {
+                Some(k) if k.hash == hash && k.generation == generation => k.known,
+                _ => {
+                    let known = lookup(value);
+                    *slot = Some(Known {
+                        hash,
+                        generation,
+                        known,
+                    });
+                    known
                 }
             }
-            let prev = s.last_endpoint.replace(c.endpoint.to_string());
-            (calls_now, bytes_now, ep_now, prev, quota_counts)
         };
-        let first = |s: &mut Detector, key: String| {
-            s.sessions
-                .get_mut(c.session)
-                .is_some_and(|st| st.reported.insert(key))
-        };
+        let known_credential = c
+            .credential
+            .is_none_or(|cred| known(&mut s.credential, cred, &|x| v.has_credential(x)));
+        let known_destination = c
+            .destination
+            .is_none_or(|d| known(&mut s.destination, d, &|x| v.has_destination(x)));
+        let mut quota_counts = Vec::new();
+        if let Some(e) = entry {
+            for (i, q) in e.quotas.iter().enumerate() {
+                let hit = q
+                    .endpoint
+                    .as_ref()
+                    .is_none_or(|p| p.matches(c.method, c.authority, c.template, c.path));
+                if hit && let Some(w) = s.quotas.get_mut(i) {
+                    quota_counts.push((i, w.push(c.ts_ns, 1)));
+                }
+            }
+        }
+        // The previous endpoint of the run (for transitions), in reused
+        // buffers: this runs on every call.
+        std::mem::swap(&mut s.prev_endpoint, &mut s.last_endpoint);
+        s.last_endpoint.clear();
+        s.last_endpoint.push_str(c.endpoint);
+        let had_prev = std::mem::replace(&mut s.has_last, true);
+        let prev: Option<&str> = had_prev.then_some(s.prev_endpoint.as_str());
+        let reported = &mut s.reported;
+        let mut first = |rule: &str, subject: &str| reported.insert(subject_hash(rule, subject));
 
         // Rules that need no baseline.
-        if c.write && ep_now >= repeat_limit && first(self, format!("repetition {}", c.endpoint)) {
+        if c.write && ep_now >= repeat_limit && first("repetition", c.endpoint) {
             push(
                 "repetition",
                 if irreversible { "critical" } else { "high" },
@@ -646,7 +791,7 @@ impl Detector {
         if let Some(e) = entry {
             if let Some(d) = e.denied(c.method, c.authority, c.template, c.path) {
                 denied = true;
-                if first(self, format!("denied {}", c.endpoint)) {
+                if first("denied", c.endpoint) {
                     push(
                         "denied_endpoint",
                         if irreversible { "critical" } else { "high" },
@@ -659,7 +804,7 @@ impl Detector {
                 }
             } else if !e.allowed(c.method, c.authority, c.template, c.path) {
                 denied = true;
-                if first(self, format!("not allowed {}", c.endpoint)) {
+                if first("not allowed", c.endpoint) {
                     push(
                         "not_allowed_endpoint",
                         if irreversible { "high" } else { "medium" },
@@ -674,7 +819,7 @@ impl Detector {
             for (i, n) in &quota_counts {
                 let q = &e.quotas[*i];
                 let what = q.endpoint.as_ref().map_or("all calls", |p| p.text.as_str());
-                if *n > q.per_minute && first(self, format!("quota {i}")) {
+                if *n > q.per_minute && first("quota", &i.to_string()) {
                     push(
                         "quota_exceeded",
                         "high",
@@ -689,8 +834,7 @@ impl Detector {
         }
         // Another identity's credential, new to this one: borrowed.
         let others: Vec<String> = match c.credential {
-            Some(cred) if !self.view(identity).has_credential(cred) => self
-                .owners
+            Some(cred) if !known_credential => owners
                 .get(cred)
                 .map(|o| o.iter().filter(|i| *i != identity).cloned().collect())
                 .unwrap_or_default(),
@@ -699,7 +843,7 @@ impl Detector {
         let borrowed = !others.is_empty();
         if let Some(cred) = c.credential
             && borrowed
-            && first(self, format!("borrowed {cred}"))
+            && first("borrowed", cred)
         {
             push(
                 "borrowed_credential",
@@ -714,10 +858,8 @@ impl Detector {
             );
         }
 
-        if view_learned {
-            let v = self.view(identity);
-            let mut checks: Vec<(&'static str, &'static str, String, u64, String)> = Vec::new();
-            if !v.has_endpoint(c.endpoint) {
+        if mode != Mode::Learn {
+            if !endpoint_known && first("new", c.endpoint) {
                 let (rule, severity, what) = if irreversible {
                     (
                         "new_irreversible_endpoint",
@@ -727,7 +869,7 @@ impl Detector {
                 } else {
                     ("new_endpoint", "medium", "an endpoint")
                 };
-                checks.push((
+                push(
                     rule,
                     severity,
                     format!(
@@ -736,8 +878,7 @@ impl Detector {
                         c.endpoint
                     ),
                     0,
-                    format!("new {}", c.endpoint),
-                ));
+                );
             }
             // The limit is never below its floor, so the learned peaks are
             // only looked at past it (the common case costs nothing).
@@ -748,8 +889,9 @@ impl Detector {
                 let peak = high(&v.peaks(|b| Some(&b.peak_calls)));
                 if let Some(l) = limit(peak, rate_floor)
                     && calls_now > l
+                    && first("rate", "")
                 {
-                    checks.push((
+                    push(
                         "runaway_rate",
                         "high",
                         format!(
@@ -757,16 +899,16 @@ impl Detector {
                             peak.unwrap_or(0)
                         ),
                         calls_now,
-                        "rate total".into(),
-                    ));
+                    );
                 }
             }
             if ep_now > rate_floor {
                 let peak = high(&v.peaks(|b| b.endpoint_peaks.get(c.endpoint)));
                 if let Some(l) = limit(peak, rate_floor)
                     && ep_now > l
+                    && first("rate", c.endpoint)
                 {
-                    checks.push((
+                    push(
                         "runaway_rate",
                         if irreversible { "critical" } else { "high" },
                         format!(
@@ -775,16 +917,16 @@ impl Detector {
                             peak.unwrap_or(0)
                         ),
                         ep_now,
-                        format!("rate {}", c.endpoint),
-                    ));
+                    );
                 }
             }
             if bytes_now > volume_floor {
                 let peak = high(&v.peaks(|b| Some(&b.peak_bytes)));
                 if let Some(l) = limit(peak, volume_floor)
                     && bytes_now > l
+                    && first("volume", "")
                 {
-                    checks.push((
+                    push(
                         "volume_spike",
                         "medium",
                         format!(
@@ -792,16 +934,16 @@ impl Detector {
                             peak.unwrap_or(0)
                         ),
                         bytes_now,
-                        "volume total".into(),
-                    ));
+                    );
                 }
             }
             if c.request_bytes > volume_floor {
                 let largest = v.max_request(c.endpoint);
                 if let Some(l) = limit(largest, volume_floor)
                     && c.request_bytes > l
+                    && first("volume", c.endpoint)
                 {
-                    checks.push((
+                    push(
                         "volume_spike",
                         "medium",
                         format!(
@@ -811,67 +953,65 @@ impl Detector {
                             largest.unwrap_or(0)
                         ),
                         c.request_bytes,
-                        format!("volume {}", c.endpoint),
-                    ));
+                    );
                 }
             }
-            if let Some(p) = &prev
+            if let Some(p) = prev
+                && p != c.endpoint
                 && v.has_endpoint(p)
                 && v.has_endpoint(c.endpoint)
+                && transition_seen(&v, p, c.endpoint) == 0
             {
                 let key = format!("{p} -> {}", c.endpoint);
-                if v.transition(&key) == 0 {
+                {
                     let from = v.transitions_from(p);
                     let k = v.endpoints() as u64;
                     // Add-one smoothing over the known endpoints.
                     let prob = 1.0 / (from + k).max(1) as f64;
-                    if from >= MIN_TRANSITIONS_FROM && prob < UNLIKELY {
-                        checks.push((
+                    if from >= MIN_TRANSITIONS_FROM && prob < UNLIKELY && first("sequence", &key) {
+                        push(
                             "unlikely_sequence",
                             "medium",
                             format!(
                                 "{key}: never seen in {from} learned transitions from {p}; probability {prob:.3}"
                             ),
                             from,
-                            format!("sequence {key}"),
-                        ));
+                        );
                     }
                 }
             }
             if let Some(cred) = c.credential
-                && !v.has_credential(cred)
+                && !known_credential
                 && !borrowed
+                && first("credential", cred)
             {
-                checks.push((
+                push(
                     "new_credential",
                     "medium",
                     format!("a credential this agent never used before: {cred}"),
                     0,
-                    format!("credential {cred}"),
-                ));
+                );
             }
             if let Some(d) = c.destination
-                && !v.has_destination(d)
+                && !known_destination
+                && first("destination", d)
             {
-                checks.push((
+                push(
                     "new_destination",
                     "low",
                     format!("a destination this agent never reached before: {d}"),
                     0,
-                    format!("destination {d}"),
-                ));
-            }
-            for (rule, severity, summary, count, key) in checks {
-                if first(self, key) {
-                    push(rule, severity, summary, count);
-                }
+                );
             }
         }
+        let learning = s.learning;
 
         // Learning: only what no rule objected to.
-        let learning = self.sessions.get(c.session).is_some_and(|s| s.learning);
         if mode == Mode::Learn && learning && !denied {
-            let b = self.baselines.entry(identity.to_string()).or_default();
+            let b = match self.baselines.get_mut(identity) {
+                Some(b) => b,
+                None => self.baselines.entry(identity.to_string()).or_default(),
+            };
             b.calls += 1;
             bump(&mut b.endpoints, c.endpoint);
             if let Some(p) = prev {
@@ -915,6 +1055,14 @@ mod tests {
 
     const S: u64 = 1_000_000_000;
 
+    /// A session key for a test's session name.
+    fn k(name: &str) -> SessionKey {
+        let h = name
+            .bytes()
+            .fold(17u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
+        (1, h)
+    }
+
     fn root() -> Process {
         Process {
             pid: 1,
@@ -939,7 +1087,7 @@ mod tests {
         let template = parts.next().unwrap();
         let write = method != "GET";
         Call {
-            session,
+            session: k(session),
             endpoint,
             method,
             authority,
@@ -955,12 +1103,12 @@ mod tests {
     }
 
     fn run(d: &mut Detector, id: &str, session: &str, calls: &[(&str, u64)]) -> Vec<Finding> {
-        d.session_started(id, id, session, &root());
+        d.session_started(id, id, k(session), &root());
         let mut out = Vec::new();
         for (e, t) in calls {
             out.extend(d.call(id, id, &call(session, e, *t)));
         }
-        d.session_ended(session);
+        d.session_ended(k(session));
         out
     }
 
@@ -985,7 +1133,7 @@ mod tests {
         let changes = d.take_mode_changes();
         assert_eq!(changes[0].to, Mode::Monitor);
         assert_eq!(changes[0].why, "learned 4 runs");
-        d.session_started("agt-1", "agt-1", "s9", &root());
+        d.session_started("agt-1", "agt-1", k("s9"), &root());
         let f = d.call("agt-1", "agt-1", &call("s9", "POST v /orders", 3));
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].rule, "new_irreversible_endpoint");
@@ -1013,7 +1161,7 @@ mod tests {
         let file = BaselineFile::parse(&serde_json::to_vec(&file).unwrap()).unwrap();
         let mut b = Detector::default();
         assert_eq!(b.import(&file), 1);
-        b.session_started("agt-x", "agt-x", "b1", &root());
+        b.session_started("agt-x", "agt-x", k("b1"), &root());
         assert!(
             b.call("agt-x", "agt-x", &call("b1", "GET v /inventory/{id}", 1))
                 .is_empty()
@@ -1032,7 +1180,7 @@ mod tests {
     #[test]
     fn repetition_in_a_window_even_while_learning() {
         let mut d = Detector::default();
-        d.session_started("agt-2", "agt-2", "r", &root());
+        d.session_started("agt-2", "agt-2", k("r"), &root());
         let mut found = Vec::new();
         for i in 0..8 {
             found.extend(d.call("agt-2", "agt-2", &call("r", "POST v /orders", i)));
@@ -1044,7 +1192,7 @@ mod tests {
         assert_eq!(found[0].mode, Mode::Learn);
         // Spread out over more than the window: no loop.
         let mut d = Detector::default();
-        d.session_started("agt-3", "agt-3", "q", &root());
+        d.session_started("agt-3", "agt-3", k("q"), &root());
         for i in 0..10 {
             assert!(
                 d.call("agt-3", "agt-3", &call("q", "POST v /orders", i * 30))
@@ -1058,7 +1206,7 @@ mod tests {
         let mut d = learned("agt-r");
         // Reads (no repetition rule) far faster than learned: the learned
         // peak is 1 per endpoint, 2 in total; the floor is 10.
-        d.session_started("agt-r", "agt-r", "fast", &root());
+        d.session_started("agt-r", "agt-r", k("fast"), &root());
         let mut rules = Vec::new();
         for i in 0..12 {
             for f in d.call(
@@ -1078,7 +1226,7 @@ mod tests {
     #[test]
     fn volume_spike_of_one_request() {
         let mut d = learned("agt-v");
-        d.session_started("agt-v", "agt-v", "big", &root());
+        d.session_started("agt-v", "agt-v", k("big"), &root());
         let mut c = call("big", "POST v /recommendations", 5);
         c.request_bytes = 10 << 20;
         let f = d.call("agt-v", "agt-v", &c);
@@ -1103,7 +1251,7 @@ mod tests {
             run(&mut d, "agt-s", &format!("l{r}"), &order);
         }
         // a -> b and b -> a, b -> c learned; c -> a never.
-        d.session_started("agt-s", "agt-s", "odd", &root());
+        d.session_started("agt-s", "agt-s", k("odd"), &root());
         assert!(
             d.call("agt-s", "agt-s", &call("odd", "GET v /a", 1))
                 .is_empty()
@@ -1121,7 +1269,7 @@ mod tests {
     fn borrowed_and_new_credentials_and_destinations() {
         let mut d = learned("agt-owner");
         // Another identity, learning, uses the owner's credential.
-        d.session_started("agt-other", "agt-other", "o", &root());
+        d.session_started("agt-other", "agt-other", k("o"), &root());
         let f = d.call(
             "agt-other",
             "agt-other",
@@ -1133,7 +1281,7 @@ mod tests {
         // The owner itself, after learning, with a key nobody has and a
         // new destination.
         run(&mut d, "agt-owner", "x0", &NORMAL);
-        d.session_started("agt-owner", "agt-owner", "x", &root());
+        d.session_started("agt-owner", "agt-owner", k("x"), &root());
         let mut c = call("x", "GET v /inventory/{id}", 1);
         c.credential = Some("Bearer fp:fresh");
         c.destination = Some("billing.example");
@@ -1159,8 +1307,8 @@ policies:
 "#,
         )
         .unwrap();
-        let mut d = Detector::new(BTreeMap::new(), Tuning::default(), Arc::new(policy));
-        d.session_started("agt-p", "agt-p", "p", &root());
+        let mut d = Detector::new(HashMap::new(), Tuning::default(), Arc::new(policy));
+        d.session_started("agt-p", "agt-p", k("p"), &root());
         let f = d.call("agt-p", "agt-p", &call("p", "POST v /refunds", 1));
         assert_eq!(f[0].rule, "denied_endpoint");
         assert_eq!(f[0].mode, Mode::Learn);
@@ -1191,8 +1339,8 @@ policies:
         let policy =
             Policy::parse("policies:\n  - name: strict\n    agents: [agt-m]\n    mode: enforce\n")
                 .unwrap();
-        let mut d = Detector::new(BTreeMap::new(), Tuning::default(), Arc::new(policy));
-        d.session_started("agt-m", "agt-m", "m", &root());
+        let mut d = Detector::new(HashMap::new(), Tuning::default(), Arc::new(policy));
+        d.session_started("agt-m", "agt-m", k("m"), &root());
         let c = d.take_mode_changes();
         assert_eq!(c[0].to, Mode::Enforce);
         assert_eq!(c[0].why, "policy \"strict\"");
@@ -1204,9 +1352,27 @@ policies:
     }
 
     #[test]
+    fn windows_count_the_last_minute_in_constant_memory() {
+        let mut w = Window::default();
+        assert_eq!(w.push(100 * S, 1), 1);
+        assert_eq!(w.push(130 * S, 1), 2);
+        assert_eq!(w.push(149 * S, 5), 7);
+        // 100 s is more than a window behind 161 s: it has gone; the
+        // rest is within 50-60 s.
+        assert_eq!(w.push(161 * S, 1), 7);
+        // A late record still counts.
+        assert_eq!(w.push(140 * S, 1), 8);
+        // Long quiet: everything expired.
+        assert_eq!(w.push(1_000 * S, 2), 2);
+        // Bytes saturate rather than wrap.
+        assert_eq!(w.push(1_001 * S, u64::MAX), u64::from(u32::MAX));
+        assert_eq!(size_of::<Window>(), 40);
+    }
+
+    #[test]
     fn learning_can_be_limited_in_time() {
         let mut d = Detector::new(
-            BTreeMap::new(),
+            HashMap::new(),
             Tuning {
                 learn_sessions: 100,
                 learn_minutes: 1,
@@ -1214,7 +1380,7 @@ policies:
             },
             Arc::default(),
         );
-        d.session_started("agt-t", "agt-t", "t", &root());
+        d.session_started("agt-t", "agt-t", k("t"), &root());
         assert!(d.learning("agt-t"));
         d.baselines.get_mut("agt-t").unwrap().first_seen_unix -= 61;
         assert!(!d.learning("agt-t"));

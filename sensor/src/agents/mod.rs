@@ -40,7 +40,13 @@ pub struct AgentTag {
     pub name: String,
     /// The run of the process tree: its root's pid and start time.
     pub session: String,
+    /// The same, as numbers: the key of per-session state.
+    #[serde(skip)]
+    pub key: SessionKey,
 }
+
+/// A session by its root process: (pid, start ticks).
+pub type SessionKey = (u32, u64);
 
 /// A tool call of an agent's model, as named on the calls it led to.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -53,7 +59,7 @@ pub struct ToolRef {
 /// Calls of a session a hold shows.
 const TRAIL_LEN: usize = 8;
 /// Steps of a session kept in order (older ones are only counted).
-const RING_LEN: usize = 64;
+const RING_LEN: usize = 32;
 
 /// Sessions whose pending tool calls are remembered (oldest forgotten).
 const MAX_SESSIONS: usize = 16_384;
@@ -130,13 +136,21 @@ pub fn irreversible(method: &str, template: &str) -> bool {
         "grant",
         "purchase",
     ];
-    let write = matches!(method, "POST" | "PUT" | "PATCH" | "DELETE");
-    let path = template
-        .split('?')
-        .next()
-        .unwrap_or(template)
-        .to_ascii_lowercase();
-    write && (method == "DELETE" || WORDS.iter().any(|w| path.contains(w)))
+    // Reads first, and no allocation for the usual lowercase path: this
+    // runs on every call of every agent.
+    if !matches!(method, "POST" | "PUT" | "PATCH" | "DELETE") {
+        return false;
+    }
+    if method == "DELETE" {
+        return true;
+    }
+    let path = template.split('?').next().unwrap_or(template);
+    if path.bytes().any(|b| b.is_ascii_uppercase()) {
+        let lower = path.to_ascii_lowercase();
+        WORDS.iter().any(|w| lower.contains(w))
+    } else {
+        WORDS.iter().any(|w| path.contains(w))
+    }
 }
 
 /// Arguments that change from run to run and must not split an identity.
@@ -291,6 +305,30 @@ impl Settings {
     }
 }
 
+/// What is kept per live session.
+#[derive(Default)]
+struct SessionInfo {
+    /// The tool calls its model asked for last, in order.
+    pending: Vec<ToolRef>,
+    trail: Trail,
+    /// Hashes of the last credential and destination put in the inventory.
+    last_credential: u64,
+    last_destination: u64,
+}
+
+/// Whether `value` differs from the one `last` remembers (by hash), which
+/// it then remembers.
+fn changed(last: &mut u64, value: Option<&str>) -> bool {
+    use std::hash::{Hash, Hasher};
+    let Some(v) = value else {
+        return false;
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    let h = h.finish() | 1;
+    std::mem::replace(last, h) != h
+}
+
 /// One step of a session: a model turn or another API call.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Step {
@@ -325,17 +363,21 @@ pub struct Agents {
     /// so they are checked after a restart too.
     imported_path: Option<PathBuf>,
     /// Per session: the tool calls its model asked for last, in order.
-    pending: HashMap<String, Vec<ToolRef>>,
-    pending_order: VecDeque<String>,
-    /// Per session: its steps in order.
-    trails: HashMap<String, Trail>,
+    /// Per session: the tool calls its model asked for last, and its steps
+    /// in order (one map, one lookup per call).
+    sessions: HashMap<SessionKey, SessionInfo>,
+    session_order: VecDeque<SessionKey>,
     members: HashMap<(u32, u64), Arc<AgentTag>>,
     order: VecDeque<(u32, u64)>,
-    inventory: BTreeMap<String, Inventory>,
+    /// By id (a hash map: looked up on every call; listed sorted).
+    inventory: HashMap<String, Inventory>,
     path: Option<PathBuf>,
     dirty: bool,
     /// Mode changes made by operators, to announce.
     pending_modes: Vec<detect::ModeChange>,
+    scratch: String,
+    /// Endpoint → (provider, irreversible): see `classify`.
+    classes: HashMap<String, (Option<&'static str>, bool)>,
 }
 
 impl Agents {
@@ -356,10 +398,10 @@ impl Agents {
                         p.display()
                     )
                 })?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
                 Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
             },
-            None => BTreeMap::new(),
+            None => HashMap::new(),
         };
         let inventory = match path {
             Some(p) => match std::fs::read(p) {
@@ -373,12 +415,12 @@ impl Agents {
                     .into_iter()
                     .map(|i| (i.id.clone(), i))
                     .collect(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
                 Err(e) => {
                     return Err(e).with_context(|| format!("reading {}", p.display()));
                 }
             },
-            None => BTreeMap::new(),
+            None => HashMap::new(),
         };
         let mut detector =
             detect::Detector::new(baselines, settings.tuning.clone(), settings.policy.clone());
@@ -420,15 +462,16 @@ impl Agents {
             selected: std::collections::HashSet::new(),
             baselines_path,
             imported_path,
-            pending: HashMap::new(),
-            pending_order: VecDeque::new(),
-            trails: HashMap::new(),
+            sessions: HashMap::new(),
+            session_order: VecDeque::new(),
             members: HashMap::new(),
             order: VecDeque::new(),
             inventory,
             path: path.map(Path::to_path_buf),
             dirty: false,
             pending_modes: Vec::new(),
+            scratch: String::new(),
+            classes: HashMap::new(),
         })
     }
 
@@ -440,7 +483,7 @@ impl Agents {
         if !self.dirty {
             return Ok(());
         }
-        let list: Vec<&Inventory> = self.inventory.values().collect();
+        let list: Vec<&Inventory> = self.list().collect();
         crate::state::write_private(path, &serde_json::to_vec(&list)?)?;
         if let Some(b) = &self.baselines_path {
             crate::state::write_private(b, &serde_json::to_vec(&self.detector.baselines)?)?;
@@ -586,19 +629,22 @@ impl Agents {
     }
 
     /// The live sessions of an agent identity, with their sequences.
-    pub fn sessions_of(&self, id: &str) -> Vec<(&str, &Trail)> {
-        let mut v: Vec<(&str, &Trail)> = self
-            .trails
+    pub fn sessions_of(&self, id: &str) -> Vec<(String, &Trail)> {
+        let mut v: Vec<(String, &Trail)> = self
+            .sessions
             .iter()
-            .filter(|(_, t)| t.agent == id)
-            .map(|(s, t)| (s.as_str(), t))
+            .filter(|(_, s)| s.trail.agent == id)
+            .map(|((pid, start), s)| (format!("{pid}-{start}"), &s.trail))
             .collect();
-        v.sort_by_key(|(s, _)| *s);
+        v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
 
-    pub fn list(&self) -> impl Iterator<Item = &Inventory> {
-        self.inventory.values()
+    /// Every identity, by id.
+    pub fn list(&self) -> std::vec::IntoIter<&Inventory> {
+        let mut v: Vec<&Inventory> = self.inventory.values().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v.into_iter()
     }
 
     /// Baselines learned elsewhere, from now on checked with this node's
@@ -657,16 +703,17 @@ impl Agents {
         }
     }
 
-    fn set_pending(&mut self, session: &str, calls: Vec<ToolRef>) {
-        if self.pending.insert(session.to_string(), calls).is_none() {
-            self.pending_order.push_back(session.to_string());
-            if self.pending_order.len() > MAX_SESSIONS
-                && let Some(old) = self.pending_order.pop_front()
+    /// The state of session `key`, made (and the oldest forgotten) when new.
+    fn session_info(&mut self, key: SessionKey) -> &mut SessionInfo {
+        if !self.sessions.contains_key(&key) {
+            self.session_order.push_back(key);
+            if self.session_order.len() > MAX_SESSIONS
+                && let Some(old) = self.session_order.pop_front()
             {
-                self.pending.remove(&old);
-                self.trails.remove(&old);
+                self.sessions.remove(&old);
             }
         }
+        self.sessions.entry(key).or_default()
     }
 
     /// What a held process of an agent was doing: the tool call its model
@@ -682,14 +729,15 @@ impl Agents {
         };
         crate::respond::responder::HoldContext {
             tool_call: self
-                .pending
-                .get(&tag.session)
-                .and_then(|p| p.last())
+                .sessions
+                .get(&tag.key)
+                .and_then(|s| s.pending.last())
                 .map(|t| format!("{} ({})", t.name, t.id)),
             trail: self
-                .trails
-                .get(&tag.session)
-                .map(|t| {
+                .sessions
+                .get(&tag.key)
+                .map(|s| {
+                    let t = &s.trail;
                     let skip = t.recent.len().saturating_sub(TRAIL_LEN);
                     t.recent
                         .iter()
@@ -702,11 +750,8 @@ impl Agents {
         }
     }
 
-    fn push_step(&mut self, agent: &str, session: &str, step: Step) {
-        if !self.pending.contains_key(session) {
-            self.set_pending(session, Vec::new());
-        }
-        let t = self.trails.entry(session.to_string()).or_default();
+    fn push_step(info: &mut SessionInfo, agent: &str, step: Step) {
+        let t = &mut info.trail;
         if t.agent.is_empty() {
             t.agent = agent.to_string();
         }
@@ -727,10 +772,12 @@ impl Agents {
         let (id, derived, cmdline) = identity_in(p, ev.pod.as_deref());
         let name = named.unwrap_or(derived);
         let session = format!("{}-{}", p.pid, p.start_ticks);
+        let key = (p.pid, p.start_ticks);
         let tag = Arc::new(AgentTag {
             id: id.clone(),
             name: name.clone(),
             session: session.clone(),
+            key,
         });
         self.remember((p.pid, p.start_ticks), tag.clone());
         let inv = self
@@ -745,8 +792,7 @@ impl Agents {
                 ..Default::default()
             });
         inv.sessions += 1;
-        self.detector
-            .session_started(&tag.id, &tag.name, &session, p);
+        self.detector.session_started(&tag.id, &tag.name, key, p);
         let inv = self.inventory.get_mut(&tag.id).expect("just inserted");
         inv.recent_sessions.push_back(session);
         if inv.recent_sessions.len() > RECENT_SESSIONS {
@@ -754,6 +800,31 @@ impl Agents {
         }
         self.dirty = true;
         tag
+    }
+
+    /// The provider an endpoint belongs to and whether it cannot be undone,
+    /// worked out once per endpoint ("METHOD authority template"): the
+    /// catalogue and the irreversible words are many string searches.
+    fn classify(
+        &mut self,
+        endpoint: &str,
+        method: &str,
+        authority: &str,
+        path: &str,
+        template: &str,
+    ) -> (Option<&'static str>, bool) {
+        if let Some(c) = self.classes.get(endpoint) {
+            return *c;
+        }
+        let c = (
+            catalog::match_call(authority, path),
+            irreversible(method, template),
+        );
+        if self.classes.len() >= MAX_MEMBERS {
+            self.classes.clear(); // bound memory; they are cheap to redo
+        }
+        self.classes.insert(endpoint.to_string(), c);
+        c
     }
 
     /// The operator's selectors, checked once per process.
@@ -796,9 +867,9 @@ impl Agents {
             Detail::Exit { .. } => {
                 // The session's root ended: its run is over.
                 if let Some(t) = &tag
-                    && t.session == format!("{}-{}", key.0, key.1)
+                    && t.key == key
                 {
-                    self.detector.session_ended(&t.session);
+                    self.detector.session_ended(t.key);
                     self.dirty = true;
                 }
             }
@@ -815,7 +886,9 @@ impl Agents {
                 request_bytes,
                 ..
             } => {
-                let provider = catalog::match_call(authority, path);
+                let endpoint = format!("{method} {authority} {path_template}");
+                let (provider, irreversible) =
+                    self.classify(&endpoint, method, authority, path, path_template);
                 if tag.is_none() && provider.is_some() {
                     tag = Some(self.become_agent(ev, None));
                 }
@@ -832,39 +905,58 @@ impl Agents {
                     })
                     .unwrap_or_default();
                 let link = tag.as_ref().map(|t| {
+                    let info = self.session_info(t.key);
                     if provider.is_some() {
                         // A new model turn: the tool calls it asks for now
                         // replace those the agent has answered.
-                        self.set_pending(&t.session, asked.clone());
+                        info.pending.clone_from(&asked);
                         None
                     } else {
-                        Some(self.pending.get(&t.session).and_then(|p| p.last().cloned()))
+                        Some(info.pending.last().cloned())
                     }
                 });
                 if let Some(t) = &tag {
-                    let endpoint = format!("{method} {authority} {path_template}");
-                    let irreversible = irreversible(method, path_template);
                     let destination = sni
                         .clone()
                         .or_else(|| daddr.zip(*dport).map(|(a, p)| format!("{a}:{p}")));
+                    // The inventory's sets are only searched when the
+                    // session's credential or destination changed.
+                    let (new_credential, new_destination) = {
+                        let info = self.session_info(t.key);
+                        let c =
+                            changed(&mut info.last_credential, credential_fingerprint.as_deref());
+                        let d = changed(&mut info.last_destination, destination.as_deref());
+                        (c, d)
+                    };
                     if let Some(inv) = self.inventory.get_mut(&t.id) {
                         inv.calls += 1;
                         inv.last_seen_ns = inv.last_seen_ns.max(ev.ts_unix_ns);
                         if let Some(p) = provider {
                             bounded_insert_str(&mut inv.providers, p);
                         }
-                        if let Some(c) = credential_fingerprint {
+                        if let Some(c) = credential_fingerprint
+                            && new_credential
+                        {
                             bounded_insert_str(&mut inv.credentials, c);
                         }
                         if irreversible {
                             bounded_count_str(&mut inv.irreversible, &endpoint);
                         }
                         bounded_count_str(&mut inv.endpoints, &endpoint);
-                        if let (Some(a), Some(port)) = (daddr, dport) {
-                            bounded_insert(&mut inv.destinations, format!("{a}:{port}"));
+                        if let Some(d) = &destination
+                            && new_destination
+                        {
+                            bounded_insert_str(&mut inv.destinations, d);
                         }
-                        if let Some(s) = sni {
-                            bounded_insert_str(&mut inv.destinations, s);
+                        if let (Some(a), Some(port), Some(_), true) =
+                            (daddr, dport, sni, new_destination)
+                        {
+                            // The address too, when the name was given (in
+                            // a reused buffer: this runs on every call).
+                            use std::fmt::Write;
+                            self.scratch.clear();
+                            let _ = write!(self.scratch, "{a}:{port}");
+                            bounded_insert_str(&mut inv.destinations, &self.scratch);
                         }
                         self.dirty = true;
                     }
@@ -873,21 +965,18 @@ impl Agents {
                         (Some(Some(Some(t))), None) => vec![t.name.clone()],
                         _ => Vec::new(),
                     };
-                    self.push_step(
-                        &t.id,
-                        &t.session,
-                        Step {
-                            ts_unix_ns: ev.ts_unix_ns,
-                            endpoint: endpoint.clone(),
-                            llm: provider.is_some(),
-                            tools,
-                        },
-                    );
+                    let step = Step {
+                        ts_unix_ns: ev.ts_unix_ns,
+                        endpoint: endpoint.clone(),
+                        llm: provider.is_some(),
+                        tools,
+                    };
+                    Self::push_step(self.session_info(t.key), &t.id, step);
                     findings = self.detector.call(
                         &t.id,
                         &t.name,
                         &detect::Call {
-                            session: &t.session,
+                            session: t.key,
                             endpoint: &endpoint,
                             method,
                             authority,

@@ -516,6 +516,7 @@ mod tests {
                 id: "agt-123".into(),
                 name: "agent.py".into(),
                 session: "4242:777".into(),
+                key: (4242, 777),
             })),
             pod: None,
             detail,
