@@ -229,7 +229,7 @@ fn main() {
     let elapsed = start.elapsed();
     let rate = made as f64 / elapsed.as_secs_f64();
     println!(
-        "agents: {identities} identities learned from {} runs in {:.2} s; then {made} calls over {} open sessions on one core in {:.2} s: {:.0} calls/s ({:.2} us per call), {findings} findings; peak memory {:.0} MiB (VmHWM, the prepared events included)",
+        "agents: {identities} identities learned from {} runs in {:.2} s; then {made} calls over {} open sessions on one core in {:.2} s: {:.0} calls/s ({:.2} us per call), {findings} findings; peak memory {:.0} MiB (VmHWM, the whole process)",
         identities * LEARN_RUNS,
         learned.as_secs_f64(),
         sessions.len(),

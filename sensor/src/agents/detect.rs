@@ -22,13 +22,13 @@
 //! Rules that need no baseline apply in every mode, learning included.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     sync::Arc,
 };
 
 use serde::{Deserialize, Serialize};
 
-use super::SessionKey;
+use super::{FastMap, FastSet, SessionKey};
 use super::{
     baseline::{Baseline, BaselineFile, MAX_ENTRIES, high, push_run},
     mode::Mode,
@@ -241,7 +241,7 @@ struct SessionState {
     /// Per endpoint (by the hash of "METHOD authority template": no key
     /// string to compare): its window, this run's peak, and whether the
     /// baseline knows it (as of a detector generation).
-    endpoints: HashMap<u64, EndpointState>,
+    endpoints: FastMap<u64, EndpointState>,
     /// The run's last endpoint and the one before it (buffers reused).
     last_endpoint: String,
     prev_endpoint: String,
@@ -250,24 +250,24 @@ struct SessionState {
     /// Rules already reported in this session, per subject, by hash (a
     /// check runs on every call while its condition holds: no string is
     /// built for it).
-    reported: std::collections::HashSet<u64>,
+    reported: FastSet<u64>,
 }
 
 pub struct Detector {
     /// What this node learned (hash maps: looked up on every call).
-    pub baselines: HashMap<String, Baseline>,
+    pub baselines: FastMap<String, Baseline>,
     /// What was imported (learned elsewhere): checked together with the
     /// node's own, never written into it, so importing again at each start
     /// counts nothing twice.
-    pub imported: HashMap<String, Baseline>,
-    pub modes: HashMap<String, ModeState>,
+    pub imported: FastMap<String, Baseline>,
+    pub modes: FastMap<String, ModeState>,
     /// Bumped whenever a mode could change other than by time (runs,
     /// pins, imports): sessions cache their identity's mode until then.
     generation: u64,
-    sessions: HashMap<SessionKey, SessionState>,
+    sessions: FastMap<SessionKey, SessionState>,
     session_order: VecDeque<SessionKey>,
     /// Credential → identities whose baselines hold it.
-    owners: HashMap<String, BTreeSet<String>>,
+    owners: FastMap<String, BTreeSet<String>>,
     tuning: Tuning,
     policy: Arc<Policy>,
     changes: Vec<ModeChange>,
@@ -275,7 +275,7 @@ pub struct Detector {
 
 impl Default for Detector {
     fn default() -> Self {
-        Self::new(HashMap::new(), Tuning::default(), Arc::default())
+        Self::new(FastMap::default(), Tuning::default(), Arc::default())
     }
 }
 
@@ -381,15 +381,15 @@ impl View<'_> {
 }
 
 impl Detector {
-    pub fn new(baselines: HashMap<String, Baseline>, tuning: Tuning, policy: Arc<Policy>) -> Self {
+    pub fn new(baselines: FastMap<String, Baseline>, tuning: Tuning, policy: Arc<Policy>) -> Self {
         let mut d = Self {
             baselines,
-            imported: HashMap::new(),
-            modes: HashMap::new(),
+            imported: FastMap::default(),
+            modes: FastMap::default(),
             generation: 0,
-            sessions: HashMap::new(),
+            sessions: FastMap::default(),
             session_order: VecDeque::new(),
-            owners: HashMap::new(),
+            owners: FastMap::default(),
             tuning,
             policy,
             changes: Vec::new(),
@@ -1307,7 +1307,7 @@ policies:
 "#,
         )
         .unwrap();
-        let mut d = Detector::new(HashMap::new(), Tuning::default(), Arc::new(policy));
+        let mut d = Detector::new(FastMap::default(), Tuning::default(), Arc::new(policy));
         d.session_started("agt-p", "agt-p", k("p"), &root());
         let f = d.call("agt-p", "agt-p", &call("p", "POST v /refunds", 1));
         assert_eq!(f[0].rule, "denied_endpoint");
@@ -1339,7 +1339,7 @@ policies:
         let policy =
             Policy::parse("policies:\n  - name: strict\n    agents: [agt-m]\n    mode: enforce\n")
                 .unwrap();
-        let mut d = Detector::new(HashMap::new(), Tuning::default(), Arc::new(policy));
+        let mut d = Detector::new(FastMap::default(), Tuning::default(), Arc::new(policy));
         d.session_started("agt-m", "agt-m", k("m"), &root());
         let c = d.take_mode_changes();
         assert_eq!(c[0].to, Mode::Enforce);
@@ -1372,7 +1372,7 @@ policies:
     #[test]
     fn learning_can_be_limited_in_time() {
         let mut d = Detector::new(
-            HashMap::new(),
+            FastMap::default(),
             Tuning {
                 learn_sessions: 100,
                 learn_minutes: 1,

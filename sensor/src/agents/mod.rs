@@ -19,7 +19,7 @@ pub mod policy;
 pub mod selectors;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -47,6 +47,12 @@ pub struct AgentTag {
 
 /// A session by its root process: (pid, start ticks).
 pub type SessionKey = (u32, u64);
+
+/// Hash maps of the per-call path: foldhash (hashbrown's default) rather
+/// than SipHash. Keys are the sensor's own (pids, identity ids, hashes of
+/// endpoints made with the default SipHash), seeded per process.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// A tool call of an agent's model, as named on the calls it led to.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -357,7 +363,7 @@ pub struct Agents {
     settings: Settings,
     modes_path: Option<PathBuf>,
     /// Processes already checked against the selectors.
-    selected: std::collections::HashSet<(u32, u64)>,
+    selected: FastSet<(u32, u64)>,
     baselines_path: Option<PathBuf>,
     /// Baselines imported while running (`sensor baseline import`), kept
     /// so they are checked after a restart too.
@@ -365,19 +371,19 @@ pub struct Agents {
     /// Per session: the tool calls its model asked for last, in order.
     /// Per session: the tool calls its model asked for last, and its steps
     /// in order (one map, one lookup per call).
-    sessions: HashMap<SessionKey, SessionInfo>,
+    sessions: FastMap<SessionKey, SessionInfo>,
     session_order: VecDeque<SessionKey>,
-    members: HashMap<(u32, u64), Arc<AgentTag>>,
+    members: FastMap<(u32, u64), Arc<AgentTag>>,
     order: VecDeque<(u32, u64)>,
     /// By id (a hash map: looked up on every call; listed sorted).
-    inventory: HashMap<String, Inventory>,
+    inventory: FastMap<String, Inventory>,
     path: Option<PathBuf>,
     dirty: bool,
     /// Mode changes made by operators, to announce.
     pending_modes: Vec<detect::ModeChange>,
     scratch: String,
     /// Endpoint → (provider, irreversible): see `classify`.
-    classes: HashMap<String, (Option<&'static str>, bool)>,
+    classes: FastMap<String, (Option<&'static str>, bool)>,
 }
 
 impl Agents {
@@ -398,10 +404,10 @@ impl Agents {
                         p.display()
                     )
                 })?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => FastMap::default(),
                 Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
             },
-            None => HashMap::new(),
+            None => FastMap::default(),
         };
         let inventory = match path {
             Some(p) => match std::fs::read(p) {
@@ -415,12 +421,12 @@ impl Agents {
                     .into_iter()
                     .map(|i| (i.id.clone(), i))
                     .collect(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => FastMap::default(),
                 Err(e) => {
                     return Err(e).with_context(|| format!("reading {}", p.display()));
                 }
             },
-            None => HashMap::new(),
+            None => FastMap::default(),
         };
         let mut detector =
             detect::Detector::new(baselines, settings.tuning.clone(), settings.policy.clone());
@@ -459,19 +465,19 @@ impl Agents {
             detector,
             settings,
             modes_path,
-            selected: std::collections::HashSet::new(),
+            selected: FastSet::default(),
             baselines_path,
             imported_path,
-            sessions: HashMap::new(),
+            sessions: FastMap::default(),
             session_order: VecDeque::new(),
-            members: HashMap::new(),
+            members: FastMap::default(),
             order: VecDeque::new(),
             inventory,
             path: path.map(Path::to_path_buf),
             dirty: false,
             pending_modes: Vec::new(),
             scratch: String::new(),
-            classes: HashMap::new(),
+            classes: FastMap::default(),
         })
     }
 
