@@ -15,6 +15,10 @@ use anyhow::{Context, Result, bail};
 use crate::cmd::{build_sensor, is_root};
 
 pub fn run(seconds: u64, rounds: usize, only: Option<&str>) -> Result<()> {
+    if only == Some("agents") {
+        // No kernel programs: the detection stage alone.
+        return crate::bench_agents::run();
+    }
     if !is_root() {
         bail!("the benchmark starts the sensor, which needs root");
     }
@@ -22,13 +26,16 @@ pub fn run(seconds: u64, rounds: usize, only: Option<&str>) -> Result<()> {
     match only {
         None | Some("connect") => connect(&bin, seconds, rounds)?,
         Some("https" | "response") => {}
-        Some(other) => bail!("--only {other}: one of connect, https, response"),
+        Some(other) => bail!("--only {other}: one of connect, https, response, agents"),
     }
     if matches!(only, None | Some("https")) {
         crate::bench_https::run(&bin, seconds, rounds)?;
     }
     if matches!(only, None | Some("response")) {
         crate::bench_response::run(&bin)?;
+    }
+    if only.is_none() {
+        crate::bench_agents::run()?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! fresh machine themselves (see `setup`), then build and run or test.
 
 mod bench;
+mod bench_agents;
 mod bench_https;
 mod bench_response;
 mod cmd;
@@ -64,7 +65,7 @@ enum Command {
         /// Off/on round pairs; medians are reported.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
-        /// Only one part: connect, https or response.
+        /// Only one part: connect, https, response or agents.
         #[arg(long)]
         only: Option<String>,
     },

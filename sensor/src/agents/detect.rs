@@ -204,6 +204,8 @@ struct EndpointState {
     window: Window,
     peak: u64,
     known: Option<(u64, bool)>,
+    /// The learned runs' high percentile for it, as of a generation.
+    high: Option<(u64, Option<u64>)>,
     /// The endpoint itself, read when the run ends.
     name: String,
 }
@@ -233,6 +235,8 @@ struct SessionState {
     bytes: Window,
     credential: Option<Known>,
     destination: Option<Known>,
+    /// (generation, high percentile of calls, of bytes) of learned runs.
+    highs: Option<(u64, Option<u64>, Option<u64>)>,
     has_last: bool,
     learning: bool,
     /// Peaks of this run, folded into the baseline when a learning run ends.
@@ -288,12 +292,12 @@ fn bump(map: &mut BTreeMap<String, u64>, k: &str) {
 }
 
 /// The hash of a (rule, subject) pair, for `SessionState::reported`.
-fn subject_hash(rule: &str, subject: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    rule.hash(&mut h);
-    subject.hash(&mut h);
-    h.finish()
+pub fn subject_hash(rule: &str, subject: &str) -> u64 {
+    use std::hash::BuildHasher;
+    // One random seed per process: endpoints come from traffic, and a seed
+    // an outsider cannot know keeps them from choosing colliding ones.
+    static SEED: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
+    SEED.get_or_init(Default::default).hash_one((rule, subject))
 }
 
 thread_local! {
@@ -771,6 +775,35 @@ impl Detector {
         s.last_endpoint.push_str(c.endpoint);
         let had_prev = std::mem::replace(&mut s.has_last, true);
         let prev: Option<&str> = had_prev.then_some(s.prev_endpoint.as_str());
+        // The learned runs' high percentiles, worked out once per detector
+        // generation (a sort of up to 64 peaks, each call past a floor).
+        let highs = match s.highs {
+            Some((g, calls, bytes)) if g == generation => (calls, bytes),
+            _ => {
+                let h = (
+                    high(&v.peaks(|b| Some(&b.peak_calls))),
+                    high(&v.peaks(|b| Some(&b.peak_bytes))),
+                );
+                s.highs = Some((generation, h.0, h.1));
+                h
+            }
+        };
+        let endpoint_high = |e: &mut EndpointState| match e.high {
+            Some((g, h)) if g == generation => h,
+            _ => {
+                let h = high(&v.peaks(|b| b.endpoint_peaks.get(c.endpoint)));
+                e.high = Some((generation, h));
+                h
+            }
+        };
+        let ep_high = if ep_now > rate_floor {
+            match s.endpoints.get_mut(&ep_key) {
+                Some(e) => endpoint_high(e),
+                None => high(&v.peaks(|b| b.endpoint_peaks.get(c.endpoint))),
+            }
+        } else {
+            None
+        };
         let reported = &mut s.reported;
         let mut first = |rule: &str, subject: &str| reported.insert(subject_hash(rule, subject));
 
@@ -886,7 +919,7 @@ impl Detector {
                 peak.map(|p| ((p as f64 * multiplier).ceil() as u64).max(floor))
             };
             if calls_now > rate_floor {
-                let peak = high(&v.peaks(|b| Some(&b.peak_calls)));
+                let peak = highs.0;
                 if let Some(l) = limit(peak, rate_floor)
                     && calls_now > l
                     && first("rate", "")
@@ -903,7 +936,7 @@ impl Detector {
                 }
             }
             if ep_now > rate_floor {
-                let peak = high(&v.peaks(|b| b.endpoint_peaks.get(c.endpoint)));
+                let peak = ep_high;
                 if let Some(l) = limit(peak, rate_floor)
                     && ep_now > l
                     && first("rate", c.endpoint)
@@ -921,7 +954,7 @@ impl Detector {
                 }
             }
             if bytes_now > volume_floor {
-                let peak = high(&v.peaks(|b| Some(&b.peak_bytes)));
+                let peak = highs.1;
                 if let Some(l) = limit(peak, volume_floor)
                     && bytes_now > l
                     && first("volume", "")

@@ -325,13 +325,10 @@ struct SessionInfo {
 /// Whether `value` differs from the one `last` remembers (by hash), which
 /// it then remembers.
 fn changed(last: &mut u64, value: Option<&str>) -> bool {
-    use std::hash::{Hash, Hasher};
     let Some(v) = value else {
         return false;
     };
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    v.hash(&mut h);
-    let h = h.finish() | 1;
+    let h = detect::subject_hash("", v) | 1;
     std::mem::replace(last, h) != h
 }
 
@@ -892,7 +889,18 @@ impl Agents {
                 request_bytes,
                 ..
             } => {
-                let endpoint = format!("{method} {authority} {path_template}");
+                // "METHOD authority template", without the fmt machinery.
+                let mut endpoint =
+                    String::with_capacity(method.len() + authority.len() + path_template.len() + 2);
+                for (i, part) in [method.as_str(), authority, path_template]
+                    .into_iter()
+                    .enumerate()
+                {
+                    if i > 0 {
+                        endpoint.push(' ');
+                    }
+                    endpoint.push_str(part);
+                }
                 let (provider, irreversible) =
                     self.classify(&endpoint, method, authority, path, path_template);
                 if tag.is_none() && provider.is_some() {
@@ -971,13 +979,6 @@ impl Agents {
                         (Some(Some(Some(t))), None) => vec![t.name.clone()],
                         _ => Vec::new(),
                     };
-                    let step = Step {
-                        ts_unix_ns: ev.ts_unix_ns,
-                        endpoint: endpoint.clone(),
-                        llm: provider.is_some(),
-                        tools,
-                    };
-                    Self::push_step(self.session_info(t.key), &t.id, step);
                     findings = self.detector.call(
                         &t.id,
                         &t.name,
@@ -996,6 +997,14 @@ impl Agents {
                             ts_ns: ev.ts_unix_ns,
                         },
                     );
+                    // The endpoint string moves into the session's steps.
+                    let step = Step {
+                        ts_unix_ns: ev.ts_unix_ns,
+                        endpoint,
+                        llm: provider.is_some(),
+                        tools,
+                    };
+                    Self::push_step(self.session_info(t.key), &t.id, step);
                 }
                 if let (
                     Some(Some(found)),
