@@ -13,8 +13,6 @@
 
 use std::{sync::Arc, time::Instant};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use sensor::{
     agents::{Agents, llm::LlmSummary, llm::ToolCall},
