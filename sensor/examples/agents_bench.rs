@@ -13,7 +13,6 @@
 
 use std::{sync::Arc, time::Instant};
 
-
 use sensor::{
     agents::{Agents, llm::LlmSummary, llm::ToolCall},
     event::{Detail, Event},
