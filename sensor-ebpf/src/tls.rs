@@ -247,7 +247,7 @@ fn try_ret(ctx: &RetProbeContext) -> Result<u32, i64> {
     }
     unsafe {
         (*rec).hdr = TlsDataHeader {
-            header: emit::current_header(EventKind::TlsData),
+            header: emit::call_header(EventKind::TlsData),
             conn: call.conn,
             len: moved,
             captured: n as u32,
