@@ -210,11 +210,6 @@ impl RunningSensor {
         Self::spawn(bin, args, true)
     }
 
-    /// Not pinned: the scheduler places the daemon, as on a real host.
-    pub fn start_unpinned(bin: &std::path::Path) -> Result<Self> {
-        Self::spawn(bin, &[], false)
-    }
-
     fn spawn(bin: &std::path::Path, args: &[&std::ffi::OsStr], pinned: bool) -> Result<Self> {
         let mut cmd = if pinned {
             let mut c = Command::new("taskset");

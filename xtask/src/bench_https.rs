@@ -52,13 +52,31 @@ impl BenchServer {
         })
     }
 
+    /// The Python fixture server on CPU 0, with the client (see `measure`).
+    pub fn start_on_cpu0() -> Result<Self> {
+        Self::start_with(|cert, key| {
+            let mut c = Command::new("taskset");
+            c.args(["--cpu-list", "0", "python3"])
+                .arg(root().join("tests/fixtures/https_server.py"))
+                .arg(cert)
+                .arg(key)
+                .arg("127.0.0.1");
+            Ok(c)
+        })
+    }
+
     /// A Go net/http server (crypto/tls: nothing to hook), standing in for
     /// an API on another host: only the client's side is probed.
     pub fn start_go() -> Result<Self> {
         let bin = build_go_server()?;
         Self::start_with(|cert, key| {
-            let mut c = Command::new(&bin);
-            c.arg(cert).arg(key);
+            // On CPU 0 with the client, one Go thread: see `measure`.
+            let mut c = Command::new("taskset");
+            c.args(["--cpu-list", "0"])
+                .arg(&bin)
+                .arg(cert)
+                .arg(key)
+                .env("GOMAXPROCS", "1");
             Ok(c)
         })
     }
@@ -204,8 +222,8 @@ pub fn run(bin: &std::path::Path, seconds: u64, rounds: usize) -> Result<()> {
     )?;
     let both = measure(
         bin,
-        &BenchServer::start()?,
-        "server in Python (OpenSSL, hooked too): both ends of every request probed on these 2 CPUs",
+        &BenchServer::start_on_cpu0()?,
+        "server in Python (OpenSSL, hooked too): both ends of every request probed",
         seconds,
         rounds,
     )?;
@@ -224,9 +242,16 @@ fn measure(
     rounds: usize,
 ) -> Result<Measured> {
     let port = server.port;
+    // Client and server share CPU 0 and the sensor runs on CPU 1, as in
+    // the connect loop: a request then costs what its own path costs
+    // (uprobe traps, programs, syscalls), not where the scheduler put two
+    // processes that wake each other (a wakeup across CPUs of this VM
+    // swung the rate between runs by up to 60%). The sensor's own CPU is
+    // reported beside it.
     let client = |secs: u64| -> Result<f64> {
-        let out = Command::new("python3")
-            .args(["-c", CLIENT, &port.to_string(), &secs.to_string()])
+        let out = Command::new("taskset")
+            .args(["--cpu-list", "0", "python3", "-c", CLIENT])
+            .args([&port.to_string(), &secs.to_string()])
             .output()?;
         let n: f64 = String::from_utf8_lossy(&out.stdout)
             .trim()
@@ -247,8 +272,7 @@ fn measure(
     let mut off = vec![client(seconds)?];
     let (mut on, mut ratios) = (Vec::new(), Vec::new());
     for r in 1..=rounds {
-        // Not pinned: the scheduler places the daemon, as on a real host.
-        let sensor = RunningSensor::start_unpinned(bin)?;
+        let sensor = RunningSensor::start(bin)?;
         // Start-up (loading and verifying the programs) is not the loop's.
         let before = sensor.cpu_seconds();
         let n = client(seconds)?;
@@ -285,7 +309,7 @@ fn profiled_round(
     seconds: u64,
 ) -> Result<String> {
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
-    let sensor = RunningSensor::start_unpinned(bin)?;
+    let sensor = RunningSensor::start(bin)?;
     let snapshot = || -> std::collections::BTreeMap<String, (u128, u64)> {
         let mut m = std::collections::BTreeMap::new();
         for p in aya::programs::loaded_programs().flatten() {
