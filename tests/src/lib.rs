@@ -735,6 +735,24 @@ fn serve_keep_alive(s: TcpStream, requests: &Mutex<Vec<String>>) {
     }
 }
 
+/// Runs tests/fixtures/fleet_agent.py (an openai SDK agent) in `mode`
+/// against `server` to its end and waits until the sensor has seen its
+/// exit; returns its pid.
+pub fn run_fleet_agent(sensor: &Sensor, server: &HttpsServer, mode: &str) -> u32 {
+    let (child, status) = run(Command::new(venv_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/fleet_agent.py"
+        ))
+        .arg(format!("https://127.0.0.1:{}", server.port))
+        .env("FLEET_MODE", mode));
+    assert!(status.success(), "fleet agent {mode}: {status}");
+    sensor.wait_for(&format!("the {mode} run's exit"), |v| {
+        kind(v) == "exit" && pid(v) == u64::from(child)
+    });
+    child
+}
+
 /// tests/src/bin/e2e-puppet.rs: a client steered line by line, so a test
 /// decides when each connection is made (before or after isolation).
 pub struct Puppet {
@@ -750,12 +768,19 @@ impl Puppet {
     /// where the binary lives elsewhere (the vm-test guest).
     pub fn start(bin: &str) -> Puppet {
         let bin = std::env::var("SENSOR_E2E_PUPPET").unwrap_or_else(|_| bin.to_string());
-        let mut child = Command::new(&bin)
+        Puppet::spawn(&mut Command::new(&bin), &bin)
+    }
+
+    /// Starts `cmd` (any program that speaks the puppet protocol: first
+    /// line `ready PID`, then one answer per command) and waits until it
+    /// is ready.
+    pub fn spawn(cmd: &mut Command, what: &str) -> Puppet {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("start e2e-puppet {bin}: {e}"));
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
         let stdin = child.stdin.take().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
@@ -763,7 +788,7 @@ impl Puppet {
         let pid = line
             .strip_prefix("ready ")
             .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("e2e-puppet did not start: {line:?}"));
+            .unwrap_or_else(|| panic!("{what} did not start: {line:?}"));
         assert_eq!(pid, child.id());
         Puppet {
             child,

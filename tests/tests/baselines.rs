@@ -5,23 +5,12 @@
 
 use std::{path::Path, process::Command};
 
-use e2e::{HttpsServer, Sensor, Value, kind, pid, require_root, run, serial, venv_python};
+use e2e::{HttpsServer, Sensor, Value, kind, pid, require_root, run_fleet_agent, serial};
 
-/// Runs tests/fixtures/fleet_agent.py in `mode` to its end and waits until
-/// the sensor has seen its exit; returns its pid.
+/// A fleet agent run (see `run_fleet_agent`), then a beat: findings
+/// follow the call they are about.
 fn agent(sensor: &Sensor, server: &HttpsServer, mode: &str) -> u32 {
-    let (child, status) = run(Command::new(venv_python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/fleet_agent.py"
-        ))
-        .arg(format!("https://127.0.0.1:{}", server.port))
-        .env("FLEET_MODE", mode));
-    assert!(status.success(), "fleet agent {mode}: {status}");
-    sensor.wait_for(&format!("the {mode} run's exit"), |v| {
-        kind(v) == "exit" && pid(v) == u64::from(child)
-    });
-    // Findings follow the call they are about: give the pipeline a beat.
+    let child = run_fleet_agent(sensor, server, mode);
     std::thread::sleep(std::time::Duration::from_millis(300));
     child
 }

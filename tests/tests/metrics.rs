@@ -6,25 +6,9 @@
 use std::{process::Command, time::Duration};
 
 use e2e::{
-    HttpServer, HttpsServer, Sensor, Value, kind, pid, require_root, run, serial, venv_python,
+    HttpServer, HttpsServer, Sensor, Value, kind, pid, require_root, run, run_fleet_agent, serial,
+    venv_python,
 };
-
-/// Runs tests/fixtures/fleet_agent.py (an openai SDK agent) in `mode` and
-/// waits for its exit event; returns its pid.
-fn agent(sensor: &Sensor, server: &HttpsServer, mode: &str) -> u32 {
-    let (child, status) = run(Command::new(venv_python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/fleet_agent.py"
-        ))
-        .arg(format!("https://127.0.0.1:{}", server.port))
-        .env("FLEET_MODE", mode));
-    assert!(status.success(), "fleet agent {mode}: {status}");
-    sensor.wait_for(&format!("the {mode} run's exit"), |v| {
-        kind(v) == "exit" && pid(v) == u64::from(child)
-    });
-    child
-}
 
 #[test]
 fn metrics_move_with_real_events() {
@@ -68,7 +52,7 @@ fn metrics_move_with_real_events() {
     // An agent learns one run; a baseline saying it has learned three more
     // is imported, so its next run's order is a finding.
     let https = HttpsServer::start("127.0.0.1");
-    agent(&sensor, &https, "catalog");
+    run_fleet_agent(&sensor, &https, "catalog");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("b.json");
     let (ok, _, err) = sensor.cli(&["baseline", "export", "-o", file.to_str().unwrap()]);
@@ -80,7 +64,7 @@ fn metrics_move_with_real_events() {
     std::fs::write(&file, b.to_string()).unwrap();
     let (ok, _, err) = sensor.cli(&["baseline", "import", file.to_str().unwrap()]);
     assert!(ok, "{err}");
-    let order = agent(&sensor, &https, "order");
+    let order = run_fleet_agent(&sensor, &https, "order");
     sensor.wait_for("the order's finding", |v| {
         kind(v) == "finding" && pid(v) == u64::from(order)
     });

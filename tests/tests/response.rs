@@ -3,61 +3,18 @@
 //! children isolated at fork, nothing else touched), surviving a daemon
 //! crash, pid-safe kill, and the automatic response to findings.
 
-use std::{
-    io::{BufRead, BufReader, Write},
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
-};
+use std::process::{Command, Stdio};
 
-use e2e::{HttpsServer, Sensor, Value, kind, require_root, serial, venv_python};
+use e2e::{HttpsServer, Puppet, Sensor, Value, kind, require_root, serial, venv_python};
 
-/// tests/fixtures/puppet.py: a client steered line by line.
-struct Puppet {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    pid: u32,
-}
-
-impl Puppet {
-    fn start(server: &HttpsServer) -> Puppet {
-        let mut child = Command::new(venv_python())
+/// tests/fixtures/puppet.py: a Python client steered line by line.
+fn puppet(server: &HttpsServer) -> Puppet {
+    Puppet::spawn(
+        Command::new(venv_python())
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/puppet.py"))
-            .arg(format!("https://127.0.0.1:{}", server.port))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start puppet.py");
-        let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let pid = line
-            .strip_prefix("ready ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("puppet did not start: {line:?}"));
-        assert_eq!(pid, child.id());
-        Puppet {
-            child,
-            stdin,
-            stdout,
-            pid,
-        }
-    }
-
-    fn ask(&mut self, cmd: &str) -> String {
-        writeln!(self.stdin, "{cmd}").unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        line.trim().to_string()
-    }
-}
-
-impl Drop for Puppet {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .arg(format!("https://127.0.0.1:{}", server.port)),
+        "puppet.py",
+    )
 }
 
 fn posts(server: &HttpsServer, path: &str) -> usize {
@@ -80,8 +37,8 @@ fn isolation_cuts_new_and_open_connections_and_children_only() {
     }
     let sensor = Sensor::start();
     let server = HttpsServer::start("127.0.0.1");
-    let mut agent = Puppet::start(&server);
-    let mut bystander = Puppet::start(&server);
+    let mut agent = puppet(&server);
+    let mut bystander = puppet(&server);
     // The keep-alive connection exists before isolation.
     assert_eq!(agent.ask("get /warmup"), "ok 200");
     assert_eq!(agent.ask("connect"), "ok");
@@ -178,7 +135,7 @@ fn isolation_survives_a_daemon_crash_and_restart() {
     let state = tempfile::tempdir().unwrap();
     let sensor = Sensor::start_in(state.path(), &["--json"], None);
     let server = HttpsServer::start("127.0.0.1");
-    let mut agent = Puppet::start(&server);
+    let mut agent = puppet(&server);
     let pid = agent.pid.to_string();
     let (ok, _, err) = sensor.cli(&["isolate", &pid, "--why", "before the crash"]);
     assert!(ok, "{err}");
