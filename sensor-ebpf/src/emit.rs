@@ -18,23 +18,13 @@ use crate::{
 /// Header for a record about the current task.
 #[inline(always)]
 pub fn current_header(kind: EventKind) -> EventHeader {
-    let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    let start_ns = match task::offsets() {
-        Some(o) => task::process_start_ns(&o, task::current()),
-        None => 0,
-    };
     EventHeader {
-        kind: kind as u32,
-        tid: pid_tgid as u32,
-        tgid: (pid_tgid >> 32) as u32,
         uid: uid_gid as u32,
         gid: (uid_gid >> 32) as u32,
-        _pad: 0,
-        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
-        start_ns,
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
+        ..call_header(kind)
     }
 }
 

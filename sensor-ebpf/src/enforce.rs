@@ -548,21 +548,27 @@ pub fn isolate_lsm_sendmsg(ctx: LsmContext) -> i32 {
     lsm_sendmsg(ctx.arg(0), ctx.arg(1))
 }
 
+/// For an isolated caller's IP socket: its isolation, the socket
+/// offsets, and the socket's address and family, after recording the
+/// caller as the socket's owner (for the skb programs). None when the
+/// caller is not isolated or the socket is not IP: let it through.
+#[inline(always)]
+fn isolated_ip_sock(sock: *const u8) -> Option<(&'static Isolation, SockOffsets, u64, u16)> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let iso = isolation(tgid)?;
+    let o = sock_offsets()?;
+    let (sk, addr, family) = ip_sock(sock, &o)?;
+    record_owner(sk, tgid);
+    Some((iso, o, addr, family))
+}
+
 #[inline(always)]
 fn lsm_sendmsg(sock: *const u8, msg: u64) -> i32 {
     // Every send on the host passes here: one array lookup unless someone
     // is isolated, one hash lookup unless the caller is.
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(iso) = isolation(tgid) else {
+    let Some((iso, o, addr, family)) = isolated_ip_sock(sock) else {
         return 0;
     };
-    let Some(o) = sock_offsets() else {
-        return 0;
-    };
-    let Some((sk, addr, family)) = ip_sock(sock, &o) else {
-        return 0;
-    };
-    record_owner(sk, tgid);
     // sendto/sendmsg with an address (unconnected UDP, TCP fast open):
     // that address; otherwise the socket's peer. udpv6_sendmsg treats
     // AF_UNSPEC as "no address".
@@ -595,17 +601,9 @@ pub fn isolate_lsm_recvmsg(ctx: LsmContext) -> i32 {
 
 #[inline(always)]
 fn lsm_recvmsg(sock: *const u8) -> i32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(iso) = isolation(tgid) else {
+    let Some((iso, o, addr, family)) = isolated_ip_sock(sock) else {
         return 0;
     };
-    let Some(o) = sock_offsets() else {
-        return 0;
-    };
-    let Some((sk, addr, family)) = ip_sock(sock, &o) else {
-        return 0;
-    };
-    record_owner(sk, tgid);
     match sock_peer(&o, addr, family) {
         // No peer (an unconnected UDP socket): its datagrams may come from
         // an allowed network; the skb ingress program judges each one by

@@ -592,24 +592,25 @@ impl Agents {
 
     /// The mode an agent identity is in now.
     pub fn mode_of(&self, id: &str) -> mode::Mode {
-        let name = self
-            .inventory
-            .get(id)
-            .map(|i| i.name.clone())
-            .unwrap_or_default();
-        let entry = self.policy_entry(id, &name);
+        let (name, entry) = self.named_policy_entry(id);
         self.detector.mode(id, &name, entry.as_ref())
     }
 
     /// Why an agent identity is in its mode now.
     pub fn mode_reason(&self, id: &str) -> String {
+        let (_, entry) = self.named_policy_entry(id);
+        self.detector.mode_reason(id, entry.as_ref())
+    }
+
+    /// An identity's readable name and the policy entry that applies to it.
+    fn named_policy_entry(&self, id: &str) -> (String, Option<policy::Entry>) {
         let name = self
             .inventory
             .get(id)
             .map(|i| i.name.clone())
             .unwrap_or_default();
         let entry = self.policy_entry(id, &name);
-        self.detector.mode_reason(id, entry.as_ref())
+        (name, entry)
     }
 
     /// Mode changes to announce, with the agent's name.

@@ -131,22 +131,27 @@ fn direct_target(i: &Instruction) -> Option<u64> {
     matches!(i.op0_kind(), OpKind::NearBranch64).then(|| i.near_branch_target())
 }
 
+/// The first `MAX_INSNS` instructions from `vaddr`, in address order,
+/// ending early at the end of `code` or at bytes that do not decode.
+fn straight_line(code: &[u8], vaddr: u64) -> impl Iterator<Item = Instruction> + '_ {
+    let mut decoder = Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE);
+    std::iter::from_fn(move || {
+        if !decoder.can_decode() {
+            return None;
+        }
+        Some(decoder.decode()).filter(|i| !i.is_invalid())
+    })
+    .take(MAX_INSNS)
+}
+
 /// Where a wrapper hands its four arguments on unchanged: the target of
 /// the direct call or tail jump its straight-line start ends in, with no
 /// argument register written before it (and, for a jump, no stack
 /// pointer change either).
 pub fn forwards_arguments(code: &[u8], vaddr: u64) -> Option<u64> {
-    let mut decoder = Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE);
     let mut info = InstructionInfoFactory::new();
     let mut stack_moved = false;
-    for _ in 0..MAX_INSNS {
-        if !decoder.can_decode() {
-            return None;
-        }
-        let i = decoder.decode();
-        if i.is_invalid() {
-            return None;
-        }
+    for i in straight_line(code, vaddr) {
         match i.flow_control() {
             FlowControl::Call if i.is_call_near() => return direct_target(&i),
             FlowControl::UnconditionalBranch if i.is_jmp_near() && !stack_moved => {
@@ -179,15 +184,7 @@ pub fn forwards_arguments(code: &[u8], vaddr: u64) -> Option<u64> {
 /// The first direct call (or tail jump) on the straight path from `vaddr`,
 /// stepping over conditional branches (error exits).
 pub fn first_direct_call(code: &[u8], vaddr: u64) -> Option<u64> {
-    let mut decoder = Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE);
-    for _ in 0..MAX_INSNS {
-        if !decoder.can_decode() {
-            return None;
-        }
-        let i = decoder.decode();
-        if i.is_invalid() {
-            return None;
-        }
+    for i in straight_line(code, vaddr) {
         match i.flow_control() {
             FlowControl::Call if i.is_call_near() => return direct_target(&i),
             FlowControl::UnconditionalBranch if i.is_jmp_near() => return direct_target(&i),
