@@ -200,6 +200,14 @@ pub struct RunningSensor {
     stderr: Arc<Mutex<String>>,
 }
 
+/// `program` run on one CPU only (`taskset`): the benches keep the
+/// measured loop on CPU 0 and the sensor on CPU 1.
+pub fn on_cpu(cpu: u32, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("taskset");
+    c.args(["--cpu-list", &cpu.to_string()]).arg(program);
+    c
+}
+
 impl RunningSensor {
     pub fn start(bin: &std::path::Path) -> Result<Self> {
         Self::start_with(bin, &[])
@@ -207,17 +215,7 @@ impl RunningSensor {
 
     /// With extra `sensor run` arguments (config, state directory).
     pub fn start_with(bin: &std::path::Path, args: &[&std::ffi::OsStr]) -> Result<Self> {
-        Self::spawn(bin, args, true)
-    }
-
-    fn spawn(bin: &std::path::Path, args: &[&std::ffi::OsStr], pinned: bool) -> Result<Self> {
-        let mut cmd = if pinned {
-            let mut c = Command::new("taskset");
-            c.args(["--cpu-list", "1"]).arg(bin);
-            c
-        } else {
-            Command::new(bin)
-        };
+        let mut cmd = on_cpu(1, bin);
         let mut child = cmd
             .args(["run", "--json"])
             .args(args)

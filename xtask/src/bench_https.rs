@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    bench::{RunningSensor, median},
+    bench::{RunningSensor, median, on_cpu},
     cmd::root,
 };
 
@@ -42,26 +42,22 @@ pub struct BenchServer {
 impl BenchServer {
     /// The Python fixture server (its `ssl` module: OpenSSL, hooked).
     pub fn start() -> Result<Self> {
-        Self::start_with(|cert, key| {
-            let mut c = Command::new("python3");
-            c.arg(root().join("tests/fixtures/https_server.py"))
-                .arg(cert)
-                .arg(key)
-                .arg("127.0.0.1");
-            Ok(c)
-        })
+        Self::python(Command::new("python3"))
     }
 
     /// The Python fixture server on CPU 0, with the client (see `measure`).
     pub fn start_on_cpu0() -> Result<Self> {
-        Self::start_with(|cert, key| {
-            let mut c = Command::new("taskset");
-            c.args(["--cpu-list", "0", "python3"])
+        Self::python(on_cpu(0, "python3"))
+    }
+
+    fn python(mut python3: Command) -> Result<Self> {
+        Self::start_with(move |cert, key| {
+            python3
                 .arg(root().join("tests/fixtures/https_server.py"))
                 .arg(cert)
                 .arg(key)
                 .arg("127.0.0.1");
-            Ok(c)
+            Ok(python3)
         })
     }
 
@@ -71,12 +67,8 @@ impl BenchServer {
         let bin = build_go_server()?;
         Self::start_with(|cert, key| {
             // On CPU 0 with the client, one Go thread: see `measure`.
-            let mut c = Command::new("taskset");
-            c.args(["--cpu-list", "0"])
-                .arg(&bin)
-                .arg(cert)
-                .arg(key)
-                .env("GOMAXPROCS", "1");
+            let mut c = on_cpu(0, &bin);
+            c.arg(cert).arg(key).env("GOMAXPROCS", "1");
             Ok(c)
         })
     }
@@ -249,8 +241,8 @@ fn measure(
     // swung the rate between runs by up to 60%). The sensor's own CPU is
     // reported beside it.
     let client = |secs: u64| -> Result<f64> {
-        let out = Command::new("taskset")
-            .args(["--cpu-list", "0", "python3", "-c", CLIENT])
+        let out = on_cpu(0, "python3")
+            .args(["-c", CLIENT])
             .args([&port.to_string(), &secs.to_string()])
             .output()?;
         let n: f64 = String::from_utf8_lossy(&out.stdout)
