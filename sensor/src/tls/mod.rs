@@ -147,10 +147,7 @@ impl TlsAttacher {
                 }
             }
         }
-        for f in plan.by_symbol() {
-            let Some(program) = program_for(f) else {
-                continue;
-            };
+        for (f, program) in plan.by_symbol() {
             match attach(bpf, program, UProbeAttachLocation::Symbol(f), &c.path) {
                 Ok(()) => ok.push(f.to_string()),
                 Err(e) => {
@@ -168,13 +165,6 @@ impl TlsAttacher {
             });
         }
     }
-}
-
-fn program_for(function: &str) -> Option<&'static str> {
-    FUNCTIONS
-        .iter()
-        .find(|(f, _)| *f == function)
-        .map(|(_, p)| *p)
 }
 
 /// Attaches `entry` and the shared return program at `at` in `path`.

@@ -37,6 +37,8 @@ use iced_x86::{
     Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpAccess, OpKind,
     Register,
 };
+use std::collections::HashMap;
+
 use object::{Object, ObjectSection, ObjectSymbol, SectionKind};
 
 /// A probe pair on a function the library does not export.
@@ -71,15 +73,12 @@ const MAX_INSNS: usize = 24;
 
 /// The internal functions of `obj` that can carry the probes of both
 /// wrappers of a pair (none off x86-64 or when the shape is not proven).
-pub fn internals(obj: &object::File) -> Vec<Internal> {
+/// `defined` is `defined_symbols(obj)`.
+pub fn internals(obj: &object::File, defined: &HashMap<&str, u64>) -> Vec<Internal> {
     if obj.architecture() != object::Architecture::X86_64 {
         return Vec::new();
     }
-    let symbol = |name: &str| {
-        obj.dynamic_symbols()
-            .find(|s| s.is_definition() && s.name() == Ok(name))
-            .map(|s| s.address())
-    };
+    let symbol = |name: &str| defined.get(name).copied();
     let mut out = Vec::new();
     for (ex, plain, program, other_signature) in PAIRS {
         if other_signature.is_some_and(|f| symbol(f).is_some()) {
@@ -110,19 +109,34 @@ pub fn internals(obj: &object::File) -> Vec<Internal> {
     out
 }
 
+/// The dynamic symbols `obj` defines, by name (the first of a name wins),
+/// with their addresses: read once per file.
+pub fn defined_symbols<'a>(obj: &'a object::File) -> HashMap<&'a str, u64> {
+    let mut out = HashMap::new();
+    for s in obj.dynamic_symbols().filter(|s| s.is_definition()) {
+        if let Ok(name) = s.name() {
+            out.entry(name).or_insert(s.address());
+        }
+    }
+    out
+}
+
+/// The executable section holding `vaddr`.
+fn text_section_at<'a>(obj: &'a object::File, vaddr: u64) -> Option<object::Section<'a, 'a>> {
+    obj.sections().find(|s| {
+        s.kind() == SectionKind::Text && (s.address()..s.address() + s.size()).contains(&vaddr)
+    })
+}
+
 /// Bytes of the executable section holding `vaddr`, from there on.
 fn code_at<'a>(obj: &'a object::File, vaddr: u64) -> Option<&'a [u8]> {
-    let s = obj.sections().find(|s| {
-        s.kind() == SectionKind::Text && (s.address()..s.address() + s.size()).contains(&vaddr)
-    })?;
+    let s = text_section_at(obj, vaddr)?;
     let data = s.data().ok()?;
     data.get(usize::try_from(vaddr - s.address()).ok()?..)
 }
 
 fn file_offset(obj: &object::File, vaddr: u64) -> Option<u64> {
-    let s = obj.sections().find(|s| {
-        s.kind() == SectionKind::Text && (s.address()..s.address() + s.size()).contains(&vaddr)
-    })?;
+    let s = text_section_at(obj, vaddr)?;
     let (start, _) = s.file_range()?;
     Some(start + (vaddr - s.address()))
 }
@@ -259,7 +273,7 @@ mod tests {
     fn parse(path: &str) -> Option<Vec<Internal>> {
         let bytes = std::fs::read(path).ok()?;
         let obj = object::File::parse(&*bytes).ok()?;
-        Some(internals(&obj))
+        Some(internals(&obj, &defined_symbols(&obj)))
     }
 
     #[test]

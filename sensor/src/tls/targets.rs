@@ -9,8 +9,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use object::{Object, ObjectSymbol};
-
 /// TLS functions, the entry program for each, and the library family.
 /// `SSL_write_ex2` exists from OpenSSL 3.3 (QUIC stream flags); there is
 /// no `SSL_read_ex2`. Where `SSL_write_ex` wraps `SSL_write_ex2`, the inner
@@ -135,17 +133,18 @@ pub fn of_process(proc_root: &Path, pid: u32) -> (Vec<Candidate>, Option<Candida
 /// (`placement`).
 #[derive(Debug, Default)]
 pub struct ProbePlan {
-    pub exported: Vec<&'static str>,
+    /// (function, its entry program) for each of `FUNCTIONS` defined here.
+    pub exported: Vec<(&'static str, &'static str)>,
     pub internals: Vec<super::placement::Internal>,
 }
 
 impl ProbePlan {
     /// Exported functions not served by an internal probe.
-    pub fn by_symbol(&self) -> impl Iterator<Item = &'static str> + '_ {
+    pub fn by_symbol(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
         self.exported
             .iter()
             .copied()
-            .filter(|f| !self.internals.iter().any(|i| i.covers.contains(f)))
+            .filter(|(f, _)| !self.internals.iter().any(|i| i.covers.contains(f)))
     }
 }
 
@@ -163,30 +162,21 @@ pub fn probe_plan(path: &Path) -> ProbePlan {
     let Ok(obj) = object::File::parse(&*map) else {
         return ProbePlan::default();
     };
-    let defined: HashSet<&str> = obj
-        .dynamic_symbols()
-        .filter(|s| s.is_definition())
-        .filter_map(|s| s.name().ok())
-        .collect();
-    let exported: Vec<&'static str> = FUNCTIONS
+    let defined = super::placement::defined_symbols(&obj);
+    let exported: Vec<_> = FUNCTIONS
         .iter()
-        .map(|(f, _)| *f)
-        .filter(|f| defined.contains(f))
+        .copied()
+        .filter(|(f, _)| defined.contains_key(f))
         .collect();
     let internals = if exported.is_empty() {
         Vec::new()
     } else {
-        super::placement::internals(&obj)
+        super::placement::internals(&obj, &defined)
     };
     ProbePlan {
         exported,
         internals,
     }
-}
-
-/// The TLS functions `path` exports.
-pub fn exported_functions(path: &Path) -> Vec<&'static str> {
-    probe_plan(path).exported
 }
 
 #[cfg(test)]
@@ -208,7 +198,11 @@ mod tests {
             .iter()
             .find(|c| c.path.to_string_lossy().contains("libssl.so"))
             .expect("libssl on this host (curl depends on it)");
-        let f = exported_functions(&ssl.path);
+        let f: Vec<_> = probe_plan(&ssl.path)
+            .exported
+            .iter()
+            .map(|(f, _)| *f)
+            .collect();
         for want in ["SSL_write", "SSL_read", "SSL_write_ex", "SSL_read_ex"] {
             assert!(
                 f.contains(&want),
@@ -217,7 +211,7 @@ mod tests {
             );
         }
         // An executable without TLS exports has none.
-        assert!(exported_functions(Path::new("/bin/sh")).is_empty());
+        assert!(probe_plan(Path::new("/bin/sh")).exported.is_empty());
     }
 
     #[test]
