@@ -5,24 +5,21 @@
 
 use anyhow::{Context, Result, bail};
 
-use crate::{bench::median, cmd::cargo};
+use crate::{
+    bench::median,
+    cmd::{self, cargo, root},
+};
 
 pub fn run() -> Result<()> {
-    let built = cargo()
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "sensor",
-            "--example",
-            "agents_bench",
-        ])
-        .status()
-        .context("building the agents bench")?;
-    if !built.success() {
-        bail!("building sensor/examples/agents_bench.rs failed");
-    }
-    let bin = crate::cmd::root().join("target/release/examples/agents_bench");
+    cmd::run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "sensor",
+        "--example",
+        "agents_bench",
+    ]))?;
+    let bin = root().join("target/release/examples/agents_bench");
     println!();
     println!(
         "agents: ApiCalls through discovery, baselines and policy on one core; 1,000 identities, 10,000 open sessions, round-robin (the worst case for caches), 3 runs"

@@ -306,16 +306,21 @@ thread_local! {
     static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
-/// Times `from -> to` was learned.
-fn transition_seen(v: &View, from: &str, to: &str) -> u64 {
+/// `f` of the transition key "from -> to", built in `KEY`.
+fn with_transition_key<R>(from: &str, to: &str, f: impl FnOnce(&str) -> R) -> R {
     KEY.with(|k| {
         let mut k = k.borrow_mut();
         k.clear();
         k.push_str(from);
         k.push_str(" -> ");
         k.push_str(to);
-        v.transition(&k)
+        f(&k)
     })
+}
+
+/// Times `from -> to` was learned.
+fn transition_seen(v: &View, from: &str, to: &str) -> u64 {
+    with_transition_key(from, to, |k| v.transition(k))
 }
 
 fn now_unix() -> u64 {
@@ -413,10 +418,6 @@ impl Detector {
         &self.tuning
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     fn own_credential(&mut self, cred: &str, id: &str) {
         if let Some(o) = self.owners.get_mut(cred) {
             if o.len() < 64 {
@@ -477,13 +478,8 @@ impl Detector {
         let first = v.all().map(|b| b.first_seen_unix).filter(|s| *s > 0).min();
         let by_time = t.learn_minutes == 0
             || first.is_none_or(|f| now_unix().saturating_sub(f) < t.learn_minutes * 60);
-        if t.learn_sessions == 0 {
-            by_time
-        } else if t.learn_minutes == 0 {
-            by_runs
-        } else {
-            by_runs && by_time
-        }
+        // Whichever ends first (each is always true when its key is 0).
+        by_runs && by_time
     }
 
     /// The mode `identity` (named `name`) is in.
@@ -576,11 +572,7 @@ impl Detector {
         if b.first_seen_unix == 0 {
             b.first_seen_unix = now_unix();
         }
-        let policy = self
-            .policy
-            .entries
-            .iter()
-            .position(|e| e.names(identity, name) || e.selects(root));
+        let policy = self.policy.index_for(identity, name, root);
         let quotas = policy.map_or(0, |i| self.policy.entries[i].quotas.len());
         let learning = self.learning(identity);
         let s = self.session_state(session);
@@ -866,18 +858,22 @@ impl Detector {
             }
         }
         // Another identity's credential, new to this one: borrowed.
-        let others: Vec<String> = match c.credential {
-            Some(cred) if !known_credential => owners
+        let others = |cred: &str| {
+            owners
                 .get(cred)
-                .map(|o| o.iter().filter(|i| *i != identity).cloned().collect())
-                .unwrap_or_default(),
-            _ => Vec::new(),
+                .into_iter()
+                .flatten()
+                .filter(move |i| *i != identity)
         };
-        let borrowed = !others.is_empty();
+        let borrowed = match c.credential {
+            Some(cred) if !known_credential => others(cred).next().is_some(),
+            _ => false,
+        };
         if let Some(cred) = c.credential
             && borrowed
             && first("borrowed", cred)
         {
+            let others: Vec<&str> = others(cred).map(String::as_str).collect();
             push(
                 "borrowed_credential",
                 "high",
@@ -995,13 +991,13 @@ impl Detector {
                 && v.has_endpoint(c.endpoint)
                 && transition_seen(&v, p, c.endpoint) == 0
             {
-                let key = format!("{p} -> {}", c.endpoint);
-                {
-                    let from = v.transitions_from(p);
-                    let k = v.endpoints() as u64;
-                    // Add-one smoothing over the known endpoints.
-                    let prob = 1.0 / (from + k).max(1) as f64;
-                    if from >= MIN_TRANSITIONS_FROM && prob < UNLIKELY && first("sequence", &key) {
+                let from = v.transitions_from(p);
+                let k = v.endpoints() as u64;
+                // Add-one smoothing over the known endpoints.
+                let prob = 1.0 / (from + k).max(1) as f64;
+                if from >= MIN_TRANSITIONS_FROM && prob < UNLIKELY {
+                    let key = format!("{p} -> {}", c.endpoint);
+                    if first("sequence", &key) {
                         push(
                             "unlikely_sequence",
                             "medium",
@@ -1048,7 +1044,7 @@ impl Detector {
             b.calls += 1;
             bump(&mut b.endpoints, c.endpoint);
             if let Some(p) = prev {
-                bump(&mut b.transitions, &format!("{p} -> {}", c.endpoint));
+                with_transition_key(p, c.endpoint, |k| bump(&mut b.transitions, k));
             }
             if let Some(m) = b.max_request_bytes.get_mut(c.endpoint) {
                 *m = (*m).max(c.request_bytes);

@@ -19,6 +19,7 @@ pub mod policy;
 pub mod selectors;
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet, VecDeque},
     path::{Path, PathBuf},
     sync::Arc,
@@ -365,7 +366,6 @@ pub struct Agents {
     /// Baselines imported while running (`sensor baseline import`), kept
     /// so they are checked after a restart too.
     imported_path: Option<PathBuf>,
-    /// Per session: the tool calls its model asked for last, in order.
     /// Per session: the tool calls its model asked for last, and its steps
     /// in order (one map, one lookup per call).
     sessions: FastMap<SessionKey, SessionInfo>,
@@ -893,56 +893,52 @@ impl Agents {
                 // "METHOD authority template", without the fmt machinery.
                 let mut endpoint =
                     String::with_capacity(method.len() + authority.len() + path_template.len() + 2);
-                for (i, part) in [method.as_str(), authority, path_template]
-                    .into_iter()
-                    .enumerate()
-                {
-                    if i > 0 {
-                        endpoint.push(' ');
-                    }
-                    endpoint.push_str(part);
-                }
+                endpoint.push_str(method);
+                endpoint.push(' ');
+                endpoint.push_str(authority);
+                endpoint.push(' ');
+                endpoint.push_str(path_template);
                 let (provider, irreversible) =
                     self.classify(&endpoint, method, authority, path, path_template);
                 if tag.is_none() && provider.is_some() {
                     tag = Some(self.become_agent(ev, None));
                 }
-                let asked: Vec<ToolRef> = llm
-                    .as_ref()
-                    .map(|l| {
-                        l.tool_calls
-                            .iter()
-                            .map(|c| ToolRef {
-                                id: c.id.clone(),
-                                name: c.name.clone(),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let link = tag.as_ref().map(|t| {
+                // Some(tool call or none) for a call that is not a model
+                // turn, Some(None) for a model turn, None outside agents.
+                let mut link: Option<Option<Option<ToolRef>>> = None;
+                if let Some(t) = &tag {
+                    let destination: Option<Cow<str>> = match sni {
+                        Some(s) => Some(Cow::Borrowed(s)),
+                        None => daddr
+                            .zip(*dport)
+                            .map(|(a, p)| Cow::Owned(format!("{a}:{p}"))),
+                    };
+                    // One lookup of the session for its tool calls and for
+                    // whether its credential or destination changed (the
+                    // inventory's sets are only searched then).
                     let info = self.session_info(t.key);
-                    if provider.is_some() {
+                    let tools: Vec<String> = if provider.is_some() {
                         // A new model turn: the tool calls it asks for now
                         // replace those the agent has answered.
-                        info.pending.clone_from(&asked);
-                        None
+                        info.pending.clear();
+                        if let Some(l) = llm {
+                            info.pending.extend(l.tool_calls.iter().map(|c| ToolRef {
+                                id: c.id.clone(),
+                                name: c.name.clone(),
+                            }));
+                        }
+                        link = Some(None);
+                        info.pending.iter().map(|a| a.name.clone()).collect()
                     } else {
-                        Some(info.pending.last().cloned())
-                    }
-                });
-                if let Some(t) = &tag {
-                    let destination = sni
-                        .clone()
-                        .or_else(|| daddr.zip(*dport).map(|(a, p)| format!("{a}:{p}")));
-                    // The inventory's sets are only searched when the
-                    // session's credential or destination changed.
-                    let (new_credential, new_destination) = {
-                        let info = self.session_info(t.key);
-                        let c =
-                            changed(&mut info.last_credential, credential_fingerprint.as_deref());
-                        let d = changed(&mut info.last_destination, destination.as_deref());
-                        (c, d)
+                        let last = info.pending.last().cloned();
+                        let tools = last.iter().map(|t| t.name.clone()).collect();
+                        link = Some(Some(last));
+                        tools
                     };
+                    let new_credential =
+                        changed(&mut info.last_credential, credential_fingerprint.as_deref());
+                    let new_destination =
+                        changed(&mut info.last_destination, destination.as_deref());
                     if let Some(inv) = self.inventory.get_mut(&t.id) {
                         inv.calls += 1;
                         inv.last_seen_ns = inv.last_seen_ns.max(ev.ts_unix_ns);
@@ -975,11 +971,6 @@ impl Agents {
                         }
                         self.dirty = true;
                     }
-                    let tools = match (&link, provider) {
-                        (_, Some(_)) => asked.iter().map(|a| a.name.clone()).collect(),
-                        (Some(Some(Some(t))), None) => vec![t.name.clone()],
-                        _ => Vec::new(),
-                    };
                     findings = self.detector.call(
                         &t.id,
                         &t.name,

@@ -170,9 +170,12 @@ impl EndpointPattern {
                 return false;
             }
         }
-        let strip = |p: &str| p.split('?').next().unwrap_or(p).to_string();
-        self.path.is_match(strip(template)) || self.path.is_match(strip(path))
+        self.path.is_match(without_query(template)) || self.path.is_match(without_query(path))
     }
+}
+
+fn without_query(p: &str) -> &str {
+    p.split('?').next().unwrap_or(p)
 }
 
 fn patterns(list: &[String]) -> Result<Vec<EndpointPattern>, String> {
@@ -318,9 +321,14 @@ impl Policy {
     /// The entry for an agent identity (its id and name) run by `p`: the
     /// first that names it or whose selector matches the process.
     pub fn for_agent(&self, id: &str, name: &str, p: &Process) -> Option<&Entry> {
+        self.index_for(id, name, p).map(|i| &self.entries[i])
+    }
+
+    /// The index of `for_agent`'s entry in `entries`.
+    pub fn index_for(&self, id: &str, name: &str, p: &Process) -> Option<usize> {
         self.entries
             .iter()
-            .find(|e| e.names(id, name) || e.selects(p))
+            .position(|e| e.names(id, name) || e.selects(p))
     }
 }
 
