@@ -717,10 +717,6 @@ impl<W: Write> Output<W> {
             let f = a.observe(&mut ev);
             (f, a.take_mode_changes())
         };
-        // A mode change comes before the finding it decides.
-        for (c, name) in modes {
-            self.emit(mode_event(&ev, c, name));
-        }
         *self.by_kind.entry(ev.detail.kind()).or_default() += 1;
         self.metrics.event(&ev.detail);
         // Serialised once: stdout (JSON), the audit store, the exports and
@@ -746,6 +742,12 @@ impl<W: Write> Output<W> {
         if let Some(k) = self.record_ktime {
             self.metrics
                 .latency_ns(clock::boottime_ns().saturating_sub(k));
+        }
+        // A mode change comes before the finding it decides, and after
+        // the event that caused it: seqs go out in order (Subscribe's
+        // replay and History read the ring and the store in seq order).
+        for (c, name) in modes {
+            self.emit(mode_event(&ev, c, name));
         }
         for f in findings {
             let (credential_fingerprint, tool_call) = match &ev.detail {
