@@ -451,7 +451,6 @@ pub async fn run(cfg: Config) -> Result<()> {
                     out.flush();
                     last_sweep = Instant::now();
                 }
-                out.persist();
                 if last_save.elapsed() > Duration::from_secs(10) {
                     out.save_agents();
                     last_save = Instant::now();
@@ -499,7 +498,6 @@ pub async fn run(cfg: Config) -> Result<()> {
         out.emit(action_event(r, &procs, &clock));
     }
     out.flush();
-    out.persist();
     // Open learning runs are folded into their baselines before the save.
     if let Err(e) = lock(&agents).close() {
         tracing::warn!(error = %format!("{e:#}"), "agent inventory not saved");
@@ -564,8 +562,6 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// An action as an event about the process it targeted (as the process
-/// table knows it, or as /proc still shows it).
 /// A `mode` event, in the context of `ev` (the call that moved the mode,
 /// or for an operator's change the sensor's own process).
 fn mode_event(
@@ -604,6 +600,8 @@ fn own_process() -> Arc<crate::procs::Process> {
     })
 }
 
+/// An action as an event about the process it targeted (as the process
+/// table knows it, or as /proc still shows it).
 fn action_event(r: Report, procs: &ProcessTable, clock: &Clock) -> event::Event {
     let (pid, start) = r.target;
     let key = |start_ticks| crate::procs::ProcKey { pid, start_ticks };
@@ -794,13 +792,6 @@ impl<W: Write> Output<W> {
     fn flush(&mut self) {
         let _ = self.out.flush();
         self.export.flush();
-    }
-
-    /// Asks the audit writer to commit what it holds.
-    fn persist(&mut self) {
-        if let Some(a) = &self.audit {
-            a.flush();
-        }
     }
 
     /// Writes the agent inventory if it changed.

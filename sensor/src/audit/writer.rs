@@ -12,7 +12,7 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
-        mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
+        mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -28,8 +28,6 @@ const INTERVAL: Duration = Duration::from_secs(1);
 
 enum Msg {
     Row(Row),
-    /// Commit what is queued now.
-    Flush,
     /// Apply the retention, as of this time (Unix ns).
     Prune(u64),
 }
@@ -66,15 +64,9 @@ impl AuditWriter {
         })
     }
 
+    /// Queues `m` unless the writer is too far behind (or gone).
     fn send(&self, m: Msg) -> bool {
-        let Some(tx) = &self.tx else {
-            return false;
-        };
-        match tx.try_send(m) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => false,
-            Err(TrySendError::Disconnected(_)) => false,
-        }
+        self.tx.as_ref().is_some_and(|tx| tx.try_send(m).is_ok())
     }
 
     /// Queues one event with its JSON text; never waits.
@@ -87,11 +79,6 @@ impl AuditWriter {
                 );
             }
         }
-    }
-
-    /// Asks for a commit now (a full channel already means one is coming).
-    pub fn flush(&self) {
-        self.send(Msg::Flush);
     }
 
     pub fn prune(&self, now_unix_ns: u64) {
@@ -159,7 +146,6 @@ fn run(mut audit: Audit, rx: Receiver<Msg>, shared: &Shared) {
                 }
                 publish(audit.stats(), before, shared);
             }
-            Ok(Msg::Flush) => commit(&mut audit, &mut last),
             Ok(Msg::Prune(now)) => {
                 let before = audit.stats();
                 match audit.prune(now) {
