@@ -9,8 +9,6 @@ use regex::Regex;
 use sensor_proto::v1 as pb;
 use tonic::Status;
 
-/// One `pb::Filter`, compiled. Every non-empty field must match; a list
-/// matches when any value does.
 /// The pseudo-kind of `api_call` events to an LLM provider.
 const LLM_CALL: &str = "llm_call";
 
@@ -22,6 +20,8 @@ fn kind_matches(kinds: &[String], e: &pb::Event) -> bool {
     })
 }
 
+/// One `pb::Filter`, compiled. Every non-empty field must match; a list
+/// matches when any value does.
 #[derive(Debug, Default)]
 struct Compiled {
     kinds: Vec<String>,

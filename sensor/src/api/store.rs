@@ -24,17 +24,6 @@ impl Store {
         Ok(Self(Arc::new(Mutex::new(Audit::open(path, retention)?))))
     }
 
-    pub async fn query(&self, q: Query) -> Result<Vec<serde_json::Value>, Status> {
-        let db = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            let db = db.lock().unwrap_or_else(|e| e.into_inner());
-            db.query(&q)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("audit query task failed: {e}")))?
-        .map_err(|e| Status::internal(format!("audit store query failed: {e:#}")))
-    }
-
     /// The most recent `limit` stored events that match `q` and pass
     /// `sel`, oldest first. `q` narrows in SQL (kinds, a pid, a session,
     /// agents, time); the rest of the selection (exe regex, deny lists,

@@ -665,8 +665,7 @@ impl Responder {
         };
         // The session's root is the process to act on: the agent, not
         // whichever of its tools made the call.
-        let (root, root_start) = session_root(&agent.session)
-            .unwrap_or((finding.process.pid, finding.process.start_ticks));
+        let (root, root_start) = agent.key;
         let who = Requester {
             by: "policy".into(),
             why: format!(
@@ -732,12 +731,6 @@ impl Responder {
             ResponseAction::Alert => return,
         };
     }
-}
-
-/// A session id is "pid-start_ticks" of the agent's root process.
-fn session_root(session: &str) -> Option<(u32, u64)> {
-    let (p, t) = session.split_once('-')?;
-    Some((p.parse().ok()?, t.parse().ok()?))
 }
 
 #[cfg(test)]
