@@ -478,6 +478,17 @@ impl HttpsServer {
     pub fn requests(&self) -> Vec<String> {
         self.requests.lock().unwrap().clone()
     }
+
+    /// POSTs to `path` received so far.
+    pub fn posts(&self, path: &str) -> usize {
+        let line = format!("REQ POST {path} ");
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.starts_with(&line))
+            .count()
+    }
 }
 
 impl Drop for HttpsServer {

@@ -369,14 +369,7 @@ fn learned_baseline_flags_the_first_order_and_the_loop() {
     assert_eq!(would["by"], "policy", "{would}");
     assert_eq!(would["finding_seq"], lp["seq"], "{would}");
     assert_eq!(pid(would), u64::from(runaway), "{would}");
-    assert_eq!(
-        server
-            .requests()
-            .iter()
-            .filter(|r| r.starts_with("REQ POST /v1/orders "))
-            .count(),
-        6
-    );
+    assert_eq!(server.posts("/v1/orders"), 6);
     assert!(!stderr.contains("PLANTED"));
     for e in &events {
         assert!(!e.to_string().contains("PLANTED"), "{e}");
@@ -406,11 +399,7 @@ fn enforce_mode_isolates_the_runaway_on_its_finding() {
     assert_eq!(action["outcome"], "done", "{action}");
     assert_eq!(action["finding_seq"], loop_finding["seq"], "{action}");
     assert_eq!(action["pids"][0][0], runaway, "{action}");
-    let delivered = server
-        .requests()
-        .iter()
-        .filter(|r| r.starts_with("REQ POST /v1/orders "))
-        .count();
+    let delivered = server.posts("/v1/orders");
     // The finding comes at the fifth order; isolation follows within the
     // pipeline's reaction time (a few ms: the ring buffer poll), before
     // the next order 50 ms later. A loop faster than that outruns

@@ -375,14 +375,7 @@ fn tcp_listener_demands_a_client_certificate_from_its_ca() {
         pki.server_cert, pki.server_key, pki.ca_cert
     );
     let sensor = Sensor::start_with(&["--json"], Some(&config));
-    let log = sensor.stderr();
-    let listen = log
-        .lines()
-        .find(|l| l.contains("API listening (TCP"))
-        .and_then(|l| l.split("listen=").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no TCP listen line:\n{log}"))
-        .to_string();
+    let listen = sensor.listen_addr("API listening (TCP");
     let base = [
         listen.as_str(),
         "health",

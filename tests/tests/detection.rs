@@ -161,11 +161,7 @@ fn anthropic_sdk_agent_with_a_curl_tool_learns_then_is_flagged() {
     assert_eq!(modes[0].0, "learn", "{modes:?}");
     assert_eq!(modes[1], ("monitor", "learned 4 runs"), "{modes:?}");
     assert_eq!(
-        server
-            .requests()
-            .iter()
-            .filter(|r| r.starts_with("REQ POST /v1/orders "))
-            .count(),
+        server.posts("/v1/orders"),
         6,
         "monitor mode: every order was delivered"
     );
@@ -318,11 +314,7 @@ fn support_bot_is_flagged_at_its_first_credit_and_killed_once_enforced() {
             .contains("policy \"support\""),
         "{action}"
     );
-    let credits = server
-        .requests()
-        .iter()
-        .filter(|r| r.starts_with("REQ POST /billing/credits "))
-        .count();
+    let credits = server.posts("/billing/credits");
     assert_eq!(credits, 1, "only the first credit went out");
 }
 

@@ -64,11 +64,7 @@ impl Drop for Orderer {
 }
 
 fn orders(server: &HttpsServer) -> usize {
-    server
-        .requests()
-        .iter()
-        .filter(|r| r.starts_with("REQ POST /v1/orders "))
-        .count()
+    server.posts("/v1/orders")
 }
 
 /// The process state letter from /proc/PID/stat ('T' when stopped).

@@ -17,14 +17,6 @@ fn puppet(server: &HttpsServer) -> Puppet {
     )
 }
 
-fn posts(server: &HttpsServer, path: &str) -> usize {
-    server
-        .requests()
-        .iter()
-        .filter(|r| r.starts_with(&format!("REQ POST {path} ")))
-        .count()
-}
-
 fn actions(events: &[Value]) -> Vec<&Value> {
     events.iter().filter(|v| kind(v) == "action").collect()
 }
@@ -55,11 +47,11 @@ fn isolation_cuts_new_and_open_connections_and_children_only() {
     assert_eq!(agent.ask("connect"), "err EPERM", "new connect");
     assert_eq!(agent.ask("udp"), "err EPERM", "UDP send");
     assert_eq!(agent.ask("child"), "err EPERM", "a child forked after");
-    let before = posts(&server, "/v1/orders");
+    let before = server.posts("/v1/orders");
     let r = agent.ask("post /v1/orders");
     assert!(r.starts_with("err "), "the open keep-alive connection: {r}");
     assert_eq!(
-        posts(&server, "/v1/orders"),
+        server.posts("/v1/orders"),
         before,
         "the server received a request from an isolated process"
     );
@@ -290,7 +282,7 @@ fn an_armed_agent_is_killed_at_its_first_order_before_it_leaves() {
         reqs.iter().any(|r| r.starts_with("REQ GET /v1/catalog ")),
         "{reqs:?}"
     );
-    assert_eq!(posts(&server, "/v1/orders"), 0, "{reqs:?}");
+    assert_eq!(server.posts("/v1/orders"), 0, "{reqs:?}");
     let blocked = sensor.wait_for("the blocked order", |v| kind(v) == "blocked");
     assert_eq!(blocked["pattern"], "POST /v1/orders", "{blocked}");
     assert_eq!(blocked["agent"], "orderer.py", "{blocked}");
