@@ -25,6 +25,8 @@ use crate::event::Event;
 const CHANNEL: usize = 65_536;
 /// How long a row may wait before it is committed.
 const INTERVAL: Duration = Duration::from_secs(1);
+/// How long the writer lets rows gather after a wakeup (see `run`).
+const GATHER: Duration = Duration::from_millis(10);
 
 enum Msg {
     Row(Row),
@@ -138,32 +140,49 @@ fn run(mut audit: Audit, rx: Receiver<Msg>, shared: &Shared) {
     };
     loop {
         let wait = INTERVAL.saturating_sub(last.elapsed());
-        match rx.recv_timeout(wait) {
-            Ok(Msg::Row(r)) => {
-                let before = audit.stats();
-                if let Err(e) = audit.push(r) {
-                    error(shared, "write", &e);
-                }
-                publish(audit.stats(), before, shared);
+        let first = match rx.recv_timeout(wait) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => {
+                commit(&mut audit, &mut last);
+                continue;
             }
-            Ok(Msg::Prune(now)) => {
-                let before = audit.stats();
-                match audit.prune(now) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(rows = n, "audit store pruned (retention)"),
-                    Err(e) => error(shared, "prune", &e),
-                }
-                publish(audit.stats(), before, shared);
-            }
-            Err(RecvTimeoutError::Timeout) => commit(&mut audit, &mut last),
             Err(RecvTimeoutError::Disconnected) => {
                 commit(&mut audit, &mut last);
                 return;
             }
+        };
+        // Everything already queued, without blocking again.
+        let before = audit.stats();
+        handle(&mut audit, first, shared);
+        while let Ok(m) = rx.try_recv() {
+            handle(&mut audit, m, shared);
         }
+        publish(audit.stats(), before, shared);
         if last.elapsed() >= INTERVAL {
             commit(&mut audit, &mut last);
         }
+        // Let rows gather before blocking again. A writer that blocks
+        // after each row is woken by the pipeline for every event: the
+        // futex wake and two context switches per event cost more than
+        // the insert (measured: a third of the sensor's CPU under an
+        // HTTPS loop). While it sleeps, `try_send` finds no waiter to
+        // wake; the channel holds far more than a GATHER of rows.
+        std::thread::sleep(GATHER);
+    }
+}
+
+fn handle(audit: &mut Audit, m: Msg, shared: &Shared) {
+    match m {
+        Msg::Row(r) => {
+            if let Err(e) = audit.push(r) {
+                error(shared, "write", &e);
+            }
+        }
+        Msg::Prune(now) => match audit.prune(now) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "audit store pruned (retention)"),
+            Err(e) => error(shared, "prune", &e),
+        },
     }
 }
 
