@@ -28,18 +28,24 @@ pub fn current_header(kind: EventKind) -> EventHeader {
     }
 }
 
-/// Header for the records of TLS calls, the sensor's most frequent (two
-/// per API call on each hooked end): the process is named by (tgid,
-/// start time) only. Its uid, cgroup and comm came with its exec or
-/// connect, or userspace reads them from /proc; each helper left out
-/// costs 100-200 ns here (cgroup_id 0 means "unchanged" to userspace).
+/// Start time of the current task's process (0 without BTF offsets).
 #[inline(always)]
-pub fn call_header(kind: EventKind) -> EventHeader {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let start_ns = match task::offsets() {
+pub fn current_start_ns() -> u64 {
+    match task::offsets() {
         Some(o) => task::process_start_ns(&o, task::current()),
         None => 0,
-    };
+    }
+}
+
+/// Header for the records of TLS calls, the sensor's most frequent (two
+/// per API call on each hooked end): the process is named by (tgid,
+/// start time) only, the start time cached per thread by the caller. Its
+/// uid, cgroup and comm came with its exec or connect, or userspace reads
+/// them from /proc; each helper left out costs 100-200 ns here (cgroup_id
+/// 0 means "unchanged" to userspace).
+#[inline(always)]
+pub fn header_with_start(kind: EventKind, start_ns: u64) -> EventHeader {
+    let pid_tgid = bpf_get_current_pid_tgid();
     EventHeader {
         kind: kind as u32,
         tid: pid_tgid as u32,
@@ -52,6 +58,12 @@ pub fn call_header(kind: EventKind) -> EventHeader {
         cgroup_id: 0,
         comm: [0u8; COMM_LEN],
     }
+}
+
+/// `header_with_start` for the current task, start time read now.
+#[inline(always)]
+pub fn call_header(kind: EventKind) -> EventHeader {
+    header_with_start(kind, current_start_ns())
 }
 
 /// Reserve a record of type `T`, counting a drop when the ring is full.

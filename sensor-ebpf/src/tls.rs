@@ -19,7 +19,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
     macros::{map, uprobe, uretprobe},
-    maps::{HashMap, PerCpuArray},
+    maps::{LruHashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
 use sensor_common::{
@@ -32,9 +32,14 @@ use crate::{
     maps::{EVENTS, TLS_CAPTURE_BYTES, count, is_sensor},
 };
 
-/// Arguments of a TLS call in progress on a thread, or (state
+/// A thread's TLS call: its arguments while in progress, or (state
 /// `AWAIT_SOCKET`) a finished write whose ciphertext has not reached a
-/// socket yet.
+/// socket yet, or `IDLE` between calls.
+///
+/// The entry lives as long as the thread and is rewritten in place by each
+/// call: an insert and a delete per call (bucket lock, free-list) cost the
+/// two probes about twice the lookup. It also keeps what never changes for
+/// the thread (its process's start time), read from the task once.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct TlsCall {
@@ -44,6 +49,8 @@ pub struct TlsCall {
     count_ptr: u64,
     /// Bytes the call asked to move: a count above it is not believed.
     num: u64,
+    /// Start time of the thread's process (`EventHeader::start_ns`).
+    start_ns: u64,
     /// First watched socket the thread wrote or read during the call.
     fd: i32,
     state: u8,
@@ -54,9 +61,14 @@ pub struct TlsCall {
 
 const IN_CALL: u8 = 0;
 const AWAIT_SOCKET: u8 = 1;
+const IDLE: u8 = 2;
 
+/// pid_tgid → the thread's call. LRU: a thread whose exit was not seen
+/// (none should be) cannot fill the map for good; with more live TLS
+/// threads than entries, the least recently calling loses its entry (and
+/// at most the call it was in).
 #[map]
-static TLS_CALLS: HashMap<u64, TlsCall> = HashMap::with_max_entries(16384, 0);
+static TLS_CALLS: LruHashMap<u64, TlsCall> = LruHashMap::with_max_entries(32768, 0);
 
 /// Building area for one record: 16 KiB does not fit the 512-byte stack.
 #[map]
@@ -86,11 +98,11 @@ pub fn on_socket_syscall(pid_tgid: u64, fd: i32, writing: bool) {
         }
         return;
     }
-    if !writing {
+    if call.state != AWAIT_SOCKET || !writing {
         return;
     }
+    call.state = IDLE;
     let conn = call.conn;
-    let _ = TLS_CALLS.remove(&pid_tgid);
     if let Some(mut entry) = emit::reserve::<TlsBindRecord>() {
         entry.write(TlsBindRecord {
             header: emit::current_header(EventKind::TlsBind),
@@ -127,11 +139,26 @@ fn enter(ctx: &ProbeContext, dir: u8, lib: u8, count_arg: Option<usize>) -> u32 
         Some(n) => ctx.arg::<u64>(n).unwrap_or(0),
         None => 0,
     };
+    let num = ctx.arg::<u64>(2).unwrap_or(0);
+    if let Some(call) = TLS_CALLS.get_ptr_mut(&pid_tgid) {
+        // Only this thread touches its entry: no race in writing it.
+        let call = unsafe { &mut *call };
+        call.conn = conn;
+        call.buf = buf;
+        call.count_ptr = count_ptr;
+        call.num = num;
+        call.fd = -1;
+        call.state = IN_CALL;
+        call.dir = dir;
+        call.lib = lib;
+        return 0;
+    }
     let call = TlsCall {
         conn,
         buf,
         count_ptr,
-        num: ctx.arg::<u64>(2).unwrap_or(0),
+        num,
+        start_ns: emit::current_start_ns(),
         fd: -1,
         state: IN_CALL,
         dir,
@@ -195,12 +222,14 @@ fn try_ret(ctx: &RetProbeContext) -> Result<u32, i64> {
     if call.state != IN_CALL {
         return Ok(0);
     }
-    // A write that reached no socket went to a memory BIO: keep the entry
-    // so the thread's next socket write names the connection's socket.
-    if call.dir == TLS_DIR_WRITE && call.fd < 0 {
-        unsafe { (*entry).state = AWAIT_SOCKET };
-    } else {
-        let _ = TLS_CALLS.remove(&pid_tgid);
+    // A write that reached no socket went to a memory BIO: the thread's
+    // next socket write names the connection's socket.
+    unsafe {
+        (*entry).state = if call.dir == TLS_DIR_WRITE && call.fd < 0 {
+            AWAIT_SOCKET
+        } else {
+            IDLE
+        };
     }
 
     let moved: u64 = if call.count_ptr != 0 {
@@ -247,7 +276,7 @@ fn try_ret(ctx: &RetProbeContext) -> Result<u32, i64> {
     }
     unsafe {
         (*rec).hdr = TlsDataHeader {
-            header: emit::call_header(EventKind::TlsData),
+            header: emit::header_with_start(EventKind::TlsData, call.start_ns),
             conn: call.conn,
             len: moved,
             captured: n as u32,
