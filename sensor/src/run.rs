@@ -417,7 +417,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             _ = second.tick() => {
                 lock(&responder).expire_holds();
                 // Modes an operator changed (Baselines.SetMode).
-                let changes = lock(&agents).take_mode_changes();
+                let changes = lock(&agents).take_operator_mode_changes();
                 if !changes.is_empty() {
                     let now = clock::boottime_ns();
                     let base = event::Event {

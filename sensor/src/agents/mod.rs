@@ -613,10 +613,22 @@ impl Agents {
         (name, entry)
     }
 
-    /// Mode changes to announce, with the agent's name.
+    /// Mode changes the last observed call caused, with the agent's name:
+    /// announced in that call's context.
     pub fn take_mode_changes(&mut self) -> Vec<(detect::ModeChange, String)> {
-        let mut all = std::mem::take(&mut self.pending_modes);
-        all.extend(self.detector.take_mode_changes());
+        let changes = self.detector.take_mode_changes();
+        self.named(changes)
+    }
+
+    /// Mode changes an operator made (`set_mode`), with the agent's name:
+    /// announced on the daemon's clock as the sensor's own, never in the
+    /// context of whichever call happens to come next.
+    pub fn take_operator_mode_changes(&mut self) -> Vec<(detect::ModeChange, String)> {
+        let changes = std::mem::take(&mut self.pending_modes);
+        self.named(changes)
+    }
+
+    fn named(&mut self, all: Vec<detect::ModeChange>) -> Vec<(detect::ModeChange, String)> {
         if !all.is_empty() {
             self.dirty = true;
         }
@@ -1187,6 +1199,34 @@ mod tests {
             Some(&1)
         );
         assert_eq!(inv.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn an_operators_mode_change_waits_for_the_clock_not_the_next_call() {
+        let mut agents = Agents::load(None).unwrap();
+        let p = process(30, "/usr/bin/python3", &["python3", "agent.py"]);
+        let mut e = ev(
+            &p,
+            call("POST", "127.0.0.1:8443", "/v1/chat/completions", None),
+        );
+        agents.observe(&mut e);
+        let id = e.agent.clone().expect("an agent").id.clone();
+        agents.take_mode_changes();
+        agents
+            .set_mode(&id, Some(mode::Mode::Enforce), "cli uid 0")
+            .unwrap();
+        // A call of another process comes next: it must not carry the
+        // operator's change (its process, pod and time would be wrong).
+        let other = process(31, "/usr/bin/curl", &["curl", "https://example.org/"]);
+        let mut e = ev(&other, call("GET", "example.org", "/", None));
+        agents.observe(&mut e);
+        assert!(agents.take_mode_changes().is_empty());
+        let op = agents.take_operator_mode_changes();
+        assert_eq!(op.len(), 1);
+        assert_eq!(op[0].0.agent, id);
+        assert_eq!(op[0].0.to, mode::Mode::Enforce);
+        assert_eq!(op[0].1, "agent.py");
+        assert!(agents.take_operator_mode_changes().is_empty());
     }
 
     #[test]
