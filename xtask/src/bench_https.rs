@@ -4,6 +4,7 @@
 use std::{
     io::{BufRead, BufReader},
     process::{Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
@@ -14,21 +15,130 @@ use crate::{
 };
 
 /// Client: Python's http.client over its ssl module (OpenSSL, the `_ex`
-/// functions), one keep-alive connection, small GETs for `secs` seconds.
+/// functions), small GETs on a keep-alive connection, for as long as it
+/// runs. Every 50 ms it prints "<CLOCK_MONOTONIC seconds> <requests so
+/// far>", so windows are cut out of one long run: no process start-up or
+/// handshake falls inside a window. SIGUSR1 makes it open a new
+/// connection, as the bench does after each start and stop of the sensor:
+/// the sensor sees the connect of what it measures (a connection older
+/// than the sensor is not tied to its socket, which would skip work).
 const CLIENT: &str = r#"
-import http.client, ssl, sys, time
+import http.client, signal, ssl, sys, time
 ctx = ssl.create_default_context()
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
-c = http.client.HTTPSConnection("127.0.0.1", int(sys.argv[1]), context=ctx)
-end = time.monotonic() + float(sys.argv[2])
-n = 0
-while time.monotonic() < end:
+port = int(sys.argv[1])
+reconnect = False
+def on_usr1(*_):
+    global reconnect
+    reconnect = True
+signal.signal(signal.SIGUSR1, on_usr1)
+c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx)
+n, nxt = 0, 0.0
+while True:
     c.request("GET", "/v1/models/42", headers={"Authorization": "Bearer bench"})
     c.getresponse().read()
     n += 1
-print(n)
+    if reconnect:
+        reconnect = False
+        c.close()
+        c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx)
+    if n % 8 == 0:
+        t = time.monotonic()
+        if t >= nxt:
+            print(f"{t:.6f} {n}", flush=True)
+            nxt = t + 0.05
 "#;
+
+/// The running client and the (time, count) samples it printed.
+struct LoopClient {
+    child: std::process::Child,
+    samples: std::sync::Arc<std::sync::Mutex<Vec<(f64, f64)>>>,
+}
+
+impl LoopClient {
+    fn start(port: u16) -> Result<Self> {
+        let mut child = on_cpu(0, "python3")
+            .args(["-c", CLIENT, &port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the bench client")?;
+        let out = BufReader::new(child.stdout.take().context("client stdout")?);
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = samples.clone();
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                let mut f = l.split_whitespace().map(str::parse::<f64>);
+                if let (Some(Ok(t)), Some(Ok(n))) = (f.next(), f.next()) {
+                    kept.lock().unwrap().push((t, n));
+                }
+            }
+        });
+        let c = Self { child, samples };
+        c.count_at(monotonic())?;
+        Ok(c)
+    }
+
+    /// Opens a new connection (the sensor just started or stopped).
+    fn reconnect(&self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGUSR1) };
+    }
+
+    /// Requests done by time `t`, interpolated between samples; waits for
+    /// the first sample after `t`.
+    fn count_at(&self, t: f64) -> Result<f64> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            {
+                let s = self.samples.lock().unwrap();
+                if let Some(i) = s.iter().position(|&(ts, _)| ts >= t) {
+                    let (t1, n1) = s[i];
+                    let Some(&(t0, n0)) = i.checked_sub(1).and_then(|j| s.get(j)) else {
+                        return Ok(n1);
+                    };
+                    return Ok(n0 + (n1 - n0) * (t - t0) / (t1 - t0));
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the bench client stopped reporting (see its stderr above)");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Requests per second over the next `secs` seconds.
+    fn window(&self, secs: f64) -> Result<f64> {
+        let a = monotonic();
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        let b = monotonic();
+        Ok((self.count_at(b)? - self.count_at(a)?) / (b - a))
+    }
+}
+
+impl Drop for LoopClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CLOCK_MONOTONIC in seconds: the clock of Python's `time.monotonic`.
+fn monotonic() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// After the sensor starts (its start-up tail: the /proc scan, the first
+/// TLS attaches) or stops (uprobes going away), and after the client's new
+/// connection, before a window is measured.
+const SETTLE: Duration = Duration::from_millis(500);
 
 /// The tests' HTTPS fixture server with a fresh self-signed certificate;
 /// every request line it reports is kept.
@@ -233,47 +343,36 @@ fn measure(
     seconds: u64,
     rounds: usize,
 ) -> Result<Measured> {
-    let port = server.port;
     // Client and server share CPU 0 and the sensor runs on CPU 1, as in
     // the connect loop: a request then costs what its own path costs
     // (uprobe traps, programs, syscalls), not where the scheduler put two
     // processes that wake each other (a wakeup across CPUs of this VM
     // swung the rate between runs by up to 60%). The sensor's own CPU is
     // reported beside it.
-    let client = |secs: u64| -> Result<f64> {
-        let out = on_cpu(0, "python3")
-            .args(["-c", CLIENT])
-            .args([&port.to_string(), &secs.to_string()])
-            .output()?;
-        let n: f64 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .with_context(|| {
-                format!(
-                    "client count (stderr: {})",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )
-            })?;
-        Ok(n / secs as f64)
-    };
+    let client = LoopClient::start(server.port)?;
+    let secs = seconds as f64;
     println!("{what}");
     println!(
         "{:>5} {:>12} {:>12} {:>8} {:>10} {:>11}",
         "round", "off req/s", "on req/s", "ratio", "api_calls", "sensor CPU"
     );
-    let mut off = vec![client(seconds)?];
+    std::thread::sleep(SETTLE);
+    let mut off = vec![client.window(secs)?];
     let (mut on, mut ratios) = (Vec::new(), Vec::new());
     for r in 1..=rounds {
         let sensor = RunningSensor::start(bin)?;
-        // Start-up (loading and verifying the programs) is not the loop's.
+        client.reconnect();
+        std::thread::sleep(SETTLE);
         let before = sensor.cpu_seconds();
-        let n = client(seconds)?;
-        let cpu = (sensor.cpu_seconds() - before) / seconds as f64 * 100.0;
+        let n = client.window(secs)?;
+        let cpu = (sensor.cpu_seconds() - before) / secs * 100.0;
         let summary = sensor.stop()?;
         let calls = crate::bench::counter(&summary, "api_call=");
-        let o = client(seconds)?;
-        // Against the off runs just before and after: slow drift of a
-        // shared VM cancels out.
+        client.reconnect();
+        std::thread::sleep(SETTLE);
+        let o = client.window(secs)?;
+        // Against the off windows just before and after: the speed of this
+        // shared VM drifts by a quarter within seconds.
         let ratio = n / ((off[r - 1] + o) / 2.0);
         println!(
             "{r:>5} {:>12.0} {n:>12.0} {ratio:>8.3} {calls:>10} {cpu:>10.0}%",
@@ -283,23 +382,32 @@ fn measure(
         on.push(n);
         ratios.push(ratio);
     }
-    let profile = profiled_round(bin, &client, seconds)?;
+    let profile = profiled_round(bin, &client, secs)?;
+    let (q1, q3) = quartiles(&ratios);
     let (m_off, m_on, ratio) = (median(&mut off), median(&mut on), median(&mut ratios));
     let added_us = (1e6 / m_on - 1e6 / m_off).max(0.0);
     println!(
-        "median: off {m_off:.0} req/s, on {m_on:.0} req/s, on/off ratio {ratio:.3}; added {added_us:.1} us per request, of which the sensor's kernel programs run {profile}"
+        "median: off {m_off:.0} req/s, on {m_on:.0} req/s, on/off ratio {ratio:.3} (middle half of the rounds {q1:.3}-{q3:.3}); added {added_us:.1} us per request, of which the sensor's kernel programs run {profile}"
     );
     Ok(Measured { ratio, added_us })
+}
+
+/// First and third quartiles (nearest rank).
+fn quartiles(v: &[f64]) -> (f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        s.get(((s.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    (at(0.25), at(0.75))
 }
 
 /// One more round with kernel.bpf_stats_enabled (it times every program
 /// run, so it is kept apart from the measured rounds): what the sensor's
 /// programs themselves cost per request, by program.
-fn profiled_round(
-    bin: &std::path::Path,
-    client: &dyn Fn(u64) -> Result<f64>,
-    seconds: u64,
-) -> Result<String> {
+fn profiled_round(bin: &std::path::Path, client: &LoopClient, secs: f64) -> Result<String> {
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
     let sensor = RunningSensor::start(bin)?;
     let snapshot = || -> std::collections::BTreeMap<String, (u128, u64)> {
@@ -312,12 +420,16 @@ fn profiled_round(
         }
         m
     };
+    client.reconnect();
+    std::thread::sleep(SETTLE);
+    let a = monotonic();
     let before = snapshot();
-    let rate = client(seconds)?;
+    std::thread::sleep(Duration::from_secs_f64(secs));
     let after = snapshot();
+    let b = monotonic();
     sensor.stop()?;
     drop(stats);
-    let requests = (rate * seconds as f64).max(1.0);
+    let requests = (client.count_at(b)? - client.count_at(a)?).max(1.0);
     let mut per: Vec<(String, f64, f64)> = after
         .iter()
         .filter_map(|(name, (ns, n))| {

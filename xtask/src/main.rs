@@ -59,11 +59,12 @@ enum Command {
     },
     /// Set up, then measure overheads with the sensor off and on, side by side.
     Bench {
-        /// Seconds per measurement round.
-        #[arg(long, default_value_t = 3)]
+        /// Seconds per measurement window.
+        #[arg(long, default_value_t = 2)]
         seconds: u64,
-        /// Off/on round pairs; medians are reported.
-        #[arg(long, default_value_t = 5)]
+        /// Off/on round pairs; medians are reported. Many short rounds:
+        /// this VM's speed drifts by a quarter within seconds.
+        #[arg(long, default_value_t = 20)]
         rounds: usize,
         /// Only one part: connect, https, response or agents.
         #[arg(long)]
