@@ -101,6 +101,8 @@ impl Tuning {
 /// One call as the detector sees it.
 pub struct Call<'a> {
     pub session: SessionKey,
+    /// The session's policy entry, as `session_started` returned it.
+    pub policy: Option<usize>,
     /// "METHOD authority template".
     pub endpoint: &'a str,
     pub method: &'a str,
@@ -558,14 +560,15 @@ impl Detector {
         std::mem::take(&mut self.changes)
     }
 
-    /// A new run (`session`) of `identity` started, rooted at `root`.
+    /// A new run (`session`) of `identity` started, rooted at `root`;
+    /// returns the policy entry that applies to it (see `Call::policy`).
     pub fn session_started(
         &mut self,
         identity: &str,
         name: &str,
         session: SessionKey,
         root: &Process,
-    ) {
+    ) -> Option<usize> {
         self.generation += 1;
         let b = self.baselines.entry(identity.to_string()).or_default();
         b.sessions += 1;
@@ -581,6 +584,7 @@ impl Detector {
         s.learning = learning;
         s.quotas.resize_with(quotas, Window::default);
         self.announce(identity, name, policy);
+        policy
     }
 
     fn session_state(&mut self, key: SessionKey) -> &mut SessionState {
@@ -632,11 +636,19 @@ impl Detector {
     /// detector changed or a second passed (this runs on every call).
     fn session_mode(&mut self, identity: &str, name: &str, c: &Call) -> Mode {
         if !self.sessions.contains_key(&c.session) {
-            // A run whose start was not seen (or was forgotten).
+            // A run whose start was not seen, or whose state was forgotten
+            // (more live sessions than MAX_SESSIONS): its policy entry and
+            // quotas still apply (the quotas' windows start over).
             let learning = self.learning(identity);
+            let quotas = c
+                .policy
+                .and_then(|i| self.policy.entries.get(i))
+                .map_or(0, |e| e.quotas.len());
             let s = self.session_state(c.session);
             s.identity = identity.to_string();
             s.learning = learning;
+            s.policy = c.policy;
+            s.quotas.resize_with(quotas, Window::default);
         }
         let (policy_index, cached) = self
             .sessions
@@ -1117,6 +1129,7 @@ mod tests {
         let write = method != "GET";
         Call {
             session: k(session),
+            policy: None,
             endpoint,
             method,
             authority,
@@ -1361,6 +1374,43 @@ policies:
                 .endpoints
                 .contains_key("POST v /refunds")
         );
+    }
+
+    #[test]
+    fn a_forgotten_session_keeps_its_policy_and_quotas() {
+        let policy = Policy::parse(
+            r#"
+policies:
+  - name: shop
+    agents: ["agt-q"]
+    deny: ["POST */refunds"]
+    quotas: [{ endpoint: "POST */orders", per_minute: 2 }]
+"#,
+        )
+        .unwrap();
+        let mut d = Detector::new(FastMap::default(), Tuning::default(), Arc::new(policy));
+        let index = d.session_started("agt-q", "agt-q", k("q"), &root());
+        assert_eq!(index, Some(0));
+        // More sessions start than the detector keeps: "q" is forgotten
+        // while its processes live on and go on calling.
+        for i in 0..MAX_SESSIONS as u64 {
+            d.session_started("agt-other", "agt-other", (7, i), &root());
+        }
+        assert!(!d.sessions.contains_key(&k("q")));
+        let with_policy = |c: Call<'static>| Call { policy: index, ..c };
+        let f = d.call(
+            "agt-q",
+            "agt-q",
+            &with_policy(call("q", "POST v /refunds", 1)),
+        );
+        assert_eq!(f[0].rule, "denied_endpoint");
+        assert_eq!(f[0].policy.as_deref(), Some("shop"));
+        let mut rules = Vec::new();
+        for t in 2..5 {
+            let c = with_policy(call("q", "POST v /orders", t));
+            rules.extend(d.call("agt-q", "agt-q", &c).into_iter().map(|f| f.rule));
+        }
+        assert!(rules.contains(&"quota_exceeded"), "{rules:?}");
     }
 
     #[test]

@@ -44,6 +44,11 @@ pub struct AgentTag {
     /// The same, as numbers: the key of per-session state.
     #[serde(skip)]
     pub key: SessionKey,
+    /// The policy entry that applies to the session (matched on its root
+    /// process when it started): a session the detector had to forget is
+    /// checked against the same entry, quotas included, when it calls again.
+    #[serde(skip)]
+    pub policy: Option<usize>,
 }
 
 /// A session by its root process: (pid, start ticks).
@@ -789,11 +794,13 @@ impl Agents {
         let name = named.unwrap_or(derived);
         let session = format!("{}-{}", p.pid, p.start_ticks);
         let key = (p.pid, p.start_ticks);
+        let policy = self.detector.session_started(&id, &name, key, p);
         let tag = Arc::new(AgentTag {
             id: id.clone(),
             name: name.clone(),
             session: session.clone(),
             key,
+            policy,
         });
         self.remember((p.pid, p.start_ticks), tag.clone());
         let inv = self
@@ -808,7 +815,6 @@ impl Agents {
                 ..Default::default()
             });
         inv.sessions += 1;
-        self.detector.session_started(&tag.id, &tag.name, key, p);
         let inv = self.inventory.get_mut(&tag.id).expect("just inserted");
         inv.recent_sessions.push_back(session);
         if inv.recent_sessions.len() > RECENT_SESSIONS {
@@ -988,6 +994,7 @@ impl Agents {
                         &t.name,
                         &detect::Call {
                             session: t.key,
+                            policy: t.policy,
                             endpoint: &endpoint,
                             method,
                             authority,

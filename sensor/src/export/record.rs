@@ -517,6 +517,7 @@ mod tests {
                 name: "agent.py".into(),
                 session: "4242:777".into(),
                 key: (4242, 777),
+                policy: None,
             })),
             pod: None,
             detail,
