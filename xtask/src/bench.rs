@@ -272,6 +272,18 @@ impl RunningSensor {
     }
 }
 
+/// CLOCK_MONOTONIC in ns, the clock Python's `time.monotonic` and
+/// `time.monotonic_ns` read (the bench clients report on it).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 fn pin_to_cpu(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within it.
     unsafe {

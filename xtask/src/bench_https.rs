@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    bench::{RunningSensor, median, on_cpu},
+    bench::{RunningSensor, median, monotonic_ns, on_cpu},
     cmd::root,
 };
 
@@ -124,15 +124,9 @@ impl Drop for LoopClient {
     }
 }
 
-/// CLOCK_MONOTONIC in seconds: the clock of Python's `time.monotonic`.
+/// CLOCK_MONOTONIC in seconds: the clock of the client's samples.
 fn monotonic() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+    monotonic_ns() as f64 / 1e9
 }
 
 /// After the sensor starts (its start-up tail: the /proc scan, the first

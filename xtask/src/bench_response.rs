@@ -11,7 +11,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{bench::RunningSensor, bench_https::BenchServer};
+use crate::{
+    bench::{RunningSensor, monotonic_ns},
+    bench_https::BenchServer,
+};
 
 /// An agent: one LLM call (which makes it an agent), then, in "anomaly"
 /// mode, an order it never placed while learning. After the order's SSL
@@ -156,17 +159,6 @@ pub fn run(bin: &std::path::Path) -> Result<()> {
     hold(bin, &script, &server, &dir, runs)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
-}
-
-/// CLOCK_MONOTONIC in ns, the clock Python's `time.monotonic_ns` reads.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec out-parameter.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Holds: from the order's start (just before the client builds and
