@@ -576,15 +576,23 @@ impl Detector {
             b.first_seen_unix = now_unix();
         }
         let policy = self.policy.index_for(identity, name, root);
-        let quotas = policy.map_or(0, |i| self.policy.entries[i].quotas.len());
+        self.open_session(identity, session, policy);
+        self.announce(identity, name, policy);
+        policy
+    }
+
+    /// The state of a run of `identity` under policy entry `policy`, made
+    /// (or remade) with its learning flag and one quota window per quota.
+    fn open_session(&mut self, identity: &str, session: SessionKey, policy: Option<usize>) {
+        let quotas = policy
+            .and_then(|i| self.policy.entries.get(i))
+            .map_or(0, |e| e.quotas.len());
         let learning = self.learning(identity);
         let s = self.session_state(session);
         s.identity = identity.to_string();
         s.policy = policy;
         s.learning = learning;
         s.quotas.resize_with(quotas, Window::default);
-        self.announce(identity, name, policy);
-        policy
     }
 
     fn session_state(&mut self, key: SessionKey) -> &mut SessionState {
@@ -639,16 +647,7 @@ impl Detector {
             // A run whose start was not seen, or whose state was forgotten
             // (more live sessions than MAX_SESSIONS): its policy entry and
             // quotas still apply (the quotas' windows start over).
-            let learning = self.learning(identity);
-            let quotas = c
-                .policy
-                .and_then(|i| self.policy.entries.get(i))
-                .map_or(0, |e| e.quotas.len());
-            let s = self.session_state(c.session);
-            s.identity = identity.to_string();
-            s.learning = learning;
-            s.policy = c.policy;
-            s.quotas.resize_with(quotas, Window::default);
+            self.open_session(identity, c.session, c.policy);
         }
         let (policy_index, cached) = self
             .sessions
