@@ -24,7 +24,7 @@ pub fn current_header(kind: EventKind) -> EventHeader {
         gid: (uid_gid >> 32) as u32,
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
-        ..call_header(kind)
+        ..header_with_start(kind, current_start_ns())
     }
 }
 
@@ -58,12 +58,6 @@ pub fn header_with_start(kind: EventKind, start_ns: u64) -> EventHeader {
         cgroup_id: 0,
         comm: [0u8; COMM_LEN],
     }
-}
-
-/// `header_with_start` for the current task, start time read now.
-#[inline(always)]
-pub fn call_header(kind: EventKind) -> EventHeader {
-    header_with_start(kind, current_start_ns())
 }
 
 /// Reserve a record of type `T`, counting a drop when the ring is full.

@@ -139,32 +139,27 @@ fn enter(ctx: &ProbeContext, dir: u8, lib: u8, count_arg: Option<usize>) -> u32 
         Some(n) => ctx.arg::<u64>(n).unwrap_or(0),
         None => 0,
     };
-    let num = ctx.arg::<u64>(2).unwrap_or(0);
-    if let Some(call) = TLS_CALLS.get_ptr_mut(&pid_tgid) {
-        // Only this thread touches its entry: no race in writing it.
-        let call = unsafe { &mut *call };
-        call.conn = conn;
-        call.buf = buf;
-        call.count_ptr = count_ptr;
-        call.num = num;
-        call.fd = -1;
-        call.state = IN_CALL;
-        call.dir = dir;
-        call.lib = lib;
-        return 0;
-    }
+    let existing = TLS_CALLS.get_ptr_mut(&pid_tgid);
     let call = TlsCall {
         conn,
         buf,
         count_ptr,
-        num,
-        start_ns: emit::current_start_ns(),
+        num: ctx.arg::<u64>(2).unwrap_or(0),
+        start_ns: match existing {
+            Some(c) => unsafe { (*c).start_ns },
+            None => emit::current_start_ns(),
+        },
         fd: -1,
         state: IN_CALL,
         dir,
         lib,
         _pad: 0,
     };
+    if let Some(c) = existing {
+        // Only this thread touches its entry: no race in writing it.
+        unsafe { *c = call };
+        return 0;
+    }
     if TLS_CALLS.insert(&pid_tgid, &call, 0).is_err() {
         count(Counter::TlsPendingError);
     }
