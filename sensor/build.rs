@@ -2,8 +2,8 @@
 //! the object in OUT_DIR, where `src/ebpf.rs` embeds it.
 //!
 //! The eBPF crate needs a nightly (`-Z build-std=core`) whose LLVM matches
-//! bpf-linker's (LLVM 22): the toolchain is named here explicitly rather than
-//! taken from rust-toolchain.toml, which pins the stable userspace compiler.
+//! bpf-linker's (LLVM 22): the toolchain is named here explicitly, whatever
+//! compiler builds the userspace (xtask's `cargo +1.98.0`).
 //! `AYA_BUILD_SKIP=1` skips this (clippy or fuzzing on a host without
 //! bpf-linker); the binary then carries an empty object and refuses to run.
 

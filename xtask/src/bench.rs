@@ -14,6 +14,11 @@ use anyhow::{Context, Result, bail};
 
 use crate::cmd::{build_sensor, is_root};
 
+/// Left after the sensor starts (its start-up tail: the /proc scan, the
+/// first TLS attaches) or stops (uprobes going away), and after a client's
+/// new connection, before a window is measured.
+pub const SETTLE: Duration = Duration::from_millis(500);
+
 pub fn run(seconds: u64, rounds: usize, only: Option<&str>) -> Result<()> {
     if only == Some("agents") {
         // No kernel programs: the detection stage alone.
@@ -22,6 +27,9 @@ pub fn run(seconds: u64, rounds: usize, only: Option<&str>) -> Result<()> {
     if !is_root() {
         bail!("the benchmark starts the sensor, which needs root");
     }
+    // "Off" rounds must be off: no other sensor's programs, and no pinned
+    // isolation links a killed sensor left on the root cgroup.
+    crate::bpf_progs::ensure_no_sensor()?;
     let bin = build_sensor(true)?;
     match only {
         None | Some("connect") => connect(&bin, seconds, rounds)?,
@@ -84,55 +92,58 @@ fn connect(bin: &std::path::Path, seconds: u64, rounds: usize) -> Result<()> {
         m_on / m_off,
         (1e6 / m_on - 1e6 / m_off).max(0.0)
     );
-    // A separate round with kernel.bpf_stats_enabled (on while this fd is
-    // open): it times every program run, which would bias the rounds above.
-    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
+    // A separate round with kernel.bpf_stats_enabled: it times every
+    // program run, which would bias the rounds above.
+    let stats = crate::bpf_progs::Stats::enable()?;
     let sensor = RunningSensor::start(bin)?;
+    std::thread::sleep(SETTLE);
+    let before = crate::bpf_progs::loaded()?;
     let made = connect_count(&listener, dur)?;
-    let ns = programs_ns_per_connect(made);
+    let after = crate::bpf_progs::loaded()?;
     sensor.stop()?;
     drop(stats);
     println!(
-        "kernel programs: {ns:.0} ns per connect (all the sensor's programs, profiled round); the rest of the added cost is the kernel's syscall-tracepoint path, which every syscall of every process takes while a syscall tracepoint is attached"
+        "kernel programs, profiled round (every loaded program, not only the sensor's): {}",
+        programs_per_op(&before, &after, made, "connect")
+    );
+    println!(
+        "  the rest of the added cost is outside BPF programs: the kernel's syscall-tracepoint path, which every syscall of every process takes while a syscall tracepoint is attached"
     );
     Ok(())
 }
 
-/// Names of the sensor's syscall and scheduler programs (the kernel keeps
-/// 15 bytes of a name).
-const PROGRAMS: [&str; 8] = [
-    "sys_enter_conne",
-    "sys_exit_connec",
-    "sys_enter_close",
-    "sys_enter_write",
-    "sys_enter_sendt",
-    "sched_process_e",
-    "sched_process_f",
-    "sched_process_exit",
-];
-
-/// Run time of all the sensor's programs, spread over `connects` loop
-/// iterations (the loop's close runs one too).
-fn programs_ns_per_connect(connects: u64) -> f64 {
-    let total: u128 = aya::programs::loaded_programs()
-        .flatten()
-        .filter(|p| {
-            p.name_as_str()
-                .is_some_and(|n| PROGRAMS.iter().any(|x| x.starts_with(n) || n == *x))
-        })
+/// What every loaded program ran between two snapshots, per `ops`
+/// operations of the measured loop: the total, then the costliest six.
+pub fn programs_per_op(
+    before: &[crate::bpf_progs::Prog],
+    after: &[crate::bpf_progs::Prog],
+    ops: u64,
+    op: &str,
+) -> String {
+    let ops = ops.max(1) as f64;
+    let mut per: Vec<(String, f64, f64)> = crate::bpf_progs::delta(before, after)
+        .into_iter()
+        .filter(|p| p.run_cnt > 0)
         .map(|p| {
-            if std::env::var_os("BENCH_DEBUG").is_some() {
-                eprintln!(
-                    "  {:?}: {:?} x {}",
-                    p.name_as_str(),
-                    p.run_time(),
-                    p.run_count()
-                );
-            }
-            p.run_time().as_nanos()
+            (
+                format!("{} ({})", p.name, p.kind),
+                p.run_time_ns as f64 / ops,
+                p.run_cnt as f64 / ops,
+            )
         })
-        .sum();
-    total as f64 / connects.max(1) as f64
+        .collect();
+    per.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = per.iter().map(|p| p.1).sum();
+    let parts: Vec<String> = per
+        .iter()
+        .take(6)
+        .map(|(n, ns, runs)| format!("{n} {ns:.0} ns ({runs:.2} runs)"))
+        .collect();
+    format!(
+        "{total:.0} ns per {op} in {} programs that ran: {}",
+        per.len(),
+        parts.join(", ")
+    )
 }
 
 pub fn median(v: &mut [f64]) -> f64 {

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    bench::{RunningSensor, median, monotonic_ns, on_cpu},
+    bench::{RunningSensor, SETTLE, median, monotonic_ns, on_cpu},
     cmd::root,
 };
 
@@ -128,11 +128,6 @@ impl Drop for LoopClient {
 fn monotonic() -> f64 {
     monotonic_ns() as f64 / 1e9
 }
-
-/// After the sensor starts (its start-up tail: the /proc scan, the first
-/// TLS attaches) or stops (uprobes going away), and after the client's new
-/// connection, before a window is measured.
-const SETTLE: Duration = Duration::from_millis(500);
 
 /// The tests' HTTPS fixture server with a fresh self-signed certificate;
 /// every request line it reports is kept.
@@ -399,50 +394,23 @@ fn quartiles(v: &[f64]) -> (f64, f64) {
 }
 
 /// One more round with kernel.bpf_stats_enabled (it times every program
-/// run, so it is kept apart from the measured rounds): what the sensor's
+/// run, so it is kept apart from the measured rounds): what the loaded
 /// programs themselves cost per request, by program.
 fn profiled_round(bin: &std::path::Path, client: &LoopClient, secs: f64) -> Result<String> {
-    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
+    let stats = crate::bpf_progs::Stats::enable()?;
     let sensor = RunningSensor::start(bin)?;
-    let snapshot = || -> std::collections::BTreeMap<String, (u128, u64)> {
-        let mut m = std::collections::BTreeMap::new();
-        for p in aya::programs::loaded_programs().flatten() {
-            let name = p.name_as_str().unwrap_or("?").to_string();
-            let e = m.entry(name).or_insert((0u128, 0u64));
-            e.0 += p.run_time().as_nanos();
-            e.1 += p.run_count();
-        }
-        m
-    };
     client.reconnect();
     std::thread::sleep(SETTLE);
     let a = monotonic();
-    let before = snapshot();
+    let before = crate::bpf_progs::loaded()?;
     std::thread::sleep(Duration::from_secs_f64(secs));
-    let after = snapshot();
+    let after = crate::bpf_progs::loaded()?;
     let b = monotonic();
     sensor.stop()?;
     drop(stats);
     let requests = (client.count_at(b)? - client.count_at(a)?).max(1.0);
-    let mut per: Vec<(String, f64, f64)> = after
-        .iter()
-        .filter_map(|(name, (ns, n))| {
-            let (ns0, n0) = before.get(name).copied().unwrap_or((0, 0));
-            let runs = n.saturating_sub(n0) as f64 / requests;
-            let ns = ns.saturating_sub(ns0) as f64 / requests;
-            (runs >= 0.5).then(|| (name.clone(), ns, runs))
-        })
-        .collect();
-    per.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let total: f64 = per.iter().map(|p| p.1).sum();
-    let parts: Vec<String> = per
-        .iter()
-        .take(6)
-        .map(|(n, ns, runs)| format!("{n} {:.1} us ({runs:.1} runs)", ns / 1000.0))
-        .collect();
     Ok(format!(
-        "{:.1} us ({}); the rest is the uprobe traps (about 2.7 us per probed call here) and the dispatch of the syscall tracepoints (about 250 ns per traced read or write, 60-80 ns on every other syscall)",
-        total / 1000.0,
-        parts.join(", ")
+        "{}; the rest is the uprobe traps (about 2.7 us per probed call here) and the dispatch of the syscall tracepoints (about 250 ns per traced read or write, 60-80 ns on every other syscall)",
+        crate::bench::programs_per_op(&before, &after, requests as u64, "request")
     ))
 }

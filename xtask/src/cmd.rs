@@ -15,9 +15,13 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// cargo of the pinned userspace toolchain, through rustup's proxy (`+`
+/// wins over the RUSTUP_TOOLCHAIN of the stable cargo that built xtask), so
+/// rustc, clippy and rustfmt below it are that toolchain's too.
 pub fn cargo() -> Command {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(root());
+    let mut c = Command::new("cargo");
+    c.arg(format!("+{}", crate::setup::USERSPACE_TOOLCHAIN))
+        .current_dir(root());
     c
 }
 

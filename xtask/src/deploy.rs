@@ -158,7 +158,7 @@ const BROKEN: &[(&str, &str, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::setup::{BPF_LINKER_VERSION, EBPF_TOOLCHAIN};
+    use crate::setup::{BPF_LINKER_VERSION, EBPF_TOOLCHAIN, USERSPACE_TOOLCHAIN};
 
     #[test]
     fn judges_validator_output() {
@@ -206,8 +206,7 @@ mod tests {
             format!("ARG BPF_LINKER_VERSION={BPF_LINKER_VERSION}"),
             "--features llvm-22".to_string(),
             "LLVM_PREFIX=/usr/lib/llvm-22".to_string(),
-            // The userspace toolchain comes from rust-toolchain.toml.
-            "COPY rust-toolchain.toml".to_string(),
+            format!("ARG RUST_TOOLCHAIN={USERSPACE_TOOLCHAIN}"),
             r#"ENTRYPOINT ["/usr/local/bin/sensor"]"#.to_string(),
         ] {
             assert!(d.contains(&pin), "deploy/Dockerfile lacks {pin:?}");

@@ -5,6 +5,7 @@ mod bench;
 mod bench_agents;
 mod bench_https;
 mod bench_response;
+mod bpf_progs;
 mod cmd;
 mod cpio;
 mod deploy;

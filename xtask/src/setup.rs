@@ -7,6 +7,14 @@ use anyhow::{Result, bail};
 
 use crate::cmd::{self, is_root, output, run};
 
+/// The userspace compiler (sensor, tests, clippy, rustfmt). Not pinned in a
+/// rust-toolchain.toml: rustup >= 1.28 refuses to run cargo at all under a
+/// pinned toolchain it has not installed, so `cargo xtask` could not even
+/// start on a new machine. xtask builds with the default stable, installs
+/// this one here and runs every other cargo command with it (`cmd::cargo`).
+/// Must equal the workspace's `rust-version` (a test checks).
+pub const USERSPACE_TOOLCHAIN: &str = "1.98.0";
+
 /// Nightly that builds the eBPF crate; its LLVM (22) must match bpf-linker's.
 /// Must equal `EBPF_TOOLCHAIN` in sensor/build.rs (a test checks).
 pub const EBPF_TOOLCHAIN: &str = "nightly-2026-06-01";
@@ -31,6 +39,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("wget", "a GnuTLS client in the end-to-end tests"),
     ("openssl", "makes the test certificates"),
     (
+        "bpftool",
+        "lists the loaded BPF programs: the benches' off-is-off check and program profiles",
+    ),
+    (
         "golang-go",
         "a Go client (crypto/tls, nothing to hook) in the end-to-end tests",
     ),
@@ -39,12 +51,13 @@ const APT_PACKAGES: &[(&str, &str)] = &[
 pub fn ensure() -> Result<()> {
     let mut did = Vec::new();
     apt(&mut did)?;
-    toolchain(&mut did)?;
+    toolchain(USERSPACE_TOOLCHAIN, &["clippy", "rustfmt"], &mut did)?;
+    toolchain(EBPF_TOOLCHAIN, &["rust-src"], &mut did)?;
     bpf_linker(&mut did)?;
     tracefs(&mut did);
     if did.is_empty() {
         eprintln!(
-            "setup: all present (apt packages, {EBPF_TOOLCHAIN} + rust-src, bpf-linker {BPF_LINKER_VERSION}, tracefs)"
+            "setup: all present (apt packages, Rust {USERSPACE_TOOLCHAIN}, {EBPF_TOOLCHAIN} + rust-src, bpf-linker {BPF_LINKER_VERSION}, tracefs)"
         );
     }
     Ok(())
@@ -91,46 +104,51 @@ pub fn apt_ensure(packages: &[(&str, &str)], did: &mut Vec<String>) -> Result<()
     Ok(())
 }
 
-fn toolchain(did: &mut Vec<String>) -> Result<()> {
+/// Installs `name` with `components` (minimal profile) or the components it
+/// lacks; two `rustup` queries when all is there.
+fn toolchain(name: &str, components: &[&str], did: &mut Vec<String>) -> Result<()> {
     let Some(list) = output(Command::new("rustup").args(["toolchain", "list"])) else {
         bail!("setup: rustup not found; install it (https://rustup.rs) and retry");
     };
-    if !list.lines().any(|l| l.starts_with(EBPF_TOOLCHAIN)) {
+    if !list.lines().any(|l| l.starts_with(name)) {
         eprintln!(
-            "setup: installing Rust {EBPF_TOOLCHAIN} with rust-src (builds the eBPF programs)"
+            "setup: installing Rust {name} with {} ({})",
+            components.join(", "),
+            why_toolchain(name)
         );
-        run(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            EBPF_TOOLCHAIN,
-            "--profile",
-            "minimal",
-            "--component",
-            "rust-src",
-        ]))?;
-        did.push(EBPF_TOOLCHAIN.into());
+        let mut c = Command::new("rustup");
+        c.args(["toolchain", "install", name, "--profile", "minimal"]);
+        for comp in components {
+            c.args(["--component", comp]);
+        }
+        run(&mut c)?;
+        did.push(name.into());
         return Ok(());
     }
-    let components = output(Command::new("rustup").args([
+    let installed = output(Command::new("rustup").args([
         "component",
         "list",
         "--installed",
         "--toolchain",
-        EBPF_TOOLCHAIN,
+        name,
     ]))
     .unwrap_or_default();
-    if !components.lines().any(|l| l.starts_with("rust-src")) {
-        eprintln!("setup: adding rust-src to {EBPF_TOOLCHAIN} (needed for -Z build-std=core)");
-        run(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            EBPF_TOOLCHAIN,
-        ]))?;
-        did.push("rust-src".into());
+    for comp in components {
+        if !installed.lines().any(|l| l.starts_with(comp)) {
+            eprintln!("setup: adding {comp} to Rust {name}");
+            run(Command::new("rustup").args(["component", "add", comp, "--toolchain", name]))?;
+            did.push(format!("{name} {comp}"));
+        }
     }
     Ok(())
+}
+
+fn why_toolchain(name: &str) -> &'static str {
+    if name == EBPF_TOOLCHAIN {
+        "builds the eBPF programs: its LLVM matches bpf-linker's"
+    } else {
+        "builds the sensor and its tests"
+    }
 }
 
 fn bpf_linker(did: &mut Vec<String>) -> Result<()> {
@@ -186,6 +204,20 @@ fn tracefs(did: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userspace_toolchain_meets_the_workspace_rust_version() {
+        let manifest = std::fs::read_to_string(cmd::root().join("Cargo.toml")).unwrap();
+        let minor = USERSPACE_TOOLCHAIN.rsplit_once('.').unwrap().0;
+        assert!(
+            manifest.contains(&format!("rust-version = \"{minor}\"")),
+            "the workspace's rust-version is not {minor} (setup installs {USERSPACE_TOOLCHAIN})"
+        );
+        assert!(
+            !cmd::root().join("rust-toolchain.toml").exists(),
+            "a rust-toolchain.toml stops `cargo xtask` from starting where rustup has not installed its toolchain"
+        );
+    }
 
     #[test]
     fn ebpf_toolchain_matches_sensor_build_script() {
