@@ -9,9 +9,11 @@
 //! - `events`, `status`, `agents`, `baselines`, `response`: the services;
 //!   `store`: history reads.
 //! - `control`: who may call the control RPCs, and who asked.
+//! - `authority`: a valid `:authority` for stock clients on the socket.
 //! - `client`: the CLI's side.
 
 pub mod agents;
+mod authority;
 pub mod baselines;
 pub mod bus;
 pub mod client;
@@ -176,7 +178,11 @@ pub async fn serve(
         let routes = router(&mut Server::builder(), Control::Local);
         let mut stop = stop.clone();
         tasks.push(tokio::spawn(async move {
-            let incoming = UnixListenerStream::new(listener);
+            // Stock gRPC clients name the socket path as :authority,
+            // which h2 refuses: see authority.rs.
+            let incoming = tokio_stream::StreamExt::map(UnixListenerStream::new(listener), |c| {
+                c.map(authority::normalise)
+            });
             let done = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
