@@ -86,6 +86,7 @@ fn main() -> Result<()> {
             cmd::exec_sensor(&bin, &args)
         }
         Command::Test { no_e2e, no_vm } => {
+            test::check_can_run(!no_e2e, !no_vm)?;
             setup::ensure()?;
             test::run_all(!no_e2e, !no_vm)
         }

@@ -17,15 +17,24 @@ struct Totals {
     failed: u64,
 }
 
+/// Before any set-up: what was asked for can run here.
+pub fn check_can_run(e2e: bool, vm: bool) -> Result<()> {
+    // Without root the kernel suites cannot run, and a run that skipped
+    // them must not look like one that passed them: only the named
+    // opt-outs leave them out, and the end says so.
+    if !is_root() && (e2e || vm) {
+        bail!(
+            "the end-to-end tests and the 6.1 kernel guest suite load kernel programs and need root: \
+             run `sudo cargo xtask test`, or leave them out by name with `--no-e2e --no-vm`"
+        );
+    }
+    Ok(())
+}
+
 pub fn run_all(e2e: bool, vm: bool) -> Result<()> {
     let mut totals = Totals::default();
     let result = steps(e2e, &mut totals).and_then(|()| {
         if !(e2e && vm) {
-            eprintln!("xtask test: the 6.1 kernel guest suite not run (--no-e2e or --no-vm)");
-            return Ok(());
-        }
-        if !is_root() {
-            eprintln!("xtask test: the 6.1 kernel guest suite needs root (apt, the guest's sensor): not run");
             return Ok(());
         }
         // The same sensor, proven on a second kernel: Debian's 6.1 under QEMU.
@@ -41,6 +50,16 @@ pub fn run_all(e2e: bool, vm: bool) -> Result<()> {
             }
         }
     });
+    for (left_out, flag) in [(!e2e, "--no-e2e"), (!vm, "--no-vm")] {
+        if left_out {
+            let what = if flag == "--no-e2e" {
+                "the end-to-end tests against the kernel"
+            } else {
+                "the suite on Debian's 6.1 kernel"
+            };
+            eprintln!("xtask test: NOT RUN ({flag}): {what}");
+        }
+    }
     // The closing line CI reads.
     println!("xtask: {} passed, {} failed", totals.passed, totals.failed);
     result
@@ -59,11 +78,22 @@ fn steps(e2e: bool, totals: &mut Totals) -> Result<()> {
             "warnings",
         ]),
     )?;
+    let skips = root().join("target").join("unit-skips.txt");
+    let _ = std::fs::remove_file(&skips);
     test_step(
         "unit tests",
-        cargo().args(["test", "--workspace", "--exclude", "e2e"]),
+        cargo()
+            .args(["test", "--workspace", "--exclude", "e2e"])
+            .env("SENSOR_SKIP_LOG", &skips),
         totals,
     )?;
+    let skipped = std::fs::read_to_string(&skips).unwrap_or_default();
+    if !skipped.trim().is_empty() {
+        eprintln!("xtask test: unit tests that skipped themselves:\n{skipped}");
+        if is_root() {
+            bail!("unit tests skipped themselves while running as root (listed above)");
+        }
+    }
     // Loads no kernel programs: runs with --no-e2e too.
     let bin = build_sensor(false)?;
     eprintln!("xtask test: deploy checks");
@@ -88,17 +118,62 @@ fn steps(e2e: bool, totals: &mut Totals) -> Result<()> {
         totals,
     )?;
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let ran = text.lines().filter(|l| l.starts_with("ran ")).count();
-    let skipped: Vec<&str> = text.lines().filter(|l| l.starts_with("skipped ")).collect();
+    check_e2e_records(&e2e_test_names()?, &text)
+}
+
+/// Every end-to-end test by name (`cargo test -- --list`).
+fn e2e_test_names() -> Result<Vec<String>> {
+    let out = cargo()
+        .args([
+            "test",
+            "--package",
+            "e2e",
+            "--",
+            "--list",
+            "--format",
+            "terse",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("listing the end-to-end tests")?;
+    if !out.status.success() {
+        bail!("listing the end-to-end tests failed ({})", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(|n| n.rsplit("::").next().unwrap_or(n).to_string())
+        .collect())
+}
+
+/// Each end-to-end test records one line, `ran NAME` or `skipped NAME:
+/// why`, in the e2e log: a test with no line, or skipped, fails the run.
+/// (A count of "ran" lines alone passed with most tests missing.)
+fn check_e2e_records(names: &[String], log: &str) -> Result<()> {
+    let ran: Vec<&str> = log.lines().filter_map(|l| l.strip_prefix("ran ")).collect();
+    let skipped: Vec<&str> = log.lines().filter(|l| l.starts_with("skipped ")).collect();
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            !ran.contains(&n.as_str())
+                && !skipped.iter().any(|s| s[8..].starts_with(&format!("{n}:")))
+        })
+        .collect();
     eprintln!(
-        "xtask test: end-to-end: {ran} ran against the kernel, {} skipped",
-        skipped.len()
+        "xtask test: end-to-end: {} tests, {} ran against the kernel, {} skipped, {} with no record",
+        names.len(),
+        ran.len(),
+        skipped.len(),
+        missing.len()
     );
     for s in &skipped {
         eprintln!("  {s}");
     }
-    if is_root() && (!skipped.is_empty() || ran == 0) {
-        bail!("end-to-end tests must run, not skip, when running as root");
+    for m in &missing {
+        eprintln!("  no record: {m}");
+    }
+    if names.is_empty() || !skipped.is_empty() || !missing.is_empty() {
+        bail!("every end-to-end test must record that it ran (none may skip or stay silent)");
     }
     Ok(())
 }
@@ -142,6 +217,16 @@ fn count(summary: &str, what: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn e2e_records_must_name_every_test() {
+        let names: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        assert!(super::check_e2e_records(&names, "ran a\nran b\n").is_ok());
+        // One test silent: a count of "ran" lines (>= 1) let this pass.
+        assert!(super::check_e2e_records(&names, "ran a\n").is_err());
+        assert!(super::check_e2e_records(&names, "ran a\nskipped b: not root\n").is_err());
+        assert!(super::check_e2e_records(&[], "").is_err());
+    }
+
     #[test]
     fn counts_cargo_summaries() {
         let s = "ok. 34 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.42s";
