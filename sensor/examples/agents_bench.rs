@@ -8,16 +8,47 @@
 //! raised and reported along the way, as on a real host). Each call's
 //! event is built just before it goes through, as the HTTP stage hands it
 //! on (its building is timed too: the figure is conservative); what is
-//! measured is `Agents::observe`, the stage between HTTP parsing and
-//! output. Memory is the process's peak resident set (VmHWM).
+//! measured is what the daemon's `emit()` does for each call before it
+//! writes anything: `Agents::observe` (attribution, session steps,
+//! baselines, policy and detection) with an operator's policy and
+//! selectors in force, `take_mode_changes` after every call, and the
+//! event's JSON serialisation (`Event::to_json`, once per call and per
+//! finding). Not measured: writing stdout, the audit store, the exports,
+//! the API bus and the responder's decision. Memory is the process's
+//! peak resident set (VmHWM).
+//!
+//! It checks itself: every stray session must have raised a finding,
+//! and it exits non-zero otherwise.
 
 use std::{sync::Arc, time::Instant};
 
 use sensor::{
-    agents::{Agents, llm::LlmSummary, llm::ToolCall},
+    agents::{
+        Agents, Settings,
+        llm::{LlmSummary, ToolCall},
+        policy::Policy,
+        selectors::{Naming, Selector},
+    },
+    config::SelectorConfig,
     event::{Detail, Event},
     procs::Process,
 };
+
+/// Half the identities have a policy entry (by selector): what they may
+/// call, a deny rule and quotas, all checked on every call of theirs.
+const POLICY: &str = r#"
+policies:
+  - name: bench
+    selector: { cmdline: 'agent_[0-4][0-9][0-9]\.py' }
+    allow:
+      - "POST */v1/chat/completions"
+      - "GET vendor.example/v1/inventory/*"
+      - "POST vendor.example/v1/recommendations"
+      - "GET vendor.example/v1/catalog/*"
+    deny: ["DELETE *"]
+    quotas:
+      - { endpoint: "*", per_minute: 1000000 }
+"#;
 
 const LEARN_RUNS: usize = 3;
 
@@ -156,7 +187,21 @@ fn main() {
     let calls_wanted = arg("--calls", 3_000_000);
     let identities = arg("--identities", 1_000);
     let sessions_per_identity = arg("--sessions-per-identity", 10);
-    let mut agents = Agents::load(None).expect("agents in memory");
+    // Operator-named agents too: a selector every process is checked
+    // against at its first event.
+    let selectors = vec![
+        Selector::new(&SelectorConfig {
+            cmdline: Some(r"/srv/agents/agent_9[0-9][0-9]\.py$".into()),
+            ..Default::default()
+        })
+        .expect("bench selector"),
+    ];
+    let settings = Settings {
+        policy: Arc::new(Policy::parse(POLICY).expect("bench policy")),
+        naming: Naming::new(selectors),
+        ..Default::default()
+    };
+    let mut agents = Agents::load_with(None, settings).expect("agents in memory");
     let mut pid = 10_000u32;
     let mut ts = 1_700_000_000_000_000_000u64;
     let exit = |p: &Arc<Process>, ts: u64| Event {
@@ -202,17 +247,31 @@ fn main() {
         }
     }
     let mut findings = 0usize;
+    let mut modes = 0usize;
+    let mut json_bytes = 0usize;
     let mut made = 0usize;
+    let mut strays_found = std::collections::HashSet::new();
     // Every session's first call (its model turn) starts it; then rounds.
     let start = Instant::now();
     'outer: loop {
         for step in 0..6 {
-            for (p, identity, run, odd) in &sessions {
+            for (i, (p, identity, run, odd)) in sessions.iter().enumerate() {
                 if let Some(mut ev) = session_call(p, *identity, *run, *odd, step) {
                     // 5 us apart: 200,000 calls per second of event time.
                     ts += 5_000;
                     ev.ts_unix_ns = ts;
-                    findings += agents.observe(&mut ev).len();
+                    let found = agents.observe(&mut ev);
+                    // As emit(): mode changes after every event, the event
+                    // serialised once, each finding serialised too.
+                    modes += agents.take_mode_changes().len();
+                    json_bytes += ev.to_json().len();
+                    for f in &found {
+                        json_bytes += f.summary.len() + ev.to_json().len();
+                    }
+                    if *odd && !found.is_empty() {
+                        strays_found.insert(i);
+                    }
+                    findings += found.len();
                     made += 1;
                     if made >= calls_wanted {
                         break 'outer;
@@ -220,19 +279,27 @@ fn main() {
                 }
             }
         }
-        // Announced each round, as the pipeline does after every event.
-        let _ = agents.take_mode_changes();
     }
     let elapsed = start.elapsed();
     let rate = made as f64 / elapsed.as_secs_f64();
+    let strays = sessions.iter().filter(|s| s.3).count();
     println!(
-        "agents: {identities} identities learned from {} runs in {:.2} s; then {made} calls over {} open sessions on one core in {:.2} s: {:.0} calls/s ({:.2} us per call), {findings} findings; peak memory {:.0} MiB (VmHWM, the whole process)",
+        "agents: {identities} identities learned from {} runs in {:.2} s; then {made} calls over {} open sessions on one core in {:.2} s: {:.0} calls/s ({:.2} us per call), {findings} findings ({} of {strays} stray sessions found), {modes} mode changes, {:.0} MiB of JSON; peak memory {:.0} MiB (VmHWM, the whole process)",
         identities * LEARN_RUNS,
         learned.as_secs_f64(),
         sessions.len(),
         elapsed.as_secs_f64(),
         rate,
         1e6 / rate,
+        strays_found.len(),
+        json_bytes as f64 / 1048576.0,
         peak_rss_mib()
     );
+    if strays == 0 || strays_found.len() != strays {
+        eprintln!(
+            "agents bench: {} of {strays} stray sessions raised a finding: detection did not do what is measured",
+            strays_found.len()
+        );
+        std::process::exit(1);
+    }
 }

@@ -14,6 +14,11 @@ use anyhow::{Context, Result, bail};
 
 use crate::cmd::{build_sensor, is_root};
 
+/// The Python of the benches' clients and servers: Debian's, linked to the
+/// system libssl, as the end-to-end tests use (a pyenv Python first on
+/// PATH carries an OpenSSL of its own, and its probes are placed apart).
+pub const PYTHON: &str = "/usr/bin/python3";
+
 /// Left after the sensor starts (its start-up tail: the /proc scan, the
 /// first TLS attaches) or stops (uprobes going away), and after a client's
 /// new connection, before a window is measured.
@@ -48,7 +53,10 @@ pub fn run(seconds: u64, rounds: usize, only: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Loopback connect + close, sensor off and on.
+/// Loopback connect + close, sensor off and on: each "on" window between
+/// two "off" windows, its ratio against their mean (the VM's speed drifts
+/// within seconds), a settle after every start and stop, and "off"
+/// checked to be off before every off window.
 fn connect(bin: &std::path::Path, seconds: u64, rounds: usize) -> Result<()> {
     let dur = Duration::from_secs(seconds);
     let listener = TcpListener::bind("127.0.0.1:0")?;
@@ -57,40 +65,58 @@ fn connect(bin: &std::path::Path, seconds: u64, rounds: usize) -> Result<()> {
     // happened to put the sensor's reader; the reader's own cost is reported
     // separately as the sensor's CPU use.
     pin_to_cpu(0);
-    println!("connect loop: loopback TCP connect + close, {seconds} s per round, {rounds} rounds");
     println!(
-        "{:>5} {:>14} {:>14} {:>10} {:>10} {:>12}",
-        "round", "off conn/s", "on conn/s", "seen", "dropped", "sensor CPU"
+        "connect loop: loopback TCP connect + close on CPU 0, sensor on CPU 1; {seconds} s windows, {rounds} rounds; each on window against the mean of the off windows either side, {} ms settle after every start and stop",
+        SETTLE.as_millis()
     );
-    let (mut off, mut on) = (Vec::new(), Vec::new());
+    println!(
+        "{:>5} {:>12} {:>12} {:>8} {:>10} {:>10} {:>11}",
+        "round", "off conn/s", "on conn/s", "ratio", "seen", "dropped", "sensor CPU"
+    );
+    let mut off = vec![off_window(&listener, dur)?];
+    let (mut on, mut ratios) = (Vec::new(), Vec::new());
     for r in 1..=rounds {
-        let off_rate = connect_loop(&listener, dur)?;
         let sensor = RunningSensor::start(bin)?;
-        let (n, on_rate) = {
-            let start = Instant::now();
-            let n = connect_count(&listener, dur)?;
-            (n, n as f64 / start.elapsed().as_secs_f64())
-        };
-        let cpu = sensor.cpu_seconds() / dur.as_secs_f64() * 100.0;
+        std::thread::sleep(SETTLE);
+        // CPU over the window only: start-up (BTF, verifier, /proc scan)
+        // is not what a connect costs.
+        let cpu0 = sensor.cpu_seconds();
+        let start = Instant::now();
+        let n = connect_count(&listener, dur)?;
+        let secs = start.elapsed().as_secs_f64();
+        let cpu = (sensor.cpu_seconds() - cpu0) / secs * 100.0;
+        let on_rate = n as f64 / secs;
         let summary = sensor.stop()?;
-        if std::env::var_os("BENCH_DEBUG").is_some() {
-            eprintln!("{summary}");
-        }
         let seen = counter(&summary, "connect=");
         let dropped =
             counter(&summary, "ringbuf_full_drops=") + counter(&summary, "queue_full_drops=");
-        println!("{r:>5} {off_rate:>14.0} {on_rate:>14.0} {seen:>10} {dropped:>10} {cpu:>11.0}%");
-        if seen < n {
-            eprintln!("  note: round {r}: sensor reported {seen} connects of {n} made");
+        // Every connect of the window was reported (the settle's and the
+        // stop's were not made: the loop only runs in the window).
+        if seen < n || dropped > 0 {
+            bail!(
+                "round {r}: the sensor reported {seen} connects of {n} made ({dropped} dropped): an on round that did not capture what it ran measures nothing"
+            );
         }
-        off.push(off_rate);
+        std::thread::sleep(SETTLE);
+        let o = off_window(&listener, dur)?;
+        let ratio = on_rate / ((off[r - 1] + o) / 2.0);
+        println!(
+            "{r:>5} {:>12.0} {on_rate:>12.0} {ratio:>8.3} {seen:>10} {dropped:>10} {cpu:>10.0}%",
+            off[r - 1]
+        );
+        off.push(o);
         on.push(on_rate);
+        ratios.push(ratio);
     }
-    let (m_off, m_on) = (median(&mut off), median(&mut on));
+    let (lo, hi) = bootstrap_median_interval(&ratios);
+    let (m_off, m_on, ratio) = (median(&mut off), median(&mut on), median(&mut ratios));
     println!(
-        "median: off {m_off:.0} conn/s, on {m_on:.0} conn/s, on/off ratio {:.3} (target >= 0.95); added cost {:.2} us per connect",
-        m_on / m_off,
+        "median: off {m_off:.0} conn/s, on {m_on:.0} conn/s, on/off ratio {ratio:.3} (95% interval {lo:.3}-{hi:.3}, moving-block bootstrap over rounds: neighbouring ratios share an off window; target >= 0.95); added cost {:.2} us per connect",
         (1e6 / m_on - 1e6 / m_off).max(0.0)
+    );
+    println!(
+        "checks: every on round reported every connect it made with none dropped; every off window began with no sensor program loaded and no {} pin directory",
+        crate::bpf_progs::SENSOR_PIN_DIR
     );
     // A separate round with kernel.bpf_stats_enabled: it times every
     // program run, which would bias the rounds above.
@@ -110,6 +136,51 @@ fn connect(bin: &std::path::Path, seconds: u64, rounds: usize) -> Result<()> {
         "  the rest of the added cost is outside BPF programs: the kernel's syscall-tracepoint path, which every syscall of every process takes while a syscall tracepoint is attached"
     );
     Ok(())
+}
+
+/// An off window, after checking that off is off.
+fn off_window(listener: &TcpListener, dur: Duration) -> Result<f64> {
+    crate::bpf_progs::ensure_no_sensor()?;
+    connect_loop(listener, dur)
+}
+
+/// 95% interval of the median of `ratios` by a moving-block bootstrap
+/// (blocks of two rounds, 2,000 resamples, fixed seed): round r's ratio
+/// shares its off windows with rounds r-1 and r+1, so rounds are not
+/// independent draws and a plain standard error would understate the
+/// spread.
+pub fn bootstrap_median_interval(ratios: &[f64]) -> (f64, f64) {
+    const BLOCK: usize = 2;
+    const RESAMPLES: usize = 2_000;
+    let n = ratios.len();
+    if n < BLOCK + 1 {
+        let m = median(&mut ratios.to_vec());
+        return (m, m);
+    }
+    // xorshift64: deterministic, so a rerun of the same rounds prints the
+    // same interval.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let starts = n - BLOCK + 1;
+    let mut medians: Vec<f64> = (0..RESAMPLES)
+        .map(|_| {
+            let mut sample = Vec::with_capacity(n + BLOCK);
+            while sample.len() < n {
+                let s = (next() % starts as u64) as usize;
+                sample.extend_from_slice(&ratios[s..s + BLOCK]);
+            }
+            sample.truncate(n);
+            median(&mut sample)
+        })
+        .collect();
+    medians.sort_by(f64::total_cmp);
+    let at = |q: f64| medians[((RESAMPLES - 1) as f64 * q).round() as usize];
+    (at(0.025), at(0.975))
 }
 
 /// What every loaded program ran between two snapshots, per `ops`
@@ -220,8 +291,22 @@ pub fn on_cpu(cpu: u32, program: impl AsRef<std::ffi::OsStr>) -> Command {
 }
 
 impl RunningSensor {
+    /// With a state directory and API socket of the bench's own: the
+    /// host's (/var/lib/sensor, /run/sensor) belong to a sensor that may
+    /// be installed there, and its baselines must not shape a round.
     pub fn start(bin: &std::path::Path) -> Result<Self> {
-        Self::start_with(bin, &[])
+        let state = std::env::temp_dir().join(format!("sensor-bench-state-{}", std::process::id()));
+        std::fs::create_dir_all(&state).context("the bench's state directory")?;
+        let socket = state.join("sensor.sock");
+        Self::start_with(
+            bin,
+            &[
+                "--state-dir".as_ref(),
+                state.as_os_str(),
+                "--socket".as_ref(),
+                socket.as_os_str(),
+            ],
+        )
     }
 
     /// With extra `sensor run` arguments (config, state directory).
@@ -301,5 +386,23 @@ fn pin_to_cpu(cpu: usize) {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_interval_brackets_the_median_and_widens_with_spread() {
+        let tight: Vec<f64> = (0..20).map(|i| 0.90 + f64::from(i % 3) * 0.001).collect();
+        let wide: Vec<f64> = (0..20).map(|i| 0.80 + f64::from(i % 5) * 0.05).collect();
+        let (a, b) = bootstrap_median_interval(&tight);
+        let (c, d) = bootstrap_median_interval(&wide);
+        let m = median(&mut wide.clone());
+        assert!(a <= b && c <= m && m <= d, "{a} {b} {c} {m} {d}");
+        assert!(d - c > 10.0 * (b - a), "tight {a}-{b}, wide {c}-{d}");
+        // The same rounds give the same interval.
+        assert_eq!(bootstrap_median_interval(&wide), (c, d));
     }
 }

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    bench::{RunningSensor, SETTLE, median, monotonic_ns, on_cpu},
+    bench::{PYTHON, RunningSensor, SETTLE, median, monotonic_ns, on_cpu},
     cmd::root,
 };
 
@@ -58,7 +58,7 @@ struct LoopClient {
 
 impl LoopClient {
     fn start(port: u16) -> Result<Self> {
-        let mut child = on_cpu(0, "python3")
+        let mut child = on_cpu(0, PYTHON)
             .args(["-c", CLIENT, &port.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -110,10 +110,16 @@ impl LoopClient {
 
     /// Requests per second over the next `secs` seconds.
     fn window(&self, secs: f64) -> Result<f64> {
+        Ok(self.window_with_count(secs)?.0)
+    }
+
+    /// Requests per second over the next `secs` seconds, and how many.
+    fn window_with_count(&self, secs: f64) -> Result<(f64, f64)> {
         let a = monotonic();
         std::thread::sleep(Duration::from_secs_f64(secs));
         let b = monotonic();
-        Ok((self.count_at(b)? - self.count_at(a)?) / (b - a))
+        let made = self.count_at(b)? - self.count_at(a)?;
+        Ok((made / (b - a), made))
     }
 }
 
@@ -141,12 +147,12 @@ pub struct BenchServer {
 impl BenchServer {
     /// The Python fixture server (its `ssl` module: OpenSSL, hooked).
     pub fn start() -> Result<Self> {
-        Self::python(Command::new("python3"))
+        Self::python(Command::new(PYTHON))
     }
 
     /// The Python fixture server on CPU 0, with the client (see `measure`).
     pub fn start_on_cpu0() -> Result<Self> {
-        Self::python(on_cpu(0, "python3"))
+        Self::python(on_cpu(0, PYTHON))
     }
 
     fn python(mut python3: Command) -> Result<Self> {
@@ -346,6 +352,7 @@ fn measure(
         "round", "off req/s", "on req/s", "ratio", "api_calls", "sensor CPU"
     );
     std::thread::sleep(SETTLE);
+    crate::bpf_progs::ensure_no_sensor()?;
     let mut off = vec![client.window(secs)?];
     let (mut on, mut ratios) = (Vec::new(), Vec::new());
     for r in 1..=rounds {
@@ -353,12 +360,20 @@ fn measure(
         client.reconnect();
         std::thread::sleep(SETTLE);
         let before = sensor.cpu_seconds();
-        let n = client.window(secs)?;
+        let (n, made) = client.window_with_count(secs)?;
         let cpu = (sensor.cpu_seconds() - before) / secs * 100.0;
         let summary = sensor.stop()?;
         let calls = crate::bench::counter(&summary, "api_call=");
+        // The sensor ran through the whole window: each request made in
+        // it must be an api_call (the settle's and the stop's add more).
+        if (calls as f64) < made * 0.98 {
+            bail!(
+                "round {r}: {calls} api_calls for {made:.0} requests made in the window: an on round that did not capture what it ran measures nothing"
+            );
+        }
         client.reconnect();
         std::thread::sleep(SETTLE);
+        crate::bpf_progs::ensure_no_sensor()?;
         let o = client.window(secs)?;
         // Against the off windows just before and after: the speed of this
         // shared VM drifts by a quarter within seconds.
@@ -372,25 +387,17 @@ fn measure(
         ratios.push(ratio);
     }
     let profile = profiled_round(bin, &client, secs)?;
-    let (q1, q3) = quartiles(&ratios);
+    let (lo, hi) = crate::bench::bootstrap_median_interval(&ratios);
     let (m_off, m_on, ratio) = (median(&mut off), median(&mut on), median(&mut ratios));
     let added_us = (1e6 / m_on - 1e6 / m_off).max(0.0);
     println!(
-        "median: off {m_off:.0} req/s, on {m_on:.0} req/s, on/off ratio {ratio:.3} (middle half of the rounds {q1:.3}-{q3:.3}); added {added_us:.1} us per request, of which the sensor's kernel programs run {profile}"
+        "median: off {m_off:.0} req/s, on {m_on:.0} req/s, on/off ratio {ratio:.3} (95% interval {lo:.3}-{hi:.3}, moving-block bootstrap over rounds: neighbouring ratios share an off window); added {added_us:.1} us per request, of which the kernel's programs run {profile}"
+    );
+    println!(
+        "checks: every on round turned at least 98% of the requests of its window into api_calls; every off window began with no sensor program loaded and no {} pin directory",
+        crate::bpf_progs::SENSOR_PIN_DIR
     );
     Ok(Measured { ratio, added_us })
-}
-
-/// First and third quartiles (nearest rank).
-fn quartiles(v: &[f64]) -> (f64, f64) {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        s.get(((s.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    (at(0.25), at(0.75))
 }
 
 /// One more round with kernel.bpf_stats_enabled (it times every program

@@ -14,7 +14,7 @@ use crate::cmd::root;
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 /// Where the sensor pins its isolation programs and maps.
-const SENSOR_PIN_DIR: &str = "/sys/fs/bpf/sensor";
+pub const SENSOR_PIN_DIR: &str = "/sys/fs/bpf/sensor";
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prog {
