@@ -11,7 +11,7 @@ use std::{
 };
 
 use e2e::{
-    HttpServer, Sensor, Value, closed_port, kind, pid, python3, require_root, run, serial,
+    HttpServer, RefusedPort, Sensor, Value, kind, pid, python3, require_root, run, serial,
     venv_python,
 };
 
@@ -252,7 +252,8 @@ fn slow_subscriber_is_told_it_lagged_and_nothing_else_drops() {
     let (mut sub, out) = subscriber(&[&t, "slow", "--sleep", "8", "--kind", "connect"]);
     // Thousands of refused connects: far more than the subscriber's queue
     // plus what HTTP/2 flow control lets the server send ahead.
-    let port = closed_port("127.0.0.1");
+    let refused = RefusedPort::bind("127.0.0.1");
+    let port = refused.port;
     let script = format!(
         "import socket\nfor _ in range(4000):\n    s = socket.socket()\n    try:\n        s.connect(('127.0.0.1', {port}))\n    except OSError:\n        pass\n    s.close()\n"
     );
@@ -340,9 +341,33 @@ fn history_survives_restart_and_crash() {
     sensor.wait_for("second call", |v| {
         kind(v) == "api_call" && pid(v) == u64::from(b)
     });
-    // The store is written at least once a second: after 1.5 s the call
-    // must be on disk whatever happens next.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The store commits at least once a second, one row per event in
+    // order: once this run has committed as many rows as it printed events
+    // up to the call, the call is on disk whatever happens next.
+    let upto = sensor
+        .events()
+        .iter()
+        .position(|v| kind(v) == "api_call" && pid(v) == u64::from(b))
+        .unwrap() as u64
+        + 1;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out, err) = sensor.cli(&["status", "--json"]);
+        assert!(ok, "{err}");
+        let st: Value = serde_json::from_str(&out).unwrap();
+        let written: u64 = match &st["counters"]["audit_rows_written"] {
+            Value::String(s) => s.parse().unwrap(),
+            v => v.as_u64().unwrap_or(0),
+        };
+        if written >= upto {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{written} of {upto} rows committed after 10 s: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = sensor.crash();
 
     let sensor = Sensor::start_in(dir.path(), &["--json"], None);

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use e2e::{HttpServer, Sensor, Value, closed_port, kind, pid, python3, require_root, run, serial};
+use e2e::{HttpServer, RefusedPort, Sensor, Value, kind, pid, python3, require_root, run, serial};
 
 fn is_connect_of(v: &Value, child: u32, daddr: &str, port: u16) -> bool {
     kind(v) == "connect" && pid(v) == u64::from(child) && v["daddr"] == daddr && v["dport"] == port
@@ -91,7 +91,10 @@ fn closed_port_reports_econnrefused() {
     }
     let sensor = Sensor::start();
     for (addr, family) in [("127.0.0.1", "AF_INET"), ("::1", "AF_INET6")] {
-        let port = closed_port(addr);
+        // Held (bound, never listening) until the check is done: nobody
+        // else can take the port meanwhile.
+        let refused = RefusedPort::bind(addr);
+        let port = refused.port;
         let script = format!(
             "import socket, sys\ns = socket.socket(socket.{family})\ntry:\n    s.connect(('{addr}', {port}))\nexcept ConnectionRefusedError:\n    sys.exit(3)\n"
         );

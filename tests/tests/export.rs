@@ -5,23 +5,24 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
 use e2e::{
-    HttpsServer, Sensor, Value, closed_port, kind, pid, require_root, run, serial, venv_python,
+    ChildLines, HttpsServer, RefusedPort, Sensor, Value, kind, pid, require_root, run, serial,
+    summary_counter, venv_python,
 };
 
-/// The receiver fixture; every log record it got, as JSON.
+/// The receiver fixture; every log record it got, as JSON (printed before
+/// it answers the export, so all of them are read once the sensor has its
+/// answer).
 struct Receiver {
     port: u16,
     child: Child,
-    records: Arc<Mutex<Vec<Value>>>,
+    records: ChildLines,
 }
 
 impl Receiver {
@@ -37,22 +38,11 @@ impl Receiver {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the OTLP receiver");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let port = lines
-            .next()
-            .and_then(Result::ok)
-            .and_then(|l| l.strip_prefix("PORT ").and_then(|p| p.parse().ok()))
-            .expect("the receiver reports its port");
-        let records = Arc::new(Mutex::new(Vec::new()));
-        {
-            let records = records.clone();
-            thread::spawn(move || {
-                for l in lines.map_while(Result::ok) {
-                    let v: Value = serde_json::from_str(&l).expect("receiver line is JSON");
-                    records.lock().unwrap().push(v);
-                }
-            });
-        }
+        let (first, records) = ChildLines::start(child.stdout.take().unwrap());
+        let port = first
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the receiver reports its port: {first:?}"));
         Receiver {
             port,
             child,
@@ -61,7 +51,11 @@ impl Receiver {
     }
 
     fn records(&self) -> Vec<Value> {
-        self.records.lock().unwrap().clone()
+        self.records
+            .lines()
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("receiver line is JSON"))
+            .collect()
     }
 
     /// Waits up to `secs` for a record matching `pred`.
@@ -107,17 +101,6 @@ fn status_counter(sensor: &Sensor, key: &str) -> u64 {
         Value::Number(n) => n.as_u64().unwrap(),
         _ => 0,
     }
-}
-
-fn summary_counter(stderr: &str, key: &str) -> u64 {
-    let key = format!("{key}=");
-    stderr
-        .lines()
-        .filter(|l| l.starts_with("sensor stopped"))
-        .flat_map(|l| l.split_whitespace())
-        .find_map(|w| w.strip_prefix(key.as_str()))
-        .and_then(|v| v.trim_end_matches(';').parse().ok())
-        .unwrap_or_else(|| panic!("{key} missing from the summary:\n{stderr}"))
 }
 
 const SECRET: &str = "sk-live-PLANTED-otlp-4c2e9a";
@@ -271,7 +254,11 @@ fn an_absent_collector_costs_counted_losses_then_export_resumes() {
     if !require_root("an_absent_collector_costs_counted_losses_then_export_resumes") {
         return;
     }
-    let port = closed_port("127.0.0.1");
+    // Held, never listening, through the outage: nobody else takes the
+    // port before the collector comes up on it (gRPC binds it beside this
+    // socket with SO_REUSEPORT).
+    let refused = RefusedPort::bind_shared("127.0.0.1");
+    let port = refused.port;
     // A small queue and few tries, so that the outage shows in seconds.
     let config = format!(
         "[export.otlp]\nendpoint = \"http://127.0.0.1:{port}\"\nbatch_size = 8\nqueue_capacity = 8\nbatch_timeout_ms = 100\nmax_attempts = 2\ntimeout_secs = 2\n"
@@ -305,6 +292,8 @@ fn an_absent_collector_costs_counted_losses_then_export_resumes() {
 
     // The collector comes up on that port: export resumes by itself.
     let receiver = Receiver::start(port, &[]);
+    assert_eq!(receiver.port, port);
+    drop(refused);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(30);
     let (child, found) = loop {

@@ -12,15 +12,14 @@
 //! share no code with the sensor's.
 
 use std::{
+    io::{BufRead, BufReader},
     path::Path,
     process::{Command, Stdio},
-    thread,
-    time::{Duration, Instant},
 };
 
 use e2e::{
-    HttpServer, Puppet, RecordingServer, Sensor, Value, closed_port, hook_choice, kind, pid,
-    require_root, run, self_signed_cert, serial,
+    HttpServer, Puppet, RecordingServer, RefusedPort, Sensor, Value, assert_no_pins_left,
+    hook_choice, kind, pid, require_root, run, self_signed_cert, serial,
 };
 
 const PUPPET: &str = env!("CARGO_BIN_EXE_e2e-puppet");
@@ -250,7 +249,8 @@ fn connects_are_reported(sensor: &Sensor) {
     });
     assert_eq!(ev["result_name"], "EINPROGRESS", "{ev}");
     assert_eq!(ev["daddr"], "127.0.0.1", "{ev}");
-    let port = closed_port("::1");
+    let refused = RefusedPort::bind("::1");
+    let port = refused.port;
     let mut p = Puppet::start(PUPPET);
     assert_eq!(p.ask(&format!("connect ::1 {port}")), "err ECONNREFUSED");
     let ev = sensor.wait_for("the refused connect", |v| {
@@ -297,8 +297,9 @@ fn the_next_method_takes_over_when_the_best_is_avoided() {
     let (ok, _, err) = sensor.cli(&["release", &agent.pid.to_string()]);
     assert!(ok, "{err}");
     assert_eq!(agent.ask(&format!("connect {main}")), "ok");
+    let sensor_pid = sensor.pid;
     let (_, stderr) = sensor.stop();
-    assert!(!Path::new("/sys/fs/bpf/sensor").exists(), "{stderr}");
+    assert_no_pins_left(sensor_pid, &stderr);
 }
 
 /// curl (libssl.so.3, uprobes) against `openssl s_server` on loopback.
@@ -319,25 +320,31 @@ fn tls_to_openssl_s_server_becomes_an_api_call() {
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n",
     )
     .unwrap();
-    let port = closed_port("127.0.0.1");
+    // Port 0: the kernel picks a free one, which s_server prints once it
+    // listens ("ACCEPT 127.0.0.1:PORT").
     let mut server = Command::new("openssl")
-        .args(["s_server", "-quiet", "-HTTP", "-accept"])
-        .arg(format!("127.0.0.1:{port}"))
+        .args(["s_server", "-HTTP", "-accept", "127.0.0.1:0"])
         .arg("-cert")
         .arg(&cert)
         .arg("-key")
         .arg(&key)
         .current_dir(dir.path())
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("openssl s_server");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "openssl s_server never listened");
-        thread::sleep(Duration::from_millis(50));
-    }
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let port: u16 = loop {
+        let mut line = String::new();
+        let n = out.read_line(&mut line).unwrap();
+        assert!(n > 0, "openssl s_server exited before it listened");
+        if let Some(addr) = line.trim().strip_prefix("ACCEPT ") {
+            break addr.rsplit(':').next().unwrap().parse().unwrap();
+        }
+    };
+    // What it prints per request is read, so it never blocks on the pipe.
+    std::thread::spawn(move || for _ in out.lines().map_while(Result::ok) {});
     let url = format!("https://127.0.0.1:{port}/matrix/tls");
     let out = Command::new("curl")
         .args(["-sk", "-m", "10", &url])
@@ -459,11 +466,9 @@ fn isolation_refuses_the_isolated_process_and_its_forks_only() {
     assert_eq!(agent.ask(&format!("child {main}")), "ok");
     assert_eq!(agent.ask(&format!("open {main}")), "ok");
     assert_eq!(agent.ask("request POST /v1/orders"), "ok 201");
+    let sensor_pid = sensor.pid;
     let (_, stderr) = sensor.stop();
-    assert!(
-        !Path::new("/sys/fs/bpf/sensor").exists(),
-        "pins left behind:\n{stderr}"
-    );
+    assert_no_pins_left(sensor_pid, &stderr);
 }
 
 #[test]
@@ -514,7 +519,8 @@ fn isolation_outlives_a_daemon_crash_and_the_next_takes_it_over() {
     let (ok, _, err) = sensor.cli(&["release", &agent.pid.to_string()]);
     assert!(ok, "{err}");
     assert_eq!(agent.ask(&format!("connect {main}")), "ok");
+    let sensor_pid = sensor.pid;
     let (_, stderr) = sensor.stop();
-    assert!(!Path::new("/sys/fs/bpf/sensor").exists(), "{stderr}");
+    assert_no_pins_left(sensor_pid, &stderr);
     assert_eq!(posts(&server), 0);
 }

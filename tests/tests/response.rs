@@ -5,7 +5,10 @@
 
 use std::process::{Command, Stdio};
 
-use e2e::{HttpsServer, Puppet, Sensor, Value, kind, require_root, serial, venv_python};
+use e2e::{
+    HttpsServer, Puppet, Sensor, Value, assert_no_pins_left, kind, require_root, serial,
+    venv_python,
+};
 
 /// tests/fixtures/puppet.py: a Python client steered line by line.
 fn puppet(server: &HttpsServer) -> Puppet {
@@ -88,6 +91,7 @@ fn isolation_cuts_new_and_open_connections_and_children_only() {
     let (ok, _, err) = sensor.cli(&["isolate", &pid, "--allow", "10.0.0.0/99"]);
     assert!(!ok && err.contains("prefix"), "{err}");
 
+    let sensor_pid = sensor.pid;
     let (_, stderr, events) = sensor.stop_with_events();
     let acts = actions(&events);
     let done: Vec<&str> = acts
@@ -112,10 +116,7 @@ fn isolation_cuts_new_and_open_connections_and_children_only() {
         "{acts:?}"
     );
     // Nothing isolated at a clean stop: nothing left in the kernel.
-    assert!(
-        !std::path::Path::new("/sys/fs/bpf/sensor").exists(),
-        "pins left behind:\n{stderr}"
-    );
+    assert_no_pins_left(sensor_pid, &stderr);
 }
 
 #[test]
@@ -150,11 +151,9 @@ fn isolation_survives_a_daemon_crash_and_restart() {
     let (ok, _, err) = sensor.cli(&["release", &pid]);
     assert!(ok, "{err}");
     assert_eq!(agent.ask("connect"), "ok");
+    let sensor_pid = sensor.pid;
     let (_, stderr) = sensor.stop();
-    assert!(
-        !std::path::Path::new("/sys/fs/bpf/sensor").exists(),
-        "{stderr}"
-    );
+    assert_no_pins_left(sensor_pid, &stderr);
 }
 
 /// The start time /proc gives `pid`, in clock ticks.
@@ -231,14 +230,21 @@ fn kill_is_pid_safe_and_takes_the_whole_tree() {
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(9)
     );
-    // Descendants are reaped by init once gone; none may be alive.
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Descendants are reaped by init once gone: each must be dead (gone
+    // or a zombie) within the deadline; none may live on.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     for p in &pids {
-        let state = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-        assert!(
-            state.is_empty() || state.contains(") Z "),
-            "descendant {p} still alive: {state}"
-        );
+        loop {
+            let state = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            if state.is_empty() || state.contains(") Z ") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "descendant {p} still alive 10 s after the kill: {state}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
     let (ok, _, err) = sensor.cli(&["kill", &root.to_string()]);
     assert!(!ok && err.contains("no process"), "{err}");
