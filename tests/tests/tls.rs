@@ -2,19 +2,13 @@
 //! libraries, and no secret from that plaintext ever in the output.
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
 };
 
-use e2e::{HttpsServer, Sensor, kind, pid, python3, require_root, run, serial};
-
-fn counter(summary: &str, key: &str) -> u64 {
-    summary
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(key))
-        .and_then(|v| v.trim_end_matches(';').parse().ok())
-        .unwrap_or_else(|| panic!("{key} missing from: {summary}"))
-}
+use e2e::{
+    ChildLines, HttpsServer, Sensor, kind, pid, python3, require_root, run, serial, summary_counter,
+};
 
 #[test]
 fn client_hello_names_the_destination() {
@@ -103,13 +97,40 @@ fn secrets_in_tls_plaintext_never_reach_the_output() {
         });
     }
     assert_eq!(server.requests().len(), 2, "{:?}", server.requests());
-    let events = sensor.events();
-    let (_, stderr) = sensor.stop();
+    // A request that is never answered is reported only when the sensor
+    // stops: what it writes while shutting down is checked too.
+    let dir = tempfile::tempdir().unwrap();
+    let mut silent = OneShotTlsServer::start(dir.path(), "time.sleep(60)");
+    let mut unanswered = Command::new("curl")
+        .args(["-sSk", "-m", "30", "--http1.1", "-H", &auth, "-d", "{}"])
+        .arg(format!(
+            "https://127.0.0.1:{}/v1/payments?api_key={SECRET}",
+            silent.port
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    silent.wait_received();
+    let (_, stderr, events) = sensor.stop_with_events();
+    let _ = unanswered.kill();
+    let _ = unanswered.wait();
     // The plaintext was captured and understood (so this check is not
     // vacuous)...
-    assert!(counter(&stderr, "tls_records=") >= 4, "{stderr}");
+    assert!(summary_counter(&stderr, "tls_records") >= 5, "{stderr}");
     let calls = events.iter().filter(|v| kind(v) == "api_call").count();
-    assert!(calls >= 2, "expected the two calls as events, got {calls}");
+    assert!(
+        calls >= 3,
+        "expected the three calls as events, got {calls}"
+    );
+    let at_stop = events
+        .iter()
+        .find(|v| kind(v) == "api_call" && pid(v) == u64::from(unanswered.id()))
+        .unwrap_or_else(|| panic!("the unanswered call was not reported at stop:\n{stderr}"));
+    assert_eq!(
+        at_stop["path"], "/v1/payments?api_key=<redacted>",
+        "{at_stop}"
+    );
     // ...and appears in no event and no log line.
     for v in &events {
         assert!(
@@ -135,6 +156,7 @@ fn curl_calls_become_api_calls() {
     let sensor = Sensor::start();
     let server = HttpsServer::start("127.0.0.1");
     let base = format!("https://localhost:{}", server.port);
+    let started = Instant::now();
     let (get, status) = run(Command::new("curl").args([
         "-sSk",
         "-m",
@@ -144,6 +166,7 @@ fn curl_calls_become_api_calls() {
         "Authorization: Bearer tok-e2e-123",
         &format!("{base}/v1/orders/8812?limit=5"),
     ]));
+    let get_run = started.elapsed();
     assert!(status.success());
     let (post, status) = run(Command::new("curl").args([
         "-sSk",
@@ -179,7 +202,12 @@ fn curl_calls_become_api_calls() {
         "{fp}"
     );
     assert!(g["response_bytes"].as_u64().unwrap() > 20, "{g}");
-    assert!(g["latency_ms"].as_f64().unwrap() >= 0.0);
+    // From the request to the response: some time, less than curl's run.
+    let latency = g["latency_ms"].as_f64().unwrap();
+    assert!(
+        latency > 0.0 && latency < get_run.as_secs_f64() * 1e3,
+        "latency {latency} ms of a call inside a {get_run:?} run: {g}"
+    );
 
     let p = api_call_of(&sensor, post, "POST");
     assert_eq!(p["status"], 201, "{p}");
@@ -388,8 +416,8 @@ fn unanswered_request_is_still_reported() {
     }
     // A TLS server that reads the request and never answers.
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, port) = one_shot_tls_server(dir.path(), "time.sleep(60)");
-    let url = format!("https://127.0.0.1:{port}/v1/payments");
+    let mut server = OneShotTlsServer::start(dir.path(), "time.sleep(60)");
+    let url = format!("https://127.0.0.1:{}/v1/payments", server.port);
 
     let sensor = Sensor::start();
     let mut client = Command::new("curl")
@@ -407,10 +435,13 @@ fn unanswered_request_is_still_reported() {
         .spawn()
         .unwrap();
     let cpid = u64::from(client.id());
-    sensor.wait_for("curl's ClientHello", |v| {
-        kind(v) == "tls_client_hello" && pid(v) == cpid
+    server.wait_received();
+    // The request was written before the server read it; a process that
+    // starts after that is reported after it (one ring, read in order).
+    let (later, _) = run(&mut Command::new("/bin/true"));
+    sensor.wait_for("a later process's exec", |v| {
+        kind(v) == "exec" && pid(v) == u64::from(later)
     });
-    std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(
         !sensor
             .events()
@@ -422,8 +453,6 @@ fn unanswered_request_is_still_reported() {
     let (_, stderr, events) = sensor.stop_with_events();
     let _ = client.kill();
     let _ = client.wait();
-    let _ = server.kill();
-    let _ = server.wait();
     let call = events
         .iter()
         .find(|v| kind(v) == "api_call" && pid(v) == cpid)
@@ -442,12 +471,12 @@ fn a_response_read_until_close_is_paired_when_the_client_exits() {
     // An HTTP/1.0 server that sends no length: the body ends when the
     // connection does (openssl s_server -www answers like this).
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, port) = one_shot_tls_server(
+    let server = OneShotTlsServer::start(
         dir.path(),
         "s.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nuntil the end')\ns.close()",
     );
     let sensor = Sensor::start();
-    let url = format!("https://127.0.0.1:{port}/v1/report");
+    let url = format!("https://127.0.0.1:{}/v1/report", server.port);
     let (child, status) =
         run(Command::new("curl").args(["-sSk", "-m", "10", "-o", "/dev/null", &url]));
     assert!(status.success(), "curl: {status}");
@@ -459,28 +488,51 @@ fn a_response_read_until_close_is_paired_when_the_client_exits() {
     assert_eq!(call["path"], "/v1/report", "{call}");
     assert_eq!(call["status"], 200, "{call}");
     assert!(call["response_bytes"].as_u64().unwrap() > 0, "{call}");
-    let _ = server.kill();
-    let _ = server.wait();
     sensor.stop();
 }
 
 /// A Python TLS server on loopback that accepts one connection, reads the
-/// request (as `s`), then runs `then`; returns it and its port.
-fn one_shot_tls_server(dir: &std::path::Path, then: &str) -> (std::process::Child, u16) {
-    let (cert, key) = e2e::self_signed_cert(dir);
-    let src = format!(
-        "import socket, ssl, time\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nctx.load_cert_chain('{}', '{}')\nl = socket.create_server(('127.0.0.1', 0))\nprint(l.getsockname()[1], flush=True)\nc, _ = l.accept()\ns = ctx.wrap_socket(c, server_side=True)\ns.recv(4096)\n{then}\n",
-        cert.display(),
-        key.display()
-    );
-    let mut server = Command::new(python3())
-        .args(["-c", &src])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut port = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut port)
-        .unwrap();
-    (server, port.trim().parse().expect("the server's port"))
+/// request (as `s`), says so, then runs `then`.
+struct OneShotTlsServer {
+    child: Child,
+    port: u16,
+    lines: ChildLines,
+}
+
+impl OneShotTlsServer {
+    fn start(dir: &std::path::Path, then: &str) -> OneShotTlsServer {
+        let (cert, key) = e2e::self_signed_cert(dir);
+        let src = format!(
+            "import socket, ssl, time\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nctx.load_cert_chain('{}', '{}')\nl = socket.create_server(('127.0.0.1', 0))\nprint(l.getsockname()[1], flush=True)\nc, _ = l.accept()\ns = ctx.wrap_socket(c, server_side=True)\ns.recv(4096)\nprint('received', flush=True)\n{then}\n",
+            cert.display(),
+            key.display()
+        );
+        let mut child = Command::new(python3())
+            .args(["-c", &src])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (port, lines) = ChildLines::start(child.stdout.take().unwrap());
+        let port = port.trim().parse().expect("the server's port");
+        OneShotTlsServer { child, port, lines }
+    }
+
+    /// Waits up to 15 s until the server has read the request.
+    fn wait_received(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.lines.lines().iter().any(|l| l == "received") {
+            assert!(
+                Instant::now() < deadline,
+                "the server never received the request"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for OneShotTlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
