@@ -1,9 +1,16 @@
 //! The daemon as an operator meets it: readable output, clean shutdown with
 //! counters, clear config errors.
 
-use std::process::Command;
+use std::{
+    collections::BTreeMap,
+    process::Command,
+    time::{Duration, Instant},
+};
 
-use e2e::{HttpServer, Sensor, require_root, run, sensor_bin, serial};
+use e2e::{
+    HttpServer, Sensor, Value, loaded_bpf_programs, require_root, run, sensor_bin, serial,
+    summary_counter,
+};
 
 #[test]
 fn text_output_names_process_and_destination() {
@@ -35,9 +42,6 @@ fn shutdown_detaches_and_prints_counters() {
     if !require_root("shutdown_detaches_and_prints_counters") {
         return;
     }
-    // Another sensor may be running on the host (a deployed daemon): count
-    // relative to what was loaded before this one started.
-    let before = sensor_programs().len();
     let sensor = Sensor::start();
     let server = HttpServer::start("127.0.0.1");
     let (child, _) = run(Command::new("curl").args([
@@ -49,13 +53,33 @@ fn shutdown_detaches_and_prints_counters() {
     sensor.wait_for("connect", |v| {
         e2e::kind(v) == "connect" && e2e::pid(v) == u64::from(child)
     });
-    // Positive control: while it runs, its programs are visible.
-    assert_eq!(
-        sensor_programs().len(),
-        before + 5,
-        "{:?}",
-        sensor_programs()
-    );
+    // Every program it loaded, attached or not, by id (another sensor on
+    // the host, a deployed daemon or another test's, has its own ids).
+    let mine = sensor.bpf_programs();
+    // Positive control: every program its status says is attached is
+    // among them (the kernel keeps 15 bytes of a name).
+    let (ok, json, err) = sensor.cli(&["status", "--json"]);
+    assert!(ok, "{err}");
+    let st: Value = serde_json::from_str(&json).unwrap();
+    let attached: Vec<&str> = st["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["program"].as_str())
+        .collect();
+    assert!(attached.len() >= 5, "{st}");
+    // "tls" stands for the uprobes of the TLS libraries.
+    let attached = attached.iter().flat_map(|p| match *p {
+        "tls" => vec!["ssl_write", "ssl_read", "tls_ret"],
+        p => vec![p],
+    });
+    for p in attached {
+        assert!(
+            mine.values()
+                .any(|n| n == p || (n.len() == 15 && p.starts_with(n.as_str()))),
+            "{p} is attached but not among its programs {mine:?}"
+        );
+    }
     let (status, stderr) = sensor.stop();
     assert!(status.success(), "exit status {status}: {stderr}");
     let summary = stderr
@@ -67,12 +91,23 @@ fn shutdown_detaches_and_prints_counters() {
         assert!(summary.contains(counter), "{counter} missing: {summary}");
     }
     // Detached means none of the sensor's programs is left in the kernel
-    // (names are cut to 15 bytes by the kernel).
-    let left = sensor_programs();
-    assert!(
-        left.len() == before,
-        "programs still loaded after shutdown: {left:?}"
-    );
+    // (a program is freed once its last holder lets go: wait for it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let loaded = loaded_bpf_programs();
+        let left: BTreeMap<&u32, &String> = mine
+            .iter()
+            .filter(|(id, _)| loaded.contains_key(id))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "programs still loaded 10 s after shutdown: {left:?}\n{stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -103,22 +138,6 @@ fn bad_config_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("ringbuf.bytes"));
 }
 
-/// Names of loaded BPF programs that are the sensor's (the kernel keeps 15
-/// bytes of a name).
-fn sensor_programs() -> Vec<String> {
-    const NAMES: [&str; 4] = [
-        "sys_enter_conne",
-        "sys_exit_connec",
-        "sched_process_e",
-        "sched_process_f",
-    ];
-    aya::programs::loaded_programs()
-        .flatten()
-        .filter_map(|p| p.name_as_str().map(str::to_string))
-        .filter(|n| NAMES.contains(&n.as_str()))
-        .collect()
-}
-
 #[test]
 fn ring_buffer_overflow_is_counted_not_silent() {
     let _g = serial();
@@ -143,9 +162,15 @@ fn ring_buffer_overflow_is_counted_not_silent() {
     // SAFETY: as above.
     unsafe { libc::kill(sensor.pid as i32, libc::SIGCONT) };
     assert!(status.success());
-    // Long enough for the once-a-second totals behind /metrics.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let metric_drops = sensor.scrape().value("sensor_ringbuf_drops_total", &[]);
+    // The totals behind /metrics are published once a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metric_drops = loop {
+        let drops = sensor.scrape().value("sensor_ringbuf_drops_total", &[]);
+        if drops > 0.0 || Instant::now() > deadline {
+            break drops;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let seen = sensor
         .events()
         .iter()
@@ -156,11 +181,7 @@ fn ring_buffer_overflow_is_counted_not_silent() {
         .lines()
         .find(|l| l.starts_with("sensor stopped:"))
         .unwrap_or("");
-    let dropped: u64 = summary
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("ringbuf_full_drops="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no drop counter: {summary}"));
+    let dropped = summary_counter(&stderr, "ringbuf_full_drops");
     assert!(
         dropped > 0,
         "a 4 KiB ring must overflow on {made} connects: {summary}"
