@@ -4,7 +4,12 @@
 //! stopped there once an operator puts it in enforce mode, and agents
 //! named by the operator (a selector, a provider the catalogue lacks).
 
-use std::process::Command;
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::process::ExitStatusExt,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use e2e::{HttpsServer, Sensor, Value, kind, pid, require_root, run, serial, venv_python};
 
@@ -95,10 +100,8 @@ fn anthropic_sdk_agent_with_a_curl_tool_learns_then_is_flagged() {
             kind(v) == "api_call" && pid(v) == u64::from(runaway) && v["path"] == "/v1/messages"
         })
         .unwrap_or_else(|| panic!("no model turn of the runaway"));
-    assert!(
-        !turn["provider"].as_str().unwrap_or("").is_empty(),
-        "{turn}"
-    );
+    // The Messages path on a local host: the catalogue's any-host entry.
+    assert_eq!(turn["provider"], "openai-compatible", "{turn}");
     assert_eq!(turn["llm"]["model"], "claude-e2e", "{turn}");
     assert_eq!(
         turn["llm"]["tool_calls"][0]["name"], "place_order",
@@ -168,7 +171,7 @@ fn anthropic_sdk_agent_with_a_curl_tool_learns_then_is_flagged() {
 }
 
 const SUPPORT_BOT: &str = r#"
-import os, sys, time
+import os, sys
 import httpx, openai
 
 base = sys.argv[1]
@@ -189,7 +192,9 @@ else:
     for _ in range(3):
         crm.post(base + "/billing/credits", content=call.function.arguments)
         print("credit issued", flush=True)
-        time.sleep(0.3)
+        # The next credit waits for the test's word: whether the sensor
+        # stops it first is not a race against a timer.
+        sys.stdin.readline()
 "#;
 
 const SUPPORT_POLICY: &str = r#"
@@ -264,10 +269,37 @@ fn support_bot_is_flagged_at_its_first_credit_and_killed_once_enforced() {
     assert!(ok, "{err}");
     assert!(shown.contains("mode:         enforce"), "{shown}");
 
-    let (runaway, status) = bot("runaway", "");
+    let mut runaway = Command::new(venv_python())
+        .arg(&script)
+        .arg(&base)
+        .env("MODE", "runaway")
+        .env("CUSTOMERS", "")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    let mut out = BufReader::new(runaway.stdout.take().unwrap());
+    out.read_line(&mut said).unwrap();
+    assert_eq!(said.trim(), "credit issued");
+    // It waits before its next credit until the sensor has acted on the
+    // first; then it is told to go on (if it still can).
+    sensor.wait_for("the kill", |v| {
+        kind(v) == "action" && v["action"] == "kill" && v["outcome"] == "done"
+    });
+    let _ = writeln!(runaway.stdin.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = runaway.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the killed bot still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let runaway = runaway.id();
     let (_, stderr, events) = sensor.stop_with_events();
     no_secret(&stderr, &events);
-    use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         status.signal(),
         Some(9),
@@ -402,6 +434,42 @@ fn a_bad_policy_file_stops_the_start_with_its_reason() {
         format!("[agents]\npolicy = {:?}\n", policy.display().to_string()),
     )
     .unwrap();
+    let says_why = |err: &str| {
+        err.contains("agents.policy") && err.contains("policy \"shop\"") && err.contains("POST")
+    };
+    // `sensor run` refuses to start: it exits with the reason and is
+    // never ready.
+    let log = dir.path().join("run.log");
+    let mut daemon = Command::new(e2e::sensor_bin())
+        .args(["run", "--json", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .arg("--socket")
+        .arg(dir.path().join("sensor.sock"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = daemon.try_wait().unwrap() {
+            break s;
+        }
+        let err = std::fs::read_to_string(&log).unwrap_or_default();
+        if err.contains("sensor ready") || Instant::now() > deadline {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            panic!("sensor run started with the bad policy:\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{status}: {err}");
+    assert!(says_why(&err), "{err}");
+    // And `sensor config check` says the same without starting anything.
     let out = Command::new(e2e::sensor_bin())
         .args(["config", "check"])
         .arg(&config)
@@ -409,8 +477,5 @@ fn a_bad_policy_file_stops_the_start_with_its_reason() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("agents.policy") && err.contains("policy \"shop\"") && err.contains("POST"),
-        "{err}"
-    );
+    assert!(says_why(&err), "{err}");
 }
