@@ -12,7 +12,9 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use e2e::{HttpsServer, Sensor, Value, kind, pid, require_root, run, serial, venv_python};
+use e2e::{
+    HttpServer, HttpsServer, Sensor, Value, kind, pid, require_root, run, serial, venv_python,
+};
 
 fn openssl(args: &[&str]) {
     let ok = Command::new("openssl")
@@ -185,6 +187,14 @@ fn events_carry_their_pod_and_replicas_are_one_agent() {
     }
     // A pod of another node must not be listed to this one.
     items[4]["spec"]["nodeName"] = "node-2".into();
+    let elsewhere = (
+        items[4]["metadata"]["uid"].as_str().unwrap().to_string(),
+        items[4]["status"]["containerStatuses"][0]["containerID"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("containerd://")
+            .to_string(),
+    );
     let pods = dir.path().join("pods.json");
     std::fs::write(&pods, serde_json::to_vec(&list).unwrap()).unwrap();
     let token = dir.path().join("token");
@@ -235,6 +245,29 @@ fn events_carry_their_pod_and_replicas_are_one_agent() {
         assert_eq!(call["agent"]["name"], "shop/orderer/agent", "{call}");
     }
     assert_ne!(agents[0]["pod"]["name"], agents[1]["pod"]["name"]);
+    // A container of the pod on node-2: known as a container, in no pod
+    // (the listing was this node's, in by now: the replicas have theirs).
+    let plain = HttpServer::start("127.0.0.1");
+    let cg = ContainerCgroup::new(&root, &elsewhere.0, &elsewhere.1);
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec curl -sS -m 5 http://127.0.0.1:{}/",
+        cg.leaf().display(),
+        plain.port
+    );
+    let (child, status) = run(Command::new("sh").args(["-c", &script]));
+    assert!(status.success());
+    let other = sensor.wait_for("the other node's container's connect", |v| {
+        kind(v) == "connect" && pid(v) == u64::from(child)
+    });
+    assert_eq!(
+        other["process"]["container"]["id"],
+        elsewhere.1.as_str(),
+        "{other}"
+    );
+    assert!(
+        other.get("pod").is_none_or(Value::is_null),
+        "a pod of node-2 was listed to node-1: {other}"
+    );
     assert_eq!(
         agents[0]["agent"]["id"], agents[1]["agent"]["id"],
         "replicas are one agent"
