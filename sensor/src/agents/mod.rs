@@ -288,12 +288,14 @@ fn hex(b: &[u8]) -> String {
 pub struct Settings {
     pub tuning: detect::Tuning,
     pub policy: Arc<policy::Policy>,
-    pub selectors: Vec<selectors::Selector>,
+    /// The operator's selectors, as every part of the daemon names agents.
+    pub naming: selectors::Naming,
 }
 
 impl Settings {
     /// From the config; the policy file and selectors were checked when
-    /// the config was.
+    /// the config was. Installs the operator's providers and naming for
+    /// the whole daemon (the armer names processes by the same selectors).
     pub fn from_config(cfg: &crate::config::Config) -> Result<Self> {
         let policy = match &cfg.agents.policy {
             Some(p) => {
@@ -301,18 +303,14 @@ impl Settings {
             }
             None => policy::Policy::default(),
         };
-        let selectors = cfg
-            .agents
-            .selectors
-            .iter()
-            .map(selectors::Selector::new)
-            .collect::<Result<_, _>>()
+        let naming = selectors::Naming::from_config(&cfg.agents.selectors)
             .map_err(|e| anyhow::anyhow!("agents.selectors: {e}"))?;
         catalog::install(&cfg.agents.providers);
+        naming.install();
         Ok(Self {
             tuning: detect::Tuning::from_config(cfg),
             policy: Arc::new(policy),
-            selectors,
+            naming,
         })
     }
 }
@@ -788,10 +786,13 @@ impl Agents {
         t.recent.push_back(step);
     }
 
-    fn become_agent(&mut self, ev: &Event, named: Option<String>) -> Arc<AgentTag> {
+    /// Starts a session of `ev`'s process as the agent `named` (as
+    /// `Naming::name` names it).
+    fn become_agent(&mut self, ev: &Event, named: selectors::Named) -> Arc<AgentTag> {
         let p = &ev.process;
-        let (id, derived, cmdline) = identity_in(p, ev.pod.as_deref());
-        let name = named.unwrap_or(derived);
+        let selectors::Named {
+            id, name, cmdline, ..
+        } = named;
         let session = format!("{}-{}", p.pid, p.start_ticks);
         let key = (p.pid, p.start_ticks);
         let policy = self.detector.session_started(&id, &name, key, p);
@@ -851,7 +852,7 @@ impl Agents {
 
     /// The operator's selectors, checked once per process.
     fn selected_agent(&mut self, ev: &Event) -> Option<Arc<AgentTag>> {
-        if self.settings.selectors.is_empty() || ev.process.partial {
+        if !self.settings.naming.has_selectors() || ev.process.partial {
             return None;
         }
         let key = (ev.process.pid, ev.process.start_ticks);
@@ -861,10 +862,8 @@ impl Agents {
         if !self.selected.insert(key) {
             return None;
         }
-        let name = selectors::first(&self.settings.selectors, &ev.process)?
-            .name
-            .clone();
-        Some(self.become_agent(ev, name))
+        let named = self.settings.naming.name(&ev.process, ev.pod.as_deref());
+        named.selected.then(|| self.become_agent(ev, named))
     }
 
     /// Updates agent membership and inventory from `ev`, tags it with its
@@ -919,7 +918,8 @@ impl Agents {
                 let (provider, irreversible) =
                     self.classify(&endpoint, method, authority, path, path_template);
                 if tag.is_none() && provider.is_some() {
-                    tag = Some(self.become_agent(ev, None));
+                    let named = self.settings.naming.name(&ev.process, ev.pod.as_deref());
+                    tag = Some(self.become_agent(ev, named));
                 }
                 // Some(tool call or none) for a call that is not a model
                 // turn, Some(None) for a model turn, None outside agents.
@@ -1040,7 +1040,8 @@ impl Agents {
             } => {
                 let provider = catalog::match_sni(sni);
                 if tag.is_none() && provider.is_some() {
-                    tag = Some(self.become_agent(ev, None));
+                    let named = self.settings.naming.name(&ev.process, ev.pod.as_deref());
+                    tag = Some(self.become_agent(ev, named));
                 }
                 if let Some(t) = &tag
                     && let Some(inv) = self.inventory.get_mut(&t.id)

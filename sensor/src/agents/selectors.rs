@@ -1,12 +1,15 @@
 //! Operator-named agents: processes that are agents by what they are
 //! (executable, command line, container, cgroup, uid), whether or not
 //! their LLM traffic is visible, e.g. an agent behind an internal gateway
-//! the catalogue does not know.
+//! the catalogue does not know; and `Naming`, the one way a process gets
+//! its agent id and name.
+
+use std::sync::{Arc, OnceLock};
 
 use globset::{Glob, GlobMatcher};
 use regex::Regex;
 
-use crate::{config::SelectorConfig, procs::Process};
+use crate::{config::SelectorConfig, pods::PodContainer, procs::Process};
 
 /// One compiled selector: every field given must match.
 #[derive(Clone, Debug)]
@@ -91,6 +94,87 @@ pub fn first<'a>(selectors: &'a [Selector], p: &Process) -> Option<&'a Selector>
     selectors.iter().find(|s| s.matches(p))
 }
 
+/// A process as an agent: its identity and readable name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Named {
+    pub id: String,
+    pub name: String,
+    /// The command line as identified (volatile arguments dropped).
+    pub cmdline: Vec<String>,
+    /// An operator selector matched it: it is an agent whatever it calls.
+    pub selected: bool,
+}
+
+/// How processes are named as agents: the identity of their executable
+/// and command line (or of their pod's workload), and the name of the
+/// first operator selector that matches them, else the one derived from
+/// the process. Every part of the daemon that names a process asks this
+/// (the agents module for its events, the armer for holds, arms and
+/// remembered approvals), so an agent named in `[[response.hold]]`,
+/// `[[response.arm]]`, `response.agents` or the policy is the one the
+/// events show.
+#[derive(Clone, Debug, Default)]
+pub struct Naming {
+    selectors: Arc<[Selector]>,
+}
+
+/// The daemon's naming, installed once at start (see `Naming::install`).
+static INSTALLED: OnceLock<Naming> = OnceLock::new();
+
+impl Naming {
+    pub fn new(selectors: Vec<Selector>) -> Self {
+        Self {
+            selectors: selectors.into(),
+        }
+    }
+
+    pub fn from_config(selectors: &[SelectorConfig]) -> Result<Self, String> {
+        Ok(Self::new(
+            selectors
+                .iter()
+                .map(Selector::new)
+                .collect::<Result<_, _>>()?,
+        ))
+    }
+
+    /// Whether no operator selector is configured.
+    pub fn has_selectors(&self) -> bool {
+        !self.selectors.is_empty()
+    }
+
+    /// `p` (in `pod`, if it runs in one) as an agent. Selectors are not
+    /// checked against a process whose exe and command line could not be
+    /// read (`partial`).
+    pub fn name(&self, p: &Process, pod: Option<&PodContainer>) -> Named {
+        let (id, derived, cmdline) = super::identity_in(p, pod);
+        let selector = if p.partial {
+            None
+        } else {
+            first(&self.selectors, p)
+        };
+        Named {
+            id,
+            name: selector.and_then(|s| s.name.clone()).unwrap_or(derived),
+            cmdline,
+            selected: selector.is_some(),
+        }
+    }
+
+    /// Makes this the naming `installed` returns: the daemon's, set when
+    /// its config is read (once per process, as the operator's providers
+    /// are; a second call is ignored), for the parts of the daemon built
+    /// from the config without it (the armer).
+    pub fn install(&self) {
+        let _ = INSTALLED.set(self.clone());
+    }
+
+    /// The daemon's naming; without one installed, identities and derived
+    /// names only.
+    pub fn installed() -> Naming {
+        INSTALLED.get().cloned().unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +225,40 @@ mod tests {
         })
         .unwrap();
         assert!(!k.matches(&yes), "not in a container");
+    }
+
+    #[test]
+    fn naming_gives_the_selectors_name_to_the_identity() {
+        let naming = Naming::from_config(&[
+            SelectorConfig {
+                name: Some("dba".into()),
+                cmdline: Some(r"dba_agent\.py".into()),
+                ..Default::default()
+            },
+            SelectorConfig {
+                uid: Some(1001),
+                ..Default::default()
+            },
+        ])
+        .unwrap();
+        let script = ["python3", "/tmp/x1/dba_agent.py"];
+        let dba = naming.name(&process("/usr/bin/python3.11", &script, 0), None);
+        let (id, derived, _) = crate::agents::identity(&process("/usr/bin/python3.11", &script, 0));
+        assert_eq!((dba.id.as_str(), dba.name.as_str()), (id.as_str(), "dba"));
+        assert!(dba.selected);
+        assert_eq!(derived, "dba_agent.py");
+        // A selector without a name makes an agent and keeps the derived
+        // name; no selector, no agent by selection.
+        let svc = naming.name(&process("/opt/bot", &["bot"], 1001), None);
+        assert_eq!((svc.name.as_str(), svc.selected), ("bot", true));
+        let other = naming.name(&process("/usr/bin/curl", &["curl"], 0), None);
+        assert_eq!((other.name.as_str(), other.selected), ("curl", false));
+        // What could not be read is not selected.
+        let mut partial = process("/usr/bin/python3.11", &script, 0);
+        partial.partial = true;
+        let p = naming.name(&partial, None);
+        assert_eq!((p.name.as_str(), p.selected), ("dba_agent.py", false));
+        assert!(!Naming::default().has_selectors() && naming.has_selectors());
     }
 
     #[test]

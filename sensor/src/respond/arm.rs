@@ -135,7 +135,9 @@ pub struct Armer {
     remembered_path: Option<PathBuf>,
     /// tgid → (agent id, the agent as configured, its patterns).
     armed: StdHashMap<u32, (String, String, Vec<Pattern>)>,
-    /// A process in a pod is named as the agents module names it.
+    /// A process is named as the agents module names it: by the same
+    /// operator selectors, and in a pod by its workload.
+    naming: crate::agents::selectors::Naming,
     pods: crate::pods::Pods,
     /// Processes whose TLS library is hooked: their requests are seen in
     /// plaintext, so they are not stopped at each new TLS connection.
@@ -161,6 +163,8 @@ pub struct Matched {
 }
 
 impl Armer {
+    /// Processes are named by the daemon's installed naming
+    /// (`agents::Settings::from_config`, read before this).
     pub fn take(
         bpf: &mut Ebpf,
         pods: crate::pods::Pods,
@@ -185,6 +189,7 @@ impl Armer {
             remembered,
             remembered_path,
             armed: StdHashMap::new(),
+            naming: crate::agents::selectors::Naming::installed(),
             pods,
             hooked: Default::default(),
             by_comm: Default::default(),
@@ -292,15 +297,16 @@ impl Armer {
     }
 
     /// Arms `p` if it is a process of an armed agent (by the agent name or
-    /// id its executable and command line give). Called for every process
-    /// at start and at each exec, so a process is armed before it sends
+    /// id it is named by: an operator selector's name, else the one its
+    /// executable and command line give). Called for every process at
+    /// start and at each exec, so a process is armed before it sends
     /// anything; its forks inherit the arming in the kernel.
     pub fn on_process(&mut self, p: &Process) -> bool {
         if !self.active() {
             return false;
         }
         let pod = p.container.as_ref().and_then(|c| self.pods.lookup(&c.id));
-        let (id, name, _) = crate::agents::identity_in(p, pod.as_deref());
+        let crate::agents::selectors::Named { id, name, .. } = self.naming.name(p, pod.as_deref());
         let Some((label, patterns)) = self.patterns(&id, &name) else {
             // Armed at exec by its name alone, but not the agent: undone.
             if self.by_comm.contains(&p.comm) {
