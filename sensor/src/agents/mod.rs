@@ -816,6 +816,12 @@ impl Agents {
                 ..Default::default()
             });
         inv.sessions += 1;
+        // Named as it is named now: an operator may name an agent the
+        // sensor discovered earlier, and lookups by name (`sensor agent`,
+        // `sensor baseline mode`) go through the inventory.
+        if inv.name != tag.name {
+            inv.name.clone_from(&tag.name);
+        }
         let inv = self.inventory.get_mut(&tag.id).expect("just inserted");
         inv.recent_sessions.push_back(session);
         if inv.recent_sessions.len() > RECENT_SESSIONS {
@@ -1330,6 +1336,56 @@ mod tests {
         std::fs::write(&path, b"{not json").unwrap();
         let e = Agents::load(Some(&path)).err().unwrap();
         assert!(format!("{e:#}").contains("agents.json"), "{e:#}");
+    }
+
+    fn settings(selectors: &[crate::config::SelectorConfig], policy: &str) -> Settings {
+        Settings {
+            naming: selectors::Naming::from_config(selectors).unwrap(),
+            policy: Arc::new(policy::Policy::parse(policy).unwrap()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_agent_named_after_its_discovery_is_found_by_its_new_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agents.json");
+        let script = |pid, dir: &str| {
+            process(
+                pid,
+                "/usr/bin/python3",
+                &["python3", &format!("/tmp/{dir}/dba_agent.py")],
+            )
+        };
+        let mut agents = Agents::load(Some(&path)).unwrap();
+        let mut e = ev(
+            &script(50, "a1"),
+            call("POST", "127.0.0.1:8443", "/v1/chat/completions", None),
+        );
+        agents.observe(&mut e);
+        let id = e.agent.unwrap().id.clone();
+        assert_eq!(agents.get(&id).unwrap().name, "dba_agent.py");
+        agents.close().unwrap();
+        // The operator names it: its next run is "dba" in its events and
+        // wherever it is looked up by name.
+        let dba = crate::config::SelectorConfig {
+            name: Some("dba".into()),
+            cmdline: Some(r"dba_agent\.py".into()),
+            ..Default::default()
+        };
+        let mut agents = Agents::load_with(Some(&path), settings(&[dba], "policies: []")).unwrap();
+        let mut e = ev(
+            &script(51, "a2"),
+            call("GET", "db.example", "/v1/customers/7", None),
+        );
+        agents.observe(&mut e);
+        let tag = e.agent.expect("selected");
+        assert_eq!((tag.id.as_str(), tag.name.as_str()), (id.as_str(), "dba"));
+        assert_eq!(agents.get(&id).unwrap().name, "dba");
+        assert_eq!(
+            agents.set_mode("dba", Some(mode::Mode::Enforce), "test"),
+            Ok(id)
+        );
     }
 
     #[test]
