@@ -365,6 +365,9 @@ pub struct Agents {
     modes_path: Option<PathBuf>,
     /// Processes already checked against the selectors.
     selected: FastSet<(u32, u64)>,
+    /// Per identity, the policy entry of its latest session (matched on
+    /// its root process): what its mode is worked out with between calls.
+    session_policy: FastMap<String, Option<usize>>,
     baselines_path: Option<PathBuf>,
     /// Baselines imported while running (`sensor baseline import`), kept
     /// so they are checked after a restart too.
@@ -466,6 +469,7 @@ impl Agents {
             settings,
             modes_path,
             selected: FastSet::default(),
+            session_policy: FastMap::default(),
             baselines_path,
             imported_path,
             sessions: FastMap::default(),
@@ -566,7 +570,15 @@ impl Agents {
         Ok(id)
     }
 
+    /// The policy entry of identity `id` (named `name`): the one its
+    /// latest session started under; for an identity not seen running
+    /// since the start, the entry naming it or whose selector matches its
+    /// executable and command line as identified (its user, cgroup and
+    /// container are not known then).
     fn policy_entry(&self, id: &str, name: &str) -> Option<policy::Entry> {
+        if let Some(index) = self.session_policy.get(id) {
+            return index.and_then(|i| self.settings.policy.entries.get(i).cloned());
+        }
         let exe = self
             .inventory
             .get(id)
@@ -796,6 +808,7 @@ impl Agents {
         let session = format!("{}-{}", p.pid, p.start_ticks);
         let key = (p.pid, p.start_ticks);
         let policy = self.detector.session_started(&id, &name, key, p);
+        self.session_policy.insert(id.clone(), policy);
         let tag = Arc::new(AgentTag {
             id: id.clone(),
             name: name.clone(),
@@ -1386,6 +1399,36 @@ mod tests {
             agents.set_mode("dba", Some(mode::Mode::Enforce), "test"),
             Ok(id)
         );
+    }
+
+    #[test]
+    fn an_agent_is_shown_in_the_mode_its_sessions_policy_entry_gives() {
+        // The entry picks it out by its user, which its identity (and so
+        // the inventory) does not hold.
+        let policy = "policies:\n  - name: svc\n    selector: { uid: 1001 }\n    mode: enforce\n";
+        let mut agents = Agents::load_with(None, settings(&[], policy)).unwrap();
+        let p = Arc::new(Process {
+            uid: 1001,
+            ..(*process(60, "/usr/bin/python3", &["python3", "bot.py"])).clone()
+        });
+        let mut e = ev(
+            &p,
+            call("POST", "127.0.0.1:8443", "/v1/chat/completions", None),
+        );
+        agents.observe(&mut e);
+        let id = e.agent.unwrap().id.clone();
+        let changes = agents.take_mode_changes();
+        assert_eq!(changes[0].0.to, mode::Mode::Enforce);
+        assert_eq!(agents.mode_of(&id), mode::Mode::Enforce);
+        assert_eq!(agents.mode_reason(&id), "policy \"svc\"");
+        // Pinned, then back to automatic: the mode announced is the
+        // policy's again.
+        agents
+            .set_mode(&id, Some(mode::Mode::Monitor), "test")
+            .unwrap();
+        agents.set_mode(&id, None, "test").unwrap();
+        let op = agents.take_operator_mode_changes();
+        assert_eq!(op.last().unwrap().0.to, mode::Mode::Enforce, "{op:?}");
     }
 
     #[test]
