@@ -869,7 +869,9 @@ impl Agents {
         c
     }
 
-    /// The operator's selectors, checked once per process.
+    /// The operator's selectors, checked once per process image: at its
+    /// first event and again at each exec (same pid and start time, a new
+    /// executable and command line: a launcher that execs the agent).
     fn selected_agent(&mut self, ev: &Event) -> Option<Arc<AgentTag>> {
         if !self.settings.naming.has_selectors() || ev.process.partial {
             return None;
@@ -878,7 +880,7 @@ impl Agents {
         if self.selected.len() > MAX_MEMBERS {
             self.selected.clear(); // bound memory; a second check is harmless
         }
-        if !self.selected.insert(key) {
+        if !self.selected.insert(key) && !matches!(ev.detail, Detail::Exec { .. }) {
             return None;
         }
         let named = self.settings.naming.name(&ev.process, ev.pod.as_deref());
