@@ -3,7 +3,10 @@
 //! the events the sensor emits (API calls, a finding by rule, an action),
 //! the latency histogram fills, gauges say what is attached and connected.
 
-use std::{process::Command, time::Duration};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use e2e::{
     HttpServer, HttpsServer, Sensor, Value, kind, pid, require_root, run, run_fleet_agent, serial,
@@ -95,19 +98,25 @@ fn metrics_move_with_real_events() {
     )
     .unwrap();
     assert!(line.contains("subscribed"), "{line}");
-    // Totals are published once a second; the subscription is in place
-    // once the server has it.
-    std::thread::sleep(Duration::from_millis(1100));
-    // Read before the scrape: every event printed by then is counted.
-    let events = sensor.events();
-    let mut after = sensor.scrape();
-    for _ in 0..20 {
-        if after.value("sensor_api_subscribers", &[]) >= 1.0 {
-            break;
+    // Totals are published once a second, and the subscription is in
+    // place once the server has it: scrape until the exposition has caught
+    // up with the events printed before the scrape, or the deadline passes
+    // (then the checks below say what is missing).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (events, after) = loop {
+        let events = sensor.events();
+        let after = sensor.scrape();
+        let seen = |k: &str| events.iter().filter(|v| kind(v) == k).count() as f64;
+        let caught_up = after.value("sensor_api_subscribers", &[]) >= 1.0
+            && calls(&after) >= seen("api_call")
+            && after.value("sensor_pipeline_latency_seconds_count", &[])
+                >= seen("exec") + seen("connect")
+            && after.value("sensor_actions_total", &[("action", "kill")]) >= 1.0;
+        if caught_up || Instant::now() > deadline {
+            break (events, after);
         }
-        std::thread::sleep(Duration::from_millis(250));
-        after = sensor.scrape();
-    }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let _ = sub.kill();
     let _ = sub.wait();
 
