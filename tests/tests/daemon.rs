@@ -113,6 +113,7 @@ fn shutdown_detaches_and_prints_counters() {
 #[test]
 fn bad_config_is_a_clear_error() {
     let _g = serial();
+    e2e::record_ran("bad_config_is_a_clear_error");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sensor.toml");
     std::fs::write(&path, "[ringbuf]\nbytes = 12345\n").unwrap();
