@@ -29,13 +29,8 @@ use tokio::{
 };
 use tonic::transport::server::{Connected, UdsConnectInfo};
 
-const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const HEADERS: u8 = 0x1;
-const CONTINUATION: u8 = 0x9;
-const END_STREAM: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-const PADDED: u8 = 0x8;
-const PRIORITY: u8 = 0x20;
+use crate::http::h2::{CONTINUATION, END_HEADERS, END_STREAM, HEADERS, PADDED, PREFACE, PRIORITY};
+
 /// The smallest SETTINGS_MAX_FRAME_SIZE a peer may have: frames written at
 /// most this long are valid whatever the server advertised.
 const MAX_FRAME: usize = 16_384;
@@ -143,7 +138,7 @@ where
     let mut preface = [0u8; 24];
     let n = read_full(&mut from, &mut preface).await?;
     to.write_all(&preface[..n]).await?;
-    if n < preface.len() || &preface != PREFACE {
+    if preface[..n] != *PREFACE {
         return pass_rest(from, to).await;
     }
     let mut blocks = Blocks::default();

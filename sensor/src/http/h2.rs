@@ -29,16 +29,18 @@ pub const MAX_STREAMS: usize = 1024;
 /// 4 KiB default or a little more; this bounds memory per direction.
 const MAX_TABLE: usize = 64 * 1024;
 
+// Frame types and flags (RFC 9113 §6); the API's authority rewriter
+// (api/authority.rs) reads frames with them too.
 const FRAME_HEADER: usize = 9;
 const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
+pub(crate) const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const PUSH_PROMISE: u8 = 0x5;
-const CONTINUATION: u8 = 0x9;
-const END_STREAM: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-const PADDED: u8 = 0x8;
-const PRIORITY: u8 = 0x20;
+pub(crate) const CONTINUATION: u8 = 0x9;
+pub(crate) const END_STREAM: u8 = 0x1;
+pub(crate) const END_HEADERS: u8 = 0x4;
+pub(crate) const PADDED: u8 = 0x8;
+pub(crate) const PRIORITY: u8 = 0x20;
 
 /// True when `d` starts with the client connection preface (its first 16
 /// bytes suffice: a capture may be cut short).
