@@ -185,6 +185,9 @@ fn pin_to_cpu0() {
 fn main() {
     pin_to_cpu0();
     let calls_wanted = arg("--calls", 3_000_000);
+    // `--json 0`: the same calls without serialising them, to show what
+    // the serialisation costs beside the rest.
+    let serialise = arg("--json", 1) != 0;
     let identities = arg("--identities", 1_000);
     let sessions_per_identity = arg("--sessions-per-identity", 10);
     // Operator-named agents too: a selector every process is checked
@@ -264,9 +267,11 @@ fn main() {
                     // As emit(): mode changes after every event, the event
                     // serialised once, each finding serialised too.
                     modes += agents.take_mode_changes().len();
-                    json_bytes += ev.to_json().len();
-                    for f in &found {
-                        json_bytes += f.summary.len() + ev.to_json().len();
+                    if serialise {
+                        json_bytes += ev.to_json().len();
+                        for f in &found {
+                            json_bytes += f.summary.len() + ev.to_json().len();
+                        }
                     }
                     if *odd && !found.is_empty() {
                         strays_found.insert(i);
