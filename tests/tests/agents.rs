@@ -74,9 +74,12 @@ fn openai_sdk_agent_and_its_tool_child() {
         kind(v) == "api_call" && v["path"] == "/v1/orders" && v["process"]["ppid"] == runs[0]
     });
     let events = sensor.events();
+    // The two runs' model calls (other agents on the host make theirs).
     let llm: Vec<&Value> = calls(&events)
         .into_iter()
-        .filter(|v| v["path"] == "/v1/chat/completions")
+        .filter(|v| {
+            v["path"] == "/v1/chat/completions" && runs.iter().any(|&r| pid(v) == u64::from(r))
+        })
         .collect();
     assert_eq!(llm.len(), 4, "two model turns per run");
     // What the model said, read from the captured bodies.
@@ -329,7 +332,11 @@ fn learned_baseline_flags_the_first_order_and_the_loop() {
         kind(v) == "api_call" && pid(v) == u64::from(runaway) && v["path"] == "/v1/orders"
     });
     let (_, stderr, events) = sensor.stop_with_events();
-    let findings: Vec<&Value> = events.iter().filter(|v| kind(v) == "finding").collect();
+    // Its findings: other agents on the host (another test's) have theirs.
+    let findings: Vec<&Value> = events
+        .iter()
+        .filter(|v| kind(v) == "finding" && v["agent"]["name"] == "buyer.py")
+        .collect();
     assert!(
         !findings.iter().any(|f| pid(f) == u64::from(normal)),
         "false positive on a normal run: {findings:?}"
@@ -392,7 +399,7 @@ fn learned_baseline_flags_the_first_order_and_the_loop() {
     // taken; every order reached the vendor.
     let would = events
         .iter()
-        .find(|v| kind(v) == "action")
+        .find(|v| kind(v) == "action" && pid(v) == u64::from(runaway))
         .unwrap_or_else(|| panic!("no action reported for the loop"));
     assert_eq!(would["action"], "isolate_tree", "{would}");
     assert_eq!(would["outcome"], "would", "{would}");
@@ -435,7 +442,10 @@ fn enforce_mode_isolates_the_runaway_on_its_finding() {
         if n == 6 {
             assert!(outcomes.iter().all(|o| o == "order placed"), "{outcomes:?}");
             sensor.wait_for("the isolation", |v| {
-                kind(v) == "action" && v["action"] == "isolate_tree" && v["outcome"] == "done"
+                kind(v) == "action"
+                    && pid(v) == u64::from(runaway)
+                    && v["action"] == "isolate_tree"
+                    && v["outcome"] == "done"
             });
         }
         writeln!(gate).unwrap();
@@ -455,11 +465,11 @@ fn enforce_mode_isolates_the_runaway_on_its_finding() {
     );
     let loop_finding = events
         .iter()
-        .find(|v| kind(v) == "finding" && v["rule"] == "repetition")
+        .find(|v| kind(v) == "finding" && pid(v) == u64::from(runaway) && v["rule"] == "repetition")
         .unwrap_or_else(|| panic!("no repetition finding:\n{stderr}"));
     let action = events
         .iter()
-        .find(|v| kind(v) == "action")
+        .find(|v| kind(v) == "action" && pid(v) == u64::from(runaway))
         .unwrap_or_else(|| panic!("no action:\n{stderr}"));
     assert_eq!(action["action"], "isolate_tree", "{action}");
     assert_eq!(action["outcome"], "done", "{action}");

@@ -29,15 +29,28 @@ fn config(key: &Path, extra: &str) -> String {
     )
 }
 
-fn learn(state: &Path, key: &Path, server: &HttpsServer, mode: &str, out: &Path) {
+/// The identity the sensor gave the agent that ran as `child` (other
+/// agents on the host, another test's, are in its baselines too).
+fn agent_id(sensor: &Sensor, child: u32) -> String {
+    let call = sensor.wait_for("the agent's model call", |v| {
+        kind(v) == "api_call" && pid(v) == u64::from(child) && v["agent"]["id"].is_string()
+    });
+    call["agent"]["id"].as_str().unwrap().to_string()
+}
+
+/// Three runs on a fresh node, exported to `out`; returns the agent's id.
+fn learn(state: &Path, key: &Path, server: &HttpsServer, mode: &str, out: &Path) -> String {
     let sensor = Sensor::start_in(state, &["--json"], Some(&config(key, "")));
+    let mut id = String::new();
     for _ in 0..3 {
-        agent(&sensor, server, mode);
+        let child = agent(&sensor, server, mode);
+        id = agent_id(&sensor, child);
     }
     let (ok, _, err) = sensor.cli(&["baseline", "export", "-o", out.to_str().unwrap()]);
     assert!(ok, "{err}");
     let (_, stderr) = sensor.stop();
     assert!(!stderr.contains("PLANTED"));
+    id
 }
 
 fn read(path: &Path) -> Value {
@@ -56,12 +69,11 @@ fn a_node_checks_an_agent_from_its_first_run_with_an_imported_baseline() {
     let server = HttpsServer::start("127.0.0.1");
     let (a, b) = (dir.path().join("node-a"), dir.path().join("node-b"));
     let exported = dir.path().join("a.json");
-    learn(&a, &key, &server, "catalog", &exported);
+    let id = learn(&a, &key, &server, "catalog", &exported);
     let file = read(&exported);
     assert_eq!(file["format"], "sensor-baselines/1", "{file}");
-    let baselines = file["baselines"].as_object().unwrap();
-    assert_eq!(baselines.len(), 1, "{file}");
-    let (id, learned) = baselines.iter().next().unwrap();
+    let learned = &file["baselines"][&id];
+    assert!(learned.is_object(), "{id} not in {file}");
     assert_eq!(learned["sessions"], 3, "{file}");
     assert!(
         learned["endpoints"]
@@ -126,8 +138,9 @@ fn baselines_from_two_nodes_merge_and_a_runtime_import_is_kept() {
     std::fs::write(&key, [9u8; 32]).unwrap();
     let server = HttpsServer::start("127.0.0.1");
     let (a, c) = (dir.path().join("a.json"), dir.path().join("c.json"));
-    learn(&dir.path().join("node-a"), &key, &server, "catalog", &a);
-    learn(&dir.path().join("node-c"), &key, &server, "inventory", &c);
+    let id = learn(&dir.path().join("node-a"), &key, &server, "catalog", &a);
+    let same = learn(&dir.path().join("node-c"), &key, &server, "inventory", &c);
+    assert_eq!(id, same, "one agent, one identity on both nodes");
     let merged = dir.path().join("merged.json");
     let out = Command::new(e2e::sensor_bin())
         .args(["baseline", "merge"])
@@ -139,7 +152,7 @@ fn baselines_from_two_nodes_merge_and_a_runtime_import_is_kept() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let m = read(&merged);
-    let (_, b) = m["baselines"].as_object().unwrap().iter().next().unwrap();
+    let b = &m["baselines"][&id];
     assert_eq!(b["sessions"], 6, "{m}");
     let endpoints: Vec<&String> = b["endpoints"].as_object().unwrap().keys().collect();
     assert!(
@@ -213,10 +226,15 @@ fn the_baselines_service_through_the_cli_and_a_generated_grpc_client() {
         &["--json"],
         Some(&config(&key, "")),
     );
-    agent(&sensor, &server, "catalog");
+    let first = agent(&sensor, &server, "catalog");
+    let id = agent_id(&sensor, first);
     let (ok, out, err) = sensor.cli(&["agents", "--json"]);
     assert!(ok, "{err}");
-    let listed: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let listed: Value = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|a| a["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id} not listed: {out}"));
     let (id, name) = (
         listed["id"].as_str().unwrap().to_string(),
         listed["name"].as_str().unwrap().to_string(),
@@ -248,7 +266,10 @@ fn the_baselines_service_through_the_cli_and_a_generated_grpc_client() {
         "{b}"
     );
     assert_eq!(b["credentials"].as_array().unwrap().len(), 2, "{b}");
-    assert!(!b["destinations"].as_array().unwrap().is_empty(), "{b}");
+    assert!(
+        b["destinations"].as_array().is_some_and(|d| !d.is_empty()),
+        "{b}"
+    );
     assert!(!b.to_string().contains("PLANTED"), "{b}");
     let (ok, _, err) = e2e::api_client(&t, &["baseline-get", "--agent", "agt-nobody"]);
     assert!(!ok && err.contains("NOT_FOUND"), "{err}");

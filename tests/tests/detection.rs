@@ -123,7 +123,11 @@ fn anthropic_sdk_agent_with_a_curl_tool_learns_then_is_flagged() {
         assert_eq!(o["tool_call"]["name"], "place_order", "{o}");
         assert_eq!(o["tool_call"]["id"], "toolu_e2e_1", "{o}");
     }
-    let findings: Vec<&Value> = events.iter().filter(|v| kind(v) == "finding").collect();
+    // This agent's findings (other agents on the host have theirs).
+    let findings: Vec<&Value> = events
+        .iter()
+        .filter(|v| kind(v) == "finding" && v["agent"]["id"] == agent_tag["id"])
+        .collect();
     let of_normal = |f: &&&Value| {
         f["agent"]["session"]
             .as_str()
@@ -285,8 +289,9 @@ fn support_bot_is_flagged_at_its_first_credit_and_killed_once_enforced() {
     assert_eq!(said.trim(), "credit issued");
     // It waits before its next credit until the sensor has acted on the
     // first; then it is told to go on (if it still can).
+    let rpid = u64::from(runaway.id());
     sensor.wait_for("the kill", |v| {
-        kind(v) == "action" && v["action"] == "kill" && v["outcome"] == "done"
+        kind(v) == "action" && pid(v) == rpid && v["action"] == "kill" && v["outcome"] == "done"
     });
     let _ = writeln!(runaway.stdin.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -305,7 +310,10 @@ fn support_bot_is_flagged_at_its_first_credit_and_killed_once_enforced() {
         Some(9),
         "killed at its first credit: {status}"
     );
-    let findings: Vec<&Value> = events.iter().filter(|v| kind(v) == "finding").collect();
+    let findings: Vec<&Value> = events
+        .iter()
+        .filter(|v| kind(v) == "finding" && v["agent"]["name"] == "support_bot.py")
+        .collect();
     assert!(
         !findings.iter().any(|f| pid(f) == u64::from(normal)),
         "false positive on a normal run: {findings:?}"
