@@ -11,15 +11,23 @@
 //! progress, and classified by their first send: TLS, HTTP or other. Only
 //! registered fds are looked at; `close` forgets the fd, so a reused fd
 //! number never exposes a file's contents.
+//!
+//! A send is any of write, sendto, writev, sendmsg and sendmmsg: a client
+//! picks one by its runtime, not by protocol (tokio's TcpStream, and so
+//! rustls clients such as Codex, sends its ClientHello with writev; libuv
+//! gathers several buffers with writev too). Each tracepoint runs for
+//! every call of its syscall on the host, and costs one map lookup for an
+//! unwatched fd. Not seen: sends through io_uring (no syscall per send)
+//! and pwritev2 (no client found using it on a socket).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
     macros::{map, tracepoint},
     maps::{HashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use sensor_common::{
-    Counter, EventKind, SOCK_DATA_MAX, SockDataHeader, SockDataRecord, TLS_DIR_READ, TLS_DIR_WRITE,
+    Counter, EventKind, SOCK_DATA_MAX, SockDataHeader, TLS_DIR_READ, TLS_DIR_WRITE,
 };
 
 use crate::{
@@ -61,8 +69,40 @@ pub struct PendingRecv {
 #[map]
 static PENDING_RECV: HashMap<u64, PendingRecv> = HashMap::with_max_entries(16384, 0);
 
+/// Building area for one record (a `SockDataRecord` and as much again).
+/// A gathered send copies each piece at a variable offset; the verifier
+/// bounds the offset (< `SOCK_DATA_MAX`) and the length (<= `SOCK_DATA_MAX`)
+/// of each copy apart, never their sum, so the area must hold both maxima.
+/// Only the header and the bytes captured are output.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockScratch {
+    hdr: SockDataHeader,
+    data: [u8; 2 * SOCK_DATA_MAX],
+}
+
 #[map]
-static SOCK_SCRATCH: PerCpuArray<SockDataRecord> = PerCpuArray::with_max_entries(1, 0);
+static SOCK_SCRATCH: PerCpuArray<SockScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Pieces of a gathered send read at most (two probe reads each). hyper
+/// sends a request as head + body, or + chunk framing (2-4 pieces), Node
+/// its corked writes; a send with more pieces reports the bytes and the
+/// length of the first `MAX_IOV` (each probe read costs 100-200 ns, and
+/// only watched sockets' captured sends pay it).
+const MAX_IOV: u64 = 16;
+
+/// How a send syscall passes its bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Src {
+    /// write, sendto: buffer and length at ARG1, ARG2.
+    Flat,
+    /// writev: `struct iovec *` and count at ARG1, ARG2.
+    Iov,
+    /// sendmsg: `struct user_msghdr *` at ARG1.
+    Msg,
+    /// sendmmsg: `struct mmsghdr *` (a msghdr first) and count at ARG1, ARG2.
+    Mmsg,
+}
 
 #[inline(always)]
 fn key(pid_tgid: u64, fd: i32) -> u64 {
@@ -89,12 +129,27 @@ pub fn forget_thread(pid_tgid: u64) {
 
 #[tracepoint]
 pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
-    on_send(&ctx)
+    on_send(&ctx, Src::Flat)
 }
 
 #[tracepoint]
 pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
-    on_send(&ctx)
+    on_send(&ctx, Src::Flat)
+}
+
+#[tracepoint]
+pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
+    on_send(&ctx, Src::Iov)
+}
+
+#[tracepoint]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    on_send(&ctx, Src::Msg)
+}
+
+#[tracepoint]
+pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
+    on_send(&ctx, Src::Mmsg)
 }
 
 #[tracepoint]
@@ -142,8 +197,8 @@ fn is_http_start(b: &[u8; 4]) -> bool {
 }
 
 #[inline(always)]
-fn on_send(ctx: &TracePointContext) -> u32 {
-    // write/sendto share the layout: fd, buf, count at ARG0..ARG2.
+fn on_send(ctx: &TracePointContext, src: Src) -> u32 {
+    // Every send syscall has the fd at ARG0 (`src` says where the bytes are).
     let pid_tgid = bpf_get_current_pid_tgid();
     let fd = field::<u64>(ctx, ARG0) as i32;
     // Most writes on the host are not to a watched socket: one lookup and out.
@@ -162,21 +217,41 @@ fn on_send(ctx: &TracePointContext) -> u32 {
             w.sends_left -= 1;
         }
     }
-    let buf = field::<u64>(ctx, ARG1);
-    let len = field::<u64>(ctx, ARG2);
-    if len == 0 {
-        return 0;
-    }
-    let first = output(fd, buf, len, TLS_DIR_WRITE);
+    let first = match src {
+        Src::Flat => {
+            let len = field::<u64>(ctx, ARG2);
+            if len == 0 {
+                return 0;
+            }
+            output(fd, field::<u64>(ctx, ARG1), len, TLS_DIR_WRITE)
+        }
+        Src::Iov => output_iov(fd, field::<u64>(ctx, ARG1), field::<u64>(ctx, ARG2)),
+        Src::Msg | Src::Mmsg => {
+            // sendmmsg: only its first message (the first bytes are there).
+            if src == Src::Mmsg && field::<u64>(ctx, ARG2) == 0 {
+                return 0;
+            }
+            // struct user_msghdr: msg_name 8, msg_namelen 4 + 4 padding,
+            // then msg_iov and msg_iovlen (8 each) at 16.
+            let msg = field::<u64>(ctx, ARG1);
+            match unsafe { bpf_probe_read_user((msg + 16) as *const [u64; 2]) } {
+                Ok([iov, iovlen]) => output_iov(fd, iov, iovlen),
+                Err(_) => {
+                    count(Counter::ReadError);
+                    NO_START
+                }
+            }
+        }
+    };
     if w.mode == MODE_NEW {
         w.mode = match first {
             // A TLS handshake record: the library's plaintext is captured
             // by the TLS hooks, nothing more to copy here.
-            Some([0x16, 0x03, _, _]) => {
+            [0x16, 0x03, _, _] => {
                 crate::enforce::hold_new_tls((pid_tgid >> 32) as u32, fd);
                 MODE_TLS
             }
-            Some(b) if is_http_start(&b) => MODE_HTTP,
+            b if is_http_start(&b) => MODE_HTTP,
             _ => MODE_OTHER,
         };
     }
@@ -222,17 +297,112 @@ fn on_recv_exit(ctx: &TracePointContext) -> u32 {
     0
 }
 
+/// Most bytes to copy of one send or receive: `sockets.capture_bytes`,
+/// clamped explicitly so the verifier can bound every copy.
+#[inline(always)]
+fn capture_limit() -> u64 {
+    let limit = SOCK_CAPTURE_BYTES.load() as u64;
+    if limit > SOCK_DATA_MAX as u64 {
+        SOCK_DATA_MAX as u64
+    } else {
+        limit
+    }
+}
+
+/// What `output` returns when it copied fewer than four bytes: zeros
+/// start neither a TLS record nor a request. (No `Option`: LLVM moves a
+/// `None`'s undefined payload through registers, and the verifier refuses
+/// to read a register never written: "R5 !read_ok".)
+const NO_START: [u8; 4] = [0; 4];
+
 /// Copies up to the capture limit of `len` bytes at `buf` into a record;
 /// returns the first four bytes when there were that many.
 #[inline(always)]
-fn output(fd: i32, buf: u64, len: u64, dir: u8) -> Option<[u8; 4]> {
-    let rec = SOCK_SCRATCH.get_ptr_mut(0)?;
-    let limit = SOCK_CAPTURE_BYTES.load() as u64;
+fn output(fd: i32, buf: u64, len: u64, dir: u8) -> [u8; 4] {
+    let Some(rec) = SOCK_SCRATCH.get_ptr_mut(0) else {
+        return NO_START;
+    };
+    let limit = capture_limit();
     let mut n = if len < limit { len } else { limit };
     // Explicit clamp: bounds the copy and the output size for the verifier.
     if n > SOCK_DATA_MAX as u64 {
         n = SOCK_DATA_MAX as u64;
     }
+    unsafe {
+        if generated::bpf_probe_read_user(
+            (*rec).data.as_mut_ptr() as *mut _,
+            n as u32,
+            buf as *const _,
+        ) != 0
+        {
+            count(Counter::ReadError);
+            return NO_START;
+        }
+    }
+    submit(rec, fd, n, len, dir)
+}
+
+/// `output` for a gathered send: the pieces of `iovcnt` iovecs at `iov`
+/// (`struct iovec { void *base; size_t len; }`), copied one after the
+/// other up to the capture limit, as one record whose length is theirs
+/// together, as if one buffer had been written.
+#[inline(always)]
+fn output_iov(fd: i32, iov: u64, iovcnt: u64) -> [u8; 4] {
+    let Some(rec) = SOCK_SCRATCH.get_ptr_mut(0) else {
+        return NO_START;
+    };
+    let limit = capture_limit();
+    let mut off = 0u64;
+    let mut total = 0u64;
+    for i in 0..MAX_IOV {
+        if i >= iovcnt {
+            break;
+        }
+        let Ok([base, len]) = (unsafe { bpf_probe_read_user((iov + i * 16) as *const [u64; 2]) })
+        else {
+            count(Counter::ReadError);
+            return NO_START;
+        };
+        total = total.wrapping_add(len);
+        if off >= limit || len == 0 {
+            continue;
+        }
+        let room = limit - off;
+        let mut n = if len < room { len } else { room };
+        // `off < limit <= SOCK_DATA_MAX` and `n <= room` already hold, but
+        // the verifier learns no bound from comparing two registers (`off`
+        // against `limit`): the mask and the clamp restate them as bounds
+        // against constants, which it does learn.
+        let at = off & (SOCK_DATA_MAX as u64 - 1);
+        if n > SOCK_DATA_MAX as u64 {
+            n = SOCK_DATA_MAX as u64;
+        }
+        unsafe {
+            if generated::bpf_probe_read_user(
+                (*rec).data.as_mut_ptr().add(at as usize) as *mut _,
+                n as u32,
+                base as *const _,
+            ) != 0
+            {
+                count(Counter::ReadError);
+                return NO_START;
+            }
+        }
+        off = at + n;
+    }
+    if total == 0 {
+        return NO_START;
+    }
+    if off > SOCK_DATA_MAX as u64 {
+        off = SOCK_DATA_MAX as u64;
+    }
+    submit(rec, fd, off, total, TLS_DIR_WRITE)
+}
+
+/// Outputs the header and the `n` bytes copied into the scratch record;
+/// returns the first four when there were that many.
+#[inline(always)]
+fn submit(rec: *mut SockScratch, fd: i32, n: u64, len: u64, dir: u8) -> [u8; 4] {
     unsafe {
         (*rec).hdr = SockDataHeader {
             header: emit::current_header(EventKind::SockData),
@@ -242,17 +412,8 @@ fn output(fd: i32, buf: u64, len: u64, dir: u8) -> Option<[u8; 4]> {
             dir,
             _pad: [0; 7],
         };
-        if generated::bpf_probe_read_user(
-            (*rec).data.as_mut_ptr() as *mut _,
-            n as u32,
-            buf as *const _,
-        ) != 0
-        {
-            count(Counter::ReadError);
-            return None;
-        }
         let size = size_of::<SockDataHeader>() + n as usize;
-        let bytes = &*(rec as *const [u8; size_of::<SockDataRecord>()]);
+        let bytes = &*(rec as *const [u8; size_of::<SockScratch>()]);
         if let Some(out) = bytes.get(..size)
             && EVENTS.output(out, emit::wakeup_flags()).is_err()
         {
@@ -260,8 +421,8 @@ fn output(fd: i32, buf: u64, len: u64, dir: u8) -> Option<[u8; 4]> {
         }
         if n >= 4 {
             let d = &(*rec).data;
-            return Some([d[0], d[1], d[2], d[3]]);
+            return [d[0], d[1], d[2], d[3]];
         }
     }
-    None
+    NO_START
 }

@@ -145,7 +145,7 @@ pub const HOOKS: &[Hook] = &[
             id: MethodId::SocketDataTracepoints,
             name: "tracepoint",
             needs: &[Tracepoint],
-            why: "write/sendto/read/recvfrom/close syscall tracepoints see the bytes of connected sockets in user memory",
+            why: "write/sendto/writev/sendmsg/sendmmsg/read/recvfrom/close syscall tracepoints see the bytes of connected sockets in user memory, whichever send call a client's runtime makes",
         }],
     },
     Hook {
