@@ -719,7 +719,8 @@ pub struct SocketsConfig {
     /// Capture bytes of connected sockets: the first send (a TLS
     /// ClientHello names SNI/ALPN), and both directions of plain-text HTTP
     /// connections for their whole life. Also ties TLS calls to their
-    /// socket. Hooks write/sendto/read/recvfrom/close.
+    /// socket. Hooks write/sendto/writev/sendmsg/sendmmsg, read/recvfrom
+    /// and close.
     pub enabled: bool,
     /// Bytes copied per captured send or receive.
     pub capture_bytes: u32,
