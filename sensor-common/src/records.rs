@@ -219,7 +219,8 @@ pub struct TlsDataRecord {
 /// (post-quantum key shares make them ~1.8 KiB) or a request head.
 pub const SOCK_DATA_MAX: usize = 4096;
 
-/// Bytes a process sent (write/sendto, captured at entry) or received
+/// Bytes a process sent (write, writev, sendto, sendmsg, the first message
+/// of sendmmsg; captured at entry) or received
 /// (read/recvfrom, captured at exit) on a socket it connected. `captured` bytes follow this header.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

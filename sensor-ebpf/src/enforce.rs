@@ -156,7 +156,7 @@ const SIGKILL: u32 = 9;
 const SIGSTOP: u32 = 19;
 
 /// Called at the first send of a new TLS connection (its ClientHello, seen
-/// at `sys_enter_write`/`sendto`): a held agent's process whose plaintext
+/// at the entry of write, writev, sendto, sendmsg or sendmmsg): a held agent's process whose plaintext
 /// may not be visible is stopped right after this write, before any
 /// request can follow; the daemon reads the SNI and resumes it at once
 /// unless the host is held. The ClientHello itself leaves (the syscall
