@@ -368,12 +368,17 @@ fn output_iov(fd: i32, iov: u64, iovcnt: u64) -> [u8; 4] {
             continue;
         }
         let room = limit - off;
-        let mut n = if len < room { len } else { room };
+        let n = if len < room { len } else { room };
         // `off < limit <= SOCK_DATA_MAX` and `n <= room` already hold, but
         // the verifier learns no bound from comparing two registers (`off`
-        // against `limit`): the mask and the clamp restate them as bounds
-        // against constants, which it does learn.
+        // against `limit`, `len` against `room`; 6.1's does not, 6.18's
+        // does): the mask and the clamp restate them as bounds against
+        // constants, which it does learn. LLVM proves the clamp redundant
+        // and deletes it (then 6.1 refuses the program: "R2 min value is
+        // negative" at the read), so `n` is read back through a volatile
+        // load, whose value LLVM knows nothing about.
         let at = off & (SOCK_DATA_MAX as u64 - 1);
+        let mut n = unsafe { core::ptr::read_volatile(&n) };
         if n > SOCK_DATA_MAX as u64 {
             n = SOCK_DATA_MAX as u64;
         }
