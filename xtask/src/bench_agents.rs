@@ -40,7 +40,10 @@ pub fn run() -> Result<()> {
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
-            println!("  {}{text}", if json == "0" { "without JSON: " } else { "" });
+            println!(
+                "  {}{text}",
+                if json == "0" { "without JSON: " } else { "" }
+            );
             let number_before = |suffix: &str| -> Option<f64> {
                 let i = text.find(suffix)?;
                 text[..i].rsplit(' ').next()?.parse().ok()
