@@ -36,19 +36,31 @@ pub fn run(seconds: u64, rounds: usize, only: Option<&str>) -> Result<()> {
     // isolation links a killed sensor left on the root cgroup.
     crate::bpf_progs::ensure_no_sensor()?;
     let bin = build_sensor(true)?;
+    let result = run_kernel_benches(&bin, seconds, rounds, only);
+    let _ = std::fs::remove_dir_all(state_dir());
+    result?;
+    if only.is_none() {
+        crate::bench_agents::run()?;
+    }
+    Ok(())
+}
+
+fn run_kernel_benches(
+    bin: &std::path::Path,
+    seconds: u64,
+    rounds: usize,
+    only: Option<&str>,
+) -> Result<()> {
     match only {
-        None | Some("connect") => connect(&bin, seconds, rounds)?,
+        None | Some("connect") => connect(bin, seconds, rounds)?,
         Some("https" | "response") => {}
         Some(other) => bail!("--only {other}: one of connect, https, response, agents"),
     }
     if matches!(only, None | Some("https")) {
-        crate::bench_https::run(&bin, seconds, rounds)?;
+        crate::bench_https::run(bin, seconds, rounds)?;
     }
     if matches!(only, None | Some("response")) {
-        crate::bench_response::run(&bin)?;
-    }
-    if only.is_none() {
-        crate::bench_agents::run()?;
+        crate::bench_response::run(bin)?;
     }
     Ok(())
 }
@@ -277,6 +289,11 @@ fn connect_count(listener: &TcpListener, dur: Duration) -> Result<u64> {
     Ok(n)
 }
 
+/// The bench sensor's state directory and socket, removed when the bench ends.
+fn state_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("sensor-bench-state-{}", std::process::id()))
+}
+
 pub struct RunningSensor {
     child: Child,
     stderr: Arc<Mutex<String>>,
@@ -295,7 +312,7 @@ impl RunningSensor {
     /// host's (/var/lib/sensor, /run/sensor) belong to a sensor that may
     /// be installed there, and its baselines must not shape a round.
     pub fn start(bin: &std::path::Path) -> Result<Self> {
-        let state = std::env::temp_dir().join(format!("sensor-bench-state-{}", std::process::id()));
+        let state = state_dir();
         std::fs::create_dir_all(&state).context("the bench's state directory")?;
         let socket = state.join("sensor.sock");
         Self::start_with(
