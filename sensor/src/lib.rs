@@ -26,6 +26,8 @@ pub mod procs;
 pub mod redact;
 pub mod respond;
 pub mod run;
+#[cfg(test)]
+mod skips;
 pub mod sockets;
 pub mod state;
 pub mod tls;

@@ -635,7 +635,10 @@ mod tests {
     #[test]
     fn ipv6_sockets_have_their_kernel_cookies() {
         if let Err(e) = TcpListener::bind("[::1]:0") {
-            eprintln!("skipped: cannot bind [::1] here ({e})");
+            crate::skips::record_skip(
+                "respond::sockets::ipv6_sockets_have_their_kernel_cookies",
+                &format!("cannot bind [::1] here ({e})"),
+            );
             return;
         }
         sockets_on(std::net::Ipv6Addr::LOCALHOST.into());
@@ -667,7 +670,10 @@ mod tests {
         let (udp_fd, udp_addr, tcp_fd, tcp_addr) = match rx.recv().unwrap() {
             Ok(sockets) => sockets,
             Err(e) => {
-                eprintln!("skipped: cannot make a network namespace here ({e})");
+                crate::skips::record_skip(
+                    "respond::sockets::sockets_of_a_thread_in_another_network_namespace_are_found",
+                    &format!("cannot make a network namespace here ({e})"),
+                );
                 return;
             }
         };
