@@ -202,7 +202,15 @@ fn tokens(s: &str) -> String {
     for word in s.split(' ') {
         let lw = word.to_ascii_lowercase();
         if after_scheme && !word.is_empty() {
-            out.push(MASK.to_string());
+            // The credential is the word's leading token characters
+            // (base64 and token68); a quote or bracket that closes after
+            // it stays, or the command shown is not the one run. A word
+            // that does not start with one goes whole.
+            let end = word
+                .find(|c: char| !(c.is_ascii_alphanumeric() || "-._~+/=".contains(c)))
+                .unwrap_or(word.len());
+            let rest = if end == 0 { "" } else { &word[end..] };
+            out.push(format!("{MASK}{rest}"));
             after_scheme = false;
             continue;
         }
@@ -264,7 +272,9 @@ fn looks_like_key(w: &str) -> bool {
 mod tests {
     use super::*;
 
-    const S: &str = "sk-live-PLANTED-unit-1234567890";
+    /// Of no known key shape (no `sk-`, `ghp_`, `AKIA`, nothing a shape
+    /// rule masks): each test shows the rule it names did the masking.
+    const S: &str = "PLANTEDq7Zx93unit";
 
     fn r(args: &[&str]) -> Vec<String> {
         let v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -292,11 +302,18 @@ mod tests {
             &format!("https://bob:hunter2@api.example/v1/x?api_key={S}&limit=5"),
         ]);
         clean(&out);
-        assert_eq!(out[2], "Authorization: <redacted>");
-        assert_eq!(out[6], "alice:<redacted>");
         assert_eq!(
-            out[7],
-            "https://bob:<redacted>@api.example/v1/x?api_key=<redacted>&limit=5"
+            out,
+            [
+                "curl",
+                "-H",
+                "Authorization: <redacted>",
+                "-H",
+                "x-api-key: <redacted>",
+                "-u",
+                "alice:<redacted>",
+                "https://bob:<redacted>@api.example/v1/x?api_key=<redacted>&limit=5",
+            ]
         );
     }
 
@@ -315,8 +332,37 @@ mod tests {
             &format!("client = OpenAI(api_key=\"{S}\")"),
         ]);
         clean(&out);
-        assert_eq!(out[1], "--password");
-        assert_eq!(out[7], "--verbose", "ordinary options are kept");
+        // Ordinary options are kept; each secret goes by its option, its
+        // variable's name or its keyword argument.
+        assert_eq!(
+            out,
+            [
+                "mytool",
+                "--password",
+                "<redacted>",
+                "--api-key=<redacted>",
+                "--token",
+                "<redacted>",
+                "OPENAI_API_KEY=<redacted>",
+                "--verbose",
+                "-c",
+                "client = OpenAI(api_key=\"<redacted>\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn key_shapes_are_masked_where_no_name_says_secret() {
+        let keys = [
+            "sk-live-0123456789abcdefghij",
+            "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+            "AKIAIOSFODNN7EXAMPLE",
+        ];
+        for k in keys {
+            let out = r(&["deploy", k, "--region", "eu"]);
+            assert!(!out.join(" ").contains(k), "{k} kept: {out:?}");
+            assert_eq!(out[2..], ["--region", "eu"]);
+        }
     }
 
     #[test]
@@ -327,6 +373,12 @@ mod tests {
             &format!("wget --header 'Authorization: Bearer {S}' https://x/"),
         ]);
         clean(&out);
+        assert_eq!(
+            out[2], "wget --header 'Authorization: Bearer <redacted>' https://x/",
+            "the closing quote is kept"
+        );
+        let out = r(&["sh", "-c", &format!("f Bearer '{S}' Token {S}")]);
+        assert_eq!(out[2], "f Bearer <redacted> Token <redacted>");
     }
 
     #[test]
