@@ -105,7 +105,7 @@ mod tests {
             assert_eq!(got, Some(format!("/sensor-unit-{}", std::process::id())));
         } else {
             crate::skips::record_skip(
-                "procs::cgroups::resolves_a_fresh_cgroup_by_inode",
+                "procs::cgroups::tests::resolves_a_fresh_cgroup_by_inode",
                 "not root: the part that makes a cgroup did not run",
             );
         }
