@@ -332,6 +332,17 @@ mod tests {
         };
         m.event(&call);
         m.event(&call);
+        let action = crate::event::Detail::Action {
+            action: "kill",
+            outcome: "done",
+            by: "policy".into(),
+            why: String::new(),
+            pids: vec![(7, 1)],
+            error: None,
+            finding_seq: Some(1),
+            hold_id: None,
+        };
+        m.event(&action);
         m.latency_ns(250_000);
         m.lagged(7);
         let totals: BTreeMap<String, u64> = [
@@ -349,6 +360,8 @@ mod tests {
         for line in [
             "sensor_events_total{kind=\"finding\"} 2",
             "sensor_findings_total{rule=\"new_endpoint\",severity=\"medium\"} 2",
+            "sensor_events_total{kind=\"action\"} 1",
+            "sensor_actions_total{action=\"kill\",outcome=\"done\"} 1",
             "sensor_api_missed_events_total 7",
             "sensor_api_lagged_total 1",
             "sensor_api_subscribers 2",
@@ -365,6 +378,10 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
         }
-        assert!(text.contains("sensor_info_info{"), "{text}");
+        let info = format!(
+            "sensor_info_info{{version=\"{}\",node=\"n1\",kernel=\"6.18.0\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.lines().any(|l| l == info), "{info:?} not in:\n{text}");
     }
 }
