@@ -388,17 +388,14 @@ mod tests {
                 start_ticks: start,
             })
             .expect("self in table");
-        assert!(
-            p.exe.ends_with(
-                &std::env::current_exe()
-                    .unwrap()
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .to_string()
-            )
+        // As /proc shows this process: the whole of each, not a part.
+        assert_eq!(
+            p.exe,
+            std::env::current_exe().unwrap().display().to_string()
         );
-        assert!(!p.cmdline.is_empty());
+        let args: Vec<String> = std::env::args().collect();
+        assert_eq!(p.cmdline, redact::argv(&args));
+        assert_eq!(p.ppid, std::os::unix::process::parent_id());
     }
 
     #[test]
