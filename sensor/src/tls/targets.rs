@@ -216,11 +216,38 @@ mod tests {
 
     #[test]
     fn a_process_that_maps_nothing_yields_its_exe_only() {
-        let (libs, exe) = of_process(Path::new("/proc"), std::process::id());
-        assert!(
-            libs.iter()
-                .all(|c| is_tls_library(&c.path.to_string_lossy()))
-        );
-        assert!(exe.is_some());
+        // This test binary maps no TLS library.
+        let me = std::process::id();
+        let (libs, exe) = of_process(Path::new("/proc"), me);
+        assert!(libs.is_empty(), "{libs:?}");
+        let exe = exe.expect("this process's exe");
+        assert_eq!(exe.path, Path::new(&format!("/proc/{me}/exe")));
+        assert_eq!(Some(exe.id), file_id(&std::env::current_exe().unwrap()));
+    }
+
+    #[test]
+    fn a_mapped_libssl_is_found_once_through_the_process_root() {
+        let lib = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env("LD_PRELOAD", lib)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let maps = format!("/proc/{pid}/maps");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains(lib)) {
+            assert!(std::time::Instant::now() < deadline, "{lib} never mapped");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let (libs, exe) = of_process(Path::new("/proc"), pid);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Mapped in several segments, listed once; opened from the
+        // process's root (a container's own copy).
+        assert_eq!(libs.len(), 1, "{libs:?}");
+        assert_eq!(libs[0].path, Path::new(&format!("/proc/{pid}/root{lib}")));
+        assert_eq!(Some(libs[0].id), file_id(Path::new(lib)));
+        assert_eq!(exe.map(|e| e.id), file_id(Path::new("/usr/bin/sleep")));
     }
 }
