@@ -609,10 +609,12 @@ mod tests {
         assert_eq!(v["result_name"], "ECONNREFUSED");
         assert_eq!(v["process"]["pid"], 4_000_300);
         assert_eq!(v["process"]["comm"], "curl");
+        // The line whole: the time of day (ms), then what happened.
         let t = ev.to_text();
-        assert!(
-            t.contains("connect") && t.contains("127.0.0.1:8443 ECONNREFUSED"),
-            "{t}"
+        let time = &v["time"].as_str().unwrap()[11..23];
+        assert_eq!(
+            t,
+            format!("{time} connect curl[4000300] -> 127.0.0.1:8443 ECONNREFUSED fd=3 | uid=1000")
         );
     }
 
@@ -633,6 +635,14 @@ mod tests {
         assert_eq!(
             (daddr.to_string().as_str(), family, result_name.as_str()),
             ("::1", "ipv6", "ok")
+        );
+        let mut procs = ProcessTable::new(&ProcsConfig::default());
+        let ev = from_record(&Record::Connect(r), &mut procs, &Clock::new()).unwrap();
+        let t = ev.to_text();
+        assert_eq!(
+            t[12..],
+            *" connect curl[4000301] -> [::1]:80 ok fd=3 | uid=1000",
+            "{t}"
         );
     }
 
