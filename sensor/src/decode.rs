@@ -250,6 +250,54 @@ pub(crate) mod tests {
         assert!(
             matches!(decode(&bytes_of(&b)).unwrap(), Record::TlsBind(r) if (r.conn, r.fd) == (0x5555, 7))
         );
+        let k = blocked(5);
+        assert!(
+            matches!(decode(&bytes_of(&k)).unwrap(), Record::Blocked(r) if (r.conn, r.rule, r.len) == (0x77, 2, 40))
+        );
+        match decode(&sock(6, b"POST /x")).unwrap() {
+            Record::SockData(d) => {
+                assert_eq!((d.hdr.fd, d.hdr.len), (9, 100));
+                assert_eq!(d.data, b"POST /x");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Its own bound, not TLS's: a claim past SOCK_DATA_MAX is corrupt.
+        let long = vec![b'x'; SOCK_DATA_MAX + 1];
+        assert_eq!(
+            decode(&sock(6, &long)).unwrap_err(),
+            DecodeError::BadDataLength {
+                captured: SOCK_DATA_MAX + 1,
+                carried: SOCK_DATA_MAX + 1
+            }
+        );
+    }
+
+    fn blocked(tgid: u32) -> sensor_common::BlockedRecord {
+        sensor_common::BlockedRecord {
+            header: header(EventKind::Blocked, tgid),
+            conn: 0x77,
+            rule: 2,
+            signal_result: 0,
+            buf: 0x7f00_0000_1000,
+            len: 40,
+            action: u32::from(sensor_common::ARM_HOLD),
+            _pad: 0,
+        }
+    }
+
+    /// A SockData record: its header (fd 9, a send of 100 bytes), then `data`.
+    fn sock(tgid: u32, data: &[u8]) -> Vec<u8> {
+        let hdr = SockDataHeader {
+            header: header(EventKind::SockData, tgid),
+            fd: 9,
+            captured: data.len() as u32,
+            len: 100,
+            dir: sensor_common::TLS_DIR_WRITE,
+            _pad: [0; 7],
+        };
+        let mut b = bytes_of(&hdr);
+        b.extend_from_slice(data);
+        b
     }
 
     #[test]
@@ -286,15 +334,39 @@ pub(crate) mod tests {
 
     #[test]
     fn every_prefix_of_every_kind_is_handled() {
-        // No length of any record may panic.
+        // No length of any record may panic, and every one short of the
+        // whole record is an error.
         let recs = [
-            bytes_of(&connect(1, 1, 0)),
             bytes_of(&exec(1, 0, "/bin/x", &["x"])),
+            bytes_of(&ForkRecord {
+                header: header(EventKind::Fork, 1),
+                child_tgid: 2,
+                _pad: 0,
+                child_start_ns: 7,
+            }),
+            bytes_of(&ExitRecord {
+                header: header(EventKind::Exit, 1),
+                exit_code: 0,
+                _pad: 0,
+            }),
+            bytes_of(&connect(1, 1, 0)),
+            tls(1, 1, 0, b"GET / HTTP/1.1"),
+            sock(1, b"GET / HTTP/1.1"),
+            bytes_of(&sensor_common::TlsBindRecord {
+                header: header(EventKind::TlsBind, 1),
+                conn: 1,
+                fd: 3,
+                _pad: 0,
+            }),
+            bytes_of(&blocked(1)),
         ];
+        let kinds: Vec<u32> = recs.iter().map(|r| r[0].into()).collect();
+        assert_eq!(kinds, (1..=8).collect::<Vec<_>>(), "one of each kind");
         for r in &recs {
-            for len in 0..=r.len() {
-                let _ = decode(&r[..len]);
+            for len in 0..r.len() {
+                assert!(decode(&r[..len]).is_err(), "kind {} at {len}", r[0]);
             }
+            decode(r).unwrap();
         }
     }
 
