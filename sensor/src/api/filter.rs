@@ -213,6 +213,57 @@ mod tests {
         assert!(s.passes(&ev("exec", 1, "x")), "container id prefix");
     }
 
+    /// Each field lets through what it names and nothing else, allowed or
+    /// denied (a filter that ignored one would pass everything above).
+    #[test]
+    fn every_field_narrows() {
+        let ev = |agent: &str, session: &str, container: &str, pod: &str, ns: &str| pb::Event {
+            kind: "exec".into(),
+            process: Some(pb::Process {
+                pid: 1,
+                agent_id: agent.into(),
+                agent_session: session.into(),
+                container_id: container.into(),
+                pod: Some(pb::Pod {
+                    name: pod.into(),
+                    namespace: ns.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let base = ev("agt-1", "s-1", "abcdef", "web-1", "shop");
+        let cases = [
+            (
+                filter(|f| f.agent_ids = vec!["agt-9".into(), "agt-1".into()]),
+                ev("agt-2", "s-1", "abcdef", "web-1", "shop"),
+            ),
+            (
+                filter(|f| f.agent_session = "s-1".into()),
+                ev("agt-1", "s-2", "abcdef", "web-1", "shop"),
+            ),
+            (
+                filter(|f| f.container_id = "abc".into()),
+                ev("agt-1", "s-1", "fedcba", "web-1", "shop"),
+            ),
+            (
+                filter(|f| f.pod = "web-1".into()),
+                ev("agt-1", "s-1", "abcdef", "web-2", "shop"),
+            ),
+            (
+                filter(|f| f.namespace = "shop".into()),
+                ev("agt-1", "s-1", "abcdef", "web-1", "shop-2"),
+            ),
+        ];
+        for (f, other) in &cases {
+            let s = Selection::new(Some(f), None, 0).unwrap();
+            assert!(s.passes(&base) && !s.passes(other), "allow {f:?}");
+            let s = Selection::new(None, Some(f), 0).unwrap();
+            assert!(!s.passes(&base) && s.passes(other), "deny {f:?}");
+        }
+    }
+
     #[test]
     fn llm_call_selects_calls_to_providers() {
         let call = |provider: &str| pb::Event {
