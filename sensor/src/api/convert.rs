@@ -375,36 +375,164 @@ mod tests {
         assert_eq!(node_name(None, None), "");
     }
 
+    /// An api_call as the pipeline emits it (its JSON), every field set:
+    /// each arrives, under the name the API gives it.
     #[test]
     fn api_call_keeps_every_field() {
-        let v = serde_json::json!({
-            "time": "2026-11-22T10:00:00.000000001Z", "ts_unix_ns": 1_700_000_000_000_000_123u64,
-            "tid": 12, "kind": "api_call",
-            "process": {"pid": 10, "start_ticks": 99, "ppid": 1, "uid": 0, "comm": "curl",
-                        "exe": "/usr/bin/curl", "cmdline": ["curl", "-s"],
-                        "container": {"id": "ab", "runtime": "docker"}},
-            "method": "POST", "authority": "vendor.example", "path": "/v1/orders",
-            "path_template": "/v1/orders", "status": 201, "request_bytes": 120,
-            "response_bytes": 80, "latency_ms": 1.5, "http_version": "HTTP/2",
-            "transport": "tls", "tls_library": "openssl",
-            "credential_fingerprint": "Bearer fp:0123456789ab", "connection": "0x1",
-            "daddr": "127.0.0.1", "dport": 443, "sni": "vendor.example"
-        });
-        let e = from_json(&v, &origin());
-        assert_eq!(e.kind, "api_call");
-        assert_eq!(e.node, "node-a");
-        assert_eq!(e.time.unwrap().nanos, 123);
-        let p = e.process.unwrap();
-        assert_eq!(p.process_id, "b00t:10:99");
-        assert_eq!(p.container_id, "ab");
-        assert_eq!(p.cmdline, ["curl", "-s"]);
-        let Some(pb::event::Payload::ApiCall(c)) = e.payload else {
-            panic!("payload")
+        use crate::{agents, event, pods::PodContainer, procs};
+        use std::sync::Arc;
+        let ev = event::Event {
+            seq: 77,
+            time: "2026-11-22T10:00:00.000000123Z".into(),
+            ts_unix_ns: 1_795_000_000_000_000_123,
+            tid: 12,
+            process: Arc::new(procs::Process {
+                pid: 10,
+                start_ticks: 99,
+                ppid: 4,
+                uid: 1000,
+                comm: "python3".into(),
+                exe: "/usr/bin/python3".into(),
+                cmdline: vec!["python3".into(), "bot.py".into()],
+                cgroup: Some("/kubepods/pod1/ab".into()),
+                cgroup_id: 5,
+                container: Some(procs::container::ContainerInfo {
+                    id: "ab".into(),
+                    runtime: "containerd",
+                    pod_uid: None,
+                }),
+                partial: true,
+            }),
+            agent: Some(Arc::new(agents::AgentTag {
+                id: "agt-1".into(),
+                name: "bot".into(),
+                session: "sess-10-99".into(),
+                key: (10, 99),
+                policy: None,
+            })),
+            pod: Some(Arc::new(PodContainer {
+                namespace: "shop".into(),
+                name: "bot-7d9c".into(),
+                uid: "u-1".into(),
+                workload: Some("Deployment/bot".into()),
+                container: "agent".into(),
+                image: "registry.example/bot:1".into(),
+                labels: [("app".to_string(), "bot".to_string())].into(),
+            })),
+            detail: event::Detail::ApiCall {
+                provider: Some("openai"),
+                llm: Some(Box::new(agents::llm::LlmSummary {
+                    model: Some("gpt-4o".into()),
+                    stream: true,
+                    input_tokens: Some(12),
+                    output_tokens: Some(3),
+                    tool_calls: vec![agents::llm::ToolCall {
+                        id: "call_2".into(),
+                        name: "search".into(),
+                        arguments_bytes: 40,
+                    }],
+                    tool_results: 1,
+                    truncated: true,
+                })),
+                tool_call: Some(agents::ToolRef {
+                    id: "call_1".into(),
+                    name: "run".into(),
+                }),
+                unrequested: true,
+                method: "POST".into(),
+                authority: "vendor.example".into(),
+                path: "/v1/orders/8".into(),
+                path_template: "/v1/orders/{id}".into(),
+                status: Some(201),
+                request_bytes: 120,
+                response_bytes: 80,
+                latency_ms: Some(1.5),
+                http_version: "HTTP/2".into(),
+                transport: "tls",
+                tls_library: Some("openssl"),
+                credential_fingerprint: Some("Bearer fp:0123456789ab".into()),
+                connection: "0x1".into(),
+                daddr: Some("127.0.0.1".parse().unwrap()),
+                dport: Some(443),
+                sni: Some("vendor.example".into()),
+            },
         };
-        assert_eq!(c.status, Some(201));
-        assert_eq!(c.dport, Some(443));
-        assert_eq!(c.latency_ms, Some(1.5));
-        assert_eq!(c.credential_fingerprint, "Bearer fp:0123456789ab");
+        let v: Value = serde_json::from_str(&ev.to_json()).unwrap();
+        let s = |x: &str| x.to_string();
+        let want = pb::Event {
+            time: Some(Timestamp {
+                seconds: 1_795_000_000,
+                nanos: 123,
+            }),
+            node: s("node-a"),
+            seq: 77,
+            tid: 12,
+            process: Some(pb::Process {
+                pid: 10,
+                start_ticks: 99,
+                process_id: s("b00t:10:99"),
+                ppid: 4,
+                uid: 1000,
+                comm: s("python3"),
+                exe: s("/usr/bin/python3"),
+                cmdline: vec![s("python3"), s("bot.py")],
+                cgroup: s("/kubepods/pod1/ab"),
+                container_id: s("ab"),
+                container_runtime: s("containerd"),
+                pod: Some(pb::Pod {
+                    name: s("bot-7d9c"),
+                    namespace: s("shop"),
+                    labels: [(s("app"), s("bot"))].into(),
+                    workload: s("Deployment/bot"),
+                    container_name: s("agent"),
+                    image: s("registry.example/bot:1"),
+                }),
+                partial: true,
+                agent_id: s("agt-1"),
+                agent_name: s("bot"),
+                agent_session: s("sess-10-99"),
+            }),
+            severity: pb::Severity::Info as i32,
+            kind: s("api_call"),
+            payload: Some(pb::event::Payload::ApiCall(pb::ApiCall {
+                method: s("POST"),
+                authority: s("vendor.example"),
+                path: s("/v1/orders/8"),
+                path_template: s("/v1/orders/{id}"),
+                status: Some(201),
+                request_bytes: 120,
+                response_bytes: 80,
+                latency_ms: Some(1.5),
+                http_version: s("HTTP/2"),
+                transport: s("tls"),
+                tls_library: s("openssl"),
+                credential_fingerprint: s("Bearer fp:0123456789ab"),
+                connection: s("0x1"),
+                daddr: s("127.0.0.1"),
+                dport: Some(443),
+                sni: s("vendor.example"),
+                provider: s("openai"),
+                llm: Some(pb::LlmCall {
+                    model: s("gpt-4o"),
+                    stream: true,
+                    input_tokens: Some(12),
+                    output_tokens: Some(3),
+                    tool_calls: vec![pb::ToolCall {
+                        id: s("call_2"),
+                        name: s("search"),
+                        arguments_bytes: 40,
+                    }],
+                    tool_results: 1,
+                    truncated: true,
+                }),
+                tool_call: Some(pb::ToolRef {
+                    id: s("call_1"),
+                    name: s("run"),
+                }),
+                unrequested: true,
+            })),
+        };
+        assert_eq!(from_json(&v, &origin()), want);
     }
 
     #[test]
