@@ -473,10 +473,11 @@ pub async fn run(cfg: Config) -> Result<()> {
                     &out.by_kind,
                     tls.attached
                         .iter()
+                        .chain(&tls.refused)
                         .map(|t| {
                             (
-                                t.path.display().to_string(),
-                                t.functions.iter().map(|f| f.to_string()).collect(),
+                                format!("{} [{}]", t.path.display(), t.library),
+                                t.functions.clone(),
                             )
                         })
                         .collect(),

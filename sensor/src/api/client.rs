@@ -249,7 +249,10 @@ pub fn status_text(r: &pb::StatusResponse) -> String {
     }
     let _ = writeln!(s, "TLS targets: {}", r.tls_targets.len());
     for t in &r.tls_targets {
-        let _ = writeln!(s, "  {} ({})", t.path, t.functions.join(", "));
+        let _ = writeln!(s, "  {}", t.path);
+        for f in &t.functions {
+            let _ = writeln!(s, "    {f}");
+        }
     }
     let _ = writeln!(
         s,

@@ -6,8 +6,10 @@
 //! and again when a process execs or first connects, which is when a
 //! container's own libssl or a newly installed runtime shows up.
 
+pub mod boringssl;
 pub mod client_hello;
 pub mod placement;
+pub mod resolve;
 pub mod targets;
 
 use std::{
@@ -25,16 +27,17 @@ use aya::{
 };
 use tracing::{info, warn};
 
-use targets::{Candidate, FUNCTIONS, FileId};
-
-/// The return program shared by every TLS function.
-const RET_PROGRAM: &str = "tls_ret";
+use resolve::{Attach, Resolution};
+use targets::{Candidate, FUNCTIONS, FileId, RET_PROGRAM};
 
 #[derive(Clone, Debug)]
 pub struct TlsTarget {
     pub path: PathBuf,
-    /// Functions probed, by name, or "SSL_read_ex+SSL_read at 0x35290"
-    /// for an internal function that serves both (`placement`).
+    /// The library recognised ("OpenSSL", "BoringSSL", ...).
+    pub library: &'static str,
+    /// Per function probed: how it was found and where, e.g.
+    /// "SSL_write: signature at 0x320d3a0 (ssl_lib.cc reports ...)"; or,
+    /// for a file refused, one line saying why nothing was attached.
     pub functions: Vec<String>,
 }
 
@@ -47,6 +50,8 @@ pub struct TlsAttacher {
     /// Processes whose maps were read, by (pid, start ticks).
     scanned: HashSet<(u32, u64)>,
     pub attached: Vec<TlsTarget>,
+    /// Files with a TLS library that could not be pinned down.
+    pub refused: Vec<TlsTarget>,
     pub attach_errors: u64,
 }
 
@@ -73,6 +78,7 @@ impl TlsAttacher {
             hooked: HashSet::new(),
             scanned: HashSet::new(),
             attached: Vec::new(),
+            refused: Vec::new(),
             attach_errors: 0,
         }
     }
@@ -127,55 +133,58 @@ impl TlsAttacher {
         if !self.done.insert(c.id) {
             return;
         }
-        let plan = targets::probe_plan(&c.path);
-        if plan.exported.is_empty() {
-            return;
-        }
-        let mut ok = Vec::new();
-        for i in &plan.internals {
-            let what = format!("{} at {:#x}", i.covers.join("+"), i.vaddr);
-            match attach(
-                bpf,
-                i.program,
-                UProbeAttachLocation::AbsoluteOffset(i.file_offset),
-                &c.path,
-            ) {
-                Ok(()) => ok.push(what),
-                Err(e) => {
-                    self.attach_errors += 1;
-                    warn!(functions = %what, file = %c.path.display(), error = %format!("{e:#}"), "TLS uprobe not attached");
-                }
+        let (library, functions) = match resolve::resolve(&c.path) {
+            Resolution::None => return,
+            Resolution::Refused { library, reason } => {
+                warn!(file = %c.path.display(), library, reason = %reason, "TLS library found but not attached");
+                self.refused.push(TlsTarget {
+                    path: c.path,
+                    library,
+                    functions: vec![format!("refused: {reason}")],
+                });
+                return;
             }
-        }
-        for (f, program) in plan.by_symbol() {
-            match attach(bpf, program, UProbeAttachLocation::Symbol(f), &c.path) {
+            Resolution::Found { library, functions } => (library, functions),
+        };
+        let mut ok = Vec::new();
+        for f in functions {
+            match attach(bpf, &f.attach, &c.path) {
                 Ok(()) => ok.push(f.to_string()),
                 Err(e) => {
                     self.attach_errors += 1;
-                    warn!(function = f, file = %c.path.display(), error = %format!("{e:#}"), "TLS uprobe not attached");
+                    warn!(function = %f, file = %c.path.display(), error = %format!("{e:#}"), "TLS uprobe not attached");
                 }
             }
         }
         if !ok.is_empty() {
             self.hooked.insert(c.id);
-            info!(file = %c.path.display(), functions = ?ok, "TLS capture attached");
+            info!(file = %c.path.display(), library, functions = ?ok, "TLS capture attached");
             self.attached.push(TlsTarget {
                 path: c.path,
+                library,
                 functions: ok,
             });
         }
     }
 }
 
-/// Attaches `entry` and the shared return program at `at` in `path`.
-fn attach(bpf: &mut Ebpf, entry: &str, at: UProbeAttachLocation<'_>, path: &Path) -> Result<()> {
-    for prog_name in [entry, RET_PROGRAM] {
+/// Attaches each program at its place in `path`.
+fn attach(bpf: &mut Ebpf, list: &[Attach], path: &Path) -> Result<()> {
+    for a in list {
         let prog: &mut UProbe = bpf
-            .program_mut(prog_name)
+            .program_mut(a.program)
             .context("uprobe program missing")?
             .try_into()?;
+        let at = UProbeAttachLocation::AbsoluteOffset(a.file_offset);
         prog.attach([at], path, UProbeScope::AllProcesses)
-            .with_context(|| format!("attaching {prog_name} to {at:?} in {}", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "attaching {} at {:#x} in {}",
+                    a.program,
+                    a.file_offset,
+                    path.display()
+                )
+            })?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! the system's libraries, and executables that export the functions
 //! themselves (Node links OpenSSL statically and exports SSL_*).
 
+use super::resolve::{Attach, Binary, Found, Method, Resolution};
 use std::{
     collections::HashSet,
     os::unix::fs::MetadataExt,
@@ -128,56 +129,81 @@ pub fn of_process(proc_root: &Path, pid: u32) -> (Vec<Candidate>, Option<Candida
     (libs, exe)
 }
 
-/// What to probe in one file: the TLS functions it exports, and the
-/// internal functions that serve a pair of them more cheaply
-/// (`placement`).
-#[derive(Debug, Default)]
-pub struct ProbePlan {
-    /// (function, its entry program) for each of `FUNCTIONS` defined here.
-    pub exported: Vec<(&'static str, &'static str)>,
-    pub internals: Vec<super::placement::Internal>,
-}
-
-impl ProbePlan {
-    /// Exported functions not served by an internal probe.
-    pub fn by_symbol(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
-        self.exported
-            .iter()
-            .copied()
-            .filter(|(f, _)| !self.internals.iter().any(|i| i.covers.contains(f)))
+/// The library the exported functions belong to, by its first function.
+fn library_of(function: &str) -> &'static str {
+    if function.starts_with("gnutls") {
+        "GnuTLS"
+    } else {
+        "OpenSSL"
     }
 }
 
-/// The TLS functions `path` exports (dynamic symbols, defined here), and
-/// where they are best probed.
-pub fn probe_plan(path: &Path) -> ProbePlan {
-    let Ok(file) = std::fs::File::open(path) else {
-        return ProbePlan::default();
-    };
-    // SAFETY: read-only map of a file we only read; a concurrent truncation
-    // could fault, which is why only library/executable files are mapped.
-    let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
-        return ProbePlan::default();
-    };
-    let Ok(obj) = object::File::parse(&*map) else {
-        return ProbePlan::default();
-    };
-    let defined = super::placement::defined_symbols(&obj);
+/// The TLS functions `bin` exports (dynamic symbols, defined here), each
+/// with its entry program and the shared return program, except where
+/// OpenSSL's internal function serves a wrapper pair more cheaply
+/// (`placement`: derived from the wrappers' code).
+pub fn by_symbols(bin: &Binary) -> Resolution {
+    let defined = super::placement::defined_symbols(&bin.obj);
     let exported: Vec<_> = FUNCTIONS
         .iter()
         .copied()
         .filter(|(f, _)| defined.contains_key(f))
         .collect();
-    let internals = if exported.is_empty() {
-        Vec::new()
-    } else {
-        super::placement::internals(&obj, &defined)
+    let Some((first, _)) = exported.first() else {
+        return Resolution::None;
     };
-    ProbePlan {
-        exported,
-        internals,
+    let library = library_of(first);
+    let internals = super::placement::internals(&bin.obj, &defined);
+    let mut functions = Vec::new();
+    for i in &internals {
+        functions.push(Found {
+            function: i.covers.join("+"),
+            method: Method::Derived,
+            vaddr: i.vaddr,
+            file_offset: i.file_offset,
+            evidence: format!("called with {}'s arguments", i.covers[0]),
+            attach: with_return(i.program, i.file_offset),
+        });
     }
+    for (f, program) in exported {
+        if internals.iter().any(|i| i.covers.contains(&f)) {
+            continue;
+        }
+        let vaddr = defined[f];
+        let Some(file_offset) = bin.file_offset(vaddr) else {
+            return Resolution::Refused {
+                library,
+                reason: format!("{f} at {vaddr:#x} is outside the file's code"),
+            };
+        };
+        functions.push(Found {
+            function: f.to_string(),
+            method: Method::Symbol,
+            vaddr,
+            file_offset,
+            evidence: String::new(),
+            attach: with_return(program, file_offset),
+        });
+    }
+    Resolution::Found { library, functions }
 }
+
+/// An entry program and the shared return program at one place.
+pub fn with_return(program: &'static str, file_offset: u64) -> Vec<Attach> {
+    vec![
+        Attach {
+            program,
+            file_offset,
+        },
+        Attach {
+            program: RET_PROGRAM,
+            file_offset,
+        },
+    ]
+}
+
+/// The return program shared by the C libraries' functions.
+pub const RET_PROGRAM: &str = "tls_ret";
 
 #[cfg(test)]
 mod tests {
@@ -198,20 +224,31 @@ mod tests {
             .iter()
             .find(|c| c.path.to_string_lossy().contains("libssl.so"))
             .expect("libssl on this host (curl depends on it)");
-        let f: Vec<_> = probe_plan(&ssl.path)
-            .exported
+        let Resolution::Found { library, functions } = super::super::resolve::resolve(&ssl.path)
+        else {
+            panic!("{} not resolved", ssl.path.display());
+        };
+        assert_eq!(library, "OpenSSL");
+        // OpenSSL 3.0: both pairs on their internal functions, derived
+        // from the exported wrappers.
+        let f: Vec<_> = functions
             .iter()
-            .map(|(f, _)| *f)
+            .map(|f| (f.function.as_str(), f.method))
             .collect();
-        for want in ["SSL_write", "SSL_read", "SSL_write_ex", "SSL_read_ex"] {
-            assert!(
-                f.contains(&want),
-                "{want} missing from {}: {f:?}",
-                ssl.path.display()
-            );
-        }
+        assert_eq!(
+            f,
+            [
+                ("SSL_read_ex+SSL_read", Method::Derived),
+                ("SSL_write_ex+SSL_write", Method::Derived),
+            ],
+            "{}",
+            ssl.path.display()
+        );
         // An executable without TLS exports has none.
-        assert!(probe_plan(Path::new("/bin/sh")).exported.is_empty());
+        assert_eq!(
+            super::super::resolve::resolve(Path::new("/bin/sh")),
+            Resolution::None
+        );
     }
 
     #[test]
