@@ -265,3 +265,23 @@ pub fn hook_choice(status: &Value, hook: &str) -> (String, Vec<(String, String)>
         .unwrap_or_default();
     (h["method"].as_str().unwrap_or("").to_string(), skipped)
 }
+
+/// A real agent binary installed from npm at the version pinned in
+/// tests/agents/package-lock.json (`cargo xtask test` installs them and
+/// names the directory in `SENSOR_E2E_NPM`), e.g.
+/// `npm_binary("@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex")`.
+pub fn npm_binary(under_node_modules: &str) -> PathBuf {
+    let dir = std::env::var("SENSOR_E2E_NPM").unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/e2e-npm")
+            .display()
+            .to_string()
+    });
+    let path = Path::new(&dir).join("node_modules").join(under_node_modules);
+    assert!(
+        path.is_file(),
+        "{} missing: run the tests with cargo xtask test, which installs tests/agents",
+        path.display()
+    );
+    path
+}

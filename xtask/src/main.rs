@@ -10,6 +10,7 @@ mod cmd;
 mod cpio;
 mod deploy;
 mod fuzz;
+mod npm;
 mod setup;
 mod test;
 mod venv;

@@ -44,7 +44,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     (
         "golang-go",
-        "a Go client (crypto/tls, nothing to hook) in the end-to-end tests",
+        "a Go agent (crypto/tls, hooked through .gopclntab) in the end-to-end tests",
     ),
 ];
 

@@ -103,6 +103,7 @@ fn steps(e2e: bool, totals: &mut Totals) -> Result<()> {
         return Ok(());
     }
     let python = crate::venv::ensure()?;
+    let agents = crate::npm::ensure()?;
     let log = root().join("target").join("e2e-log.txt");
     let _ = std::fs::remove_file(&log);
     // Serial: the tests share the kernel and filter events by their own pids.
@@ -112,6 +113,7 @@ fn steps(e2e: bool, totals: &mut Totals) -> Result<()> {
             .args(["test", "--package", "e2e", "--", "--test-threads=1"])
             .env("SENSOR_BIN", &bin)
             .env("SENSOR_E2E_PYTHON", &python)
+            .env("SENSOR_E2E_NPM", &agents)
             .env("SENSOR_E2E_LOG", &log)
             // The host's attach methods, for the vm-test summary.
             .env("SENSOR_E2E_STATUS_OUT", root().join(crate::vm::HOST_STATUS)),
