@@ -49,6 +49,10 @@ fn args_len(v: Option<&Value>) -> u64 {
 /// Reads the request body (model, stream flag, tool results sent back).
 fn request(s: &mut LlmSummary, body: &[u8]) {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        // Cut short (a capture keeps the first `tls.capture_bytes` of each
+        // write; Claude Code writes its 50 KB bodies in 16 KB pieces): the
+        // top-level fields seen before the cut still count.
+        s.model = top_level_string(body, "model");
         return;
     };
     s.model = v["model"].as_str().map(String::from);
@@ -74,6 +78,58 @@ fn request(s: &mut LlmSummary, body: &[u8]) {
             }
         }
     }
+}
+
+/// The string value of top-level `key` in a JSON object that may be cut
+/// anywhere: scans strings and nesting only, up to the first occurrence at
+/// depth 1 (None if the value is not a string or is cut).
+pub fn top_level_string(body: &[u8], key: &str) -> Option<String> {
+    let mut depth = 0u32;
+    let mut i = 0;
+    // Whether the string just read at depth 1 was a key equal to `key`.
+    let mut wanted_key = false;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                let end = string_end(body, i)?;
+                let literal = &body[i..=end];
+                if wanted_key {
+                    return serde_json::from_slice::<String>(literal).ok();
+                }
+                i = end + 1;
+                // A key is followed by ':' (after optional whitespace).
+                let rest = body[i..].iter().position(|b| !b.is_ascii_whitespace());
+                let is_key = rest.is_some_and(|r| body[i + r] == b':');
+                if depth == 1 && is_key {
+                    wanted_key = serde_json::from_slice::<String>(literal).is_ok_and(|k| k == key);
+                    i += rest.unwrap_or(0) + 1;
+                }
+                continue;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                wanted_key = false;
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b if !b.is_ascii_whitespace() => wanted_key = false,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Index of the quote closing the string that opens at `start`.
+fn string_end(body: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < body.len() {
+        match body[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 /// One JSON response object (a whole body or one SSE event).
@@ -286,6 +342,27 @@ data: [DONE]\n\n";
         let s = summarize(None, Some((o, false)), Some("application/x-ndjson"));
         assert_eq!(s.tool_calls[0].name, "get_weather");
         assert_eq!(s.output_tokens, Some(6));
+    }
+
+    #[test]
+    fn the_model_of_a_request_cut_short() {
+        let body = br#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"a \"model\": \"x\" {"}],"system":[{"text":"#;
+        assert_eq!(
+            top_level_string(body, "model").as_deref(),
+            Some("claude-sonnet-4-5")
+        );
+        let s = summarize(Some((body, true)), None, None);
+        assert_eq!(s.model.as_deref(), Some("claude-sonnet-4-5"));
+        assert!(s.truncated);
+        // Nested "model" keys and strings that look like keys do not count;
+        // a value that is not a string, or is cut, gives nothing.
+        let nested = br#"{"messages":[{"model":"inner"}],"note":"\"model\":\"fake\"","model":"#;
+        assert_eq!(top_level_string(nested, "model"), None);
+        let later = br#"{"messages":[{"model":"inner"}],"model" : "outer","x":"#;
+        assert_eq!(top_level_string(later, "model").as_deref(), Some("outer"));
+        assert_eq!(top_level_string(br#"{"model":42,"#, "model"), None);
+        assert_eq!(top_level_string(br#"{"model":"clau"#, "model"), None);
+        assert_eq!(top_level_string(br#"{"models":"x","#, "model"), None);
     }
 
     #[test]
