@@ -59,6 +59,9 @@ pub struct TlsCall {
     _pad: u8,
 }
 
+/// `TlsCall::dir` of an `SSL_do_handshake` call (never in a record).
+const DIR_HANDSHAKE: u8 = 0xff;
+
 const IN_CALL: u8 = 0;
 const AWAIT_SOCKET: u8 = 1;
 const IDLE: u8 = 2;
@@ -102,7 +105,12 @@ pub fn on_socket_syscall(pid_tgid: u64, fd: i32, writing: bool) {
         return;
     }
     call.state = IDLE;
-    let conn = call.conn;
+    emit_bind(call.conn, fd);
+}
+
+/// Reports that TLS object `conn` of this thread sends on socket `fd`.
+#[inline(always)]
+fn emit_bind(conn: u64, fd: i32) {
     if let Some(mut entry) = emit::reserve::<TlsBindRecord>() {
         entry.write(TlsBindRecord {
             header: emit::current_header(EventKind::TlsBind),
@@ -193,6 +201,15 @@ pub fn ssl_write_ex2(ctx: ProbeContext) -> u32 {
     enter(&ctx, TLS_DIR_WRITE, TLS_LIB_OPENSSL, Some(4))
 }
 
+/// BoringSSL `int SSL_do_handshake(SSL *ssl)` (found without symbols in
+/// Bun by `sensor/src/tls/boringssl.rs`): the ClientHello goes out during
+/// the call, so the socket the thread writes then is the connection's,
+/// reported at return before any request is written.
+#[uprobe]
+pub fn ssl_do_handshake(ctx: ProbeContext) -> u32 {
+    enter(&ctx, DIR_HANDSHAKE, TLS_LIB_OPENSSL, None)
+}
+
 #[uprobe]
 pub fn gnutls_send(ctx: ProbeContext) -> u32 {
     enter(&ctx, TLS_DIR_WRITE, TLS_LIB_GNUTLS, None)
@@ -215,6 +232,13 @@ fn try_ret(ctx: &RetProbeContext) -> Result<u32, i64> {
     };
     let call = unsafe { *entry };
     if call.state != IN_CALL {
+        return Ok(0);
+    }
+    if call.dir == DIR_HANDSHAKE {
+        unsafe { (*entry).state = IDLE };
+        if call.fd >= 0 {
+            emit_bind(call.conn, call.fd);
+        }
         return Ok(0);
     }
     // A write that reached no socket went to a memory BIO: the thread's

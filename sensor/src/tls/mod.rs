@@ -57,7 +57,10 @@ pub struct TlsAttacher {
 
 /// Loads the TLS programs into the kernel (attaching comes per file).
 pub fn load_programs(bpf: &mut Ebpf) -> Result<()> {
-    let names = FUNCTIONS.iter().map(|(_, p)| *p).chain([RET_PROGRAM]);
+    let names = FUNCTIONS
+        .iter()
+        .map(|(_, p)| *p)
+        .chain([RET_PROGRAM, boringssl::HANDSHAKE_PROGRAM]);
     for name in names {
         let prog: &mut UProbe = bpf
             .program_mut(name)
@@ -136,9 +139,9 @@ impl TlsAttacher {
         let (library, functions) = match resolve::resolve(&c.path) {
             Resolution::None => return,
             Resolution::Refused { library, reason } => {
-                warn!(file = %c.path.display(), library, reason = %reason, "TLS library found but not attached");
+                warn!(file = %c.shown.display(), library, reason = %reason, "TLS library found but not attached");
                 self.refused.push(TlsTarget {
-                    path: c.path,
+                    path: c.shown,
                     library,
                     functions: vec![format!("refused: {reason}")],
                 });
@@ -152,15 +155,15 @@ impl TlsAttacher {
                 Ok(()) => ok.push(f.to_string()),
                 Err(e) => {
                     self.attach_errors += 1;
-                    warn!(function = %f, file = %c.path.display(), error = %format!("{e:#}"), "TLS uprobe not attached");
+                    warn!(function = %f, file = %c.shown.display(), error = %format!("{e:#}"), "TLS uprobe not attached");
                 }
             }
         }
         if !ok.is_empty() {
             self.hooked.insert(c.id);
-            info!(file = %c.path.display(), library, functions = ?ok, "TLS capture attached");
+            info!(file = %c.shown.display(), library, functions = ?ok, "TLS capture attached");
             self.attached.push(TlsTarget {
-                path: c.path,
+                path: c.shown,
                 library,
                 functions: ok,
             });

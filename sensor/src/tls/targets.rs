@@ -33,6 +33,9 @@ pub type FileId = (u64, u64);
 pub struct Candidate {
     /// A path that opens the file from the sensor's mount namespace.
     pub path: PathBuf,
+    /// What to call it in `sensor status` and logs: where the process
+    /// found it (`/proc/PID/exe` means nothing once PID has exited).
+    pub shown: PathBuf,
     pub id: FileId,
 }
 
@@ -73,7 +76,11 @@ pub fn system_libraries() -> Vec<Candidate> {
             if let Some(id) = file_id(&path)
                 && seen.insert(id)
             {
-                out.push(Candidate { path, id });
+                out.push(Candidate {
+                    shown: path.clone(),
+                    path,
+                    id,
+                });
             }
         }
     }
@@ -95,7 +102,11 @@ pub fn system_runtimes() -> Vec<Candidate> {
             if let Some(id) = file_id(&path)
                 && seen.insert(id)
             {
-                out.push(Candidate { path, id });
+                out.push(Candidate {
+                    shown: path.clone(),
+                    path,
+                    id,
+                });
             }
         }
     }
@@ -120,12 +131,20 @@ pub fn of_process(proc_root: &Path, pid: u32) -> (Vec<Candidate>, Option<Candida
             }
             let in_ns = root.join(path.trim_start_matches('/'));
             if let Some(id) = file_id(&in_ns) {
-                libs.push(Candidate { path: in_ns, id });
+                libs.push(Candidate {
+                    path: in_ns,
+                    shown: PathBuf::from(path),
+                    id,
+                });
             }
         }
     }
     let exe = dir.join("exe");
-    let exe = file_id(&exe).map(|id| Candidate { path: exe, id });
+    let exe = file_id(&exe).map(|id| Candidate {
+        shown: std::fs::read_link(&exe).unwrap_or_else(|_| exe.clone()),
+        path: exe,
+        id,
+    });
     (libs, exe)
 }
 
