@@ -14,9 +14,11 @@ use std::{
 
 pub use serde_json::Value;
 
+mod netns;
 mod sensor;
 mod servers;
 
+pub use netns::Netns;
 pub use sensor::*;
 pub use servers::*;
 
@@ -277,7 +279,9 @@ pub fn npm_binary(under_node_modules: &str) -> PathBuf {
             .display()
             .to_string()
     });
-    let path = Path::new(&dir).join("node_modules").join(under_node_modules);
+    let path = Path::new(&dir)
+        .join("node_modules")
+        .join(under_node_modules);
     assert!(
         path.is_file(),
         "{} missing: run the tests with cargo xtask test, which installs tests/agents",

@@ -278,6 +278,8 @@ impl ChildLines {
 pub struct HttpsServer {
     pub port: u16,
     pub pid: u32,
+    /// Its self-signed certificate, for clients to trust (`SSL_CERT_FILE`).
+    pub cert: PathBuf,
     child: Child,
     requests: ChildLines,
     _dir: tempfile::TempDir,
@@ -287,6 +289,12 @@ impl HttpsServer {
     /// `addr` is "127.0.0.1" or "::1".
     pub fn start(addr: &str) -> HttpsServer {
         Self::spawn(Path::new(python3()), "https_server.py", true, addr)
+    }
+
+    /// The same server inside network namespace `ns` (reachable from its
+    /// loopback only).
+    pub fn start_in(ns: &crate::Netns, addr: &str) -> HttpsServer {
+        Self::spawn_command(ns.command(python3()), "https_server.py", true, addr)
     }
 
     /// An HTTP/2 server over TLS (ALPN h2), in Python with the `h2` package.
@@ -300,6 +308,10 @@ impl HttpsServer {
     }
 
     fn spawn(python: &Path, fixture: &str, tls: bool, addr: &str) -> HttpsServer {
+        Self::spawn_command(Command::new(python), fixture, tls, addr)
+    }
+
+    fn spawn_command(mut python: Command, fixture: &str, tls: bool, addr: &str) -> HttpsServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let (cert, key) = if tls {
             self_signed_cert(dir.path())
@@ -309,7 +321,7 @@ impl HttpsServer {
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fixtures")
             .join(fixture);
-        let mut child = Command::new(python)
+        let mut child = python
             .arg(script)
             .arg(&cert)
             .arg(&key)
@@ -328,6 +340,7 @@ impl HttpsServer {
         HttpsServer {
             port,
             pid,
+            cert,
             child,
             requests,
             _dir: dir,
