@@ -38,6 +38,14 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Where the TLS functions of executables or libraries are, and how
+    /// each was found, as the daemon would attach them (no daemon, no
+    /// root needed): why an agent's plaintext is, or is not, seen.
+    TlsResolve {
+        /// Executables or libraries.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Recent events from the daemon's audit trail; with --follow, then
     /// live events until interrupted.
     Events {
@@ -294,6 +302,18 @@ fn main() -> Result<()> {
             rt.block_on(sensor::run::run(cfg))
         }
         Command::Status { conn } => client_runtime()?.block_on(cli::status(&conn)),
+        Command::TlsResolve { files } => {
+            let mut all_ok = true;
+            for f in &files {
+                let (text, ok) = sensor::tls::resolve::describe(f);
+                print!("{text}");
+                all_ok &= ok;
+            }
+            if !all_ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Events {
             conn,
             filters,

@@ -101,7 +101,7 @@ fn anthropic_sdk_agent_with_a_curl_tool_learns_then_is_flagged() {
         })
         .unwrap_or_else(|| panic!("no model turn of the runaway"));
     // The Messages path on a local host: the catalogue's any-host entry.
-    assert_eq!(turn["provider"], "openai-compatible", "{turn}");
+    assert_eq!(turn["provider"], "anthropic-compatible", "{turn}");
     assert_eq!(turn["llm"]["model"], "claude-e2e", "{turn}");
     assert_eq!(
         turn["llm"]["tool_calls"][0]["name"], "place_order",

@@ -6,6 +6,7 @@ mod bench_agents;
 mod bench_https;
 mod bench_response;
 mod bpf_progs;
+mod check_agents;
 mod cmd;
 mod cpio;
 mod deploy;
@@ -75,6 +76,14 @@ enum Command {
     /// Boot Debian's stock 6.1 kernel under QEMU (TCG) and run the sensor's
     /// guest suite there; installs QEMU, busybox and the kernel if missing.
     VmTest,
+    /// Download the newest releases of Claude Code and Codex from npm and
+    /// print, per version, whether each TLS function resolved and how.
+    /// Not part of CI.
+    CheckAgents {
+        /// How many of the newest versions of each.
+        #[arg(long, default_value_t = 2)]
+        versions: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -111,6 +120,10 @@ fn main() -> Result<()> {
         Command::VmTest => {
             setup::ensure()?;
             vm::run_vm_test()
+        }
+        Command::CheckAgents { versions } => {
+            setup::ensure()?;
+            check_agents::run_check(versions)
         }
     }
 }

@@ -80,11 +80,14 @@ fn steps(e2e: bool, totals: &mut Totals) -> Result<()> {
     )?;
     let skips = root().join("target").join("unit-skips.txt");
     let _ = std::fs::remove_file(&skips);
+    // The TLS resolver's unit tests read the real agent binaries.
+    let agents = crate::npm::ensure()?;
     test_step(
         "unit tests",
         cargo()
             .args(["test", "--workspace", "--exclude", "e2e"])
-            .env("SENSOR_SKIP_LOG", &skips),
+            .env("SENSOR_SKIP_LOG", &skips)
+            .env("SENSOR_E2E_NPM", &agents),
         totals,
     )?;
     let skipped = std::fs::read_to_string(&skips).unwrap_or_default();
@@ -103,7 +106,6 @@ fn steps(e2e: bool, totals: &mut Totals) -> Result<()> {
         return Ok(());
     }
     let python = crate::venv::ensure()?;
-    let agents = crate::npm::ensure()?;
     let log = root().join("target").join("e2e-log.txt");
     let _ = std::fs::remove_file(&log);
     // Serial: the tests share the kernel and filter events by their own pids.

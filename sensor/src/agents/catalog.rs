@@ -103,12 +103,14 @@ pub const PROVIDERS: &[Provider] = &[
     Provider {
         name: "openai-compatible",
         hosts: &[],
-        paths: &[
-            "/v1/chat/completions",
-            "/v1/completions",
-            "/v1/responses",
-            "/v1/messages",
-        ],
+        paths: &["/v1/chat/completions", "/v1/completions", "/v1/responses"],
+    },
+    // Anthropic's Messages API on any host: Claude Code pointed at a
+    // gateway or reached by IP (no SNI to name the provider).
+    Provider {
+        name: "anthropic-compatible",
+        hosts: &[],
+        paths: &["/v1/messages"],
     },
 ];
 
@@ -283,7 +285,11 @@ mod tests {
         );
         assert_eq!(
             match_call("[::1]:8000", "/v1/messages"),
-            Some("openai-compatible")
+            Some("anthropic-compatible")
+        );
+        assert_eq!(
+            match_call("127.0.0.1:8443", "/v1/messages?beta=true"),
+            Some("anthropic-compatible")
         );
     }
 

@@ -150,6 +150,41 @@ pub fn resolve(path: &Path) -> Resolution {
     resolve_binary(&bin)
 }
 
+/// `sensor tls-resolve`'s text for one file, and whether its TLS
+/// functions were all found (false for a refusal, a file that cannot be
+/// read, or one without a TLS library).
+pub fn describe(path: &Path) -> (String, bool) {
+    let t = std::time::Instant::now();
+    if let Err(e) = std::fs::File::open(path) {
+        return (format!("{}: cannot open: {e}\n", path.display()), false);
+    }
+    let r = resolve(path);
+    let took = t.elapsed().as_millis();
+    match r {
+        Resolution::None => (
+            format!(
+                "{}: no TLS library recognised ({took} ms)\n",
+                path.display()
+            ),
+            false,
+        ),
+        Resolution::Refused { library, reason } => (
+            format!(
+                "{}: {library} refused: {reason} ({took} ms)\n",
+                path.display()
+            ),
+            false,
+        ),
+        Resolution::Found { library, functions } => {
+            let mut s = format!("{}: {library} ({took} ms)\n", path.display());
+            for f in functions {
+                s.push_str(&format!("  {f}\n"));
+            }
+            (s, true)
+        }
+    }
+}
+
 /// The methods, in order; the first that recognises a library decides.
 pub fn resolve_binary(bin: &Binary) -> Resolution {
     let methods: [fn(&Binary) -> Resolution; 2] =
