@@ -22,7 +22,16 @@ const MODEL: &str = "claude-e2e-model";
 
 /// Claude Code's `-p` run in `ns` against `server`, not waited for.
 fn claude(ns: &Netns, server: &HttpsServer, home: &std::path::Path) -> Child {
-    ns.command(npm_binary(BINARY))
+    claude_at(&npm_binary(BINARY), ns, server, home)
+}
+
+fn claude_at(
+    exe: &std::path::Path,
+    ns: &Netns,
+    server: &HttpsServer,
+    home: &std::path::Path,
+) -> Child {
+    ns.command(exe)
         .args(["-p", "Say ok."])
         .env("HOME", home)
         .env(
@@ -254,4 +263,47 @@ fn a_hold_stops_claude_code_before_its_request_leaves_until_approved() {
     for e in &events {
         no_key("an event", &e.to_string());
     }
+}
+
+#[test]
+fn a_new_copy_of_claude_code_is_resolved_when_it_first_runs() {
+    let _g = serial();
+    if !require_root("a_new_copy_of_claude_code_is_resolved_when_it_first_runs") {
+        return;
+    }
+    let sensor = Sensor::start_with(&["--json"], None);
+    // Claude Code updates itself into the user's home: a file the sensor
+    // has never seen (new inode), run after the sensor started.
+    let home = tempfile::tempdir().unwrap();
+    let versions = home.path().join(".local/share/claude/versions");
+    std::fs::create_dir_all(&versions).unwrap();
+    let copy = versions.join("9.9.9");
+    std::fs::copy(npm_binary(BINARY), &copy).unwrap();
+    let (ok, status, err) = sensor.cli(&["status"]);
+    assert!(ok, "{err}");
+    assert!(!status.contains(&*copy.to_string_lossy()), "{status}");
+
+    let ns = Netns::new("claude-copy");
+    let server = HttpsServer::start_in(&ns, "127.0.0.1");
+    let child = claude_at(&copy, &ns, &server, home.path());
+    let me = u64::from(child.id());
+    let (ok, out) = finish(child);
+    assert!(ok, "the copy failed: {out}");
+    let posts = messages_posts(&server);
+    assert!(posts >= 1, "{:?}", server.requests());
+    // Every request of its first run is seen: attached before it wrote.
+    let calls = sensor.wait_for_n("the copy's api_calls", posts, |v| {
+        kind(v) == "api_call" && pid(v) == me
+    });
+    assert!(
+        calls.iter().all(|c| c["llm"]["model"] == MODEL),
+        "{calls:?}"
+    );
+    let (ok, status, err) = sensor.cli(&["status"]);
+    assert!(ok, "{err}");
+    assert!(
+        status.contains(&format!("{} [BoringSSL]", copy.display())),
+        "{status}"
+    );
+    sensor.stop();
 }

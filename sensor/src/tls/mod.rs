@@ -136,10 +136,13 @@ impl TlsAttacher {
         if !self.done.insert(c.id) {
             return;
         }
-        let (library, functions) = match resolve::resolve(&c.path) {
+        let started = std::time::Instant::now();
+        let resolution = resolve::resolve(&c.path);
+        let took_ms = started.elapsed().as_millis() as u64;
+        let (library, functions) = match resolution {
             Resolution::None => return,
             Resolution::Refused { library, reason } => {
-                warn!(file = %c.shown.display(), library, reason = %reason, "TLS library found but not attached");
+                warn!(file = %c.shown.display(), library, took_ms, reason = %reason, "TLS library found but not attached");
                 self.refused.push(TlsTarget {
                     path: c.shown,
                     library,
@@ -161,7 +164,7 @@ impl TlsAttacher {
         }
         if !ok.is_empty() {
             self.hooked.insert(c.id);
-            info!(file = %c.shown.display(), library, functions = ?ok, "TLS capture attached");
+            info!(file = %c.shown.display(), library, took_ms, functions = ?ok, "TLS capture attached");
             self.attached.push(TlsTarget {
                 path: c.shown,
                 library,
