@@ -112,6 +112,13 @@ pub const PROVIDERS: &[Provider] = &[
         hosts: &[],
         paths: &["/v1/messages"],
     },
+    // Gemini's method paths on any host: Gemini CLI pointed at a gateway
+    // (GOOGLE_GEMINI_BASE_URL) or reached by IP.
+    Provider {
+        name: "gemini-compatible",
+        hosts: &[],
+        paths: &[":generateContent", ":streamGenerateContent"],
+    },
 ];
 
 pub fn host_of(authority: &str) -> &str {
@@ -291,6 +298,14 @@ mod tests {
             match_call("127.0.0.1:8443", "/v1/messages?beta=true"),
             Some("anthropic-compatible")
         );
+        assert_eq!(
+            match_call(
+                "10.0.0.7:8080",
+                "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+            ),
+            Some("gemini-compatible")
+        );
+        assert_eq!(match_call("10.0.0.7:8080", "/v1beta/models"), None);
     }
 
     #[test]
