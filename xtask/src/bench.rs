@@ -53,14 +53,18 @@ fn run_kernel_benches(
 ) -> Result<()> {
     match only {
         None | Some("connect") => connect(bin, seconds, rounds)?,
-        Some("https" | "response") => {}
-        Some(other) => bail!("--only {other}: one of connect, https, response, agents"),
+        Some("https" | "response" | "claude") => {}
+        Some(other) => bail!("--only {other}: one of connect, https, response, claude, agents"),
     }
     if matches!(only, None | Some("https")) {
         crate::bench_https::run(bin, seconds, rounds)?;
     }
     if matches!(only, None | Some("response")) {
         crate::bench_response::run(bin)?;
+    }
+    if matches!(only, None | Some("claude")) {
+        // Each round runs the real Claude Code twice: fewer rounds.
+        crate::bench_claude::run(bin, rounds.clamp(3, 8))?;
     }
     Ok(())
 }

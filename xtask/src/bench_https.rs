@@ -141,7 +141,7 @@ pub struct BenchServer {
     pub port: u16,
     child: std::process::Child,
     pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    dir: std::path::PathBuf,
+    pub dir: std::path::PathBuf,
 }
 
 impl BenchServer {
@@ -178,7 +178,7 @@ impl BenchServer {
         })
     }
 
-    fn start_with(
+    pub fn start_with(
         server: impl FnOnce(&std::path::Path, &std::path::Path) -> Result<Command>,
     ) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("sensor-bench-{}", std::process::id()));

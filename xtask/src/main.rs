@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_agents;
+mod bench_claude;
 mod bench_https;
 mod bench_response;
 mod bpf_progs;
@@ -69,7 +70,7 @@ enum Command {
         /// this VM's speed drifts by a quarter within seconds.
         #[arg(long, default_value_t = 20)]
         rounds: usize,
-        /// Only one part: connect, https, response or agents.
+        /// Only one part: connect, https, response, claude or agents.
         #[arg(long)]
         only: Option<String>,
     },
