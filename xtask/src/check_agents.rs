@@ -11,19 +11,26 @@ use anyhow::{Context, Result, bail};
 
 use crate::cmd::{build_sensor, root, run};
 
-/// (npm package listing the versions, platform package for a version,
-/// the executable inside that package's tarball).
-const AGENTS: [(&str, fn(&str) -> String, &str); 2] = [
-    (
-        "@anthropic-ai/claude-code",
-        |v| format!("@anthropic-ai/claude-code-linux-x64@{v}"),
-        "package/claude",
-    ),
-    (
-        "@openai/codex",
-        |v| format!("@openai/codex@{v}-linux-x64"),
-        "package/vendor/x86_64-unknown-linux-musl/bin/codex",
-    ),
+struct Agent {
+    /// The npm package whose versions are listed.
+    package: &'static str,
+    /// The platform package of a version.
+    platform: fn(&str) -> String,
+    /// The executable inside that package's tarball.
+    exe: &'static str,
+}
+
+const AGENTS: [Agent; 2] = [
+    Agent {
+        package: "@anthropic-ai/claude-code",
+        platform: |v| format!("@anthropic-ai/claude-code-linux-x64@{v}"),
+        exe: "package/claude",
+    },
+    Agent {
+        package: "@openai/codex",
+        platform: |v| format!("@openai/codex@{v}-linux-x64"),
+        exe: "package/vendor/x86_64-unknown-linux-musl/bin/codex",
+    },
 ];
 
 pub fn run_check(versions: usize) -> Result<()> {
@@ -31,7 +38,12 @@ pub fn run_check(versions: usize) -> Result<()> {
     let cache = root().join("target/check-agents");
     std::fs::create_dir_all(&cache)?;
     let mut failed = 0;
-    for (package, platform, exe) in AGENTS {
+    for Agent {
+        package,
+        platform,
+        exe,
+    } in AGENTS
+    {
         let newest = newest_versions(package, versions)?;
         for v in newest {
             let dir = cache.join(format!("{}-{v}", package.replace('/', "_")));
