@@ -3,7 +3,8 @@
 //! loopback-only network namespace against a local HTTPS stand-in of the
 //! Anthropic API: its calls are `api_call` events of an agent, with model
 //! and usage, its API key never shown; a hold stops it before its request
-//! leaves and an approval lets it go on.
+//! leaves and an approval lets it go on; armed, it is killed at its
+//! request; a copy it installs for itself is covered from its first run.
 
 use std::{
     process::{Child, Stdio},
@@ -306,4 +307,43 @@ fn a_new_copy_of_claude_code_is_resolved_when_it_first_runs() {
         "{status}"
     );
     sensor.stop();
+}
+
+const ARM: &str = "\
+[[agents.selectors]]
+name = \"claude-code\"
+exe = \"*/claude-code-linux-x64/claude\"
+
+[[response.arm]]
+agent = \"claude-code\"
+deny = [\"POST /v1/messages\"]
+";
+
+#[test]
+fn armed_claude_code_is_killed_at_its_request_before_it_leaves() {
+    let _g = serial();
+    if !require_root("armed_claude_code_is_killed_at_its_request_before_it_leaves") {
+        return;
+    }
+    let sensor = Sensor::start_with(&["--json"], Some(ARM));
+    let ns = Netns::new("claude-arm");
+    let server = HttpsServer::start_in(&ns, "127.0.0.1");
+    let home = tempfile::tempdir().unwrap();
+    let child = claude(&ns, &server, home.path());
+    let me = u64::from(child.id());
+    let blocked = sensor.wait_for("Claude Code's request blocked", |v| {
+        kind(v) == "blocked" && pid(v) == me
+    });
+    assert_eq!(blocked["pattern"], "POST /v1/messages", "{blocked}");
+    assert_eq!(blocked["agent"], "claude-code", "{blocked}");
+    assert_eq!(blocked["killed"], true, "{blocked}");
+    let (ok, out) = finish(child);
+    assert!(!ok, "claude was not killed: {out}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(messages_posts(&server), 0, "{:?}", server.requests());
+    let (_, stderr, events) = sensor.stop_with_events();
+    no_key("the sensor's log", &stderr);
+    for e in &events {
+        no_key("an event", &e.to_string());
+    }
 }
