@@ -771,11 +771,16 @@ mod tests {
     /// The pinned Claude Code (tests/agents), installed by `cargo xtask
     /// test` before the unit tests run.
     fn claude_code() -> std::path::PathBuf {
+        npm_file("@anthropic-ai/claude-code-linux-x64/claude")
+    }
+
+    fn npm_file(under_node_modules: &str) -> std::path::PathBuf {
         let dir = std::env::var("SENSOR_E2E_NPM").unwrap_or_else(|_| {
             concat!(env!("CARGO_MANIFEST_DIR"), "/../target/e2e-npm").to_string()
         });
         let p = std::path::Path::new(&dir)
-            .join("node_modules/@anthropic-ai/claude-code-linux-x64/claude");
+            .join("node_modules")
+            .join(under_node_modules);
         assert!(
             p.is_file(),
             "{} missing: cargo xtask test installs it",
@@ -822,6 +827,29 @@ mod tests {
             super::super::targets::with_return("ssl_write", 0x3330300)
         );
         assert_eq!(functions[2].attach[0].program, HANDSHAKE_PROGRAM);
+    }
+
+    #[test]
+    fn claude_code_2_1_197_resolves_through_its_unwind_tables() {
+        // An older build: unwind tables for every function, and the error
+        // function took (library, reason, file, line). Addresses checked by
+        // hand with a debugger (shared/design/REAL-AGENTS.md).
+        let exe = npm_file("claude-code-linux-x64-2.1.197/claude");
+        let data = std::fs::read(&exe).unwrap();
+        let bin = Binary::parse(&data).unwrap();
+        let frames = Frames::new(&bin).expect(".eh_frame_hdr");
+        assert_eq!(
+            frames.function_at(0x340e3a0 + 0x20),
+            Some((0x340e3a0, 0x17b))
+        );
+        assert_eq!(
+            places(&resolve(&bin)),
+            [
+                ("SSL_write", Method::Signature, 0x340e3a0, 0x320d3a0),
+                ("SSL_read", Method::Signature, 0x340e010, 0x320d010),
+                ("SSL_do_handshake", Method::Derived, 0x340d0e0, 0x320c0e0),
+            ]
+        );
     }
 
     /// Compiles `source` (C) into an executable in a fresh directory.
