@@ -28,7 +28,7 @@ use crate::{
 /// microseconds per request.
 const NODE_CLIENT: &str = r#"
 const https = require('https');
-const port = +process.argv[2], n = +process.argv[3];
+const port = +process.argv[1], n = +process.argv[2];
 const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
 const body = JSON.stringify({ model: 'claude-bench', max_tokens: 32, stream: true,
   messages: [{ role: 'user', content: 'x'.repeat(48000) }] });
@@ -165,6 +165,33 @@ impl Setup {
     }
 }
 
+/// The TLS capture programs alone (uprobes on the TLS functions), per
+/// request: the part of the cost that is the path's own, where the total
+/// also counts every syscall the process made (Claude Code's start-up).
+fn tls_per_request(
+    before: &[crate::bpf_progs::Prog],
+    after: &[crate::bpf_progs::Prog],
+    requests: u64,
+) -> String {
+    let tls: Vec<_> = crate::bpf_progs::delta(before, after)
+        .into_iter()
+        .filter(|p| p.run_cnt > 0 && (p.name.starts_with("ssl_") || p.name.starts_with("tls_")))
+        .collect();
+    let n = requests.max(1) as f64;
+    let ns: u64 = tls.iter().map(|p| p.run_time_ns).sum();
+    let runs: u64 = tls.iter().map(|p| p.run_cnt).sum();
+    let parts: Vec<String> = tls
+        .iter()
+        .map(|p| format!("{} {:.1}", p.name, p.run_cnt as f64 / n))
+        .collect();
+    format!(
+        "TLS programs {:.1} µs in {:.1} uprobe hits per request ({})",
+        ns as f64 / n / 1e3,
+        runs as f64 / n,
+        parts.join(", ")
+    )
+}
+
 pub fn run(bin: &std::path::Path, rounds: usize) -> Result<()> {
     let claude = root().join(CLAUDE);
     crate::npm::ensure()?;
@@ -218,8 +245,17 @@ pub fn run(bin: &std::path::Path, rounds: usize) -> Result<()> {
         std::thread::sleep(SETTLE);
         if round == 0 {
             // The programs per request, once (stats bias what they time).
-            node_profile = programs_per_op(&p0, &p1, u64::from(NODE_REQUESTS) + 1, "Node request");
-            cc_profile = programs_per_op(&p1, &p2, n as u64, "Claude Code request");
+            let node_n = u64::from(NODE_REQUESTS) + 1;
+            node_profile = format!(
+                "{}; all programs: {}",
+                tls_per_request(&p0, &p1, node_n),
+                programs_per_op(&p0, &p1, node_n, "Node request")
+            );
+            cc_profile = format!(
+                "{}; all programs, start-up included: {}",
+                tls_per_request(&p1, &p2, n as u64),
+                programs_per_op(&p1, &p2, n as u64, "Claude Code request")
+            );
             cc_requests = n;
         }
         node_ratio.push(off / on);

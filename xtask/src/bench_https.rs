@@ -195,6 +195,9 @@ impl BenchServer {
                 "1",
                 "-subj",
                 "/CN=localhost",
+                // Clients that check the name (Claude Code) reach it by IP.
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
             ])
             .arg("-keyout")
             .arg(&key)
