@@ -151,6 +151,8 @@ pub const TLS_DIR_READ: u8 = 1;
 /// Which library the plaintext came from.
 pub const TLS_LIB_OPENSSL: u8 = 1;
 pub const TLS_LIB_GNUTLS: u8 = 2;
+/// Go's crypto/tls (`sensor-ebpf/src/go_tls.rs`).
+pub const TLS_LIB_GO: u8 = 3;
 
 /// Plaintext passed to or returned by a TLS library call, captured at the
 /// call's return. `captured` bytes follow this header in the ring buffer.
@@ -170,7 +172,7 @@ pub struct TlsDataHeader {
     pub fd: i32,
     /// [`TLS_DIR_WRITE`] or [`TLS_DIR_READ`].
     pub dir: u8,
-    /// [`TLS_LIB_OPENSSL`] or [`TLS_LIB_GNUTLS`].
+    /// [`TLS_LIB_OPENSSL`], [`TLS_LIB_GNUTLS`] or [`TLS_LIB_GO`].
     pub lib: u8,
     pub _pad: [u8; 6],
 }

@@ -10,6 +10,7 @@
 mod connect;
 mod emit;
 mod enforce;
+mod go_tls;
 mod maps;
 mod probe;
 mod process;

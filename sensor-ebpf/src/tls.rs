@@ -280,8 +280,25 @@ fn try_ret(ctx: &RetProbeContext) -> Result<u32, i64> {
         count(Counter::ReadError);
         return Ok(0);
     }
+    emit_data(
+        call.conn,
+        call.buf,
+        moved,
+        call.fd,
+        call.dir,
+        call.lib,
+        call.start_ns,
+    );
+    Ok(0)
+}
+
+/// Sends `moved` bytes of plaintext at user address `buf` (the first
+/// `TLS_CAPTURE_BYTES` of them) as one `TlsData` record: shared by the C
+/// libraries' return probe and Go's (`go_tls.rs`).
+#[inline(always)]
+pub fn emit_data(conn: u64, buf: u64, moved: u64, fd: i32, dir: u8, lib: u8, start_ns: u64) {
     let Some(rec) = TLS_SCRATCH.get_ptr_mut(0) else {
-        return Ok(0);
+        return;
     };
     let limit = TLS_CAPTURE_BYTES.load() as u64;
     let mut n = if moved < limit { moved } else { limit };
@@ -295,23 +312,23 @@ fn try_ret(ctx: &RetProbeContext) -> Result<u32, i64> {
     }
     unsafe {
         (*rec).hdr = TlsDataHeader {
-            header: emit::header_with_start(EventKind::TlsData, call.start_ns),
-            conn: call.conn,
+            header: emit::header_with_start(EventKind::TlsData, start_ns),
+            conn,
             len: moved,
             captured: n as u32,
-            fd: call.fd,
-            dir: call.dir,
-            lib: call.lib,
+            fd,
+            dir,
+            lib,
             _pad: [0; 6],
         };
         if generated::bpf_probe_read_user(
             (*rec).data.as_mut_ptr() as *mut _,
             n as u32,
-            call.buf as *const _,
+            buf as *const _,
         ) != 0
         {
             count(Counter::ReadError);
-            return Ok(0);
+            return;
         }
         // Only the header and the captured bytes go out, not the whole
         // 16 KiB scratch record.
@@ -323,5 +340,4 @@ fn try_ret(ctx: &RetProbeContext) -> Result<u32, i64> {
             count(Counter::RingbufFull);
         }
     }
-    Ok(0)
 }

@@ -4,7 +4,7 @@
 use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
-use sensor_common::{TLS_DIR_WRITE, TLS_LIB_GNUTLS};
+use sensor_common::{TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_GO};
 
 use crate::{
     agents::{catalog, llm},
@@ -148,10 +148,10 @@ impl Calls {
 
     /// Feeds one TLS record.
     pub fn on_tls(&mut self, t: &TlsData, process: &Arc<Process>) -> Vec<Outcome> {
-        let lib = if t.hdr.lib == TLS_LIB_GNUTLS {
-            "gnutls"
-        } else {
-            "openssl"
+        let lib = match t.hdr.lib {
+            TLS_LIB_GNUTLS => "gnutls",
+            TLS_LIB_GO => "go",
+            _ => "openssl",
         };
         let chunk = Chunk {
             conn: t.hdr.conn,

@@ -8,6 +8,7 @@
 
 pub mod boringssl;
 pub mod client_hello;
+pub mod gotls;
 pub mod placement;
 pub mod resolve;
 pub mod targets;
@@ -45,7 +46,7 @@ pub struct TlsAttacher {
     proc_root: PathBuf,
     /// Files already attached or found to hold no TLS function.
     done: HashSet<FileId>,
-    /// Files attached.
+    /// Files attached whose requests the kernel can hold one by one.
     hooked: HashSet<FileId>,
     /// Processes whose maps were read, by (pid, start ticks).
     scanned: HashSet<(u32, u64)>,
@@ -60,7 +61,8 @@ pub fn load_programs(bpf: &mut Ebpf) -> Result<()> {
     let names = FUNCTIONS
         .iter()
         .map(|(_, p)| *p)
-        .chain([RET_PROGRAM, boringssl::HANDSHAKE_PROGRAM]);
+        .chain([RET_PROGRAM, boringssl::HANDSHAKE_PROGRAM])
+        .chain(gotls::PROGRAMS);
     for name in names {
         let prog: &mut UProbe = bpf
             .program_mut(name)
@@ -119,8 +121,9 @@ impl TlsAttacher {
         }
     }
 
-    /// Whether `pid`'s TLS plaintext is visible: it maps (or is) a file
-    /// with attached TLS hooks. Reads its maps now, attaching new files.
+    /// Whether `pid`'s requests can be held one by one: it maps (or is) a
+    /// file with attached TLS hooks whose requests the kernel can match
+    /// (not Go's: see `consider`). Reads its maps now, attaching new files.
     pub fn hooks_process(&mut self, bpf: &mut Ebpf, pid: u32) -> bool {
         let (libs, exe) = targets::of_process(&self.proc_root, pid);
         let mut any = false;
@@ -163,7 +166,13 @@ impl TlsAttacher {
             }
         }
         if !ok.is_empty() {
-            self.hooked.insert(c.id);
+            // Go speaks HTTP/2 to any server that offers it, and the
+            // kernel's request patterns match HTTP/1.x only: a Go agent
+            // under a hold stays held at its connections (as before Go's
+            // TLS was hooked) rather than escape by its binary frames.
+            if library != gotls::LIBRARY {
+                self.hooked.insert(c.id);
+            }
             info!(file = %c.shown.display(), library, took_ms, functions = ?ok, "TLS capture attached");
             self.attached.push(TlsTarget {
                 path: c.shown,

@@ -9,7 +9,10 @@
 //! 2. **signature**: the code itself identifies the functions, checked
 //!    structurally, never by prologue bytes: BoringSSL linked into a Bun
 //!    executable (Claude Code) by the error reports that name
-//!    `ssl_lib.cc` (`boringssl`).
+//!    `ssl_lib.cc` (`boringssl`);
+//! 3. Go's crypto/tls through the function table every Go executable
+//!    carries, `.gopclntab` (`gotls`; reported as symbols: it is Go's own
+//!    symbol table, kept by stripped builds).
 //!
 //! A method that recognises the library but cannot pin every function to
 //! exactly one place refuses the whole file with a reason: a wrong offset
@@ -187,8 +190,11 @@ pub fn describe(path: &Path) -> (String, bool) {
 
 /// The methods, in order; the first that recognises a library decides.
 pub fn resolve_binary(bin: &Binary) -> Resolution {
-    let methods: [fn(&Binary) -> Resolution; 2] =
-        [super::targets::by_symbols, super::boringssl::resolve];
+    let methods: [fn(&Binary) -> Resolution; 3] = [
+        super::targets::by_symbols,
+        super::boringssl::resolve,
+        super::gotls::resolve,
+    ];
     for m in methods {
         let r = m(bin);
         if r != Resolution::None {
