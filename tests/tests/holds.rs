@@ -333,8 +333,10 @@ fn reversible_and_remembered_calls_are_never_held() {
     no_secret(&stderr, &events);
 }
 
-/// A Go client (crypto/tls: no symbols to hook, its requests cannot be
-/// seen): GET URL with SNI argv[2], printing the status.
+/// A Go client: its crypto/tls is probed and its calls understood, but Go
+/// speaks HTTP/2 wherever it is offered and the kernel's request patterns
+/// match HTTP/1.x only, so a Go agent is held at its connections. GET URL
+/// with SNI argv[2], printing the status.
 const GO_CLIENT: &str = r#"package main
 
 import (
