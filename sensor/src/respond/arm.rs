@@ -270,14 +270,15 @@ impl Armer {
     /// The kernel rules for `pid`'s patterns.
     fn rules_for(&self, pid: u32, patterns: &[Pattern]) -> Result<ArmRules, String> {
         let mut r = pack(patterns)?;
-        // Hosts held: a client whose plaintext is not visible (Go, rustls,
-        // anything without hookable symbols) is held at its connection to
-        // them instead, by SNI.
-        if !self.hooked.contains(&pid)
-            && patterns
-                .iter()
-                .any(|p| p.action == ARM_HOLD && p.authority.is_some())
-        {
+        // Until the process is known to use a hooked TLS library, it is
+        // stopped at each new TLS connection (after its ClientHello, before
+        // any request): the daemon then resolves its files (a binary never
+        // seen before is probed only from then on, and its first request
+        // may come within milliseconds of its exec) and resumes it, its
+        // requests held or denied one by one from there; a client whose
+        // plaintext is not visible (rustls, anything without hookable
+        // functions) is held there instead if a pattern names the host.
+        if !self.hooked.contains(&pid) && patterns.iter().any(|p| p.action != ARM_ALLOW) {
             r.flags |= ARM_FLAG_HOLD_TLS;
         }
         Ok(r)
