@@ -747,6 +747,10 @@ pub struct TlsConfig {
     /// Plaintext bytes copied per TLS call (the rest is counted, with its
     /// true length). Enough for a request line and headers of LLM SDKs.
     pub capture_bytes: u32,
+    /// Globs of executable or library paths (as their processes see them)
+    /// whose TLS is not probed: a busy gateway or proxy on the node that
+    /// is no agent pays nothing. `sensor status` lists them as skipped.
+    pub skip: Vec<String>,
 }
 
 impl Default for TlsConfig {
@@ -754,6 +758,7 @@ impl Default for TlsConfig {
         Self {
             enabled: true,
             capture_bytes: 4096,
+            skip: Vec::new(),
         }
     }
 }
@@ -946,6 +951,9 @@ impl Config {
                 "tls.capture_bytes",
                 format!("{} must be between 64 and {max}", self.tls.capture_bytes),
             ));
+        }
+        if let Err(e) = crate::tls::Skip::new(&self.tls.skip) {
+            return Err(("tls.skip", e));
         }
         let max = sensor_common::SOCK_DATA_MAX as u32;
         if !(64..=max).contains(&self.sockets.capture_bytes) {
@@ -1328,5 +1336,19 @@ mod tests {
     fn missing_explicit_file_is_an_error() {
         let e = Config::load(Some(Path::new("/nonexistent/sensor.toml"))).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/sensor.toml"));
+    }
+
+    #[test]
+    fn tls_skip_globs_are_checked() {
+        let ok =
+            Config::parse("[tls]\nskip = [\"/opt/gateway/*\"]\n", Path::new("t.toml")).unwrap();
+        assert_eq!(ok.tls.skip, ["/opt/gateway/*"]);
+        let err = Config::parse("[tls]\nskip = [\"/opt/[gateway\"]\n", Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tls.skip") && err.contains("/opt/[gateway"),
+            "{err}"
+        );
     }
 }

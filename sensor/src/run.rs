@@ -63,7 +63,9 @@ pub async fn run(cfg: Config) -> Result<()> {
             .take_map("EVENTS")
             .context("EVENTS map missing from the object")?,
     )?;
-    let mut tls = TlsAttacher::new(&cfg.procs.proc_root);
+    // Checked when the config was read.
+    let skip = crate::tls::Skip::new(&cfg.tls.skip).unwrap_or_default();
+    let mut tls = TlsAttacher::new(&cfg.procs.proc_root, skip);
     if loaded.tls_loaded {
         tls.scan_host(&mut loaded.bpf, procs.live_keys());
         info!(files = tls.attached.len(), "TLS capture targets attached");

@@ -224,6 +224,24 @@ impl Sensor {
 
     /// Runs the sensor CLI (`sensor status`, `events`, ...) against this
     /// daemon's socket; returns (success, stdout, stderr).
+    /// `sensor status` once `ready` holds for it (the daemon refreshes
+    /// what status shows every few seconds), within 15 s.
+    pub fn status_when(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let (ok, out, err) = self.cli(&["status"]);
+            assert!(ok, "sensor status failed: {err}");
+            if ready(&out) {
+                return out;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sensor status never showed {what}:\n{out}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(sensor_bin())
             .args(args)

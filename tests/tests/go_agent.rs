@@ -87,8 +87,11 @@ fn a_go_agents_calls_are_api_calls_stripped_or_not() {
             );
         }
     }
-    let (ok, status, err) = sensor.cli(&["status"]);
-    assert!(ok, "{err}");
+    let status = sensor.status_when("both Go binaries", |s| {
+        [&plain, &stripped]
+            .iter()
+            .all(|e| s.contains(&format!("{} [Go crypto/tls]", e.display())))
+    });
     for exe in [&plain, &stripped] {
         let block: Vec<&str> = status
             .lines()
@@ -116,4 +119,52 @@ fn a_go_agents_calls_are_api_calls_stripped_or_not() {
     for e in &events {
         assert!(!e.to_string().contains("GOE2EPLANTED"), "{e}");
     }
+}
+
+#[test]
+fn tls_skip_leaves_a_binary_unprobed() {
+    let _g = serial();
+    if !require_root("tls_skip_leaves_a_binary_unprobed") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build(dir.path(), "gateway", &[]);
+    let config = format!("[tls]\nskip = [\"{}/gate*\"]\n", dir.path().display());
+    let sensor = Sensor::start_with(&["--json"], Some(&config));
+    let server = HttpsServer::start("127.0.0.1");
+    let out = Command::new(&exe)
+        .arg(format!("https://127.0.0.1:{}", server.port))
+        .arg("1")
+        .env("SSL_CERT_FILE", &server.cert)
+        .env("OPENAI_API_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exe_name = exe.to_string_lossy().to_string();
+    // Its connection is seen (named by its ClientHello), its calls are not.
+    sensor.wait_for("the skipped binary's ClientHello", |v| {
+        kind(v) == "tls_client_hello" && v["process"]["exe"] == exe_name.as_str()
+    });
+    let status = sensor.status_when("the skipped binary", |s| {
+        s.contains(&format!("{} [-]", exe.display()))
+    });
+    assert!(
+        status.contains(&format!("{} [-]", exe.display()))
+            && status.contains(&format!(
+                "skipped: tls.skip \"{}/gate*\"",
+                dir.path().display()
+            )),
+        "{status}"
+    );
+    let (_, _, events) = sensor.stop_with_events();
+    assert!(
+        !events
+            .iter()
+            .any(|v| kind(v) == "api_call" && v["process"]["exe"] == exe_name.as_str()),
+        "a skipped binary's call was captured"
+    );
 }

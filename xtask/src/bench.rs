@@ -319,6 +319,14 @@ impl RunningSensor {
         let state = state_dir();
         std::fs::create_dir_all(&state).context("the bench's state directory")?;
         let socket = state.join("sensor.sock");
+        // The Go server stands in for an API on another host: its own TLS
+        // (which the sensor would probe since it captures Go) is left out.
+        let config = state.join("bench.toml");
+        let go_server = crate::bench_https::go_server_path();
+        std::fs::write(
+            &config,
+            format!("[tls]\nskip = [{:?}]\n", go_server.display().to_string()),
+        )?;
         Self::start_with(
             bin,
             &[
@@ -326,6 +334,8 @@ impl RunningSensor {
                 state.as_os_str(),
                 "--socket".as_ref(),
                 socket.as_os_str(),
+                "--config".as_ref(),
+                config.as_os_str(),
             ],
         )
     }

@@ -166,8 +166,9 @@ impl BenchServer {
         })
     }
 
-    /// A Go net/http server (crypto/tls: nothing to hook), standing in for
-    /// an API on another host: only the client's side is probed.
+    /// A Go net/http server, standing in for an API on another host: the
+    /// bench's sensor leaves its TLS unprobed (`tls.skip`), so only the
+    /// client's side is.
     pub fn start_go() -> Result<Self> {
         let bin = build_go_server()?;
         Self::start_with(|cert, key| {
@@ -279,13 +280,18 @@ func main() {
 }
 "#;
 
+/// Where the Go server is built.
+pub fn go_server_path() -> std::path::PathBuf {
+    root().join("target").join("bench-go").join("https-server")
+}
+
 /// Builds the Go server into target/bench-go (cached there).
 fn build_go_server() -> Result<std::path::PathBuf> {
     let dir = root().join("target").join("bench-go");
     std::fs::create_dir_all(&dir)?;
     let src = dir.join("server.go");
     std::fs::write(&src, GO_SERVER)?;
-    let bin = dir.join("https-server");
+    let bin = go_server_path();
     let ok = Command::new("go")
         .args(["build", "-o"])
         .arg(&bin)
@@ -316,7 +322,7 @@ pub fn run(bin: &std::path::Path, seconds: u64, rounds: usize) -> Result<()> {
     let remote = measure(
         bin,
         &BenchServer::start_go()?,
-        "server in Go (crypto/tls, not hooked), as an API on another host would be: the agent's cost",
+        "server in Go (its TLS left unprobed by tls.skip), as an API on another host would be: the agent's cost",
         seconds,
         rounds,
     )?;

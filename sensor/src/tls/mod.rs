@@ -42,8 +42,34 @@ pub struct TlsTarget {
     pub functions: Vec<String>,
 }
 
+/// `tls.skip`: files whose TLS is not probed.
+#[derive(Clone, Debug, Default)]
+pub struct Skip(Vec<(String, globset::GlobMatcher)>);
+
+impl Skip {
+    pub fn new(globs: &[String]) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for g in globs {
+            let m = globset::Glob::new(g)
+                .map_err(|e| format!("{g:?}: {e}"))?
+                .compile_matcher();
+            out.push((g.clone(), m));
+        }
+        Ok(Self(out))
+    }
+
+    /// The glob that matches `path`, if one does.
+    fn matching(&self, path: &Path) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(_, m)| m.is_match(path))
+            .map(|(g, _)| g.as_str())
+    }
+}
+
 pub struct TlsAttacher {
     proc_root: PathBuf,
+    skip: Skip,
     /// Files already attached or found to hold no TLS function.
     done: HashSet<FileId>,
     /// Files attached whose requests the kernel can hold one by one.
@@ -76,9 +102,10 @@ pub fn load_programs(bpf: &mut Ebpf) -> Result<()> {
 }
 
 impl TlsAttacher {
-    pub fn new(proc_root: &Path) -> Self {
+    pub fn new(proc_root: &Path, skip: Skip) -> Self {
         Self {
             proc_root: proc_root.to_path_buf(),
+            skip,
             done: HashSet::new(),
             hooked: HashSet::new(),
             scanned: HashSet::new(),
@@ -137,6 +164,15 @@ impl TlsAttacher {
 
     fn consider(&mut self, bpf: &mut Ebpf, c: Candidate) {
         if !self.done.insert(c.id) {
+            return;
+        }
+        if let Some(glob) = self.skip.matching(&c.shown) {
+            info!(file = %c.shown.display(), glob, "TLS not probed (tls.skip)");
+            self.refused.push(TlsTarget {
+                path: c.shown,
+                library: "-",
+                functions: vec![format!("skipped: tls.skip {glob:?}")],
+            });
             return;
         }
         let started = std::time::Instant::now();
