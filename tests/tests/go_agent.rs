@@ -29,6 +29,23 @@ fn build(dir: &std::path::Path, name: &str, flags: &[&str]) -> PathBuf {
     out
 }
 
+/// Runs the agent to its end against `server`; returns what it printed.
+fn call(exe: &std::path::Path, server: &HttpsServer, calls: u32) -> String {
+    let out = Command::new(exe)
+        .arg(format!("https://127.0.0.1:{}", server.port))
+        .arg(calls.to_string())
+        .env("SSL_CERT_FILE", &server.cert)
+        .env("OPENAI_API_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 #[test]
 fn a_go_agents_calls_are_api_calls_stripped_or_not() {
     let _g = serial();
@@ -41,20 +58,8 @@ fn a_go_agents_calls_are_api_calls_stripped_or_not() {
     let sensor = Sensor::start_with(&["--json"], None);
     let server = HttpsServer::start("127.0.0.1");
     for exe in [&plain, &stripped] {
-        let out = Command::new(exe)
-            .arg(format!("https://127.0.0.1:{}", server.port))
-            .arg("3")
-            .env("SSL_CERT_FILE", &server.cert)
-            .env("OPENAI_API_KEY", KEY)
-            .output()
-            .unwrap();
+        assert_eq!(call(exe, &server, 3), "ok 1");
         // The pid is gone by now: calls are found by their executable.
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok 1");
         let exe_name = exe.to_string_lossy().to_string();
         let calls = sensor.wait_for_n("the Go agent's api_calls", 3, |v| {
             kind(v) == "api_call" && v["process"]["exe"] == exe_name.as_str()
@@ -132,18 +137,7 @@ fn tls_skip_leaves_a_binary_unprobed() {
     let config = format!("[tls]\nskip = [\"{}/gate*\"]\n", dir.path().display());
     let sensor = Sensor::start_with(&["--json"], Some(&config));
     let server = HttpsServer::start("127.0.0.1");
-    let out = Command::new(&exe)
-        .arg(format!("https://127.0.0.1:{}", server.port))
-        .arg("1")
-        .env("SSL_CERT_FILE", &server.cert)
-        .env("OPENAI_API_KEY", KEY)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(call(&exe, &server, 1), "ok 1");
     let exe_name = exe.to_string_lossy().to_string();
     // Its connection is seen (named by its ClientHello), its calls are not.
     sensor.wait_for("the skipped binary's ClientHello", |v| {
