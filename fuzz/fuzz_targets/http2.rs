@@ -1,7 +1,8 @@
 //! A captured HTTP/2 connection: the fuzzer's bytes after the client
 //! preface, split at a fuzzer-chosen point between the client and server
 //! directions, fed interleaved in small fuzzer-sized pieces (captures cut
-//! frames and header blocks anywhere), some pieces lost as gaps.
+//! frames and header blocks anywhere), some pieces lost as gaps; bodies
+//! kept for some streams.
 #![no_main]
 use sensor::http::{
     h2::{H2Conn, PREFACE},
@@ -20,6 +21,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let (client, server) = rest.split_at(cut);
     let fp = |v: &[u8]| format!("fp:{}", v.len());
     let mut c = H2Conn::new();
+    // Bodies kept (small limit, so the cut is exercised) for streams the
+    // second byte's bit 6 selects: kept and counted bodies both run.
+    if shape & 0x40 != 0 {
+        c.keep_bodies(64, |_, path| path.len() % 2 == 0);
+    }
     c.feed(Direction::Request, PREFACE, &fp);
     let mut sides = [
         (Direction::Request, client.chunks(piece)),

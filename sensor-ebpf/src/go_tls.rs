@@ -1,8 +1,9 @@
 //! Go's crypto/tls: `func (c *Conn) Write(b []byte) (int, error)` and
 //! `Read`, found by the sensor through `.gopclntab` (stripped binaries
-//! keep it), with a uprobe at entry and one at each `RET` of the function
-//! (never a uretprobe: it rewrites the return address on the goroutine's
-//! stack, which Go moves when it grows; the runtime then crashes).
+//! keep it). Write is captured at its entry (its buffer is the plaintext
+//! to send); Read with a uprobe at entry and one at each `RET` (never a
+//! uretprobe: it rewrites the return address on the goroutine's stack,
+//! which Go moves when it grows; the runtime then crashes).
 //!
 //! Go's register ABI (1.17+, amd64): the receiver `c` in RAX, `b`'s
 //! pointer, length and capacity in RBX, RCX, RDI; `n` returned in RAX.
@@ -79,6 +80,24 @@ fn enter(ctx: &ProbeContext, dir: u8) -> u32 {
     if dir == TLS_DIR_WRITE && crate::enforce::block_armed_write(tgid as u32, conn, buf, len) {
         return 0;
     }
+    if dir == TLS_DIR_WRITE {
+        // Sent at entry, where the whole buffer is the plaintext: Go's
+        // transport reads the answer on another goroutine, often on another
+        // CPU, whose Read can return before this Write's RET is reached,
+        // and a response must not reach the daemon before its request.
+        if len > 0 {
+            crate::tls::emit_data(
+                conn,
+                buf,
+                len,
+                socket_of(conn),
+                dir,
+                TLS_LIB_GO,
+                emit::current_start_ns(),
+            );
+        }
+        return 0;
+    }
     let call = GoCall {
         conn,
         buf,
@@ -105,7 +124,7 @@ pub fn go_tls_read(ctx: ProbeContext) -> u32 {
     enter(&ctx, TLS_DIR_READ)
 }
 
-/// At each `RET` of Write and Read: RAX holds `n`.
+/// At each `RET` of Read: RAX holds `n`.
 #[uprobe]
 pub fn go_tls_ret(ctx: ProbeContext) -> u32 {
     let regs = unsafe { &*ctx.regs };

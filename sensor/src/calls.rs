@@ -264,7 +264,11 @@ impl Calls {
                 _ => None,
             };
             if p.server == Some(false) && is_client_preface(c.data) {
-                p.h2 = Some(H2Conn::new());
+                let mut h2 = H2Conn::new();
+                h2.keep_bodies(LLM_BODY_LIMIT, |authority, path| {
+                    catalog::match_call(authority, path).is_some()
+                });
+                p.h2 = Some(h2);
             }
         }
         if p.server == Some(true) {
@@ -383,6 +387,7 @@ fn parse(
                 credentials,
                 head_bytes,
                 body_bytes,
+                body,
             } => Parsed::Request(
                 RequestSummary {
                     authority: authority.unwrap_or_default(),
@@ -392,7 +397,7 @@ fn parse(
                     credential_fingerprint: credentials.into_iter().next(),
                     body_bytes,
                     head_bytes,
-                    body: None,
+                    body,
                 },
                 stream_id,
             ),
@@ -401,13 +406,15 @@ fn parse(
                 status,
                 head_bytes,
                 body_bytes,
+                body,
+                content_type,
             } => Parsed::Response(
                 ResponseSummary {
                     status,
                     body_bytes,
                     head_bytes,
-                    body: None,
-                    content_type: None,
+                    body,
+                    content_type,
                 },
                 stream_id,
             ),

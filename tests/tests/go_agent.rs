@@ -2,7 +2,8 @@
 //! tests/fixtures/go_agent.go, once as is and once stripped): Go's TLS is
 //! no library with symbols, and is found through `.gopclntab` and probed
 //! at entry and at each `RET`; its calls are `api_call` events of an agent
-//! with model and usage, on the connect's socket, its key never shown.
+//! with model and usage (over HTTP/1.1 and HTTP/2), on the connect's
+//! socket, its key never shown.
 
 use std::{path::PathBuf, process::Command};
 
@@ -108,13 +109,14 @@ fn a_go_agents_calls_are_api_calls_stripped_or_not() {
             block[1]
                 .trim()
                 .starts_with("crypto/tls.(*Conn).Write: symbol at 0x")
-                && block[1].contains("(gopclntab, "),
+                && block[1].ends_with("(gopclntab, captured at entry)"),
             "{status}"
         );
         assert!(
             block[2]
                 .trim()
-                .starts_with("crypto/tls.(*Conn).Read: symbol at 0x"),
+                .starts_with("crypto/tls.(*Conn).Read: symbol at 0x")
+                && block[2].ends_with(" RET probes)"),
             "{status}"
         );
     }
@@ -161,4 +163,36 @@ fn tls_skip_leaves_a_binary_unprobed() {
             .any(|v| kind(v) == "api_call" && v["process"]["exe"] == exe_name.as_str()),
         "a skipped binary's call was captured"
     );
+}
+
+#[test]
+fn a_go_agents_calls_over_http2_carry_model_and_usage() {
+    let _g = serial();
+    if !require_root("a_go_agents_calls_over_http2_carry_model_and_usage") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build(dir.path(), "go-agent-h2", &[]);
+    let sensor = Sensor::start_with(&["--json"], None);
+    // Offers h2 by ALPN: Go's client speaks HTTP/2 to it.
+    let server = HttpsServer::start_h2("127.0.0.1");
+    assert_eq!(call(&exe, &server, 2), "ok 1");
+    let exe_name = exe.to_string_lossy().to_string();
+    let calls = sensor.wait_for_n("the Go agent's HTTP/2 api_calls", 2, |v| {
+        kind(v) == "api_call" && v["process"]["exe"] == exe_name.as_str()
+    });
+    for c in &calls {
+        assert_eq!(c["http_version"], "HTTP/2", "{c}");
+        assert_eq!(c["path"], "/v1/chat/completions", "{c}");
+        assert_eq!(c["status"], 200, "{c}");
+        assert_eq!(c["llm"]["model"], "gpt-e2e", "{c}");
+        assert_eq!(c["llm"]["input_tokens"], 1, "{c}");
+        assert_eq!(c["llm"]["output_tokens"], 1, "{c}");
+        assert_eq!(c["llm"]["truncated"], false, "{c}");
+    }
+    let (_, stderr, events) = sensor.stop_with_events();
+    assert!(!stderr.contains("GOE2EPLANTED"));
+    for e in &events {
+        assert!(!e.to_string().contains("GOE2EPLANTED"), "{e}");
+    }
 }

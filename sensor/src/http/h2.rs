@@ -14,7 +14,10 @@ use std::collections::BTreeMap;
 
 use loona_hpack::Decoder;
 
-use super::{fingerprint::Credentials, stream::Direction};
+use super::{
+    fingerprint::Credentials,
+    stream::{Direction, Kept},
+};
 
 /// What a client sends first on every HTTP/2 connection (RFC 9113 §3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -72,6 +75,8 @@ pub enum H2Message {
         head_bytes: u64,
         /// DATA payload bytes, padding excluded.
         body_bytes: u64,
+        /// The body, for streams `H2Conn::keep_bodies` selects.
+        body: Option<Kept>,
     },
     /// A response whose server side ended, or was reset after a final
     /// status; status 0 when the stream ended without one. A stream reset
@@ -82,6 +87,9 @@ pub enum H2Message {
         status: u16,
         head_bytes: u64,
         body_bytes: u64,
+        /// The body, for streams whose request body was kept.
+        body: Option<Kept>,
+        content_type: Option<String>,
     },
     /// Bytes that could not be framed or decoded.
     Error(String),
@@ -93,6 +101,8 @@ struct Side {
     body_bytes: u64,
     ended: bool,
     emitted: bool,
+    /// The body so far, when the stream's bodies are kept.
+    kept: Option<Kept>,
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +112,7 @@ struct Stream {
     authority: Option<String>,
     credentials: Vec<String>,
     status: u16,
+    content_type: Option<String>,
     req: Side,
     resp: Side,
 }
@@ -170,6 +181,10 @@ impl Half {
 pub struct H2Conn {
     halves: [Half; 2],
     streams: BTreeMap<u32, Stream>,
+    /// Bodies of requests `keep` selects (by authority and path), and of
+    /// their responses, are kept up to `keep_limit` bytes each.
+    keep: Option<fn(&str, &str) -> bool>,
+    keep_limit: usize,
 }
 
 impl Default for H2Conn {
@@ -204,7 +219,17 @@ impl H2Conn {
                 Half::new(Direction::Response),
             ],
             streams: BTreeMap::new(),
+            keep: None,
+            keep_limit: 0,
         }
+    }
+
+    /// Keeps the bodies of requests for which `keep(authority, path)`
+    /// holds, and of their responses, up to `limit` bytes each (the rest
+    /// is counted and marks the body truncated).
+    pub fn keep_bodies(&mut self, limit: usize, keep: fn(&str, &str) -> bool) {
+        self.keep = Some(keep);
+        self.keep_limit = limit;
     }
 
     /// Bytes captured in direction `dir` (requests: client to server).
@@ -299,6 +324,7 @@ impl H2Conn {
                     // bytes before it are body.
                     let body = n.min(remaining.saturating_sub(pad));
                     self.count_body(i, sid, body as u64);
+                    self.keep_body(i, sid, &data[..body]);
                     remaining -= n;
                     data = &data[n..];
                     if remaining == 0 {
@@ -355,6 +381,7 @@ impl H2Conn {
                 let skipped_pad_len = usize::from(pad_unknown);
                 let body = (n - skipped_pad_len).min(remaining.saturating_sub(pad));
                 self.count_body(i, sid, body as u64);
+                self.body_lost(i, sid);
                 if n == remaining {
                     self.data_done(i, sid, flags, &mut out);
                     State::FrameHeader
@@ -569,7 +596,7 @@ impl H2Conn {
                 let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
                 if creds.is_secret(&name) {
                     credentials.push(creds.fingerprint(&value));
-                } else if name.starts_with(':') || name == "host" {
+                } else if name.starts_with(':') || name == "host" || name == "content-type" {
                     fields.push((name, value.into_owned()));
                 }
             });
@@ -617,6 +644,13 @@ impl H2Conn {
                 s.path = field(":path").unwrap_or_default();
                 s.authority = field(":authority").or_else(|| field("host"));
                 s.credentials = credentials;
+                if self
+                    .keep
+                    .is_some_and(|keep| keep(s.authority.as_deref().unwrap_or_default(), &s.path))
+                {
+                    s.req.kept = Some(Kept::default());
+                    s.resp.kept = Some(Kept::default());
+                }
             }
         } else {
             s.resp.head_bytes = s.resp.head_bytes.saturating_add(block.frame_bytes);
@@ -626,6 +660,7 @@ impl H2Conn {
                 && (s.status == 0 || (100..200).contains(&s.status))
             {
                 s.status = st;
+                s.content_type = field("content-type");
             }
         }
         if block.end_stream {
@@ -638,6 +673,28 @@ impl H2Conn {
         if let Some(s) = self.streams.get_mut(&sid) {
             let side = if i == 0 { &mut s.req } else { &mut s.resp };
             side.body_bytes = side.body_bytes.saturating_add(n);
+        }
+    }
+
+    fn keep_body(&mut self, i: usize, sid: u32, bytes: &[u8]) {
+        let limit = self.keep_limit;
+        if let Some(s) = self.streams.get_mut(&sid) {
+            let side = if i == 0 { &mut s.req } else { &mut s.resp };
+            if let Some(k) = &mut side.kept {
+                let room = limit.saturating_sub(k.bytes.len());
+                k.bytes.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                k.truncated |= bytes.len() > room;
+            }
+        }
+    }
+
+    /// Body bytes of stream `sid` went uncaptured.
+    fn body_lost(&mut self, i: usize, sid: u32) {
+        if let Some(s) = self.streams.get_mut(&sid) {
+            let side = if i == 0 { &mut s.req } else { &mut s.resp };
+            if let Some(k) = &mut side.kept {
+                k.truncated = true;
+            }
         }
     }
 
@@ -690,6 +747,7 @@ fn emit_request(sid: u32, s: &mut Stream, out: &mut Vec<H2Message>) {
         credentials: std::mem::take(&mut s.credentials),
         head_bytes: s.req.head_bytes,
         body_bytes: s.req.body_bytes,
+        body: s.req.kept.take(),
     });
 }
 
@@ -703,6 +761,8 @@ fn emit_response(sid: u32, s: &mut Stream, out: &mut Vec<H2Message>) {
         status: s.status,
         head_bytes: s.resp.head_bytes,
         body_bytes: s.resp.body_bytes,
+        body: s.resp.kept.take(),
+        content_type: s.content_type.take(),
     });
 }
 
@@ -859,6 +919,105 @@ mod tests {
         assert_eq!(*body_bytes, 13);
         let m = feed_all(&mut c, RESP, &ok(&mut se, 3, "201", b"{}"));
         assert_eq!(response(&m[0]), (3, 201, 2));
+    }
+
+    #[test]
+    fn bodies_of_selected_streams_are_kept_bounded() {
+        let (mut ce, mut se) = (Encoder::new(), Encoder::new());
+        let mut c = H2Conn::new();
+        c.keep_bodies(16, |authority, path| {
+            authority == "llm" && path == "/v1/messages"
+        });
+        let mut d = client_start();
+        for (sid, authority) in [(1, "llm"), (3, "other")] {
+            let b = block(
+                &mut ce,
+                &[
+                    (":method", "POST"),
+                    (":path", "/v1/messages"),
+                    (":authority", authority),
+                ],
+            );
+            d.extend(frame(HEADERS, END_HEADERS, sid, &b));
+            // Padded: pad length 2, then the body, then the padding.
+            d.extend(frame(DATA, PADDED, sid, b"\x02{\"model\":xx"));
+            d.extend(frame(DATA, END_STREAM, sid, b"\"m\"}"));
+        }
+        let m = feed_all(&mut c, REQ, &d);
+        let bodies: Vec<_> = m
+            .iter()
+            .map(|m| match m {
+                H2Message::Request {
+                    stream_id, body, ..
+                } => (*stream_id, body.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            bodies,
+            [
+                (
+                    1,
+                    Some(Kept {
+                        bytes: b"{\"model\":\"m\"}".to_vec(),
+                        truncated: false
+                    })
+                ),
+                (3, None)
+            ]
+        );
+        // The response of a kept request: its body (over the limit: cut
+        // and marked) and content type.
+        let b = block(
+            &mut se,
+            &[(":status", "200"), ("content-type", "text/event-stream")],
+        );
+        let mut r = frame(HEADERS, END_HEADERS, 1, &b);
+        r.extend(frame(DATA, END_STREAM, 1, b"data: {\"usage\":{}}\n\n"));
+        let m = feed_all(&mut c, RESP, &r);
+        let [
+            H2Message::Response {
+                body: Some(k),
+                content_type,
+                ..
+            },
+        ] = &m[..]
+        else {
+            panic!("{m:?}")
+        };
+        assert_eq!(k.bytes, b"data: {\"usage\":{");
+        assert!(k.truncated);
+        assert_eq!(content_type.as_deref(), Some("text/event-stream"));
+    }
+
+    #[test]
+    fn a_gap_in_a_kept_body_marks_it_truncated() {
+        let mut ce = Encoder::new();
+        let mut c = H2Conn::new();
+        c.keep_bodies(1024, |_, _| true);
+        let mut d = client_start();
+        let b = block(
+            &mut ce,
+            &[(":method", "POST"), (":path", "/x"), (":authority", "a")],
+        );
+        d.extend(frame(HEADERS, END_HEADERS, 1, &b));
+        let data = frame(DATA, END_STREAM, 1, b"0123456789");
+        d.extend_from_slice(&data[..13]); // header + 4 body bytes
+        let mut m = feed_all(&mut c, REQ, &d);
+        m.extend(c.gap(REQ, 6));
+        let [
+            H2Message::Request {
+                body: Some(k),
+                body_bytes,
+                ..
+            },
+        ] = &m[..]
+        else {
+            panic!("{m:?}")
+        };
+        assert_eq!(*body_bytes, 10);
+        assert_eq!(k.bytes, b"0123");
+        assert!(k.truncated);
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub enum Message {
 }
 
 /// A body kept for the layers above (LLM calls), bounded.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Kept {
     /// De-chunked body bytes, at most the keep limit.
     pub bytes: Vec<u8>,

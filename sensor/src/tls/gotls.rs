@@ -23,10 +23,11 @@ use super::resolve::{Attach, Binary, Found, Method, Resolution};
 
 const MAGICS: [u32; 2] = [0xffff_fff0, 0xffff_fff1];
 
-/// The functions probed, and their entry programs.
-const FUNCTIONS: [(&str, &str); 2] = [
-    ("crypto/tls.(*Conn).Write", "go_tls_write"),
-    ("crypto/tls.(*Conn).Read", "go_tls_read"),
+/// The functions probed, their entry programs, and whether their returns
+/// are probed too (Write is captured whole at its entry).
+const FUNCTIONS: [(&str, &str, bool); 2] = [
+    ("crypto/tls.(*Conn).Write", "go_tls_write", false),
+    ("crypto/tls.(*Conn).Read", "go_tls_read", true),
 ];
 
 /// The program at each `RET` of either.
@@ -144,12 +145,12 @@ pub fn resolve(bin: &Binary) -> Resolution {
         ));
     }
     let mut found = Vec::new();
-    for (name, program) in FUNCTIONS {
+    for (name, program, returns) in FUNCTIONS {
         let mut matches = funcs.iter().filter(|f| f.name == name);
         let (Some(f), None) = (matches.next(), matches.next()) else {
             return refused(format!("{name}: not exactly once in .gopclntab"));
         };
-        match probe_places(bin, f, program) {
+        match probe_places(bin, f, program, returns) {
             Ok(p) => found.push(p),
             Err(reason) => return refused(format!("{name}: {reason}")),
         }
@@ -164,7 +165,12 @@ pub const LIBRARY: &str = "Go crypto/tls";
 
 /// The entry and every `RET` of `f`, checked: inside the file's code, the
 /// whole range decoding as instructions, at least one `RET`.
-fn probe_places(bin: &Binary, f: &GoFunc, program: &'static str) -> Result<Found, String> {
+fn probe_places(
+    bin: &Binary,
+    f: &GoFunc,
+    program: &'static str,
+    returns: bool,
+) -> Result<Found, String> {
     let code = bin
         .code_at(f.entry)
         .ok_or_else(|| format!("entry {:#x} outside the file's code", f.entry))?;
@@ -196,12 +202,19 @@ fn probe_places(bin: &Binary, f: &GoFunc, program: &'static str) -> Result<Found
     if rets == 0 {
         return Err("no RET found".into());
     }
+    if !returns {
+        attach.truncate(1);
+    }
     Ok(Found {
         function: f.name.to_string(),
         method: Method::Symbol,
         vaddr: f.entry,
         file_offset,
-        evidence: format!("gopclntab, {rets} RET probes"),
+        evidence: if returns {
+            format!("gopclntab, {rets} RET probes")
+        } else {
+            "gopclntab, captured at entry".to_string()
+        },
         attach,
     })
 }
@@ -273,7 +286,8 @@ func main() {
                 );
                 assert_eq!(f.attach[0].file_offset, f.file_offset);
                 let rets = &f.attach[1..];
-                assert!(!rets.is_empty(), "{f:?}");
+                // Read's returns are probed; Write is captured at entry.
+                assert_eq!(rets.is_empty(), f.function.ends_with("Write"), "{f:?}");
                 for r in rets {
                     assert_eq!(r.program, RET_PROGRAM);
                     // Each RET probe lands on a C3 byte of the function.
@@ -311,7 +325,7 @@ func main() {
                 _ => {}
             }
         }
-        for (name, _) in FUNCTIONS {
+        for (name, _, _) in FUNCTIONS {
             let f = funcs.iter().find(|f| f.name == name).unwrap();
             assert_eq!(symbols.get(name), Some(&Some(f.entry)), "{name}");
         }
