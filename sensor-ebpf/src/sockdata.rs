@@ -42,6 +42,8 @@ const MODE_NEW: u32 = 0;
 const MODE_TLS: u32 = 1;
 const MODE_HTTP: u32 = 2;
 const MODE_OTHER: u32 = 3;
+/// A PostgreSQL session (its StartupMessage): captured like plain HTTP.
+const MODE_PG: u32 = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -209,7 +211,7 @@ fn on_send(ctx: &TracePointContext, src: Src) -> u32 {
     let w = unsafe { &mut *w };
     match w.mode {
         MODE_TLS => return 0,
-        MODE_HTTP => {}
+        MODE_HTTP | MODE_PG => {}
         _ => {
             if w.sends_left == 0 {
                 return 0;
@@ -247,11 +249,20 @@ fn on_send(ctx: &TracePointContext, src: Src) -> u32 {
         w.mode = match first {
             // A TLS handshake record: the library's plaintext is captured
             // by the TLS hooks, nothing more to copy here.
-            [0x16, 0x03, _, _] => {
+            [0x16, 0x03, ..] => {
                 crate::enforce::hold_new_tls((pid_tgid >> 32) as u32, fd);
                 MODE_TLS
             }
-            b if is_http_start(&b) => MODE_HTTP,
+            // PostgreSQL's SSLRequest or GSSENCRequest: the next send is
+            // a ClientHello (server said yes) or the StartupMessage (no);
+            // that one decides, and this send is not counted.
+            [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f | 0x30] => {
+                w.sends_left += 1;
+                MODE_NEW
+            }
+            // StartupMessage of protocol 3.0 (length, then 0x00030000).
+            [0, 0, _, _, 0, 3, 0, 0] => MODE_PG,
+            [a, b, c, d, ..] if is_http_start(&[a, b, c, d]) => MODE_HTTP,
             _ => MODE_OTHER,
         };
     }
@@ -267,7 +278,8 @@ fn on_recv_enter(ctx: &TracePointContext) -> u32 {
         return 0;
     };
     tls::on_socket_syscall(pid_tgid, fd, false);
-    if unsafe { (*w).mode } != MODE_HTTP {
+    let mode = unsafe { (*w).mode };
+    if mode != MODE_HTTP && mode != MODE_PG {
         return 0;
     }
     let p = PendingRecv {
@@ -310,15 +322,15 @@ fn capture_limit() -> u64 {
 }
 
 /// What `output` returns when it copied fewer than four bytes: zeros
-/// start neither a TLS record nor a request. (No `Option`: LLVM moves a
+/// start neither a TLS record, a request nor a PostgreSQL message. (No `Option`: LLVM moves a
 /// `None`'s undefined payload through registers, and the verifier refuses
 /// to read a register never written: "R5 !read_ok".)
-const NO_START: [u8; 4] = [0; 4];
+const NO_START: [u8; 8] = [0; 8];
 
 /// Copies up to the capture limit of `len` bytes at `buf` into a record;
-/// returns the first four bytes when there were that many.
+/// returns its first bytes (see `submit`).
 #[inline(always)]
-fn output(fd: i32, buf: u64, len: u64, dir: u8) -> [u8; 4] {
+fn output(fd: i32, buf: u64, len: u64, dir: u8) -> [u8; 8] {
     let Some(rec) = SOCK_SCRATCH.get_ptr_mut(0) else {
         return NO_START;
     };
@@ -347,7 +359,7 @@ fn output(fd: i32, buf: u64, len: u64, dir: u8) -> [u8; 4] {
 /// other up to the capture limit, as one record whose length is theirs
 /// together, as if one buffer had been written.
 #[inline(always)]
-fn output_iov(fd: i32, iov: u64, iovcnt: u64) -> [u8; 4] {
+fn output_iov(fd: i32, iov: u64, iovcnt: u64) -> [u8; 8] {
     let Some(rec) = SOCK_SCRATCH.get_ptr_mut(0) else {
         return NO_START;
     };
@@ -405,9 +417,10 @@ fn output_iov(fd: i32, iov: u64, iovcnt: u64) -> [u8; 4] {
 }
 
 /// Outputs the header and the `n` bytes copied into the scratch record;
-/// returns the first four when there were that many.
+/// returns the first eight (zeros past the fourth when fewer were copied,
+/// none when fewer than four).
 #[inline(always)]
-fn submit(rec: *mut SockScratch, fd: i32, n: u64, len: u64, dir: u8) -> [u8; 4] {
+fn submit(rec: *mut SockScratch, fd: i32, n: u64, len: u64, dir: u8) -> [u8; 8] {
     unsafe {
         (*rec).hdr = SockDataHeader {
             header: emit::current_header(EventKind::SockData),
@@ -424,9 +437,12 @@ fn submit(rec: *mut SockScratch, fd: i32, n: u64, len: u64, dir: u8) -> [u8; 4] 
         {
             count(Counter::RingbufFull);
         }
+        let d = &(*rec).data;
+        if n >= 8 {
+            return [d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]];
+        }
         if n >= 4 {
-            let d = &(*rec).data;
-            return [d[0], d[1], d[2], d[3]];
+            return [d[0], d[1], d[2], d[3], 0, 0, 0, 0];
         }
     }
     NO_START

@@ -123,6 +123,7 @@ fn call(p: &Arc<Process>, method: &str, path: &str, cred: &str, tools: &[&str]) 
             daddr: Some("10.0.0.7".parse().unwrap()),
             dport: Some(443),
             sni: Some("vendor.example".into()),
+            db: None,
         },
         agent: None,
         pod: None,

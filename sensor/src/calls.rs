@@ -9,6 +9,10 @@ use sensor_common::{TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_GO};
 use crate::{
     agents::{catalog, llm},
     clock::Clock,
+    db::{
+        DbCall,
+        pg::{self, PgConn, PgMessage, Side},
+    },
     decode::{SockData, TlsData},
     event::{Detail, Event},
     flows::{ApiCall, Flows, RequestSummary, ResponseSummary, StreamKey},
@@ -35,6 +39,9 @@ struct Parsers {
     /// Set when the client's first bytes are the HTTP/2 preface (ALPN h2,
     /// or cleartext with prior knowledge); both directions then go here.
     h2: Option<H2Conn>,
+    /// Set when the client's first bytes are a PostgreSQL StartupMessage
+    /// (plain, or inside TLS after the server accepted SSLRequest).
+    pg: Option<PgConn>,
     /// Whether the process turned out to be the server of this connection
     /// (it writes responses): the sensor reports the calls a process makes,
     /// not the ones it serves.
@@ -62,6 +69,7 @@ impl Parsers {
             request,
             response,
             h2: None,
+            pg: None,
             server: None,
             error_reported: false,
         }
@@ -167,8 +175,9 @@ impl Calls {
     }
 
     /// Feeds bytes of a plain socket. Only a send that starts like a
-    /// request (or the HTTP/2 preface) opens a stream: other protocols'
-    /// first bytes (and TLS ClientHellos) are not HTTP.
+    /// request (the HTTP/2 preface, a PostgreSQL StartupMessage) opens a
+    /// stream: other protocols' first bytes (and TLS ClientHellos) are not
+    /// calls.
     pub fn on_plain(&mut self, d: &SockData, process: &Arc<Process>) -> Vec<Outcome> {
         let writing = d.hdr.dir == TLS_DIR_WRITE;
         let chunk = Chunk {
@@ -181,7 +190,10 @@ impl Calls {
             tid: d.hdr.header.tid,
             fd: Some(d.hdr.fd),
         };
-        let opens = writing && (starts_with_method(&d.data) || is_client_preface(&d.data));
+        let opens = writing
+            && (starts_with_method(&d.data)
+                || is_client_preface(&d.data)
+                || pg::is_startup(&d.data));
         self.feed(process, chunk, opens)
     }
 
@@ -257,7 +269,9 @@ impl Calls {
             // the sensor may start mid-body).
             // An HTTP/2 server speaks first, with SETTINGS.
             let status_line = c.data.starts_with(b"HTTP/1.") || is_server_preface(c.data);
-            let request_start = starts_with_method(c.data) || is_client_preface(c.data);
+            let pg_startup = pg::is_startup(c.data);
+            let request_start =
+                starts_with_method(c.data) || is_client_preface(c.data) || pg_startup;
             p.server = match (c.writing, status_line, request_start) {
                 (true, true, _) | (false, _, true) => Some(true),
                 (true, _, true) | (false, true, _) => Some(false),
@@ -269,6 +283,9 @@ impl Calls {
                     catalog::match_call(authority, path).is_some()
                 });
                 p.h2 = Some(h2);
+            }
+            if p.server == Some(false) && pg_startup {
+                p.pg = Some(PgConn::new());
             }
         }
         if p.server == Some(true) {
@@ -356,6 +373,7 @@ fn response_summary(
         head_bytes: head.head_bytes,
         body: kept,
         content_type: head.content_type,
+        db: None,
     }
 }
 
@@ -367,6 +385,9 @@ fn parse(
     missing: u64,
     fingerprint: &dyn Credentials,
 ) -> (Vec<Parsed>, &'static str) {
+    if let Some(conn) = &mut p.pg {
+        return (parse_pg(conn, c, missing, fingerprint), "postgresql");
+    }
     if let Some(h2) = &mut p.h2 {
         let dir = if c.writing {
             Direction::Request
@@ -398,6 +419,7 @@ fn parse(
                     body_bytes,
                     head_bytes,
                     body,
+                    db: None,
                 },
                 stream_id,
             ),
@@ -415,6 +437,7 @@ fn parse(
                     head_bytes,
                     body,
                     content_type,
+                    db: None,
                 },
                 stream_id,
             ),
@@ -450,6 +473,7 @@ fn parse(
                         body_bytes,
                         head_bytes: head.head_bytes,
                         body: kept,
+                        db: None,
                     },
                     0,
                 )
@@ -462,6 +486,59 @@ fn parse(
         });
     }
     (parsed, "http/1.1")
+}
+
+/// Runs one chunk through a PostgreSQL connection's parser. A statement
+/// is a request whose method is its verb and whose target its template;
+/// the user it runs as stands as its credential (by fingerprint, like any
+/// credential: the same user in two agents is one credential).
+fn parse_pg(
+    conn: &mut PgConn,
+    c: &Chunk,
+    missing: u64,
+    fingerprint: &dyn Credentials,
+) -> Vec<Parsed> {
+    let side = if c.writing {
+        Side::Client
+    } else {
+        Side::Server
+    };
+    let mut msgs = conn.feed(side, c.data);
+    if missing > 0 {
+        msgs.extend(conn.gap(side, missing));
+    }
+    msgs.into_iter()
+        .map(|m| match m {
+            PgMessage::Error(e) => Parsed::Error(e),
+            PgMessage::Request { request, bytes } => Parsed::Request(
+                RequestSummary {
+                    method: request.statement.kind.to_ascii_uppercase(),
+                    target: request.statement.template.clone(),
+                    authority: request.database.clone().unwrap_or_default(),
+                    http_version: request.engine.to_string(),
+                    credential_fingerprint: request.user.as_ref().map(|u| {
+                        fingerprint.fingerprint(format!("{}:{u}", request.engine).as_bytes())
+                    }),
+                    body_bytes: 0,
+                    head_bytes: bytes,
+                    body: None,
+                    db: Some(request),
+                },
+                0,
+            ),
+            PgMessage::Response { result, bytes } => Parsed::Response(
+                ResponseSummary {
+                    status: 0,
+                    body_bytes: 0,
+                    head_bytes: bytes,
+                    body: None,
+                    content_type: None,
+                    db: Some(result),
+                },
+                0,
+            ),
+        })
+        .collect()
 }
 
 /// How a connection is named in events: the TLS library's object, or the
@@ -514,16 +591,36 @@ fn call_event(call: ApiCall, clock: &Clock, sockets: &FirstBytes) -> Event {
             resp.and_then(|s| s.content_type.as_deref()),
         ))
     });
+    let db = r.db.as_ref().map(|q| {
+        let answer = call.response.as_ref().and_then(|s| s.db.as_ref());
+        Box::new(DbCall::new(q, answer))
+    });
+    let (authority, path, template, status) = match &r.db {
+        // The template has no literal to mask, and is its own template.
+        Some(_) => (
+            dst.map(|d| std::net::SocketAddr::new(d.addr, d.port).to_string())
+                .unwrap_or_default(),
+            r.target.clone(),
+            r.target.clone(),
+            None,
+        ),
+        None => (
+            r.authority.clone(),
+            redact::target(&r.target),
+            path_template(&r.target),
+            call.response.as_ref().map(|s| s.status),
+        ),
+    };
     let detail = Detail::ApiCall {
         provider,
         llm,
         tool_call: None,
         unrequested: false,
         method: r.method.clone(),
-        authority: r.authority.clone(),
-        path: redact::target(&r.target),
-        path_template: path_template(&r.target),
-        status: call.response.as_ref().map(|s| s.status),
+        authority,
+        path,
+        path_template: template,
+        status,
         request_bytes: r.head_bytes + r.body_bytes,
         response_bytes: call
             .response
@@ -542,6 +639,7 @@ fn call_event(call: ApiCall, clock: &Clock, sockets: &FirstBytes) -> Event {
         daddr: dst.map(|d| d.addr),
         dport: dst.map(|d| d.port),
         sni: dst.and_then(|d| d.sni.clone()),
+        db,
     };
     let tid = call.tid;
     let started = call.started_ns;

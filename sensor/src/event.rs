@@ -116,6 +116,11 @@ pub enum Detail {
         /// Server name the TLS client asked for.
         #[serde(skip_serializing_if = "Option::is_none")]
         sni: Option<String>,
+        /// A database statement: `method` is its verb, `path` and
+        /// `path_template` its template (never a literal), `authority` the
+        /// server and database; this says the rest.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        db: Option<Box<crate::db::DbCall>>,
     },
     /// A TLS ClientHello sent on a connection the process opened: names
     /// the destination of any TLS client, hookable or not.
@@ -430,10 +435,22 @@ impl Event {
                 credential_fingerprint,
                 daddr,
                 dport,
+                db,
                 ..
             } => {
-                let status = status.map_or("-".to_string(), |s| s.to_string());
-                let _ = write!(s, " {method} {authority}{path} -> {status}");
+                if let Some(db) = db {
+                    let outcome = db.outcome.map_or("-", |o| o.as_str());
+                    let _ = write!(s, " {method} {authority}: {path} -> {outcome}");
+                    if let Some(code) = &db.sqlstate {
+                        let _ = write!(s, " {code}");
+                    }
+                    if let Some(rows) = db.rows {
+                        let _ = write!(s, " rows={rows}");
+                    }
+                } else {
+                    let status = status.map_or("-".to_string(), |s| s.to_string());
+                    let _ = write!(s, " {method} {authority}{path} -> {status}");
+                }
                 if let Some(ms) = latency_ms {
                     let _ = write!(s, " {ms:.1}ms");
                 }

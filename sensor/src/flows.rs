@@ -24,6 +24,9 @@ pub struct RequestSummary {
     pub head_bytes: u64,
     /// The body, for requests to LLM providers.
     pub body: Option<Kept>,
+    /// A database statement (the method, target and authority then say
+    /// the statement's verb, template and database).
+    pub db: Option<crate::db::DbRequest>,
 }
 
 /// What the HTTP layer reports for one response.
@@ -34,6 +37,8 @@ pub struct ResponseSummary {
     pub head_bytes: u64,
     pub body: Option<Kept>,
     pub content_type: Option<String>,
+    /// A database server's answer (`status` is then 0).
+    pub db: Option<crate::db::DbResult>,
 }
 
 /// One HTTP exchange, attributed, ready to become an `api_call` event.
@@ -289,6 +294,7 @@ mod tests {
             body_bytes: 0,
             head_bytes: 40,
             body: None,
+            db: None,
         }
     }
 
@@ -299,6 +305,7 @@ mod tests {
             head_bytes: 30,
             body: None,
             content_type: None,
+            db: None,
         }
     }
 

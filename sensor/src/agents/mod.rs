@@ -151,7 +151,8 @@ pub fn irreversible(method: &str, template: &str) -> bool {
     // Reads first, and no allocation for the usual lowercase path: this
     // runs on every call of every agent.
     if !matches!(method, "POST" | "PUT" | "PATCH" | "DELETE") {
-        return false;
+        // A database statement's verb (HTTP has no such methods).
+        return crate::db::irreversible(method, template);
     }
     if method == "DELETE" {
         return true;
@@ -926,6 +927,7 @@ impl Agents {
                 sni,
                 llm,
                 request_bytes,
+                db,
                 ..
             } => {
                 // "METHOD authority template", without the fmt machinery.
@@ -946,9 +948,15 @@ impl Agents {
                 // turn, Some(None) for a model turn, None outside agents.
                 let mut link: Option<Option<Option<ToolRef>>> = None;
                 if let Some(t) = &tag {
-                    let destination: Option<Cow<str>> = match sni {
-                        Some(s) => Some(Cow::Borrowed(s)),
-                        None => daddr
+                    let destination: Option<Cow<str>> = match (sni, db) {
+                        (Some(s), _) => Some(Cow::Borrowed(s)),
+                        // A database server's databases are destinations
+                        // apart (prod is not staging).
+                        (None, Some(db)) => Some(Cow::Owned(format!(
+                            "{authority}/{}",
+                            db.database.as_deref().unwrap_or_default()
+                        ))),
+                        (None, None) => daddr
                             .zip(*dport)
                             .map(|(a, p)| Cow::Owned(format!("{a}:{p}"))),
                     };
@@ -1140,6 +1148,7 @@ mod tests {
             daddr: Some("127.0.0.1".parse().unwrap()),
             dport: Some(443),
             sni: None,
+            db: None,
         }
     }
 
@@ -1440,5 +1449,18 @@ mod tests {
         assert!(irreversible("DELETE", "/v1/customers/{id}"));
         assert!(!irreversible("GET", "/v1/orders/{id}"));
         assert!(!irreversible("POST", "/v1/chat/completions"));
+        // Database statements, by their verb (and WHERE for UPDATE).
+        assert!(irreversible("DROP", "DROP TABLE staging_sessions"));
+        assert!(irreversible("TRUNCATE", "TRUNCATE orders"));
+        assert!(irreversible("UPDATE", "UPDATE accounts SET balance = ?"));
+        assert!(!irreversible(
+            "UPDATE",
+            "UPDATE accounts SET balance = ? WHERE id = ?"
+        ));
+        assert!(!irreversible(
+            "SELECT",
+            "SELECT count(*) FROM staging_sessions"
+        ));
+        assert!(!irreversible("INSERT", "INSERT INTO t VALUES (?)"));
     }
 }

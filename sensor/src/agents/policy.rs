@@ -170,6 +170,11 @@ impl EndpointPattern {
                 return false;
             }
         }
+        if !template.starts_with('/') {
+            // A database statement: its template is matched as if it were
+            // a path ("DROP *", "DROP db.internal/DROP TABLE staging_*").
+            return self.path.is_match(format!("/{template}"));
+        }
         self.path.is_match(without_query(template)) || self.path.is_match(without_query(path))
     }
 }
@@ -351,6 +356,19 @@ mod tests {
         let port = EndpointPattern::parse("GET 127.0.0.1:8443/v1/*").unwrap();
         assert!(port.matches("GET", "127.0.0.1:8443", "/v1/a", "/v1/a"));
         assert!(!port.matches("GET", "127.0.0.1:9000", "/v1/a", "/v1/a"));
+        // Database statements: the verb, the server, the template.
+        let drop = "DROP TABLE staging_sessions";
+        let any_drop = EndpointPattern::parse("DROP *").unwrap();
+        assert!(any_drop.matches("DROP", "10.0.0.5:5432", drop, drop));
+        assert!(!any_drop.matches("SELECT", "10.0.0.5:5432", "SELECT ?", "SELECT ?"));
+        let staging = EndpointPattern::parse("DROP 10.0.0.5/DROP TABLE staging_*").unwrap();
+        assert!(staging.matches("DROP", "10.0.0.5:5432", drop, drop));
+        assert!(!staging.matches(
+            "DROP",
+            "10.0.0.5:5432",
+            "DROP TABLE users",
+            "DROP TABLE users"
+        ));
         // The query never decides.
         let q = EndpointPattern::parse("GET /v1/models").unwrap();
         assert!(q.matches("GET", "h", "/v1/models?limit", "/v1/models?limit=5"));

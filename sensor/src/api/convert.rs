@@ -246,6 +246,20 @@ pub fn from_json(v: &Value, origin: &Origin) -> pb::Event {
                 name: text(t, "name"),
             }),
             unrequested: v["unrequested"].as_bool().unwrap_or(false),
+            db: v.get("db").map(|d| pb::DbCall {
+                engine: text(d, "engine"),
+                database: text(d, "database"),
+                user: text(d, "user"),
+                protocol: text(d, "protocol"),
+                kind: text(d, "kind"),
+                class: text(d, "class"),
+                objects: strings(d, "objects"),
+                unbounded_write: d["unbounded_write"].as_bool().unwrap_or(false),
+                truncated: d["truncated"].as_bool().unwrap_or(false),
+                outcome: text(d, "outcome"),
+                rows: d.get("rows").and_then(Value::as_u64),
+                sqlstate: text(d, "sqlstate"),
+            }),
         })),
         "tls_client_hello" => Some(Payload::TlsClientHello(pb::TlsClientHello {
             fd: int(v, "fd") as i32,
@@ -455,6 +469,21 @@ mod tests {
                 daddr: Some("127.0.0.1".parse().unwrap()),
                 dport: Some(443),
                 sni: Some("vendor.example".into()),
+                // Every field, though no HTTP call has one.
+                db: Some(Box::new(crate::db::DbCall {
+                    engine: "postgresql",
+                    database: Some("prod".into()),
+                    user: Some("verifier".into()),
+                    protocol: "extended",
+                    kind: "drop",
+                    class: "ddl",
+                    objects: vec!["staging_sessions".into()],
+                    unbounded_write: true,
+                    truncated: true,
+                    outcome: Some(crate::db::Outcome::Error),
+                    rows: Some(3),
+                    sqlstate: Some("42P01".into()),
+                })),
             },
         };
         let v: Value = serde_json::from_str(&ev.to_json()).unwrap();
@@ -530,6 +559,20 @@ mod tests {
                     name: s("run"),
                 }),
                 unrequested: true,
+                db: Some(pb::DbCall {
+                    engine: s("postgresql"),
+                    database: s("prod"),
+                    user: s("verifier"),
+                    protocol: s("extended"),
+                    kind: s("drop"),
+                    class: s("ddl"),
+                    objects: vec![s("staging_sessions")],
+                    unbounded_write: true,
+                    truncated: true,
+                    outcome: s("error"),
+                    rows: Some(3),
+                    sqlstate: s("42P01"),
+                }),
             })),
         };
         assert_eq!(from_json(&v, &origin()), want);

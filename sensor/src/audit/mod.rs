@@ -408,6 +408,7 @@ mod tests {
                 daddr: None,
                 dport: None,
                 sni: None,
+                db: None,
             },
         };
         Event {

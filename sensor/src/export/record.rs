@@ -282,23 +282,52 @@ fn attributes(ev: &Event) -> Vec<KeyValue> {
             daddr,
             dport,
             sni,
+            db,
         } => {
-            a.str("http.request.method", method);
-            a.authority(authority);
-            a.path(path);
-            a.str("url.template", path_template);
-            if let Some(s) = status {
-                a.int("http.response.status_code", *s);
+            if let Some(db) = db {
+                // OpenTelemetry's database conventions, not HTTP's: the
+                // template is the sanitised query text they ask for.
+                a.str("db.system.name", db.engine);
+                a.str("db.namespace", db.database.as_deref().unwrap_or_default());
+                a.str("db.operation.name", method);
+                a.str("db.query.text", path);
+                a.strs("sensor.db.objects", &db.objects);
+                if let Some(c) = db.objects.first() {
+                    a.str("db.collection.name", c);
+                }
+                a.str("sensor.db.user", db.user.as_deref().unwrap_or_default());
+                a.str("sensor.db.class", db.class);
+                if let Some(o) = db.outcome {
+                    a.str("sensor.db.outcome", o.as_str());
+                }
+                if let Some(code) = &db.sqlstate {
+                    a.str("db.response.status_code", code);
+                }
+                if let Some(n) = db.rows {
+                    a.uint("db.response.returned_rows", n);
+                }
+                if let Some(ms) = latency_ms {
+                    a.put("sensor.db.latency_ms", Value::DoubleValue(*ms));
+                }
+                let _ = (authority, path_template, status, http_version);
+            } else {
+                a.str("http.request.method", method);
+                a.authority(authority);
+                a.path(path);
+                a.str("url.template", path_template);
+                if let Some(s) = status {
+                    a.int("http.response.status_code", *s);
+                }
+                if let Some(ms) = latency_ms {
+                    a.put("sensor.http.latency_ms", Value::DoubleValue(*ms));
+                }
+                a.str(
+                    "network.protocol.version",
+                    http_version.strip_prefix("HTTP/").unwrap_or(http_version),
+                );
             }
             a.uint("http.request.size", *request_bytes);
             a.uint("http.response.size", *response_bytes);
-            if let Some(ms) = latency_ms {
-                a.put("sensor.http.latency_ms", Value::DoubleValue(*ms));
-            }
-            a.str(
-                "network.protocol.version",
-                http_version.strip_prefix("HTTP/").unwrap_or(http_version),
-            );
             a.str("sensor.http.transport", transport);
             if let Some(l) = tls_library {
                 a.str("sensor.tls.library", l);
@@ -572,6 +601,7 @@ mod tests {
             daddr: Some("10.0.0.7".parse().unwrap()),
             dport: Some(8443),
             sni: Some("api.vendor.example".into()),
+            db: None,
         }
     }
 
