@@ -15,10 +15,12 @@ use std::{
 pub use serde_json::Value;
 
 mod netns;
+mod postgres;
 mod sensor;
 mod servers;
 
 pub use netns::Netns;
+pub use postgres::*;
 pub use sensor::*;
 pub use servers::*;
 

@@ -344,7 +344,11 @@ fn render(toks: &[Tok]) -> String {
                 // `IN (?)`, is not).
                 let call = *c == '('
                     && matches!(prev, Some(Tok::Word(w)) if !w.bytes().any(|b| b.is_ascii_uppercase()));
-                let no_space_before = call || matches!(c, ',' | ')' | '.' | ';' | ':' | '[' | ']');
+                // `<>`, `>=`, `||`: one operator, written as one.
+                let operator = |c: char| "<>=!|&~@#%^*+-/".contains(c);
+                let joined = operator(*c) && matches!(prev, Some(Tok::Punct(p)) if operator(*p));
+                let no_space_before =
+                    call || joined || matches!(c, ',' | ')' | '.' | ';' | ':' | '[' | ']');
                 let after_open = matches!(prev, Some(Tok::Punct('(' | '.' | ':' | '[')));
                 if !(s.is_empty() || no_space_before || after_open) {
                     s.push(' ');
@@ -544,6 +548,8 @@ mod tests {
         assert_eq!(n.objects, ["users"]);
         let n = normalise("SELECT count(*) FROM t WHERE x IN (SELECT 1)", false);
         assert_eq!(n.template, "SELECT count(*) FROM t WHERE x IN (SELECT ?)");
+        let n = normalise("select a::text from t where b <> 1 and c >= 2", false);
+        assert_eq!(n.template, "SELECT a::text FROM t WHERE b <> ? AND c >= ?");
         assert!(!n.template.contains("s3cr3t") && !n.template.contains("a@b"));
     }
 

@@ -39,9 +39,24 @@ pub struct Candidate {
     pub id: FileId,
 }
 
+/// `libssl.so.3`, `libgnutls.so.30`, and the copies Python wheels bundle
+/// under a hashed name (auditwheel's `libssl-6a9b88ec.so.3`: psycopg's,
+/// cryptography's), which their own libraries load instead of the host's.
 fn is_tls_library(path: &str) -> bool {
     let base = path.rsplit('/').next().unwrap_or(path);
-    base.starts_with("libssl.so") || base.starts_with("libgnutls.so")
+    ["libssl", "libgnutls"].iter().any(|lib| {
+        let Some(rest) = base.strip_prefix(lib) else {
+            return false;
+        };
+        if rest.starts_with(".so") {
+            return true;
+        }
+        rest.strip_prefix('-')
+            .and_then(|r| r.split_once(".so"))
+            .is_some_and(|(hash, _)| {
+                !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+    })
 }
 
 pub fn file_id(path: &Path) -> Option<FileId> {
@@ -232,6 +247,10 @@ mod tests {
     fn library_names() {
         assert!(is_tls_library("/usr/lib/x86_64-linux-gnu/libssl.so.3"));
         assert!(is_tls_library("libgnutls.so.30"));
+        assert!(is_tls_library(
+            "/venv/lib/python3.11/site-packages/psycopg_binary.libs/libssl-6a9b88ec.so.3"
+        ));
+        assert!(!is_tls_library("/opt/libssl-helper.so"));
         assert!(!is_tls_library("/usr/lib/x86_64-linux-gnu/libcrypto.so.3"));
         assert!(!is_tls_library("/opt/libssl_helper.py"));
     }
