@@ -29,6 +29,11 @@ pub fn run(seconds: u64, rounds: usize, only: Option<&str>) -> Result<()> {
         // No kernel programs: the detection stage alone.
         return crate::bench_agents::run();
     }
+    if only == Some("db") {
+        // No kernel programs: database statements through parsing and
+        // detection.
+        return crate::bench_db::run();
+    }
     if !is_root() {
         bail!("the benchmark starts the sensor, which needs root");
     }
@@ -41,6 +46,7 @@ pub fn run(seconds: u64, rounds: usize, only: Option<&str>) -> Result<()> {
     result?;
     if only.is_none() {
         crate::bench_agents::run()?;
+        crate::bench_db::run()?;
     }
     Ok(())
 }
@@ -54,7 +60,7 @@ fn run_kernel_benches(
     match only {
         None | Some("connect") => connect(bin, seconds, rounds)?,
         Some("https" | "response" | "claude") => {}
-        Some(other) => bail!("--only {other}: one of connect, https, response, claude, agents"),
+        Some(other) => bail!("--only {other}: one of connect, https, response, claude, agents, db"),
     }
     if matches!(only, None | Some("https")) {
         crate::bench_https::run(bin, seconds, rounds)?;

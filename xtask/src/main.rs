@@ -4,6 +4,7 @@
 mod bench;
 mod bench_agents;
 mod bench_claude;
+mod bench_db;
 mod bench_https;
 mod bench_response;
 mod bpf_progs;
@@ -51,13 +52,15 @@ enum Command {
     /// the schemas, yamllint, the ConfigMap's config, hadolint); also part
     /// of `test`.
     CheckDeploy,
-    /// Run every fuzz target (records, ClientHello, HTTP/1.1) for a bounded
+    /// Run every fuzz target (records, ClientHello, HTTP/1.1, HTTP/2, held
+    /// requests, PostgreSQL) for a bounded
     /// time; installs cargo-fuzz if needed. Not part of CI.
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
-        /// Only this target (records, client_hello, http1, http2, held_request).
+        /// Only this target (records, client_hello, http1, http2, held_request,
+        /// postgres).
         #[arg(long)]
         only: Option<String>,
     },
@@ -70,7 +73,7 @@ enum Command {
         /// this VM's speed drifts by a quarter within seconds.
         #[arg(long, default_value_t = 20)]
         rounds: usize,
-        /// Only one part: connect, https, response, claude or agents.
+        /// Only one part: connect, https, response, claude, agents or db.
         #[arg(long)]
         only: Option<String>,
     },

@@ -38,7 +38,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("wget", "a GnuTLS client in the end-to-end tests"),
     ("openssl", "makes the test certificates"),
-    ("postgresql", "a real database server for the database-call tests"),
+    (
+        "postgresql",
+        "a real database server for the database-call tests",
+    ),
     (
         "bpftool",
         "lists the loaded BPF programs: the benches' off-is-off check and program profiles",
