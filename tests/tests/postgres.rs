@@ -190,6 +190,16 @@ fn a_verifier_that_drops_a_table_is_flagged_and_killed_before_its_next_statement
         kind(v) == "action" && v["action"] == "kill_tree" && v["outcome"] == "done"
     });
     assert_eq!(pid(&action), pid(&finding), "{action}");
+    // The session's story shows its statements beside its model call.
+    let session = finding["agent"]["session"].as_str().unwrap();
+    let (ok, story, err) = sensor.cli(&["trace", session]);
+    assert!(ok, "{err}");
+    let drop_line = format!(
+        "postgresql verifier@127.0.0.1:{}/prod: DROP TABLE staging_sessions -> ok",
+        pg.port
+    );
+    assert!(story.contains(&drop_line), "{story}");
+    assert!(story.contains("/v1/chat/completions"), "{story}");
     let (_, stderr, events) = sensor.stop_with_events();
     let after: Vec<&Value> = events
         .iter()

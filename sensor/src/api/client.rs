@@ -101,6 +101,39 @@ pub fn event_line(e: &pb::Event) -> String {
         Some(Payload::Connect(c)) => {
             let _ = write!(s, " {}:{} {}", c.daddr, c.dport, c.result_name);
         }
+        Some(Payload::ApiCall(c)) if c.db.is_some() => {
+            // A database statement: who, where, what, and the answer.
+            let db = c.db.as_ref().unwrap();
+            let _ = write!(
+                s,
+                " {} {}@{}/{}: {} -> {}",
+                db.engine,
+                db.user,
+                c.authority,
+                db.database,
+                c.path,
+                if db.outcome.is_empty() {
+                    "-"
+                } else {
+                    &db.outcome
+                }
+            );
+            if !db.sqlstate.is_empty() {
+                let _ = write!(s, " {}", db.sqlstate);
+            }
+            if let Some(rows) = db.rows {
+                let _ = write!(s, " rows={rows}");
+            }
+            let via = if c.tls_library.is_empty() {
+                &c.transport
+            } else {
+                &c.tls_library
+            };
+            let _ = write!(s, " {via}");
+            if let Some(t) = &c.tool_call {
+                let _ = write!(s, " <- tool call {}", t.name);
+            }
+        }
         Some(Payload::ApiCall(c)) => {
             let status = c.status.map_or("-".to_string(), |v| v.to_string());
             let _ = write!(
