@@ -26,6 +26,23 @@ fn no_secret(stderr: &str, events: &[Value]) {
     }
 }
 
+/// asyncpg (its own protocol code; TLS through asyncio's memory BIOs over
+/// the system's OpenSSL): a prepared statement with a parameter, then a
+/// statement with an inline literal.
+const ASYNCPG: &str = r#"
+import asyncio, os, sys
+import asyncpg
+
+async def main():
+    conn = await asyncpg.connect(dsn=os.environ["PG_DSN"], ssl=sys.argv[1])
+    n = await conn.fetchval("SELECT count(*) FROM staging_sessions WHERE id > $1", 0)
+    await conn.execute("DELETE FROM staging_sessions WHERE token = 'PLANTED-literal'")
+    await conn.close()
+    print("rows", n)
+
+asyncio.run(main())
+"#;
+
 fn statements_of(sensor: &Sensor, child: u32, n: usize) -> Vec<Value> {
     sensor.wait_for_n("the statements", n, |v| {
         kind(v) == "api_call" && pid(v) == u64::from(child) && v.get("db").is_some()
@@ -122,6 +139,37 @@ fn statements_are_calls_over_plain_tcp_and_tls() {
     assert_eq!(ev["db"]["sqlstate"], "42P01", "{ev}");
     // The agent's model call made it an agent; its statements are its.
     assert!(ev["agent"]["id"].is_string(), "{ev}");
+
+    // asyncpg, plain and over TLS.
+    for (ssl, transport) in [("disable", "plain"), ("require", "tls")] {
+        let (child, status) = run(Command::new(venv_python())
+            .args(["-c", ASYNCPG, ssl])
+            .env(
+                "PG_DSN",
+                format!("postgresql://verifier@127.0.0.1:{}/prod", pg.port),
+            )
+            .env("PGPASSWORD", PG_PASSWORD));
+        assert!(status.success(), "asyncpg {ssl}");
+        let evs = statements_of(&sensor, child, 2);
+        let find = |kind: &str| {
+            evs.iter()
+                .find(|e| e["db"]["kind"] == kind)
+                .unwrap_or_else(|| panic!("no {kind} in {evs:?}"))
+        };
+        let select = find("select");
+        assert_eq!(
+            select["path"], "SELECT count(*) FROM staging_sessions WHERE id > ?",
+            "{select}"
+        );
+        assert_eq!(select["transport"], transport, "{select}");
+        assert_eq!(select["db"]["rows"], 1, "{select}");
+        let delete = find("delete");
+        assert_eq!(
+            delete["path"], "DELETE FROM staging_sessions WHERE token = ?",
+            "{delete}"
+        );
+        assert_eq!(delete["db"]["outcome"], "ok", "{delete}");
+    }
 
     let (_, stderr, events) = sensor.stop_with_events();
     no_secret(&stderr, &events);

@@ -134,6 +134,9 @@ pub struct PgConn {
     awaited: VecDeque<Awaited>,
     /// An error was reported (later ones are not).
     failed: bool,
+    /// DataRows since the last completion: the rows of an Execute that a
+    /// row limit suspended (asyncpg's fetchval), whose answer has no tag.
+    data_rows: u64,
 }
 
 impl Default for PgConn {
@@ -156,6 +159,7 @@ impl PgConn {
             portals: HashMap::new(),
             awaited: VecDeque::new(),
             failed: false,
+            data_rows: 0,
         }
     }
 
@@ -429,8 +433,14 @@ impl PgConn {
     fn server_message(&mut self, typ: u8, body: &[u8], out: &mut Vec<PgMessage>) {
         match typ {
             // CommandComplete, EmptyQueryResponse, PortalSuspended.
+            b'D' => self.data_rows += 1,
             b'C' | b'I' | b's' => {
-                let rows = if typ == b'C' { rows_of(body) } else { None };
+                let rows = match typ {
+                    b'C' => rows_of(body),
+                    b's' => Some(self.data_rows),
+                    _ => None,
+                };
+                self.data_rows = 0;
                 match self.awaited.front_mut() {
                     Some(Awaited::Execute) => {
                         self.awaited.pop_front();

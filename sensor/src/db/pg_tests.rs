@@ -343,3 +343,28 @@ fn arbitrary_bytes_never_panic() {
         }
     }
 }
+
+#[test]
+fn a_suspended_execute_counts_the_rows_it_returned() {
+    let p = msg(b'P', &cstrs(&[b"", b"SELECT id FROM t", b"\0\0"]));
+    let b = msg(b'B', &cstrs(&[b"", b"", b"\0\0\0\0\0\0"]));
+    // Execute with a row limit of 2.
+    let e = msg(b'E', b"\0\0\0\0\x02");
+    let out = talk(&[
+        (Side::Client, client_login()),
+        (Side::Client, [p, b, e, msg(b'S', b"")].concat()),
+        (
+            Side::Server,
+            [
+                msg(b'1', b""),
+                msg(b'2', b""),
+                msg(b'D', b"\0\x01\0\0\0\x01x"),
+                msg(b'D', b"\0\x01\0\0\0\x01y"),
+                msg(b's', b""),
+                ready(),
+            ]
+            .concat(),
+        ),
+    ]);
+    assert_eq!(results(&out)[0].rows, Some(2), "{out:?}");
+}
