@@ -5,7 +5,8 @@
 //! also goes through the normaliser.
 #![no_main]
 use sensor::db::{
-    pg::{PgConn, PgMessage, Side},
+    Message, Side,
+    pg::PgConn,
     sql,
 };
 
@@ -46,7 +47,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         }
     }
     for m in out {
-        if let PgMessage::Request { request, .. } = m {
+        if let Message::Request { request, .. } = m {
             assert!(request.statement.template.len() <= 4096 + 3);
         }
     }

@@ -2,13 +2,14 @@
 //!
 //! - The first sends name the destination of any TLS client (the ClientHello
 //!   carries SNI and ALPN, hookable library or not).
-//! - Plain-text HTTP (local LLM servers, internal APIs) is captured in both
-//!   directions for the life of the connection, a bounded prefix per call.
+//! - Plain-text HTTP (local LLM servers, internal APIs) and database
+//!   sessions (PostgreSQL, MySQL) are captured in both directions for the
+//!   life of the connection, a bounded prefix per call.
 //! - Inside a TLS call, the socket the library touches ties the library's
 //!   connection object to the socket (see `tls::on_socket_syscall`).
 //!
 //! Sockets are registered per (tgid, fd) when connect() succeeds or is in
-//! progress, and classified by their first send: TLS, HTTP or other. Only
+//! progress, and classified by their first send: TLS, HTTP, database or other. Only
 //! registered fds are looked at; `close` forgets the fd, so a reused fd
 //! number never exposes a file's contents.
 //!
@@ -42,8 +43,9 @@ const MODE_NEW: u32 = 0;
 const MODE_TLS: u32 = 1;
 const MODE_HTTP: u32 = 2;
 const MODE_OTHER: u32 = 3;
-/// A PostgreSQL session (its StartupMessage): captured like plain HTTP.
-const MODE_PG: u32 = 4;
+/// A database session (PostgreSQL's StartupMessage, MySQL's handshake
+/// response): captured like plain HTTP.
+const MODE_DB: u32 = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -211,7 +213,7 @@ fn on_send(ctx: &TracePointContext, src: Src) -> u32 {
     let w = unsafe { &mut *w };
     match w.mode {
         MODE_TLS => return 0,
-        MODE_HTTP | MODE_PG => {}
+        MODE_HTTP | MODE_DB => {}
         _ => {
             if w.sends_left == 0 {
                 return 0;
@@ -261,7 +263,18 @@ fn on_send(ctx: &TracePointContext, src: Src) -> u32 {
                 MODE_NEW
             }
             // StartupMessage of protocol 3.0 (length, then 0x00030000).
-            [0, 0, _, _, 0, 3, 0, 0] => MODE_PG,
+            [0, 0, _, _, 0, 3, 0, 0] => MODE_DB,
+            // MySQL/MariaDB, whose server speaks first (its greeting is
+            // not captured): the client's first packet is sequence 1, with
+            // CLIENT_PROTOCOL_41 (0x200) in its capabilities. 32 bytes
+            // with CLIENT_SSL (0x800) are an SSLRequest: the ClientHello
+            // follows, and decides; this send is not counted.
+            [32, 0, 0, 1, _, c1, _, _] if c1 & 0x0a == 0x0a => {
+                w.sends_left += 1;
+                MODE_NEW
+            }
+            // A handshake response (user, database) is longer.
+            [l0, l1, 0, 1, _, c1, _, _] if c1 & 0x02 != 0 && (l1 > 0 || l0 > 32) => MODE_DB,
             [a, b, c, d, ..] if is_http_start(&[a, b, c, d]) => MODE_HTTP,
             _ => MODE_OTHER,
         };
@@ -279,7 +292,7 @@ fn on_recv_enter(ctx: &TracePointContext) -> u32 {
     };
     tls::on_socket_syscall(pid_tgid, fd, false);
     let mode = unsafe { (*w).mode };
-    if mode != MODE_HTTP && mode != MODE_PG {
+    if mode != MODE_HTTP && mode != MODE_DB {
         return 0;
     }
     let p = PendingRecv {
@@ -322,7 +335,7 @@ fn capture_limit() -> u64 {
 }
 
 /// What `output` returns when it copied fewer than four bytes: zeros
-/// start neither a TLS record, a request nor a PostgreSQL message. (No `Option`: LLVM moves a
+/// start neither a TLS record, a request nor a database message. (No `Option`: LLVM moves a
 /// `None`'s undefined payload through registers, and the verifier refuses
 /// to read a register never written: "R5 !read_ok".)
 const NO_START: [u8; 8] = [0; 8];

@@ -1,4 +1,4 @@
-//! How fast PostgreSQL statements go through the sensor on one core:
+//! How fast database statements go through the sensor on one core:
 //! `cargo xtask bench --only db` runs it.
 //!
 //! A psycopg-like session (extended protocol: Parse, Bind, Describe,
@@ -11,7 +11,9 @@
 //! - parse + detection: the same, then each statement's `api_call` event
 //!   built as the HTTP stage builds it and put through `Agents::observe`
 //!   (attribution, session, baseline, detection) for an agent named by a
-//!   selector that learned 3 runs, and its JSON (`Event::to_json`).
+//!   selector that learned 3 runs, and its JSON (`Event::to_json`);
+//! - MySQL parse: a PyMySQL-like session (COM_QUERY, literals quoted into
+//!   the text; result sets of 3 rows or OKs) through `MySqlConn`.
 //!
 //! It checks itself: every statement must come out, and the run's DROP
 //! must raise a finding.
@@ -24,10 +26,7 @@ use sensor::{
         selectors::{Naming, Selector},
     },
     config::SelectorConfig,
-    db::{
-        DbCall,
-        pg::{PgConn, PgMessage, Side},
-    },
+    db::{DbCall, Message, Side, mysql::MySqlConn, pg::PgConn},
     event::{Detail, Event},
     procs::Process,
 };
@@ -122,10 +121,10 @@ fn process(pid: u32) -> Arc<Process> {
 }
 
 /// The event the HTTP stage makes of a statement and its answer.
-fn event(p: &Arc<Process>, ts: u64, pair: (PgMessage, PgMessage)) -> Event {
+fn event(p: &Arc<Process>, ts: u64, pair: (Message, Message)) -> Event {
     let (
-        PgMessage::Request { request, bytes },
-        PgMessage::Response {
+        Message::Request { request, bytes },
+        Message::Response {
             result,
             bytes: answer,
         },
@@ -171,11 +170,7 @@ fn event(p: &Arc<Process>, ts: u64, pair: (PgMessage, PgMessage)) -> Event {
 /// Feeds `rounds` of the statements through a fresh connection (each
 /// record at most 4 KiB, as captured); calls `each` with every statement
 /// and its answer. Returns the statements seen.
-fn session(
-    rounds: usize,
-    extra: Option<&str>,
-    mut each: impl FnMut((PgMessage, PgMessage)),
-) -> usize {
+fn session(rounds: usize, extra: Option<&str>, mut each: impl FnMut((Message, Message))) -> usize {
     let mut pg = PgConn::new();
     pg.feed(
         Side::Client,
@@ -207,6 +202,61 @@ fn session(
             while let (Some(q), Some(a)) = (it.next(), it.next()) {
                 seen += 1;
                 each((q, a));
+            }
+        }
+    }
+    seen
+}
+
+fn my_packet(seq: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = (body.len() as u32).to_le_bytes()[..3].to_vec();
+    p.push(seq);
+    p.extend_from_slice(body);
+    p
+}
+
+/// The statements as PyMySQL sends them (its parameters quoted in), with
+/// an OK (rows affected) or a result set of 3 rows.
+fn my_exchange(sql: &str, rows: bool) -> (Vec<u8>, Vec<u8>) {
+    let text = sql.replace("$1", "'PLANTED-0123456'");
+    let client = my_packet(0, &[&[3u8][..], text.as_bytes()].concat());
+    let server = if rows {
+        let mut s = my_packet(1, &[1]);
+        s.extend(my_packet(2, b"\x03def\x04prod\x01t\x01t\x02id\x02id\x0c"));
+        s.extend(my_packet(3, &[0xfe, 0, 0, 2, 0]));
+        for seq in 4..7 {
+            s.extend(my_packet(seq, b"\x08abcdefgh"));
+        }
+        s.extend(my_packet(7, &[0xfe, 0, 0, 2, 0]));
+        s
+    } else {
+        my_packet(1, &[0, 2, 0, 2, 0, 0, 0])
+    };
+    (client, server)
+}
+
+/// `rounds` of the statements through one MySQL connection; returns the
+/// answers seen.
+fn my_session(rounds: usize) -> usize {
+    let mut c = MySqlConn::new();
+    let mut login = 0x8208u32.to_le_bytes().to_vec();
+    login.extend_from_slice(&[0, 0, 0, 1, 45]);
+    login.extend_from_slice(&[0; 23]);
+    login.extend_from_slice(b"verifier\0\x02ab\0prod\0");
+    c.feed(Side::Client, &my_packet(1, &login));
+    c.feed(Side::Server, &my_packet(2, &[0, 0, 0, 2, 0, 0, 0]));
+    let exchanges: Vec<(Vec<u8>, Vec<u8>)> = STATEMENTS
+        .iter()
+        .map(|(s, _)| my_exchange(s, s.starts_with("SELECT")))
+        .collect();
+    let mut seen = 0;
+    for _ in 0..rounds {
+        for (q, a) in &exchanges {
+            for chunk in q.chunks(4096) {
+                c.feed(Side::Client, chunk);
+            }
+            for chunk in a.chunks(4096) {
+                seen += c.feed(Side::Server, chunk).len();
             }
         }
     }
@@ -276,7 +326,17 @@ fn main() {
     let full_rate = seen as f64 / start.elapsed().as_secs_f64();
     assert!(findings >= 1, "the DROP raised no finding");
     assert!(json > 0);
+
+    // MySQL, parse only.
+    let start = Instant::now();
+    let answered = my_session(rounds);
+    let my_rate = answered as f64 / start.elapsed().as_secs_f64();
+    assert_eq!(
+        answered,
+        rounds * STATEMENTS.len(),
+        "every answer comes out"
+    );
     println!(
-        "{parse_rate:.0} statements/s parsed; {full_rate:.0} statements/s parsed and detected ({findings} findings, {seen} statements)"
+        "{parse_rate:.0} statements/s parsed; {full_rate:.0} statements/s parsed and detected; {my_rate:.0} MySQL statements/s parsed ({findings} findings, {seen} statements)"
     );
 }

@@ -9,10 +9,7 @@ use sensor_common::{TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_GO};
 use crate::{
     agents::{catalog, llm},
     clock::Clock,
-    db::{
-        DbCall,
-        pg::{self, PgConn, PgMessage, Side},
-    },
+    db::{self, DbCall, Side},
     decode::{SockData, TlsData},
     event::{Detail, Event},
     flows::{ApiCall, Flows, RequestSummary, ResponseSummary, StreamKey},
@@ -40,8 +37,9 @@ struct Parsers {
     /// or cleartext with prior knowledge); both directions then go here.
     h2: Option<H2Conn>,
     /// Set when the client's first bytes are a PostgreSQL StartupMessage
-    /// (plain, or inside TLS after the server accepted SSLRequest).
-    pg: Option<PgConn>,
+    /// or a MySQL handshake response (plain, or inside TLS after the
+    /// client asked for it).
+    db: Option<db::Conn>,
     /// Whether the process turned out to be the server of this connection
     /// (it writes responses): the sensor reports the calls a process makes,
     /// not the ones it serves.
@@ -69,7 +67,7 @@ impl Parsers {
             request,
             response,
             h2: None,
-            pg: None,
+            db: None,
             server: None,
             error_reported: false,
         }
@@ -175,7 +173,7 @@ impl Calls {
     }
 
     /// Feeds bytes of a plain socket. Only a send that starts like a
-    /// request (the HTTP/2 preface, a PostgreSQL StartupMessage) opens a
+    /// request (the HTTP/2 preface, a database client's first message) opens a
     /// stream: other protocols' first bytes (and TLS ClientHellos) are not
     /// calls.
     pub fn on_plain(&mut self, d: &SockData, process: &Arc<Process>) -> Vec<Outcome> {
@@ -193,7 +191,7 @@ impl Calls {
         let opens = writing
             && (starts_with_method(&d.data)
                 || is_client_preface(&d.data)
-                || pg::is_startup(&d.data));
+                || db::Conn::opens(&d.data));
         self.feed(process, chunk, opens)
     }
 
@@ -269,9 +267,8 @@ impl Calls {
             // the sensor may start mid-body).
             // An HTTP/2 server speaks first, with SETTINGS.
             let status_line = c.data.starts_with(b"HTTP/1.") || is_server_preface(c.data);
-            let pg_startup = pg::is_startup(c.data);
-            let request_start =
-                starts_with_method(c.data) || is_client_preface(c.data) || pg_startup;
+            let db_start = db::Conn::opens(c.data);
+            let request_start = starts_with_method(c.data) || is_client_preface(c.data) || db_start;
             p.server = match (c.writing, status_line, request_start) {
                 (true, true, _) | (false, _, true) => Some(true),
                 (true, _, true) | (false, true, _) => Some(false),
@@ -284,8 +281,8 @@ impl Calls {
                 });
                 p.h2 = Some(h2);
             }
-            if p.server == Some(false) && pg_startup {
-                p.pg = Some(PgConn::new());
+            if p.server == Some(false) {
+                p.db = db::Conn::open(c.data);
             }
         }
         if p.server == Some(true) {
@@ -385,8 +382,9 @@ fn parse(
     missing: u64,
     fingerprint: &dyn Credentials,
 ) -> (Vec<Parsed>, &'static str) {
-    if let Some(conn) = &mut p.pg {
-        return (parse_pg(conn, c, missing, fingerprint), "postgresql");
+    if let Some(conn) = &mut p.db {
+        let engine = conn.engine();
+        return (parse_db(conn, c, missing, fingerprint), engine);
     }
     if let Some(h2) = &mut p.h2 {
         let dir = if c.writing {
@@ -488,12 +486,12 @@ fn parse(
     (parsed, "http/1.1")
 }
 
-/// Runs one chunk through a PostgreSQL connection's parser. A statement
+/// Runs one chunk through a database connection's parser. A statement
 /// is a request whose method is its verb and whose target its template;
 /// the user it runs as stands as its credential (by fingerprint, like any
 /// credential: the same user in two agents is one credential).
-fn parse_pg(
-    conn: &mut PgConn,
+fn parse_db(
+    conn: &mut db::Conn,
     c: &Chunk,
     missing: u64,
     fingerprint: &dyn Credentials,
@@ -509,8 +507,8 @@ fn parse_pg(
     }
     msgs.into_iter()
         .map(|m| match m {
-            PgMessage::Error(e) => Parsed::Error(e),
-            PgMessage::Request { request, bytes } => Parsed::Request(
+            db::Message::Error(e) => Parsed::Error(e),
+            db::Message::Request { request, bytes } => Parsed::Request(
                 RequestSummary {
                     method: request.statement.kind.to_ascii_uppercase(),
                     target: request.statement.template.clone(),
@@ -526,7 +524,7 @@ fn parse_pg(
                 },
                 0,
             ),
-            PgMessage::Response { result, bytes } => Parsed::Response(
+            db::Message::Response { result, bytes } => Parsed::Response(
                 ResponseSummary {
                     status: 0,
                     body_bytes: 0,

@@ -14,11 +14,13 @@ use std::{
 
 pub use serde_json::Value;
 
+mod mariadb;
 mod netns;
 mod postgres;
 mod sensor;
 mod servers;
 
+pub use mariadb::*;
 pub use netns::Netns;
 pub use postgres::*;
 pub use sensor::*;

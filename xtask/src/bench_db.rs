@@ -1,6 +1,6 @@
-//! PostgreSQL statements on one core (`sensor/examples/db_bench.rs`):
-//! parsing alone, and parsing with detection for an agent that learned,
-//! side by side in each run. Run three times (the machine is shared and
+//! Database statements on one core (`sensor/examples/db_bench.rs`):
+//! PostgreSQL parsing alone, and parsing with detection for an agent that
+//! learned, side by side in each run, and MySQL parsing. Run three times (the machine is shared and
 //! noisy); the medians and their ratio are printed.
 
 use anyhow::{Context, Result, bail};
@@ -22,9 +22,9 @@ pub fn run() -> Result<()> {
     let bin = root().join("target/release/examples/db_bench");
     println!();
     println!(
-        "db: PostgreSQL statements (psycopg-like extended protocol, captured as 4 KiB records both ways) through PgConn (framing, template, kind, objects), then also the api_call event, Agents::observe (selector-named agent, 3 learned runs) and Event::to_json; one thread, 3 runs"
+        "db: PostgreSQL statements (psycopg-like extended protocol, captured as 4 KiB records both ways) through PgConn (framing, template, kind, objects), then also the api_call event, Agents::observe (selector-named agent, 3 learned runs) and Event::to_json; MySQL statements (PyMySQL-like COM_QUERY) through MySqlConn; one thread, 3 runs"
     );
-    let (mut parse, mut full) = (Vec::new(), Vec::new());
+    let (mut parse, mut full, mut mysql) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
         let out = std::process::Command::new(&bin)
             .args(["--statements", "600000"])
@@ -49,12 +49,18 @@ pub fn run() -> Result<()> {
                 .context("parse rate in the db bench output")?,
         );
         full.push(numbers.next().context("full rate in the db bench output")?);
+        mysql.push(
+            numbers
+                .next()
+                .context("MySQL rate in the db bench output")?,
+        );
     }
-    let (p, f) = (median(&mut parse), median(&mut full));
+    let (p, f, m) = (median(&mut parse), median(&mut full), median(&mut mysql));
     println!(
-        "median: {p:.0} statements/s parsed, {f:.0} statements/s parsed and detected ({:.2} us + {:.2} us of detection per statement)",
+        "median: {p:.0} statements/s parsed, {f:.0} statements/s parsed and detected ({:.2} us + {:.2} us of detection per statement); MySQL {m:.0} statements/s parsed ({:.2} us each)",
         1e6 / p,
-        (1e6 / f - 1e6 / p).max(0.0)
+        (1e6 / f - 1e6 / p).max(0.0),
+        1e6 / m
     );
     Ok(())
 }

@@ -10,13 +10,14 @@ use crate::cmd::{output, root, run};
 /// predates features aya-obj 0.6 uses; fuzzing has no LLVM constraint.
 const FUZZ_TOOLCHAIN: &str = "nightly-2026-10-29";
 
-pub const TARGETS: [&str; 6] = [
+pub const TARGETS: [&str; 7] = [
     "records",
     "client_hello",
     "http1",
     "http2",
     "held_request",
     "postgres",
+    "mysql",
 ];
 
 pub fn run_all(seconds: u64, only: Option<&str>) -> Result<()> {

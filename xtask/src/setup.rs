@@ -43,6 +43,14 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "a real database server for the database-call tests",
     ),
     (
+        "mariadb-server",
+        "a real MySQL-protocol server for the database-call tests",
+    ),
+    (
+        "mariadb-client-core",
+        "the `mariadb` command-line client of the database-call tests",
+    ),
+    (
         "bpftool",
         "lists the loaded BPF programs: the benches' off-is-off check and program profiles",
     ),

@@ -3,6 +3,7 @@
 //! kind, the objects it names) and what the server answered.
 //!
 //! - `pg`: PostgreSQL's wire protocol, both directions of a connection.
+//! - `mysql`: MySQL's (and MariaDB's) wire protocol, likewise.
 //! - `sql`: statement text → template, kind, objects.
 //!
 //! A statement travels the pipeline as an `api_call` with a `db` section:
@@ -16,8 +17,79 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub mod mysql;
 pub mod pg;
 pub mod sql;
+
+/// Which end of the connection sent the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+/// One parsed message of a database connection.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    /// A statement sent; `bytes` the client messages that carried it.
+    Request {
+        request: DbRequest,
+        bytes: u64,
+    },
+    /// The answer to the oldest statement awaiting one.
+    Response {
+        result: DbResult,
+        bytes: u64,
+    },
+    Error(String),
+}
+
+/// A database connection of either engine, told by the client's first
+/// message.
+pub enum Conn {
+    Pg(pg::PgConn),
+    MySql(mysql::MySqlConn),
+}
+
+impl Conn {
+    /// The parser for a connection whose client sent `first` first.
+    pub fn open(first: &[u8]) -> Option<Self> {
+        if pg::is_startup(first) {
+            Some(Self::Pg(pg::PgConn::new()))
+        } else if mysql::is_handshake(first) {
+            Some(Self::MySql(mysql::MySqlConn::new()))
+        } else {
+            None
+        }
+    }
+
+    /// Whether `first` opens a database connection.
+    pub fn opens(first: &[u8]) -> bool {
+        pg::is_startup(first) || mysql::is_handshake(first)
+    }
+
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Self::Pg(_) => pg::ENGINE,
+            Self::MySql(_) => mysql::ENGINE,
+        }
+    }
+
+    pub fn feed(&mut self, side: Side, data: &[u8]) -> Vec<Message> {
+        match self {
+            Self::Pg(c) => c.feed(side, data),
+            Self::MySql(c) => c.feed(side, data),
+        }
+    }
+
+    /// `n` bytes of `side` were not captured.
+    pub fn gap(&mut self, side: Side, n: u64) -> Vec<Message> {
+        match self {
+            Self::Pg(c) => c.gap(side, n),
+            Self::MySql(c) => c.gap(side, n),
+        }
+    }
+}
 
 /// One statement sent.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,7 +99,9 @@ pub struct DbRequest {
     /// The user the client logged in as: the credential's identity (its
     /// password or SCRAM exchange is never read).
     pub user: Option<String>,
-    /// `simple` (one message, text) or `extended` (parse, bind, execute).
+    /// How the statement was sent. PostgreSQL: `simple` (one message,
+    /// text) or `extended` (parse, bind, execute). MySQL: `text`
+    /// (COM_QUERY) or `prepared` (COM_STMT_PREPARE, then EXECUTE).
     pub protocol: &'static str,
     pub statement: Arc<sql::Normalised>,
 }

@@ -25,7 +25,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::{DbRequest, DbResult, Outcome, sql};
+use super::{DbRequest, DbResult, Message, Outcome, Side, sql};
+
+pub const ENGINE: &str = "postgresql";
 
 /// Most statement text read of one message.
 const TEXT_MAX: usize = 64 * 1024;
@@ -40,28 +42,6 @@ const AWAITED_MAX: usize = 1024;
 /// `H` flush, `X` terminate, `F`unction call, copy data/done/fail, and
 /// `p`assword-like messages: the first byte of a client message.
 const CLIENT_TYPES: &[u8] = b"QPBECDSHXFdcfp";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    Client,
-    Server,
-}
-
-/// One parsed message of the connection.
-#[derive(Clone, Debug, PartialEq)]
-pub enum PgMessage {
-    /// A statement sent; `bytes` the client messages that carried it.
-    Request {
-        request: DbRequest,
-        bytes: u64,
-    },
-    /// The answer to the oldest statement awaiting one.
-    Response {
-        result: DbResult,
-        bytes: u64,
-    },
-    Error(String),
-}
 
 /// Whether `b` starts a StartupMessage of protocol 3.0: a client's first
 /// bytes on a PostgreSQL connection (after a possible TLS negotiation).
@@ -164,7 +144,7 @@ impl PgConn {
     }
 
     /// Feeds captured bytes of one direction.
-    pub fn feed(&mut self, side: Side, mut data: &[u8]) -> Vec<PgMessage> {
+    pub fn feed(&mut self, side: Side, mut data: &[u8]) -> Vec<Message> {
         let mut out = Vec::new();
         let lost = self.framer(side).lost;
         if lost {
@@ -226,7 +206,7 @@ impl PgConn {
     }
 
     /// `n` bytes of one direction were not captured.
-    pub fn gap(&mut self, side: Side, n: u64) -> Vec<PgMessage> {
+    pub fn gap(&mut self, side: Side, n: u64) -> Vec<Message> {
         let mut out = Vec::new();
         let f = self.framer(side);
         f.bytes += n;
@@ -253,19 +233,19 @@ impl PgConn {
         }
     }
 
-    fn fail(&mut self, out: &mut Vec<PgMessage>, side: Side, what: &str) {
+    fn fail(&mut self, out: &mut Vec<Message>, side: Side, what: &str) {
         if !self.failed {
             self.failed = true;
             let side = match side {
                 Side::Client => "client",
                 Side::Server => "server",
             };
-            out.push(PgMessage::Error(format!("postgresql {side}: {what}")));
+            out.push(Message::Error(format!("postgresql {side}: {what}")));
         }
     }
 
     /// A whole message of `side` is in (its body as kept).
-    fn finish(&mut self, side: Side, out: &mut Vec<PgMessage>) {
+    fn finish(&mut self, side: Side, out: &mut Vec<Message>) {
         let f = self.framer(side);
         let typ = if f.untyped_next { 0 } else { f.head[0] };
         f.untyped_next = false;
@@ -282,7 +262,7 @@ impl PgConn {
         f.body.clear();
     }
 
-    fn client_message(&mut self, typ: u8, body: &[u8], cut: bool, out: &mut Vec<PgMessage>) {
+    fn client_message(&mut self, typ: u8, body: &[u8], cut: bool, out: &mut Vec<Message>) {
         match typ {
             0 => self.startup(body),
             b'Q' => {
@@ -383,7 +363,7 @@ impl PgConn {
         statement: Arc<sql::Normalised>,
         awaited: Awaited,
         protocol: &'static str,
-        out: &mut Vec<PgMessage>,
+        out: &mut Vec<Message>,
     ) {
         if self.server.lost {
             // The server's answers to earlier statements were not seen
@@ -400,9 +380,9 @@ impl PgConn {
             return;
         }
         let bytes = std::mem::take(&mut self.client.bytes);
-        out.push(PgMessage::Request {
+        out.push(Message::Request {
             request: DbRequest {
-                engine: "postgresql",
+                engine: ENGINE,
                 database: self.database.clone(),
                 user: self.user.clone(),
                 protocol,
@@ -417,10 +397,10 @@ impl PgConn {
         outcome: Outcome,
         rows: Option<u64>,
         sqlstate: Option<String>,
-        out: &mut Vec<PgMessage>,
+        out: &mut Vec<Message>,
     ) {
         let bytes = std::mem::take(&mut self.server.bytes);
-        out.push(PgMessage::Response {
+        out.push(Message::Response {
             result: DbResult {
                 outcome,
                 rows,
@@ -430,7 +410,7 @@ impl PgConn {
         });
     }
 
-    fn server_message(&mut self, typ: u8, body: &[u8], out: &mut Vec<PgMessage>) {
+    fn server_message(&mut self, typ: u8, body: &[u8], out: &mut Vec<Message>) {
         match typ {
             // CommandComplete, EmptyQueryResponse, PortalSuspended.
             b'D' => self.data_rows += 1,

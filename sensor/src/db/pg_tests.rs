@@ -70,26 +70,26 @@ fn server_login() -> Vec<u8> {
     s
 }
 
-fn requests(out: &[PgMessage]) -> Vec<&DbRequest> {
+fn requests(out: &[Message]) -> Vec<&DbRequest> {
     out.iter()
         .filter_map(|m| match m {
-            PgMessage::Request { request, .. } => Some(request),
+            Message::Request { request, .. } => Some(request),
             _ => None,
         })
         .collect()
 }
 
-fn results(out: &[PgMessage]) -> Vec<&DbResult> {
+fn results(out: &[Message]) -> Vec<&DbResult> {
     out.iter()
         .filter_map(|m| match m {
-            PgMessage::Response { result, .. } => Some(result),
+            Message::Response { result, .. } => Some(result),
             _ => None,
         })
         .collect()
 }
 
 /// Runs a conversation (client bytes, then server bytes, in turns).
-fn talk(turns: &[(Side, Vec<u8>)]) -> Vec<PgMessage> {
+fn talk(turns: &[(Side, Vec<u8>)]) -> Vec<Message> {
     let mut pg = PgConn::new();
     turns
         .iter()
@@ -144,7 +144,7 @@ fn simple_query_is_a_request_answered_at_ready_for_query() {
     // The request carries the bytes of its message, the response those
     // of its answer.
     match &out[0] {
-        PgMessage::Request { bytes, .. } => assert_eq!(
+        Message::Request { bytes, .. } => assert_eq!(
             *bytes,
             query("DELETE FROM sessions WHERE user_id = 42").len() as u64
                 + client_login().len() as u64
@@ -313,7 +313,7 @@ fn a_bad_length_is_one_error_then_silence() {
     let mut pg = PgConn::new();
     pg.feed(Side::Client, &client_login());
     let out = pg.feed(Side::Server, &[b'C', 0, 0, 0, 1]);
-    assert!(matches!(&out[..], [PgMessage::Error(e)] if e.contains("length")));
+    assert!(matches!(&out[..], [Message::Error(e)] if e.contains("length")));
     assert!(pg.feed(Side::Server, &[b'C', 0, 0, 0, 1]).is_empty());
 }
 
