@@ -58,17 +58,25 @@ pub const ARM_HOLD_TLS: u8 = 3;
 pub const ARM_FLAG_HOLD_TLS: u32 = 1;
 
 /// The patterns of one armed process (keyed by tgid in `ARMED`): the first
-/// bytes of an HTTP/1.x request, "METHOD /path-prefix", each with an
-/// action (`ARM_*`). The first pattern a TLS write starts with decides.
+/// bytes of an HTTP/1.x request, "METHOD /path-prefix", or of a database
+/// statement after its message header, each with an action (`ARM_*`).
+/// The first pattern a TLS write starts with decides.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ArmRules {
     pub len: u32,
     /// `ARM_FLAG_*`.
     pub flags: u32,
+    /// Bytes of the write a pattern covers, `skip` included.
     pub pattern_len: [u32; ARM_RULES_MAX],
     pub patterns: [[u8; ARM_PATTERN_MAX]; ARM_RULES_MAX],
     pub action: [u8; ARM_RULES_MAX],
+    /// Per byte, the bits compared (`write & mask == pattern`): 0xff for
+    /// HTTP; 0 over a database message's header (type and length, which
+    /// vary with the statement); 0xdf on a statement's letters, so they
+    /// compare in any case (the pattern holds them upper case). A mask
+    /// rather than flags: no branch more per byte for the verifier.
+    pub mask: [[u8; ARM_PATTERN_MAX]; ARM_RULES_MAX],
 }
 
 impl Default for ArmRules {
@@ -79,6 +87,7 @@ impl Default for ArmRules {
             pattern_len: [0; ARM_RULES_MAX],
             patterns: [[0; ARM_PATTERN_MAX]; ARM_RULES_MAX],
             action: [ARM_KILL; ARM_RULES_MAX],
+            mask: [[0xff; ARM_PATTERN_MAX]; ARM_RULES_MAX],
         }
     }
 }

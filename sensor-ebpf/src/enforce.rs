@@ -186,8 +186,8 @@ pub fn hold_new_tls(tgid: u32, fd: i32) {
 }
 
 /// Called at the entry of a TLS write: if the process is armed and the
-/// plaintext starts with one of its patterns, SIGKILL (deny) or SIGSTOP
-/// (hold) it now. The signal is delivered on the return from this probe
+/// plaintext starts with one of its patterns (after the bytes a database
+/// pattern skips), SIGKILL (deny) or SIGSTOP (hold) it now. The signal is delivered on the return from this probe
 /// to user space, before the library's code goes on (a uprobe defers
 /// signals only across the single-stepped first instruction): the bytes
 /// are not encrypted, let alone sent (`bpf_send_signal`,
@@ -219,7 +219,7 @@ pub fn block_armed_write(tgid: u32, conn: u64, buf: u64, len: u64) -> bool {
             let mut same = true;
             let mut j = 0;
             while j < ARM_PATTERN_MAX {
-                if j < plen && head[j] != rules.patterns[i][j] {
+                if j < plen && head[j] & rules.mask[i][j] != rules.patterns[i][j] {
                     same = false;
                 }
                 j += 1;

@@ -365,8 +365,10 @@ pub struct HoldConfig {
     /// Agent name (as `sensor agents` shows it) or id.
     pub agent: String,
     /// "METHOD [host]/path-prefix", e.g. "POST vendor.example/v1/orders",
-    /// "DELETE */customers/" (HTTP/1.x requests; with deny patterns and
-    /// remembered approvals, at most 8 per agent, 64 bytes each).
+    /// "DELETE */customers/" (HTTP/1.x requests), or a statement pattern,
+    /// "DROP *", "DROP /DROP TABLE staging_*" (counts twice); with deny
+    /// patterns and remembered approvals, at most 8 per agent, 64 bytes
+    /// each.
     pub patterns: Vec<String>,
 }
 
@@ -382,8 +384,9 @@ pub enum HoldExpiry {
 pub struct ArmConfig {
     /// Agent name (as `sensor agents` shows it) or id.
     pub agent: String,
-    /// "METHOD /path-prefix", e.g. "POST /v1/orders" (HTTP/1.x requests;
-    /// at most 8 per agent, 64 bytes each).
+    /// "METHOD /path-prefix", e.g. "POST /v1/orders" (HTTP/1.x requests),
+    /// or a statement pattern, "DROP *" (counts twice); at most 8 per
+    /// agent, 64 bytes each.
     pub deny: Vec<String>,
 }
 

@@ -26,6 +26,26 @@ pub use postgres::*;
 pub use sensor::*;
 pub use servers::*;
 
+/// The process state letter from /proc/PID/stat ('T' when stopped).
+pub fn state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        .unwrap_or('?')
+}
+
+/// Waits up to 30 s for `cond`.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Tests share the kernel (one sensor at a time): take this lock first.
 static SERIAL: Mutex<()> = Mutex::new(());
 

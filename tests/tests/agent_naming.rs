@@ -17,7 +17,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e::{HttpsServer, Sensor, Value, kind, pid, require_root, serial, venv_python};
+use e2e::{
+    HttpsServer, Sensor, Value, kind, pid, require_root, serial, state, venv_python, wait_until,
+};
 
 const DBA_AGENT: &str = r#"
 import os, sys, time
@@ -148,22 +150,6 @@ fn deletes(server: &HttpsServer) -> usize {
         .iter()
         .filter(|r| r.starts_with("REQ DELETE /v1/customers/"))
         .count()
-}
-
-/// The process state letter from /proc/PID/stat ('T' when stopped).
-fn state(pid: u32) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next())
-        .unwrap_or('?')
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Neither of its keys (the model's, the database's) in the log or any

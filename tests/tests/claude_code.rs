@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e::{HttpsServer, Netns, Sensor, Value, kind, npm_binary, pid, require_root, serial};
+use e2e::{HttpsServer, Netns, Sensor, Value, kind, npm_binary, pid, require_root, serial, state};
 
 const BINARY: &str = "@anthropic-ai/claude-code-linux-x64/claude";
 
@@ -187,14 +187,6 @@ exe = \"*/claude-code-linux-x64/claude\"
 agent = \"claude-code\"
 patterns = [\"POST /v1/messages\"]
 ";
-
-/// The process state letter from /proc/PID/stat ('T' when stopped).
-fn state(pid: u32) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next())
-        .unwrap_or('?')
-}
 
 #[test]
 fn a_hold_stops_claude_code_before_its_request_leaves_until_approved() {

@@ -13,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e::{HttpsServer, Sensor, Value, kind, pid, require_root, run, serial, venv_python};
+use e2e::{
+    HttpsServer, Sensor, Value, kind, pid, require_root, run, serial, state, venv_python,
+    wait_until,
+};
 
 const HOLD: &str = "[[response.hold]]\nagent = \"orderer.py\"\npatterns = [\"POST /v1/orders\", \"DELETE */customers/\"]\n";
 
@@ -65,22 +68,6 @@ impl Drop for Orderer {
 
 fn orders(server: &HttpsServer) -> usize {
     server.posts("/v1/orders")
-}
-
-/// The process state letter from /proc/PID/stat ('T' when stopped).
-fn state(pid: u32) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next())
-        .unwrap_or('?')
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn held(sensor: &Sensor, n: usize) -> Value {
@@ -409,7 +396,7 @@ fn a_client_whose_requests_cannot_be_seen_is_held_at_its_connection() {
     let (ok, out, err) = sensor.cli(&["approve", &id, "--remember"]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("not remembered: a connection hold has no request line"),
+        out.contains("not remembered: only an HTTP request line can be"),
         "{out}"
     );
     let status = held_client.wait().unwrap();

@@ -13,6 +13,18 @@
 //! matching request, after which the daemon reads the Host header and
 //! resumes it at once if it is another host. HTTP/2 requests are binary
 //! (HPACK) and are not matched in the kernel.
+//!
+//! Database statements: "DROP *" (any statement whose verb is DROP) or
+//! "DROP [host]/DROP TABLE staging_*" (a statement prefix) match the
+//! statement's first bytes after its message header, letters in any case:
+//! PostgreSQL's simple `Query` and MySQL's `COM_QUERY` and
+//! `COM_STMT_PREPARE` (header 5 bytes), PostgreSQL's `Parse` of an unnamed
+//! statement (6 bytes: psycopg, libpq's PQexecParams). Each takes two
+//! kernel patterns. Not matched in the kernel: statements after leading
+//! spaces or comments, with other spacing than the pattern's, or parsed
+//! under a name (asyncpg's), and plain-TCP connections (only TLS writes
+//! are probed); the daemon still sees them, after they ran. The server is
+//! not in the statement: a hold naming one holds at any server.
 
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap},
@@ -39,23 +51,60 @@ use crate::{
 pub struct Pattern {
     /// As configured (or remembered).
     pub text: String,
-    /// What the kernel matches: "METHOD /path-prefix".
+    /// What the kernel matches: "METHOD /path-prefix", or a statement's
+    /// prefix (upper case) after `skip` bytes.
     pub kernel: String,
     /// The host a hold applies to; None for any.
     pub authority: Option<String>,
     /// `ARM_KILL`, `ARM_HOLD` or `ARM_ALLOW`.
     pub action: u8,
+    /// A database statement's header bytes before `kernel` (0 for HTTP).
+    pub skip: u8,
+}
+
+/// Message headers a statement follows in a write: PostgreSQL's `Query`
+/// and MySQL's packet header with `COM_QUERY` or `COM_STMT_PREPARE` (5
+/// bytes); PostgreSQL's `Parse` of the unnamed statement (type, length,
+/// the empty name's NUL: 6).
+const STATEMENT_SKIPS: [u8; 2] = [5, 6];
+
+impl Pattern {
+    pub fn is_statement(&self) -> bool {
+        self.skip > 0
+    }
+}
+
+/// The statement prefix a pattern names, if it names one: "VERB *", or
+/// "VERB [host]/VERB rest*" (the path is the statement, as the policy's
+/// patterns write it).
+fn statement_prefix(method: &str, target: &str, path: &str) -> Option<String> {
+    if target == "*" {
+        return Some(format!("{method} "));
+    }
+    let text = path.strip_prefix('/')?;
+    let first = text.split(' ').next()?;
+    if !first.eq_ignore_ascii_case(method) {
+        return None;
+    }
+    Some(text.trim_end_matches('*').to_ascii_uppercase())
 }
 
 /// Parses "METHOD /path-prefix", or with `authority_ok` also "METHOD
-/// host/path-prefix" and "METHOD */path-prefix".
-pub fn parse(p: &str, action: u8, authority_ok: bool) -> Result<Pattern, String> {
-    let bad = || format!("{p:?} is not \"METHOD /path-prefix\" (e.g. \"POST /v1/orders\")");
+/// host/path-prefix" and "METHOD */path-prefix"; and statement patterns
+/// ("DROP *", "DROP [host]/DROP TABLE staging_*"), which give one kernel
+/// pattern per statement header.
+pub fn parse(p: &str, action: u8, authority_ok: bool) -> Result<Vec<Pattern>, String> {
+    let bad = || {
+        format!(
+            "{p:?} is not \"METHOD /path-prefix\" (e.g. \"POST /v1/orders\") nor a statement pattern (\"DROP *\", \"DROP /DROP TABLE staging_*\")"
+        )
+    };
     let (method, target) = p.split_once(' ').ok_or_else(bad)?;
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(bad());
     }
-    let slash = target.find('/').ok_or_else(bad)?;
+    let slash = target.find('/').or((target == "*").then_some(0));
+    let slash = slash.ok_or_else(bad)?;
     let (host, path) = target.split_at(slash);
     let authority = match host {
         "" | "*" if slash == 0 || authority_ok => None,
@@ -67,16 +116,42 @@ pub fn parse(p: &str, action: u8, authority_ok: bool) -> Result<Pattern, String>
             ));
         }
     };
+    if let Some(prefix) = statement_prefix(method, target, path) {
+        let room = ARM_PATTERN_MAX - usize::from(STATEMENT_SKIPS[1]);
+        if prefix.len() > room {
+            return Err(format!("{p:?}: a statement prefix is at most {room} bytes"));
+        }
+        return Ok(STATEMENT_SKIPS
+            .iter()
+            .map(|&skip| Pattern {
+                text: p.to_string(),
+                kernel: prefix.clone(),
+                authority: authority.clone(),
+                action,
+                skip,
+            })
+            .collect());
+    }
     let kernel = format!("{method} {path}");
     if kernel.len() > ARM_PATTERN_MAX {
         return Err(format!("{p:?} is longer than {ARM_PATTERN_MAX} bytes"));
     }
-    Ok(Pattern {
+    Ok(vec![Pattern {
         text: p.to_string(),
         kernel,
         authority,
         action,
-    })
+        skip: 0,
+    }])
+}
+
+/// Parses each of `patterns`, in order.
+fn parse_all(patterns: &[String], action: u8, authority_ok: bool) -> Result<Vec<Pattern>, String> {
+    let mut out = Vec::new();
+    for p in patterns {
+        out.extend(parse(p, action, authority_ok)?);
+    }
+    Ok(out)
 }
 
 /// Packs patterns for the kernel, in order (the first match decides).
@@ -86,21 +161,33 @@ pub fn pack(patterns: &[Pattern]) -> Result<ArmRules, String> {
     }
     if patterns.len() > ARM_RULES_MAX {
         return Err(format!(
-            "at most {ARM_RULES_MAX} patterns per agent (deny, hold and remembered approvals together)"
+            "at most {ARM_RULES_MAX} patterns per agent (deny, hold and remembered approvals together; a statement pattern counts twice)"
         ));
     }
     let mut r = ArmRules::default();
     for (i, p) in patterns.iter().enumerate() {
         let b = p.kernel.as_bytes();
-        if b.len() > ARM_PATTERN_MAX {
+        let skip = usize::from(p.skip);
+        if skip + b.len() > ARM_PATTERN_MAX {
             return Err(format!(
                 "{:?} is longer than {ARM_PATTERN_MAX} bytes",
                 p.text
             ));
         }
-        r.patterns[i][..b.len()].copy_from_slice(b);
-        r.pattern_len[i] = b.len() as u32;
+        r.pattern_len[i] = (skip + b.len()) as u32;
         r.action[i] = p.action;
+        for (j, &c) in b.iter().enumerate() {
+            // A statement's letters in any case: bit 5 is what tells
+            // upper from lower case in ASCII.
+            let m = if p.is_statement() && c.is_ascii_alphabetic() {
+                0xdf
+            } else {
+                0xff
+            };
+            r.mask[i][skip + j] = m;
+            r.patterns[i][skip + j] = c & m;
+        }
+        r.mask[i][..skip].fill(0);
     }
     r.len = patterns.len() as u32;
     Ok(r)
@@ -108,19 +195,12 @@ pub fn pack(patterns: &[Pattern]) -> Result<ArmRules, String> {
 
 /// Checks deny patterns (`response.arm`).
 pub fn rules(deny: &[String]) -> Result<ArmRules, String> {
-    let p = deny
-        .iter()
-        .map(|d| parse(d, ARM_KILL, false))
-        .collect::<Result<Vec<_>, _>>()?;
-    pack(&p)
+    pack(&parse_all(deny, ARM_KILL, false)?)
 }
 
 /// Checks hold patterns (`response.hold`).
 pub fn hold_rules(patterns: &[String]) -> Result<Vec<Pattern>, String> {
-    let p = patterns
-        .iter()
-        .map(|d| parse(d, ARM_HOLD, true))
-        .collect::<Result<Vec<_>, _>>()?;
+    let p = parse_all(patterns, ARM_HOLD, true)?;
     pack(&p)?;
     Ok(p)
 }
@@ -239,14 +319,20 @@ impl Armer {
         let mut out = Vec::new();
         for a in self.arm.iter().filter(|a| is(&a.agent)) {
             label.get_or_insert_with(|| a.agent.clone());
-            out.extend(a.deny.iter().filter_map(|d| parse(d, ARM_KILL, false).ok()));
+            out.extend(
+                a.deny
+                    .iter()
+                    .filter_map(|d| parse(d, ARM_KILL, false).ok())
+                    .flatten(),
+            );
         }
         for h in self.hold.iter().filter(|h| is(&h.agent)) {
             label.get_or_insert_with(|| h.agent.clone());
             out.extend(
                 h.patterns
                     .iter()
-                    .filter_map(|d| parse(d, ARM_HOLD, true).ok()),
+                    .filter_map(|d| parse(d, ARM_HOLD, true).ok())
+                    .flatten(),
             );
         }
         let label = label?;
@@ -260,6 +346,7 @@ impl Armer {
                 kernel: k.clone(),
                 authority: None,
                 action: ARM_ALLOW,
+                skip: 0,
             });
         let mut all: Vec<Pattern> = allow.collect();
         all.extend(out);
@@ -378,6 +465,7 @@ impl Armer {
                 kernel: String::new(),
                 authority: None,
                 action: ARM_KILL,
+                skip: 0,
             });
         Matched {
             agent,
@@ -473,5 +561,43 @@ mod tests {
         let packed = pack(&p).unwrap();
         assert_eq!(packed.action[..3], [ARM_HOLD; 3]);
         assert!(hold_rules(&["POST vendor example/x".into()]).is_err());
+    }
+
+    #[test]
+    fn statement_patterns_skip_the_message_header_and_fold_case() {
+        let p = hold_rules(&[
+            "DROP *".into(),
+            "TRUNCATE db.internal/TRUNCATE staging_*".into(),
+        ])
+        .unwrap();
+        assert_eq!(p.len(), 4);
+        assert_eq!((p[0].kernel.as_str(), p[0].skip), ("DROP ", 5));
+        assert_eq!((p[1].kernel.as_str(), p[1].skip), ("DROP ", 6));
+        assert_eq!(p[2].kernel, "TRUNCATE STAGING_");
+        assert_eq!(p[2].authority.as_deref(), Some("db.internal"));
+        let r = pack(&p).unwrap();
+        assert_eq!(&r.patterns[0][..10], b"\0\0\0\0\0DROP ");
+        assert_eq!(r.pattern_len[..4], [10, 11, 22, 23]);
+        // The header is not compared, letters in any case, the rest as is.
+        assert_eq!(
+            r.mask[1][..11],
+            [0, 0, 0, 0, 0, 0, 0xdf, 0xdf, 0xdf, 0xdf, 0xff]
+        );
+        let write = b"Q\0\0\0\x20drop table x";
+        let matches = |i: usize| {
+            (0..r.pattern_len[i] as usize).all(|j| write[j] & r.mask[i][j] == r.patterns[i][j])
+        };
+        assert!(matches(0) && !matches(1) && !matches(2));
+        let http = rules(&["POST /v1/orders".into()]).unwrap();
+        assert!(http.mask[0].iter().all(|&m| m == 0xff));
+        // A deny may not name a server, as for HTTP; too many patterns
+        // (each statement counts twice) are refused.
+        assert!(rules(&["DROP db/DROP TABLE x".into()]).is_err());
+        assert!(rules(&vec!["DROP *".to_string(); 5]).is_err());
+        assert!(rules(&["DROP *".into(), "POST /v1/orders".into()]).is_ok());
+        // An HTTP path is not a statement.
+        let http = &parse("DELETE /customers/", ARM_KILL, false).unwrap()[0];
+        assert!(!http.is_statement());
+        assert!(parse(&format!("DROP /DROP {}", "A".repeat(60)), ARM_KILL, false).is_err());
     }
 }

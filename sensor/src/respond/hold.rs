@@ -91,6 +91,55 @@ pub fn parse_request(bytes: &[u8]) -> Request {
     }
 }
 
+/// A database statement held at its write (a statement pattern matched):
+/// PostgreSQL's `Query` or unnamed `Parse`, MySQL's `COM_QUERY` or
+/// `COM_STMT_PREPARE`. Shown as its template, kind and objects: never its
+/// literals. None when the bytes are none of these (the kernel matched a
+/// write that only looks like one).
+pub fn parse_statement(bytes: &[u8]) -> Option<Request> {
+    let (engine, text) = statement_text(bytes)?;
+    let cut = !text.contains(&0) && bytes.len() >= READ_MAX;
+    let text = text.split(|&b| b == 0).next().unwrap_or_default();
+    let st = crate::db::sql::normalise(&String::from_utf8_lossy(text), cut);
+    let mut head = format!("{engine} statement: {}\n", st.template);
+    head.push_str(&format!(
+        "kind: {} ({})\n",
+        st.kind,
+        crate::db::sql::class(st.kind)
+    ));
+    if !st.objects.is_empty() {
+        head.push_str(&format!("objects: {}\n", st.objects.join(", ")));
+    }
+    head.push_str("(literals are not shown)\n");
+    Some(Request {
+        method: st.kind.to_ascii_uppercase(),
+        authority: String::new(),
+        path: st.template.clone(),
+        // Only an HTTP request line can be remembered as an approval.
+        request_line: String::new(),
+        head,
+    })
+}
+
+/// The engine and statement bytes of a write that starts with a statement
+/// message.
+fn statement_text(b: &[u8]) -> Option<(&'static str, &[u8])> {
+    let be = |at: usize| Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?));
+    match b.first()? {
+        b'Q' if (4..1 << 30).contains(&be(1)?) => return Some(("postgresql", b.get(5..)?)),
+        b'P' if (4..1 << 30).contains(&be(1)?) && b.get(5) == Some(&0) => {
+            return Some(("postgresql", b.get(6..)?));
+        }
+        _ => {}
+    }
+    let len = u32::from_le_bytes([*b.first()?, *b.get(1)?, *b.get(2)?, 0]) as usize;
+    if b.get(3) == Some(&0) && matches!(b.get(4), Some(0x03 | 0x16)) && len > 1 {
+        let end = (4 + len).min(b.len());
+        return Some(("mysql", b.get(5..end)?));
+    }
+    None
+}
+
 /// Reads `len` bytes (at most [`READ_MAX`]) at `addr` in process `pid`.
 pub fn read_request(pid: u32, addr: u64, len: u64) -> std::io::Result<Vec<u8>> {
     let f = std::fs::File::open(format!("/proc/{pid}/mem"))?;
@@ -206,6 +255,42 @@ mod tests {
         assert_eq!(r.method, "");
         assert!(r.head.contains("not parsed"), "{}", r.head);
         let _ = parse_request(b"");
+    }
+
+    #[test]
+    fn a_held_statement_is_shown_as_its_template() {
+        let mut q = b"Q\0\0\0\x2edrop table staging_sessions -- PLANTED\0".to_vec();
+        let r = parse_statement(&q).unwrap();
+        assert_eq!(r.method, "DROP");
+        assert_eq!(r.path, "DROP TABLE staging_sessions");
+        assert!(
+            r.head.starts_with("postgresql statement: DROP TABLE"),
+            "{}",
+            r.head
+        );
+        assert!(r.head.contains("objects: staging_sessions"), "{}", r.head);
+        assert!(r.request_line.is_empty());
+        // psycopg: an unnamed Parse, then Bind and the rest in one write.
+        let p = b"P\0\0\0\x30\0DELETE FROM t WHERE token = 'PLANTED'\0\0\0B\0\0\0\x0c";
+        let r = parse_statement(p).unwrap();
+        assert_eq!(r.path, "DELETE FROM t WHERE token = ?");
+        // MySQL's COM_QUERY (no NUL: the packet's length ends it).
+        let sql = b"TRUNCATE TABLE orders";
+        let mut m = ((sql.len() + 1) as u32).to_le_bytes()[..3].to_vec();
+        m.extend_from_slice(&[0, 3]);
+        m.extend_from_slice(sql);
+        let r = parse_statement(&m).unwrap();
+        assert!(
+            r.head.starts_with("mysql statement: TRUNCATE TABLE orders"),
+            "{}",
+            r.head
+        );
+        assert!(!format!("{r:?}").contains("PLANTED"));
+        // Not a statement: an HTTP request, a TLS record.
+        assert!(parse_statement(b"DELETE /x HTTP/1.1\r\n").is_none());
+        assert!(parse_statement(b"\x17\x03\x03\0\x10").is_none());
+        q.truncate(3);
+        assert!(parse_statement(&q).is_none());
     }
 
     #[test]

@@ -274,6 +274,14 @@ impl Responder {
         }
         let pid = b.header.tgid;
         let request = match hold::read_request(pid, b.buf, b.len) {
+            Ok(bytes) if m.pattern.is_statement() => match hold::parse_statement(&bytes) {
+                Some(r) => r,
+                None => {
+                    let why = format!("the write held by {:?} is not a statement", m.pattern.text);
+                    self.resume_held(pid, process.start_ticks, why);
+                    return None;
+                }
+            },
             Ok(bytes) => hold::parse_request(&bytes),
             Err(e) => hold::Request {
                 head: format!("(the request could not be read from the process: {e})"),
@@ -295,27 +303,34 @@ impl Responder {
             && !hold.request.authority.is_empty()
             && !host_matches(want, &hold.request.authority)
         {
-            let who = Requester {
-                by: "policy".into(),
-                why: format!(
-                    "host {} is not held by {:?}",
-                    hold.request.authority, m.pattern.text
-                ),
-                finding_seq: None,
-                hold_id: None,
-            };
-            let result = kill::resume(&kill::Target {
-                pid,
-                start_time: Some(hold.start_ticks),
-            })
-            .map(|t| Outcome {
-                targets: vec![(pid, t)],
-                skipped: vec![],
-            });
-            self.report((pid, hold.start_ticks), "approve", &who, &result, false);
+            let why = format!(
+                "host {} is not held by {:?}",
+                hold.request.authority, m.pattern.text
+            );
+            self.resume_held(pid, hold.start_ticks, why);
             return None;
         }
         self.pend(hold, b.signal_result == 0, context, "request")
+    }
+
+    /// A process the kernel stopped for a hold that does not apply goes
+    /// on at once (reported as the policy's approval).
+    fn resume_held(&mut self, pid: u32, start_ticks: u64, why: String) {
+        let who = Requester {
+            by: "policy".into(),
+            why,
+            finding_seq: None,
+            hold_id: None,
+        };
+        let result = kill::resume(&kill::Target {
+            pid,
+            start_time: Some(start_ticks),
+        })
+        .map(|t| Outcome {
+            targets: vec![(pid, t)],
+            skipped: vec![],
+        });
+        self.report((pid, start_ticks), "approve", &who, &result, false);
     }
 
     /// A held agent's process stopped at the first bytes of a new TLS
@@ -456,7 +471,10 @@ impl Responder {
         let (h, who) = self.take_hold(id, "approve", who)?;
         let mut skipped = Vec::new();
         if remember && h.request.request_line.is_empty() {
-            skipped.push("not remembered: a connection hold has no request line".into());
+            skipped.push(
+                "not remembered: only an HTTP request line can be (a connection or statement hold has none)"
+                    .into(),
+            );
         } else if remember && let Err(e) = self.armer.remember(&h.agent_id, &h.request.request_line)
         {
             skipped.push(format!("not remembered: {e}"));
