@@ -73,6 +73,7 @@ fn process(pid: u32, identity: usize) -> Arc<Process> {
         cgroup_id: 1,
         container: None,
         partial: false,
+        held: Vec::new(),
     })
 }
 

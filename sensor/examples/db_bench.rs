@@ -117,6 +117,7 @@ fn process(pid: u32) -> Arc<Process> {
         cgroup_id: 1,
         container: None,
         partial: false,
+        held: Vec::new(),
     })
 }
 

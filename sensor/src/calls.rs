@@ -119,7 +119,7 @@ struct Chunk<'a> {
 
 pub struct Calls {
     flows: Flows<Parsers>,
-    fp: Fingerprinter,
+    fp: Arc<Fingerprinter>,
     /// Stream bytes that could not be framed as HTTP/1.1 or HTTP/2 (other
     /// protocols, captures that started mid-message).
     pub parse_errors: u64,
@@ -142,10 +142,16 @@ impl Calls {
         };
         Ok(Self {
             flows: Flows::new(16384, Duration::from_secs(120)),
-            fp,
+            fp: Arc::new(fp),
             parse_errors: 0,
             server_records: 0,
         })
+    }
+
+    /// The fingerprint key's holder, shared with whatever else must give a
+    /// credential the same fingerprint (held credentials).
+    pub fn fingerprinter(&self) -> Arc<Fingerprinter> {
+        self.fp.clone()
     }
 
     pub fn evicted_streams(&self) -> u64 {

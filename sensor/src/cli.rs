@@ -290,6 +290,9 @@ pub async fn trace(c: &Conn, session: &str, since: Option<Duration>) -> Result<(
         .map_err(|s| rpc_error("trace", s))?
         .into_inner();
     let mut n = 0;
+    // What the agent holds, by fingerprint: each call's credential is
+    // named with where its process got it.
+    let mut held: Option<Vec<pb::Credential>> = None;
     while let Some(e) = stream.next().await {
         let e = e.map_err(|s| rpc_error("trace", s))?;
         if n == 0
@@ -303,6 +306,30 @@ pub async fn trace(c: &Conn, session: &str, since: Option<Duration>) -> Result<(
         }
         n += 1;
         print(&e, c.json)?;
+        if c.json {
+            continue;
+        }
+        if let (Some(p), Some(pb::event::Payload::ApiCall(call))) = (&e.process, &e.payload)
+            && !call.credential_fingerprint.is_empty()
+        {
+            if held.is_none() {
+                held = Some(
+                    list_credentials(c, Some(&p.agent_id))
+                        .await
+                        .unwrap_or_default(),
+                );
+            }
+            let fp = crate::credentials::bare(&call.credential_fingerprint);
+            let holder = held
+                .iter()
+                .flatten()
+                .filter(|cred| cred.fingerprint == fp)
+                .flat_map(|cred| &cred.held_by)
+                .find(|h| h.agent_id == p.agent_id);
+            if let Some(h) = holder {
+                println!("    credential held as {}, {}", h.var, origin_of(h));
+            }
+        }
     }
     if n == 0 {
         bail!(
@@ -360,6 +387,86 @@ pub async fn agents(c: &Conn) -> Result<()> {
     Ok(())
 }
 
+async fn list_credentials(c: &Conn, agent: Option<&str>) -> Result<Vec<pb::Credential>> {
+    let mut client = AgentsClient::new(connect(&c.socket).await?);
+    Ok(client
+        .credentials(pb::ListCredentialsRequest {
+            agent: agent.unwrap_or_default().to_string(),
+        })
+        .await
+        .map_err(|s| rpc_error("credentials", s))?
+        .into_inner()
+        .credentials)
+}
+
+/// "1 call", "3 calls".
+fn calls(n: u64) -> String {
+    format!("{n} call{}", if n == 1 { "" } else { "s" })
+}
+
+/// Where a holder got a credential: "introduced at its exec" or
+/// "inherited from EXE [pid] (N execs up): CMDLINE".
+fn origin_of(h: &pb::CredentialHolder) -> String {
+    if h.inherited {
+        format!(
+            "inherited from {} [{}] ({} exec{} up): {}",
+            h.origin_exe,
+            h.origin_pid,
+            h.hops,
+            if h.hops == 1 { "" } else { "s" },
+            h.origin_cmdline
+        )
+    } else {
+        format!(
+            "introduced at its exec ({} [{}])",
+            h.origin_exe, h.origin_pid
+        )
+    }
+}
+
+/// Every credential agents held or used, with who and where from.
+pub async fn credentials(c: &Conn, agent: Option<&str>) -> Result<()> {
+    let list = list_credentials(c, agent).await?;
+    if c.json {
+        for cred in &list {
+            println!("{}", serde_json::to_string(cred)?);
+        }
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("no credential held or used by an agent yet");
+        return Ok(());
+    }
+    for cred in &list {
+        println!("{} ({})", cred.fingerprint, cred.kind);
+        for h in &cred.held_by {
+            println!(
+                "  held by {} ({}) as {}: {}",
+                h.agent,
+                h.agent_id,
+                h.var,
+                origin_of(h)
+            );
+        }
+        for u in &cred.used_by {
+            println!("  used by {} ({}): {}", u.agent, u.agent_id, calls(u.calls));
+            for e in &u.endpoints {
+                let key = format!("{} {} {}", e.method, e.authority, e.path_template);
+                let mark = if u.irreversible.contains(&key) {
+                    "  IRREVERSIBLE"
+                } else {
+                    ""
+                };
+                println!("    {:>6}  {key}{mark}", e.calls);
+            }
+        }
+        if cred.used_by.is_empty() {
+            println!("  never used by an agent");
+        }
+    }
+    Ok(())
+}
+
 /// One agent's profile and blast radius.
 pub async fn agent(c: &Conn, id: &str) -> Result<()> {
     let mut client = AgentsClient::new(connect(&c.socket).await?);
@@ -398,6 +505,53 @@ pub async fn agent(c: &Conn, id: &str) -> Result<()> {
         );
     }
     println!("  mode:         {}", a.mode);
+    // Its blast radius: each credential it holds, what it did with it,
+    // what others did with the same one.
+    let held: Vec<pb::Credential> = list_credentials(c, Some(&a.id))
+        .await?
+        .into_iter()
+        .filter(|cred| cred.held_by.iter().any(|h| h.agent_id == a.id))
+        .collect();
+    if !held.is_empty() {
+        println!("  credentials held:");
+    }
+    for cred in &held {
+        for h in cred.held_by.iter().filter(|h| h.agent_id == a.id) {
+            println!(
+                "    {} {} ({}): {}",
+                h.var,
+                cred.fingerprint,
+                cred.kind,
+                origin_of(h)
+            );
+        }
+        let own = cred.used_by.iter().find(|u| u.agent_id == a.id);
+        match own {
+            Some(u) => println!(
+                "      used by it: {}{}",
+                calls(u.calls),
+                if u.irreversible.is_empty() {
+                    String::new()
+                } else {
+                    format!(", irreversible: {}", u.irreversible.join("; "))
+                }
+            ),
+            None => println!("      never used by it: an ambient credential"),
+        }
+        for u in cred.used_by.iter().filter(|u| u.agent_id != a.id) {
+            println!(
+                "      used by {} ({}): {}{}",
+                u.agent,
+                u.agent_id,
+                calls(u.calls),
+                if u.irreversible.is_empty() {
+                    String::new()
+                } else {
+                    format!(", irreversible: {}", u.irreversible.join("; "))
+                }
+            );
+        }
+    }
     for l in &a.live_sessions {
         println!(
             "  running session {}: {} model turns, {} calls{}",

@@ -53,6 +53,11 @@ pub struct AgentsConfig {
     pub volume_floor_bytes: u64,
     /// Writes to one endpoint within 60 s that make a repetition loop.
     pub repeat_limit: u64,
+    /// A credential used in more runs than this is `long_lived_credential`
+    /// (not scoped to a task)...
+    pub credential_max_sessions: u64,
+    /// ... or used over more days than this since its first use.
+    pub credential_max_days: u64,
     /// LLM providers besides the built-in catalogue.
     pub providers: Vec<ProviderConfig>,
     /// Processes that are agents whatever they call.
@@ -71,6 +76,8 @@ impl Default for AgentsConfig {
             rate_floor: 10,
             volume_floor_bytes: 64 * 1024,
             repeat_limit: 5,
+            credential_max_sessions: 50,
+            credential_max_days: 30,
             providers: Vec::new(),
             selectors: Vec::new(),
             policy: None,
@@ -818,6 +825,11 @@ pub struct ProcsConfig {
     pub max_entries: usize,
     /// Root of procfs (a DaemonSet mounts the host's /proc elsewhere).
     pub proc_root: PathBuf,
+    /// Environment variables read as held credentials at each exec,
+    /// besides the secret-named ones (`*_API_KEY`, `*_TOKEN`,
+    /// `*PASSWORD*`, `DATABASE_URL`, …): exact names, or prefixes ending
+    /// in `*`. Their values are fingerprinted, never kept.
+    pub secret_env: Vec<String>,
 }
 
 impl Default for ProcsConfig {
@@ -826,6 +838,7 @@ impl Default for ProcsConfig {
             exited_retention_secs: 30,
             max_entries: 131_072,
             proc_root: PathBuf::from("/proc"),
+            secret_env: Vec::new(),
         }
     }
 }

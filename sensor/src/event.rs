@@ -47,6 +47,10 @@ pub enum Detail {
         filename: String,
         filename_truncated: bool,
         args_truncated: bool,
+        /// Credentials its environment holds (fingerprints, never values)
+        /// and where each came from.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        credentials: Vec<crate::credentials::HeldCredential>,
     },
     Fork {
         child_pid: u32,
@@ -271,6 +275,7 @@ pub fn from_record(rec: &Record, procs: &mut ProcessTable, clock: &Clock) -> Opt
     let (process, detail) = match rec {
         Record::Exec(r) => {
             let p = procs.on_exec(r);
+            let credentials = p.held.clone();
             let filename = String::from_utf8_lossy(
                 &r.filename[..usize::from(r.filename_len).min(r.filename.len())],
             )
@@ -281,6 +286,7 @@ pub fn from_record(rec: &Record, procs: &mut ProcessTable, clock: &Clock) -> Opt
                     filename,
                     filename_truncated: r.filename_truncated != 0,
                     args_truncated: r.args_truncated != 0,
+                    credentials,
                 },
             )
         }
@@ -407,8 +413,18 @@ impl Event {
                 };
                 let _ = write!(s, " -> {dst} {result_name} fd={fd}");
             }
-            Detail::Exec { filename, .. } => {
+            Detail::Exec {
+                filename,
+                credentials,
+                ..
+            } => {
                 let _ = write!(s, " ppid={} exec {filename}", p.ppid);
+                for c in credentials {
+                    let _ = write!(s, " holds {} {}", c.var, c.fingerprint);
+                    if c.inherited {
+                        let _ = write!(s, " (from {} [{}])", c.origin.exe, c.origin.pid);
+                    }
+                }
             }
             Detail::TlsClientHello {
                 sni,

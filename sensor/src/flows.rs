@@ -281,6 +281,7 @@ mod tests {
             cgroup_id: 0,
             container: None,
             partial: false,
+            held: Vec::new(),
         })
     }
 

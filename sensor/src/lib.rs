@@ -14,6 +14,7 @@ pub mod cli;
 pub mod clock;
 pub mod collect;
 pub mod config;
+pub mod credentials;
 pub mod db;
 pub mod decode;
 pub mod ebpf;

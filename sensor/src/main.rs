@@ -116,6 +116,16 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// The credential audit: every credential agents held (in their
+    /// environment at exec) or used (in their calls), by fingerprint: who
+    /// held it, where it came from, who used it for what.
+    Credentials {
+        /// Only those this agent (id or name) held or used.
+        #[arg(long)]
+        agent: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Cuts a process off the network in the kernel: new connections
     /// fail (EPERM), open ones go silent, its future children are cut off
     /// too. Lasts until `sensor release`, across daemon restarts.
@@ -339,6 +349,9 @@ fn main() -> Result<()> {
         } => client_runtime()?.block_on(cli::trace(&conn, &session, since)),
         Command::Agents { conn } => client_runtime()?.block_on(cli::agents(&conn)),
         Command::Agent { id, conn } => client_runtime()?.block_on(cli::agent(&conn, &id)),
+        Command::Credentials { agent, conn } => {
+            client_runtime()?.block_on(cli::credentials(&conn, agent.as_deref()))
+        }
         Command::Isolate {
             target,
             allow_loopback,

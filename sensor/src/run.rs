@@ -47,7 +47,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     } else {
         None
     };
+    let mut calls = Calls::new(&cfg.state.dir, cfg.http.fingerprint_key.as_deref())?;
     let mut procs = ProcessTable::new(&cfg.procs);
+    procs.read_held_credentials(calls.fingerprinter());
     let seeded = procs.seed();
     info!(
         processes = seeded,
@@ -294,7 +296,6 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut tls_records = 0u64;
     let mut sock_records = 0u64;
     let mut first_bytes = FirstBytes::default();
-    let mut calls = Calls::new(&cfg.state.dir, cfg.http.fingerprint_key.as_deref())?;
     loop {
         tokio::select! {
             n = rx.recv_many(&mut batch, 1024) => {
@@ -599,6 +600,7 @@ fn own_process() -> Arc<crate::procs::Process> {
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
         partial: true,
+        held: Vec::new(),
         ..Default::default()
     })
 }
@@ -617,6 +619,7 @@ fn action_event(r: Report, procs: &ProcessTable, clock: &Clock) -> event::Event 
                 pid,
                 start_ticks: start,
                 partial: true,
+                held: Vec::new(),
                 ..Default::default()
             })
         });
@@ -774,7 +777,7 @@ impl<W: Write> Output<W> {
                     endpoint: f.endpoint,
                     count: f.count,
                     baseline_sessions: f.baseline_sessions,
-                    credential_fingerprint,
+                    credential_fingerprint: f.credential.or(credential_fingerprint),
                     tool_call,
                     call_seq: ev.seq,
                     mode: f.mode.name(),

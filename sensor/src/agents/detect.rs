@@ -56,6 +56,8 @@ pub struct Tuning {
     pub rate_floor: u64,
     pub volume_floor_bytes: u64,
     pub repeat_limit: u64,
+    pub credential_max_sessions: u64,
+    pub credential_max_days: u64,
     /// The mode after learning: `response.mode`, per agent `response.agents`.
     pub after_learning: Mode,
     pub after_learning_by_agent: BTreeMap<String, Mode>,
@@ -71,6 +73,8 @@ impl Default for Tuning {
             rate_floor: c.rate_floor,
             volume_floor_bytes: c.volume_floor_bytes,
             repeat_limit: c.repeat_limit,
+            credential_max_sessions: c.credential_max_sessions,
+            credential_max_days: c.credential_max_days,
             after_learning: Mode::Monitor,
             after_learning_by_agent: BTreeMap::new(),
         }
@@ -87,6 +91,8 @@ impl Tuning {
             rate_floor: a.rate_floor,
             volume_floor_bytes: a.volume_floor_bytes,
             repeat_limit: a.repeat_limit,
+            credential_max_sessions: a.credential_max_sessions,
+            credential_max_days: a.credential_max_days,
             after_learning: cfg.response.mode.into(),
             after_learning_by_agent: cfg
                 .response
@@ -137,6 +143,8 @@ pub struct Finding {
     pub policy: Option<String>,
     /// The response the policy gives this finding, if it names one.
     pub response: Option<ResponseAction>,
+    /// The credential it is about, when not the call's (a held one).
+    pub credential: Option<String>,
 }
 
 /// A change of an identity's mode, to be announced as a `mode` event.
@@ -668,6 +676,29 @@ impl Detector {
     }
 
     /// Learns from or checks one call of `identity` (named `name`).
+    /// Whether `identity` used credential `fp` (bare, `fp:…`) in the runs
+    /// it learned (its own or imported).
+    pub fn learned_credential(&self, identity: &str, fp: &str) -> bool {
+        let v = View {
+            own: self.baselines.get(identity),
+            imported: self.imported.get(identity),
+        };
+        v.all().any(|b| {
+            b.credentials
+                .iter()
+                .any(|c| crate::credentials::bare(c) == fp)
+        })
+    }
+
+    /// Runs `identity` learned (its own and imported).
+    pub fn learned_sessions(&self, identity: &str) -> u64 {
+        View {
+            own: self.baselines.get(identity),
+            imported: self.imported.get(identity),
+        }
+        .sessions()
+    }
+
     pub fn call(&mut self, identity: &str, name: &str, c: &Call) -> Vec<Finding> {
         let mode = self.session_mode(identity, name, c);
         let tuning = &self.tuning;
@@ -703,6 +734,7 @@ impl Detector {
                 mode,
                 policy: entry.map(|e| e.name.clone()),
                 response: None,
+                credential: None,
             });
         };
 
@@ -1116,6 +1148,7 @@ mod tests {
             cgroup_id: 0,
             container: None,
             partial: false,
+            held: Vec::new(),
         }
     }
 

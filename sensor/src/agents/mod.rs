@@ -325,6 +325,11 @@ struct SessionInfo {
     /// Hashes of the last credential and destination put in the inventory.
     last_credential: u64,
     last_destination: u64,
+    /// Hashes of the (credential, endpoint) pairs of its latest calls put
+    /// in the credential audit: a repeated one is not looked up again
+    /// (measured: the audit's lookups on every call cost the agents bench
+    /// about a fifth of its rate).
+    credential_uses: [u64; 8],
 }
 
 /// Whether `value` differs from the one `last` remembers (by hash), which
@@ -388,6 +393,8 @@ pub struct Agents {
     scratch: String,
     /// Endpoint → (provider, irreversible): see `classify`.
     classes: FastMap<String, (Option<&'static str>, bool)>,
+    /// Every credential agents held or used (the credential audit).
+    pub credentials: crate::credentials::Inventory,
 }
 
 impl Agents {
@@ -483,6 +490,7 @@ impl Agents {
             pending_modes: Vec::new(),
             scratch: String::new(),
             classes: FastMap::default(),
+            credentials: Default::default(),
         })
     }
 
@@ -602,6 +610,7 @@ impl Agents {
             cgroup_id: 0,
             container: None,
             partial: true,
+            held: Vec::new(),
         };
         self.settings.policy.for_agent(id, name, &p).cloned()
     }
@@ -986,6 +995,16 @@ impl Agents {
                         changed(&mut info.last_credential, credential_fingerprint.as_deref());
                     let new_destination =
                         changed(&mut info.last_destination, destination.as_deref());
+                    let new_use = credential_fingerprint.as_deref().is_some_and(|c| {
+                        let h = detect::subject_hash(c, &endpoint) | 1;
+                        let seen = &mut info.credential_uses;
+                        if seen.contains(&h) {
+                            return false;
+                        }
+                        seen.rotate_right(1);
+                        seen[0] = h;
+                        true
+                    });
                     if let Some(inv) = self.inventory.get_mut(&t.id) {
                         inv.calls += 1;
                         inv.last_seen_ns = inv.last_seen_ns.max(ev.ts_unix_ns);
@@ -1018,6 +1037,34 @@ impl Agents {
                         }
                         self.dirty = true;
                     }
+                    let mut credential_alerts = Vec::new();
+                    if let Some(c) = credential_fingerprint
+                        && (new_use || new_credential)
+                    {
+                        self.credentials.used(
+                            &t.name,
+                            &t.id,
+                            c,
+                            db.is_some(),
+                            &endpoint,
+                            irreversible,
+                            ev.ts_unix_ns,
+                        );
+                        // Its runs and sharing are looked at when the run's
+                        // credential changes (its first call with one, or
+                        // another one): not on every call.
+                        if new_credential {
+                            let lifetime = crate::credentials::Lifetime {
+                                max_sessions: self.settings.tuning.credential_max_sessions,
+                                max_days: self.settings.tuning.credential_max_days,
+                            };
+                            credential_alerts =
+                                self.credentials
+                                    .on_use(t.key, &t.id, c, ev.ts_unix_ns, lifetime);
+                        }
+                    }
+                    let credential_findings =
+                        self.credential_findings(&t.id, credential_alerts, &endpoint);
                     findings = self.detector.call(
                         &t.id,
                         &t.name,
@@ -1037,6 +1084,7 @@ impl Agents {
                             ts_ns: ev.ts_unix_ns,
                         },
                     );
+                    findings.extend(credential_findings);
                     // The endpoint string moves into the session's steps.
                     let step = Step {
                         ts_unix_ns: ev.ts_unix_ns,
@@ -1088,8 +1136,59 @@ impl Agents {
             }
             _ => {}
         }
+        if let Some(t) = &tag
+            && !ev.process.held.is_empty()
+            && self
+                .credentials
+                .held(key, &t.name, &t.id, &ev.process.held, ev.ts_unix_ns)
+        {
+            let learning = self.mode_of(&t.id) == mode::Mode::Learn;
+            let detector = &self.detector;
+            let learned = |fp: &str| detector.learned_credential(&t.id, fp);
+            let alerts = self.credentials.on_held(
+                t.key,
+                &t.id,
+                &ev.process.held,
+                (!learning).then_some(&learned as &dyn Fn(&str) -> bool),
+            );
+            findings.extend(self.credential_findings(&t.id, alerts, ""));
+        }
         ev.agent = tag;
         findings
+    }
+
+    /// The credential audit's alerts as findings of agent `id`, in its
+    /// mode; `endpoint` for those about the call.
+    fn credential_findings(
+        &self,
+        id: &str,
+        alerts: Vec<crate::credentials::Alert>,
+        endpoint: &str,
+    ) -> Vec<detect::Finding> {
+        if alerts.is_empty() {
+            return Vec::new();
+        }
+        let mode = self.mode_of(id);
+        let baseline_sessions = self.detector.learned_sessions(id);
+        alerts
+            .into_iter()
+            .map(|a| detect::Finding {
+                rule: a.rule,
+                severity: a.severity,
+                summary: a.summary,
+                endpoint: if a.subject.is_empty() {
+                    endpoint.to_string()
+                } else {
+                    a.subject
+                },
+                count: a.count,
+                baseline_sessions,
+                mode,
+                policy: None,
+                response: None,
+                credential: Some(a.credential),
+            })
+            .collect()
     }
 }
 
@@ -1110,6 +1209,7 @@ mod tests {
             cgroup_id: 0,
             container: None,
             partial: false,
+            held: Vec::new(),
         })
     }
 

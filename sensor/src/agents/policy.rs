@@ -415,6 +415,7 @@ policies:
             cgroup_id: 0,
             container: None,
             partial: false,
+            held: Vec::new(),
         };
         let e = p
             .for_agent("agt-1", "ordering_agent.py", &proc_("/usr/bin/python3"))

@@ -108,6 +108,42 @@ pub fn find<'a>(t: &'a Agents, id: &str) -> Result<&'a Inventory, Status> {
     }
 }
 
+/// A credential of the audit as the API gives it.
+pub fn credential(c: &crate::credentials::Credential) -> pb::Credential {
+    pb::Credential {
+        fingerprint: c.fingerprint.clone(),
+        kind: c.kind.clone(),
+        held_by: c
+            .held_by
+            .iter()
+            .map(|h| pb::CredentialHolder {
+                agent: h.agent.clone(),
+                agent_id: h.agent_id.clone(),
+                var: h.var.clone(),
+                inherited: h.inherited,
+                hops: h.hops,
+                origin_pid: h.origin.pid,
+                origin_exe: h.origin.exe.clone(),
+                origin_cmdline: h.origin.cmdline.clone(),
+                processes: h.processes,
+            })
+            .collect(),
+        used_by: c
+            .used_by
+            .iter()
+            .map(|u| pb::CredentialUser {
+                agent: u.agent.clone(),
+                agent_id: u.agent_id.clone(),
+                calls: u.calls,
+                endpoints: endpoints(&u.endpoints),
+                irreversible: u.irreversible.clone(),
+            })
+            .collect(),
+        first_seen: time(c.first_seen_ns),
+        last_seen: time(c.last_seen_ns),
+    }
+}
+
 impl AgentsService {
     fn table(&self) -> std::sync::MutexGuard<'_, Agents> {
         self.agents.lock().unwrap_or_else(|e| e.into_inner())
@@ -130,6 +166,25 @@ impl pb::agents_server::Agents for AgentsService {
             })
             .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn credentials(
+        &self,
+        req: Request<pb::ListCredentialsRequest>,
+    ) -> Result<Response<pb::ListCredentialsResponse>, Status> {
+        let agent = req.into_inner().agent;
+        let t = self.table();
+        let agent = match agent.as_str() {
+            "" => None,
+            a => Some(find(&t, a)?.id.clone()),
+        };
+        let credentials = t
+            .credentials
+            .list(agent.as_deref())
+            .into_iter()
+            .map(credential)
+            .collect();
+        Ok(Response::new(pb::ListCredentialsResponse { credentials }))
     }
 
     async fn get(&self, req: Request<pb::GetAgentRequest>) -> Result<Response<pb::Agent>, Status> {

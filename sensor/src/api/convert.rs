@@ -200,6 +200,21 @@ pub fn from_json(v: &Value, origin: &Origin) -> pb::Event {
                 filename: text(v, "filename"),
                 filename_truncated: v["filename_truncated"].as_bool().unwrap_or(false),
                 args_truncated: v["args_truncated"].as_bool().unwrap_or(false),
+                credentials: v["credentials"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| pb::HeldCredential {
+                        var: text(c, "var"),
+                        fingerprint: text(c, "fingerprint"),
+                        kind: text(c, "kind"),
+                        inherited: c["inherited"].as_bool().unwrap_or(false),
+                        hops: num(c, "hops") as u32,
+                        origin_pid: num(&c["origin"], "pid") as u32,
+                        origin_exe: text(&c["origin"], "exe"),
+                        origin_cmdline: text(&c["origin"], "cmdline"),
+                    })
+                    .collect(),
             })),
         })),
         "fork" => Some(Payload::ProcessEvent(pb::ProcessEvent {
@@ -416,6 +431,7 @@ mod tests {
                     pod_uid: None,
                 }),
                 partial: true,
+                held: Vec::new(),
             }),
             agent: Some(Arc::new(agents::AgentTag {
                 id: "agt-1".into(),

@@ -377,6 +377,7 @@ mod tests {
             cgroup_id: 0,
             container: None,
             partial: false,
+            held: Vec::new(),
         });
         let detail = match kind {
             "connect" => Detail::Connect {

@@ -236,6 +236,7 @@ mod tests {
             cgroup_id: 0,
             container: None,
             partial: false,
+            held: Vec::new(),
         });
         let ev = |seq| Event {
             seq,

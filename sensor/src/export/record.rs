@@ -217,10 +217,25 @@ fn attributes(ev: &Event) -> Vec<KeyValue> {
         Detail::Exec {
             filename,
             args_truncated,
+            credentials,
             ..
         } => {
             a.str("sensor.exec.filename", filename);
             a.bool("sensor.exec.args_truncated", *args_truncated);
+            if !credentials.is_empty() {
+                // "VAR fp:… (inherited from pid N)", one per credential.
+                let held: Vec<String> = credentials
+                    .iter()
+                    .map(|c| match c.inherited {
+                        true => format!(
+                            "{} {} (inherited from pid {})",
+                            c.var, c.fingerprint, c.origin.pid
+                        ),
+                        false => format!("{} {}", c.var, c.fingerprint),
+                    })
+                    .collect();
+                a.str("sensor.exec.credentials", &held.join(", "));
+            }
         }
         Detail::Fork { child_pid, .. } => a.int("sensor.fork.child_pid", *child_pid),
         Detail::Exit { exit_code, signal } => {

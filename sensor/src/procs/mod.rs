@@ -58,6 +58,10 @@ pub struct Process {
     /// before /proc could be read and no exec of it was seen).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub partial: bool,
+    /// Credentials its environment held at exec (fingerprints only): shown
+    /// on its exec event, not on every event.
+    #[serde(skip)]
+    pub held: Vec<crate::credentials::HeldCredential>,
 }
 
 struct Entry {
@@ -75,6 +79,9 @@ pub struct ProcessTable {
     max_entries: usize,
     /// Entries removed to respect `max_entries` before their retention ended.
     pub evicted: u64,
+    /// Fingerprints held credentials; None: environments are not read.
+    fingerprinter: Option<std::sync::Arc<crate::http::fingerprint::Fingerprinter>>,
+    secret_env: Vec<String>,
 }
 
 impl ProcessTable {
@@ -87,7 +94,47 @@ impl ProcessTable {
             retention: Duration::from_secs(cfg.exited_retention_secs),
             max_entries: cfg.max_entries,
             evicted: 0,
+            fingerprinter: None,
+            secret_env: cfg.secret_env.clone(),
         }
+    }
+
+    /// From now on, each exec's environment is read for held credentials,
+    /// fingerprinted with `f` (the one traffic credentials get).
+    pub fn read_held_credentials(
+        &mut self,
+        f: std::sync::Arc<crate::http::fingerprint::Fingerprinter>,
+    ) {
+        self.fingerprinter = Some(f);
+    }
+
+    /// The credentials `pid`'s environment holds, those `from` held
+    /// counting as inherited.
+    fn held_of(
+        &self,
+        pid: u32,
+        exe: &str,
+        cmdline: &[String],
+        from: &[crate::credentials::HeldCredential],
+    ) -> Vec<crate::credentials::HeldCredential> {
+        let Some(f) = &self.fingerprinter else {
+            return Vec::new();
+        };
+        let Some(environ) = crate::credentials::env::read_environ(&self.proc_root, pid) else {
+            return Vec::new();
+        };
+        let here = crate::credentials::Origin {
+            pid,
+            exe: exe.to_string(),
+            cmdline: cmdline.join(" ").chars().take(160).collect(),
+        };
+        crate::credentials::env::held(
+            &environ,
+            &self.secret_env,
+            &|v: &[u8]| f.fingerprint(v),
+            from,
+            here,
+        )
     }
 
     pub fn len(&self) -> usize {
@@ -105,7 +152,10 @@ impl ProcessTable {
         };
         let mut n = 0;
         for p in all.flatten() {
-            if let Some(proc_) = read_proc(&p) {
+            if let Some(mut proc_) = read_proc(&p) {
+                // Where they came from is not known for processes older
+                // than the sensor: each counts as introducing its own.
+                proc_.held = self.held_of(proc_.pid, &proc_.exe, &proc_.cmdline, &[]);
                 self.insert(proc_);
                 n += 1;
             }
@@ -200,6 +250,7 @@ impl ProcessTable {
             cgroup_id: 0,
             container: None,
             partial: true,
+            held: Vec::new(),
         };
         self.apply_cgroup(&mut p, header.cgroup_id, None);
         self.insert(p)
@@ -263,7 +314,12 @@ impl ProcessTable {
             cgroup_id: 0,
             container: inherited.as_ref().and_then(|p| p.container.clone()),
             partial: false,
+            held: Vec::new(),
         };
+        // Read now: the environment of a process that already exited is
+        // gone (then nothing is known to be held).
+        let from = inherited.as_ref().map_or(&[][..], |p| &p.held[..]);
+        p.held = self.held_of(p.pid, &p.exe, &p.cmdline, from);
         self.apply_cgroup(&mut p, rec.header.cgroup_id, cgroup_text.as_deref());
         self.insert(p)
     }
@@ -359,6 +415,7 @@ fn read_proc(p: &ProcfsProcess) -> Option<Process> {
         cgroup_id: 0,
         container: cgroup_text.as_deref().and_then(container::from_proc_cgroup),
         partial: false,
+        held: Vec::new(),
     })
 }
 
