@@ -34,6 +34,23 @@ pub fn state(pid: u32) -> char {
         .unwrap_or('?')
 }
 
+/// Stops a server the tests started: `signal` (its clean shutdown), then
+/// SIGKILL if it is still running after `grace`.
+pub fn stop_server(child: &mut Child, signal: i32, grace: std::time::Duration) {
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Waits up to 30 s for `cond`.
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -160,17 +160,6 @@ impl MariaDb {
 impl Drop for MariaDb {
     fn drop(&mut self) {
         // SIGTERM: a normal shutdown.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::stop_server(&mut self.child, libc::SIGTERM, Duration::from_secs(20));
     }
 }

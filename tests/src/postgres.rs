@@ -212,17 +212,6 @@ impl PgServer {
 impl Drop for PgServer {
     fn drop(&mut self) {
         // SIGINT: PostgreSQL's fast shutdown.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGINT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::stop_server(&mut self.child, libc::SIGINT, Duration::from_secs(10));
     }
 }

@@ -44,6 +44,48 @@ pub enum Message {
     Error(String),
 }
 
+impl Message {
+    /// `statement`, sent by `user` to `database` as `protocol`.
+    fn sent(
+        engine: &'static str,
+        (user, database): (&Option<String>, &Option<String>),
+        protocol: &'static str,
+        statement: Arc<sql::Normalised>,
+        bytes: u64,
+    ) -> Self {
+        Message::Request {
+            request: DbRequest {
+                engine,
+                database: database.clone(),
+                user: user.clone(),
+                protocol,
+                statement,
+            },
+            bytes,
+        }
+    }
+
+    fn answered(outcome: Outcome, rows: Option<u64>, sqlstate: Option<String>, bytes: u64) -> Self {
+        Message::Response {
+            result: DbResult {
+                outcome,
+                rows,
+                sqlstate,
+            },
+            bytes,
+        }
+    }
+
+    /// What was wrong with `side`'s bytes (never the bytes).
+    fn failure(engine: &str, side: Side, what: &str) -> Self {
+        let side = match side {
+            Side::Client => "client",
+            Side::Server => "server",
+        };
+        Message::Error(format!("{engine} {side}: {what}"))
+    }
+}
+
 /// A database connection of either engine, told by the client's first
 /// message.
 pub enum Conn {
@@ -193,5 +235,29 @@ pub fn irreversible(method: &str, template: &str) -> bool {
         "DROP" | "TRUNCATE" | "ALTER" | "CREATE" | "GRANT" | "REVOKE" | "DELETE" => true,
         "UPDATE" => !template.split(' ').any(|w| w == "WHERE"),
         _ => false,
+    }
+}
+
+/// What the parsers' tests read of a conversation.
+#[cfg(test)]
+mod tests {
+    use super::{DbRequest, DbResult, Message};
+
+    pub fn requests(out: &[Message]) -> Vec<&DbRequest> {
+        out.iter()
+            .filter_map(|m| match m {
+                Message::Request { request, .. } => Some(request),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn results(out: &[Message]) -> Vec<&DbResult> {
+        out.iter()
+            .filter_map(|m| match m {
+                Message::Response { result, .. } => Some(result),
+                _ => None,
+            })
+            .collect()
     }
 }

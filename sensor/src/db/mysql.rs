@@ -34,7 +34,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::{DbRequest, DbResult, Message, Outcome, Side, sql};
+use super::{Message, Outcome, Side, sql};
 
 /// The protocol's name (MariaDB speaks it too; the server's greeting,
 /// which names it, comes before the capture starts).
@@ -328,11 +328,7 @@ impl MySqlConn {
     fn fail(&mut self, out: &mut Vec<Message>, side: Side, what: &str) {
         if !self.failed {
             self.failed = true;
-            let side = match side {
-                Side::Client => "client",
-                Side::Server => "server",
-            };
-            out.push(Message::Error(format!("mysql {side}: {what}")));
+            out.push(Message::failure(ENGINE, side, what));
         }
     }
 
@@ -524,16 +520,8 @@ impl MySqlConn {
             return;
         }
         let bytes = std::mem::take(&mut self.client.bytes);
-        out.push(Message::Request {
-            request: DbRequest {
-                engine: ENGINE,
-                database: self.database.clone(),
-                user: self.user.clone(),
-                protocol,
-                statement,
-            },
-            bytes,
-        });
+        let who = (&self.user, &self.database);
+        out.push(Message::sent(ENGINE, who, protocol, statement, bytes));
     }
 
     fn respond(
@@ -544,14 +532,7 @@ impl MySqlConn {
         out: &mut Vec<Message>,
     ) {
         let bytes = std::mem::take(&mut self.server.bytes);
-        out.push(Message::Response {
-            result: DbResult {
-                outcome,
-                rows,
-                sqlstate,
-            },
-            bytes,
-        });
+        out.push(Message::answered(outcome, rows, sqlstate, bytes));
     }
 
     fn server_packet(&mut self, body: &[u8], size: usize, out: &mut Vec<Message>) {
@@ -669,17 +650,8 @@ impl MySqlConn {
                         .then(|| sqlstate(body, self.caps))
                         .flatten();
                     self.awaited.pop_front();
-                    self.server.bytes = 0;
-                    out.push(Message::Request {
-                        request: DbRequest {
-                            engine: ENGINE,
-                            database: self.database.clone(),
-                            user: self.user.clone(),
-                            protocol: "prepared",
-                            statement,
-                        },
-                        bytes: 0,
-                    });
+                    let who = (&self.user, &self.database);
+                    out.push(Message::sent(ENGINE, who, "prepared", statement, 0));
                     self.respond(Outcome::Error, None, code, out);
                 }
                 (Some(n), _) => {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::db::tests::{requests, results};
 
 fn packet(seq: u8, body: &[u8]) -> Vec<u8> {
     let mut p = (body.len() as u32).to_le_bytes()[..3].to_vec();
@@ -104,24 +105,6 @@ fn talk(turns: &[(Side, Vec<u8>)]) -> Vec<Message> {
     turns
         .iter()
         .flat_map(|(side, bytes)| c.feed(*side, bytes))
-        .collect()
-}
-
-fn requests(out: &[Message]) -> Vec<&DbRequest> {
-    out.iter()
-        .filter_map(|m| match m {
-            Message::Request { request, .. } => Some(request),
-            _ => None,
-        })
-        .collect()
-}
-
-fn results(out: &[Message]) -> Vec<&DbResult> {
-    out.iter()
-        .filter_map(|m| match m {
-            Message::Response { result, .. } => Some(result),
-            _ => None,
-        })
         .collect()
 }
 

@@ -25,7 +25,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::{DbRequest, DbResult, Message, Outcome, Side, sql};
+use super::{Message, Outcome, Side, sql};
 
 pub const ENGINE: &str = "postgresql";
 
@@ -236,11 +236,7 @@ impl PgConn {
     fn fail(&mut self, out: &mut Vec<Message>, side: Side, what: &str) {
         if !self.failed {
             self.failed = true;
-            let side = match side {
-                Side::Client => "client",
-                Side::Server => "server",
-            };
-            out.push(Message::Error(format!("postgresql {side}: {what}")));
+            out.push(Message::failure(ENGINE, side, what));
         }
     }
 
@@ -380,16 +376,8 @@ impl PgConn {
             return;
         }
         let bytes = std::mem::take(&mut self.client.bytes);
-        out.push(Message::Request {
-            request: DbRequest {
-                engine: ENGINE,
-                database: self.database.clone(),
-                user: self.user.clone(),
-                protocol,
-                statement,
-            },
-            bytes,
-        });
+        let who = (&self.user, &self.database);
+        out.push(Message::sent(ENGINE, who, protocol, statement, bytes));
     }
 
     fn respond(
@@ -400,14 +388,7 @@ impl PgConn {
         out: &mut Vec<Message>,
     ) {
         let bytes = std::mem::take(&mut self.server.bytes);
-        out.push(Message::Response {
-            result: DbResult {
-                outcome,
-                rows,
-                sqlstate,
-            },
-            bytes,
-        });
+        out.push(Message::answered(outcome, rows, sqlstate, bytes));
     }
 
     fn server_message(&mut self, typ: u8, body: &[u8], out: &mut Vec<Message>) {

@@ -1,4 +1,8 @@
 use super::*;
+use crate::db::{
+    DbResult,
+    tests::{requests, results},
+};
 
 fn msg(typ: u8, body: &[u8]) -> Vec<u8> {
     let mut m = vec![typ];
@@ -68,24 +72,6 @@ fn server_login() -> Vec<u8> {
     s.extend(msg(b'K', b"\0\0\x30\x39PLANTED!"));
     s.extend(ready());
     s
-}
-
-fn requests(out: &[Message]) -> Vec<&DbRequest> {
-    out.iter()
-        .filter_map(|m| match m {
-            Message::Request { request, .. } => Some(request),
-            _ => None,
-        })
-        .collect()
-}
-
-fn results(out: &[Message]) -> Vec<&DbResult> {
-    out.iter()
-        .filter_map(|m| match m {
-            Message::Response { result, .. } => Some(result),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Runs a conversation (client bytes, then server bytes, in turns).
