@@ -110,6 +110,19 @@ impl Filters {
     }
 }
 
+/// `println!` for everything the CLI shows a person: control characters
+/// and bidirectional overrides from events (a command line, a held
+/// request) are printed escaped, so what a process sent cannot redraw or
+/// reorder the operator's screen.
+macro_rules! say {
+    () => {
+        println!()
+    };
+    ($($arg:tt)*) => {
+        println!("{}", crate::redact::visible(&format!($($arg)*)))
+    };
+}
+
 fn print(e: &pb::Event, json: bool) -> Result<()> {
     use std::io::Write;
     let line = if json {
@@ -118,7 +131,7 @@ fn print(e: &pb::Event, json: bool) -> Result<()> {
         event_line(e)
     };
     let mut out = std::io::stdout().lock();
-    if writeln!(out, "{line}").is_err() {
+    if writeln!(out, "{}", crate::redact::visible(&line)).is_err() {
         // Reader went away (`| head`): a normal way to stop.
         std::process::exit(0);
     }
@@ -133,7 +146,7 @@ pub async fn status(c: &Conn) -> Result<()> {
         .map_err(|s| rpc_error("status", s))?
         .into_inner();
     if c.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        say!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         print!("{}", status_text(&r));
     }
@@ -164,9 +177,9 @@ pub async fn health(c: &Conn, service: &str, timeout: Duration) -> Result<()> {
     })??;
     let name = status.as_str_name();
     if c.json {
-        println!("{}", serde_json::json!({ "status": name }));
+        say!("{}", serde_json::json!({ "status": name }));
     } else {
-        println!("{name}");
+        say!("{name}");
     }
     if status != ServingStatus::Serving {
         bail!("the sensor daemon is not serving ({name})");
@@ -299,9 +312,10 @@ pub async fn trace(c: &Conn, session: &str, since: Option<Duration>) -> Result<(
             && !c.json
             && let Some(p) = &e.process
         {
-            println!(
+            say!(
                 "session {session} of agent {} ({})",
-                p.agent_name, p.agent_id
+                p.agent_name,
+                p.agent_id
             );
         }
         n += 1;
@@ -327,7 +341,7 @@ pub async fn trace(c: &Conn, session: &str, since: Option<Duration>) -> Result<(
                 .flat_map(|cred| &cred.held_by)
                 .find(|h| h.agent_id == p.agent_id);
             if let Some(h) = holder {
-                println!("    credential held as {}, {}", h.var, origin_of(h));
+                say!("    credential held as {}, {}", h.var, origin_of(h));
             }
         }
     }
@@ -360,21 +374,25 @@ pub async fn agents(c: &Conn) -> Result<()> {
         .into_inner();
     if c.json {
         for a in &r.agents {
-            println!("{}", serde_json::to_string(a)?);
+            say!("{}", serde_json::to_string(a)?);
         }
         return Ok(());
     }
     if r.agents.is_empty() {
-        println!("no agent seen on this host yet");
+        say!("no agent seen on this host yet");
         return Ok(());
     }
-    println!(
+    say!(
         "{:<17} {:<24} {:>8} {:>6} {:>12}  providers",
-        "ID", "NAME", "CALLS", "RUNS", "IRREVERSIBLE"
+        "ID",
+        "NAME",
+        "CALLS",
+        "RUNS",
+        "IRREVERSIBLE"
     );
     for a in &r.agents {
         let irreversible: u64 = a.irreversible.iter().map(|e| e.calls).sum();
-        println!(
+        say!(
             "{:<17} {:<24} {:>8} {:>6} {:>12}  {}",
             a.id,
             a.name,
@@ -429,18 +447,18 @@ pub async fn credentials(c: &Conn, agent: Option<&str>) -> Result<()> {
     let list = list_credentials(c, agent).await?;
     if c.json {
         for cred in &list {
-            println!("{}", serde_json::to_string(cred)?);
+            say!("{}", serde_json::to_string(cred)?);
         }
         return Ok(());
     }
     if list.is_empty() {
-        println!("no credential held or used by an agent yet");
+        say!("no credential held or used by an agent yet");
         return Ok(());
     }
     for cred in &list {
-        println!("{} ({})", cred.fingerprint, cred.kind);
+        say!("{} ({})", cred.fingerprint, cred.kind);
         for h in &cred.held_by {
-            println!(
+            say!(
                 "  held by {} ({}) as {}: {}",
                 h.agent,
                 h.agent_id,
@@ -449,7 +467,7 @@ pub async fn credentials(c: &Conn, agent: Option<&str>) -> Result<()> {
             );
         }
         for u in &cred.used_by {
-            println!("  used by {} ({}): {}", u.agent, u.agent_id, calls(u.calls));
+            say!("  used by {} ({}): {}", u.agent, u.agent_id, calls(u.calls));
             for e in &u.endpoints {
                 let key = format!("{} {} {}", e.method, e.authority, e.path_template);
                 let mark = if u.irreversible.contains(&key) {
@@ -457,11 +475,11 @@ pub async fn credentials(c: &Conn, agent: Option<&str>) -> Result<()> {
                 } else {
                     ""
                 };
-                println!("    {:>6}  {key}{mark}", e.calls);
+                say!("    {:>6}  {key}{mark}", e.calls);
             }
         }
         if cred.used_by.is_empty() {
-            println!("  never used by an agent");
+            say!("  never used by an agent");
         }
     }
     Ok(())
@@ -476,35 +494,41 @@ pub async fn agent(c: &Conn, id: &str) -> Result<()> {
         .map_err(|s| rpc_error("agent", s))?
         .into_inner();
     if c.json {
-        println!("{}", serde_json::to_string_pretty(&a)?);
+        say!("{}", serde_json::to_string_pretty(&a)?);
         return Ok(());
     }
-    println!("agent {} ({})", a.name, a.id);
-    println!("  exe:          {}", a.exe);
-    println!("  command:      {}", a.cmdline.join(" "));
-    println!(
+    say!("agent {} ({})", a.name, a.id);
+    say!("  exe:          {}", a.exe);
+    say!("  command:      {}", a.cmdline.join(" "));
+    say!(
         "  runs:         {} (recent: {})",
         a.sessions,
         a.recent_sessions.join(", ")
     );
-    println!("  providers:    {}", a.providers.join(", "));
-    println!("  credentials:  {}", a.credentials.join(", "));
-    println!("  destinations: {}", a.destinations.join(", "));
-    println!("  irreversible calls:");
+    say!("  providers:    {}", a.providers.join(", "));
+    say!("  credentials:  {}", a.credentials.join(", "));
+    say!("  destinations: {}", a.destinations.join(", "));
+    say!("  irreversible calls:");
     for e in &a.irreversible {
-        println!(
+        say!(
             "    {:>6}  {} {}{}",
-            e.calls, e.method, e.authority, e.path_template
+            e.calls,
+            e.method,
+            e.authority,
+            e.path_template
         );
     }
-    println!("  endpoints ({} calls):", a.calls);
+    say!("  endpoints ({} calls):", a.calls);
     for e in &a.endpoints {
-        println!(
+        say!(
             "    {:>6}  {} {}{}",
-            e.calls, e.method, e.authority, e.path_template
+            e.calls,
+            e.method,
+            e.authority,
+            e.path_template
         );
     }
-    println!("  mode:         {}", a.mode);
+    say!("  mode:         {}", a.mode);
     // Its blast radius: each credential it holds, what it did with it,
     // what others did with the same one.
     let held: Vec<pb::Credential> = list_credentials(c, Some(&a.id))
@@ -513,11 +537,11 @@ pub async fn agent(c: &Conn, id: &str) -> Result<()> {
         .filter(|cred| cred.held_by.iter().any(|h| h.agent_id == a.id))
         .collect();
     if !held.is_empty() {
-        println!("  credentials held:");
+        say!("  credentials held:");
     }
     for cred in &held {
         for h in cred.held_by.iter().filter(|h| h.agent_id == a.id) {
-            println!(
+            say!(
                 "    {} {} ({}): {}",
                 h.var,
                 cred.fingerprint,
@@ -527,7 +551,7 @@ pub async fn agent(c: &Conn, id: &str) -> Result<()> {
         }
         let own = cred.used_by.iter().find(|u| u.agent_id == a.id);
         match own {
-            Some(u) => println!(
+            Some(u) => say!(
                 "      used by it: {}{}",
                 calls(u.calls),
                 if u.irreversible.is_empty() {
@@ -536,10 +560,10 @@ pub async fn agent(c: &Conn, id: &str) -> Result<()> {
                     format!(", irreversible: {}", u.irreversible.join("; "))
                 }
             ),
-            None => println!("      never used by it: an ambient credential"),
+            None => say!("      never used by it: an ambient credential"),
         }
         for u in cred.used_by.iter().filter(|u| u.agent_id != a.id) {
-            println!(
+            say!(
                 "      used by {} ({}): {}{}",
                 u.agent,
                 u.agent_id,
@@ -553,7 +577,7 @@ pub async fn agent(c: &Conn, id: &str) -> Result<()> {
         }
     }
     for l in &a.live_sessions {
-        println!(
+        say!(
             "  running session {}: {} model turns, {} calls{}",
             l.id,
             l.llm_turns,
@@ -572,7 +596,7 @@ pub async fn agent(c: &Conn, id: &str) -> Result<()> {
             } else {
                 format!(" <- tool call {}", st.tools.join(", "))
             };
-            println!(
+            say!(
                 "    {} {}{tools}",
                 if st.llm { "model" } else { "call " },
                 st.endpoint
@@ -600,13 +624,13 @@ pub struct Target {
 
 fn print_result(what: &str, r: &pb::ActionResult, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string(r)?);
+        say!("{}", serde_json::to_string(r)?);
         return Ok(());
     }
     let pids: Vec<String> = r.targets.iter().map(|t| t.pid.to_string()).collect();
-    println!("{what}: {}", pids.join(", "));
+    say!("{what}: {}", pids.join(", "));
     for s in &r.skipped {
-        println!("  left alone: {s}");
+        say!("  left alone: {s}");
     }
     Ok(())
 }
@@ -672,17 +696,20 @@ pub async fn isolated(c: &Conn) -> Result<()> {
         .into_inner();
     if c.json {
         for p in &r.processes {
-            println!("{}", serde_json::to_string(p)?);
+            say!("{}", serde_json::to_string(p)?);
         }
         return Ok(());
     }
     if r.processes.is_empty() {
-        println!("no process is isolated");
+        say!("no process is isolated");
         return Ok(());
     }
-    println!(
+    say!(
         "{:>8} {:<20} {:<28} {:<24} why",
-        "PID", "SINCE (UTC)", "EXE", "BY"
+        "PID",
+        "SINCE (UTC)",
+        "EXE",
+        "BY"
     );
     for p in &r.processes {
         let since = p
@@ -704,7 +731,7 @@ pub async fn isolated(c: &Conn) -> Result<()> {
         if !p.allow.is_empty() {
             why.push_str(&format!(" [allowed: {}]", p.allow.join(", ")));
         }
-        println!(
+        say!(
             "{:>8} {:<20} {:<28} {:<24} {why}",
             p.process.as_ref().map_or(0, |r| r.pid),
             since,
@@ -746,20 +773,23 @@ pub async fn holds(c: &Conn) -> Result<()> {
         .into_inner();
     if c.json {
         for h in &r.holds {
-            println!("{}", serde_json::to_string(h)?);
+            say!("{}", serde_json::to_string(h)?);
         }
         return Ok(());
     }
     if r.holds.is_empty() {
-        println!("no pending hold");
+        say!("no pending hold");
         return Ok(());
     }
-    println!(
+    say!(
         "{:>5} {:>8} {:>7} {:<16} request",
-        "HOLD", "PID", "AGE", "AGENT"
+        "HOLD",
+        "PID",
+        "AGE",
+        "AGENT"
     );
     for h in &r.holds {
-        println!(
+        say!(
             "{:>5} {:>8} {:>6.0}s {:<16} {} {}{}",
             h.hold_id,
             h.process.as_ref().map_or(0, |p| p.pid),
@@ -770,7 +800,7 @@ pub async fn holds(c: &Conn) -> Result<()> {
             h.path
         );
         for line in h.head.lines() {
-            println!("{:>40}{line}", "");
+            say!("{:>40}{line}", "");
         }
     }
     Ok(())
@@ -809,7 +839,7 @@ pub async fn show_baseline(c: &Conn, agent: &str) -> Result<()> {
         .map_err(|s| rpc_error("baseline show", s))?
         .into_inner();
     if c.json {
-        println!("{}", serde_json::to_string_pretty(&b)?);
+        say!("{}", serde_json::to_string_pretty(&b)?);
         return Ok(());
     }
     let name = if b.agent_name.is_empty() {
@@ -817,8 +847,8 @@ pub async fn show_baseline(c: &Conn, agent: &str) -> Result<()> {
     } else {
         &b.agent_name
     };
-    println!("baseline of agent {name} ({})", b.agent_id);
-    println!(
+    say!("baseline of agent {name} ({})", b.agent_id);
+    say!(
         "  state:        {}",
         if b.learning {
             format!(
@@ -830,29 +860,40 @@ pub async fn show_baseline(c: &Conn, agent: &str) -> Result<()> {
             "checking (calls outside it raise findings)".to_string()
         }
     );
-    println!("  mode:         {} ({})", b.mode, b.mode_why);
-    println!(
+    say!("  mode:         {} ({})", b.mode, b.mode_why);
+    say!(
         "  rates:        peak calls in 60 s per run {:?} (95th percentile {}), peak bytes {:?} (95th percentile {})",
-        b.peak_calls, b.peak_calls_high, b.peak_bytes, b.peak_bytes_high
+        b.peak_calls,
+        b.peak_calls_high,
+        b.peak_bytes,
+        b.peak_bytes_high
     );
-    println!(
+    say!(
         "  runs:         {} ({} here, {} imported), {} calls learned",
-        b.sessions, b.local_sessions, b.imported_sessions, b.calls
+        b.sessions,
+        b.local_sessions,
+        b.imported_sessions,
+        b.calls
     );
-    println!("  credentials:  {}", b.credentials.join(", "));
-    println!("  destinations: {}", b.destinations.join(", "));
-    println!("  endpoints:");
+    say!("  credentials:  {}", b.credentials.join(", "));
+    say!("  destinations: {}", b.destinations.join(", "));
+    say!("  endpoints:");
     for e in &b.endpoints {
-        println!(
+        say!(
             "    {:>6}  {} {}{}",
-            e.calls, e.method, e.authority, e.path_template
+            e.calls,
+            e.method,
+            e.authority,
+            e.path_template
         );
     }
-    println!("  transitions:");
+    say!("  transitions:");
     for t in &b.transitions {
-        println!(
+        say!(
             "    {:>6}  {} -> {}",
-            t.count, t.from_endpoint, t.to_endpoint
+            t.count,
+            t.from_endpoint,
+            t.to_endpoint
         );
     }
     Ok(())
@@ -871,9 +912,9 @@ pub async fn set_mode(c: &Conn, agent: &str, mode: &str, why: &str) -> Result<()
         .map_err(|s| rpc_error("baseline mode", s))?
         .into_inner();
     if c.json {
-        println!("{}", serde_json::to_string(&r)?);
+        say!("{}", serde_json::to_string(&r)?);
     } else {
-        println!("agent {} is in {} mode ({})", r.agent_id, r.mode, r.why);
+        say!("agent {} is in {} mode ({})", r.agent_id, r.mode, r.why);
     }
     Ok(())
 }
@@ -907,7 +948,7 @@ pub async fn import_baselines(c: &Conn, path: &std::path::Path) -> Result<()> {
         .await
         .map_err(|s| rpc_error("baseline import", s))?
         .into_inner();
-    println!(
+    say!(
         "imported baselines of {} agents (learned on {})",
         r.agents,
         r.nodes.join(", ")

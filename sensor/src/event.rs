@@ -610,7 +610,8 @@ impl Event {
         if let Some(a) = &self.agent {
             let _ = write!(s, " agent={}({})", a.name, a.id);
         }
-        s
+        // For a person's terminal: what a process sent is shown, not acted on.
+        crate::redact::visible(&s).into_owned()
     }
 }
 

@@ -268,9 +268,44 @@ fn looks_like_key(w: &str) -> bool {
                 .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
 }
 
+/// `s` with what a terminal would act on instead of show escaped: control
+/// characters but newline and tab (ESC starts the sequences that move the
+/// cursor, clear lines, set colours) and the bidirectional overrides and
+/// isolates that reorder text. Printed as `\u{1b}`.
+pub fn visible(s: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if hidden(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_terminal_would_act_on_is_shown_escaped() {
+        assert_eq!(visible("POST /v1/orders\n\tok"), "POST /v1/orders\n\tok");
+        assert!(matches!(visible("plain"), std::borrow::Cow::Borrowed(_)));
+        // Clear the line and write over it; hide text; reorder it.
+        assert_eq!(
+            visible("DELETE /x\x1b[2K\rGET /y"),
+            "DELETE /x\\u{1b}[2K\\u{d}GET /y"
+        );
+        assert_eq!(visible("a\u{202e}b\u{9b}c"), "a\\u{202e}b\\u{9b}c");
+    }
 
     /// Of no known key shape (no `sk-`, `ghp_`, `AKIA`, nothing a shape
     /// rule masks): each test shows the rule it names did the masking.

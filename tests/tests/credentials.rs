@@ -187,9 +187,10 @@ fn every_credential_is_mapped_to_who_held_it_where_it_came_from_and_what_it_did(
     let long = finding("long_lived_credential", fp);
     assert_eq!(long["severity"], "low", "{long}");
 
-    // Another identity (the same script, another command line) deletes
-    // with the same admin key: shared.
-    pipeline(&["nightly"]);
+    // Another identity (the same script, another command line, which
+    // tries to clear the operator's line) deletes with the same admin
+    // key: shared.
+    pipeline(&["nightly\x1b[2K\r"]);
     let shared = sensor.wait_for("shared_credential", |v| {
         kind(v) == "finding"
             && v["rule"] == "shared_credential"
@@ -199,6 +200,18 @@ fn every_credential_is_mapped_to_who_held_it_where_it_came_from_and_what_it_did(
     assert!(
         shared["summary"].as_str().unwrap().contains(&agent_id),
         "{shared}"
+    );
+    // Its command line is shown to a person escaped, never acted on.
+    let other = shared["agent"]["id"].as_str().unwrap();
+    let (ok, other_profile, err) = sensor.cli(&["agent", other]);
+    assert!(ok, "{err}");
+    assert!(
+        !other_profile.contains('\x1b') && !other_profile.contains('\r'),
+        "{other_profile:?}"
+    );
+    assert!(
+        other_profile.contains("nightly\\u{1b}[2K\\u{d}"),
+        "{other_profile}"
     );
 
     let (_, stderr, events) = sensor.stop_with_events();
