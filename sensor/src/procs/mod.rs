@@ -28,6 +28,37 @@ use crate::{
 };
 use sensor_common::{EventHeader, ExecRecord, ExitRecord, ForkRecord};
 
+/// Most bytes of a command line kept, and of one argument: a 2 MB argv
+/// would otherwise ride on every event of its process (and fill the audit
+/// store). What is cut is said, with its size.
+const CMDLINE_MAX: usize = 16 * 1024;
+const ARG_MAX: usize = 4096;
+
+/// `args` (redacted already) within `CMDLINE_MAX` and `ARG_MAX`.
+fn bounded(args: Vec<String>) -> Vec<String> {
+    let n = args.len();
+    let mut out = Vec::with_capacity(n.min(64));
+    let mut total = 0;
+    for (i, mut a) in args.into_iter().enumerate() {
+        if total >= CMDLINE_MAX {
+            out.push(format!("…({} more arguments)", n - i));
+            break;
+        }
+        if a.len() > ARG_MAX {
+            let mut cut = ARG_MAX;
+            while !a.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let more = a.len() - cut;
+            a.truncate(cut);
+            a.push_str(&format!("…(+{more} bytes)"));
+        }
+        total += a.len();
+        out.push(a);
+    }
+    out
+}
+
 /// (pid, start time in clock ticks since boot). Start 0 means unknown.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct ProcKey {
@@ -291,13 +322,13 @@ impl ProcessTable {
         };
         // Redacted here, where every command line enters: events only ever
         // see the stored copy.
-        let cmdline = redact::argv(&if args.is_empty() {
+        let cmdline = bounded(redact::argv(&if args.is_empty() {
             live.as_ref()
                 .and_then(|p| p.cmdline().ok())
                 .unwrap_or_default()
         } else {
             args
-        });
+        }));
         let cgroup_text = live.as_ref().and_then(read_cgroup);
         // exec does not move cgroups: the previous image's entry (or the
         // parent's) is the fallback when the process is already gone.
@@ -410,7 +441,7 @@ fn read_proc(p: &ProcfsProcess) -> Option<Process> {
         uid,
         comm: stat.comm.clone(),
         exe: p.exe().map(|e| e.display().to_string()).unwrap_or_default(),
-        cmdline: redact::argv(&p.cmdline().unwrap_or_default()),
+        cmdline: bounded(redact::argv(&p.cmdline().unwrap_or_default())),
         cgroup: cgroup_text.as_deref().and_then(container::v2_path),
         cgroup_id: 0,
         container: cgroup_text.as_deref().and_then(container::from_proc_cgroup),
@@ -427,6 +458,55 @@ mod tests {
 
     fn table() -> ProcessTable {
         ProcessTable::new(&ProcsConfig::default())
+    }
+
+    #[test]
+    fn a_huge_command_line_is_kept_bounded_and_says_what_was_cut() {
+        // 12 arguments of 120 KiB (each under the kernel's 128 KiB per
+        // argument): 1.4 MB read from /proc/PID/cmdline.
+        let big = "x".repeat(120 * 1024);
+        // sh runs `sleep 5` (not as its last command: it is not exec'd);
+        // the rest is its $0.. (kept in its argv).
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 5; exit 0", "sh"])
+            .args(std::iter::repeat_n(&big, 12))
+            .spawn()
+            .unwrap();
+        let mut t = table();
+        t.seed();
+        let pid = child.id();
+        let start = t
+            .live_keys()
+            .into_iter()
+            .find(|(p, _)| *p == pid)
+            .expect("the child in the table")
+            .1;
+        let p = t
+            .get(&ProcKey {
+                pid,
+                start_ticks: start,
+            })
+            .unwrap()
+            .clone();
+        let _ = child.kill();
+        let _ = child.wait();
+        let total: usize = p.cmdline.iter().map(String::len).sum();
+        assert!(total < CMDLINE_MAX + 2 * ARG_MAX, "{total}");
+        assert_eq!(p.cmdline[..4], ["sh", "-c", "sleep 5; exit 0", "sh"]);
+        assert!(
+            p.cmdline[4].ends_with("…(+118784 bytes)"),
+            "{}",
+            &p.cmdline[4][4090..]
+        );
+        assert!(
+            p.cmdline.last().unwrap().ends_with("more arguments)"),
+            "{:?}",
+            p.cmdline.last()
+        );
+        // Short ones are kept whole; a cut never splits a character.
+        assert_eq!(bounded(vec!["a".into(), "b".into()]), ["a", "b"]);
+        let wide = "é".repeat(3000);
+        assert!(bounded(vec![wide])[0].contains("…(+"));
     }
 
     #[test]
