@@ -34,6 +34,16 @@ pub struct Sensor {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// A frozen daemon (`Sensor::freeze`): continued when dropped, also when
+/// the test fails meanwhile.
+pub struct Frozen(u32);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
 impl Sensor {
     /// Starts `sensor run --json` with default settings.
     pub fn start() -> Sensor {
@@ -149,6 +159,13 @@ impl Sensor {
 
     pub fn events(&self) -> Vec<Value> {
         self.events.lock().unwrap().clone()
+    }
+
+    /// Stops the daemon (SIGSTOP) until the guard is dropped: a daemon too
+    /// busy to read its events, while the kernel programs go on.
+    pub fn freeze(&self) -> Frozen {
+        unsafe { libc::kill(self.pid as i32, libc::SIGSTOP) };
+        Frozen(self.pid)
     }
 
     /// Waits up to 15 s for the sensor to log a line containing `needle`.

@@ -309,6 +309,48 @@ agent = \"claude-code\"
 deny = [\"POST /v1/messages\"]
 ";
 
+/// The race CI met: a daemon that reads the exec event after the agent's
+/// first request (here frozen with SIGSTOP while Claude Code starts). The
+/// kernel arms the process at its exec by the selector's file name, stops
+/// it at its first TLS connection (its library not yet known to be
+/// hooked), and the request is denied once the daemon catches up.
+#[test]
+fn armed_claude_code_is_killed_even_when_the_daemon_reads_its_exec_late() {
+    let _g = serial();
+    if !require_root("armed_claude_code_is_killed_even_when_the_daemon_reads_its_exec_late") {
+        return;
+    }
+    let sensor = Sensor::start_with(&["--json"], Some(ARM));
+    let ns = Netns::new("claude-late");
+    let server = HttpsServer::start_in(&ns, "127.0.0.1");
+    let home = tempfile::tempdir().unwrap();
+    let frozen = sensor.freeze();
+    let child = claude(&ns, &server, home.path());
+    let me = child.id();
+    // Until Claude Code is stopped at its connection, or (without arming
+    // at exec) its request reached the stand-in.
+    e2e::wait_until("Claude Code stopped or its request sent", || {
+        state(me) == 'T' || !server.requests().is_empty()
+    });
+    let sent = messages_posts(&server);
+    drop(frozen);
+    assert_eq!(
+        sent,
+        0,
+        "sent while the daemon was frozen: {:?}",
+        server.requests()
+    );
+    let blocked = sensor.wait_for("Claude Code's request blocked", |v| {
+        kind(v) == "blocked" && pid(v) == u64::from(me)
+    });
+    assert_eq!(blocked["pattern"], "POST /v1/messages", "{blocked}");
+    assert_eq!(blocked["killed"], true, "{blocked}");
+    let (ok, out) = finish(child);
+    assert!(!ok, "claude was not killed: {out}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(messages_posts(&server), 0, "{:?}", server.requests());
+}
+
 #[test]
 fn armed_claude_code_is_killed_at_its_request_before_it_leaves() {
     let _g = serial();

@@ -16,6 +16,10 @@ use crate::{config::SelectorConfig, pods::PodContainer, procs::Process};
 pub struct Selector {
     pub name: Option<String>,
     exe: Option<GlobMatcher>,
+    /// The process name (`comm`) a process exec'd as this selector's
+    /// executable gets, when the glob's last component is literal: the
+    /// kernel arms by it at exec (see `Naming::exec_names`).
+    exec_name: Option<String>,
     cmdline: Option<Regex>,
     container: Option<GlobMatcher>,
     cgroup: Option<GlobMatcher>,
@@ -43,6 +47,7 @@ impl Selector {
         let s = Self {
             name: c.name.clone(),
             exe: glob("exe", &c.exe)?,
+            exec_name: c.exe.as_deref().and_then(exec_name),
             cmdline,
             container: glob("container", &c.container)?,
             cgroup: glob("cgroup", &c.cgroup)?,
@@ -87,6 +92,21 @@ impl Selector {
         }
         self.uid.is_none_or(|u| u == p.uid)
     }
+}
+
+/// The kernel's name for a process exec'd from a file matching `exe`:
+/// the file name's first 15 bytes, if the glob's last component is
+/// literal (`*/claude-code-linux-x64/claude` gives `claude`).
+fn exec_name(exe: &str) -> Option<String> {
+    let base = exe.rsplit('/').next()?;
+    if base.is_empty() || base.contains(['*', '?', '[', ']', '{', '}', '\\']) {
+        return None;
+    }
+    let mut end = base.len().min(15);
+    while !base.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(base[..end].to_string())
 }
 
 /// The first selector `p` matches.
@@ -135,6 +155,23 @@ impl Naming {
                 .map(Selector::new)
                 .collect::<Result<_, _>>()?,
         ))
+    }
+
+    /// The process names a process of agent `name` has right after its
+    /// exec, when operator selectors name it by a literal executable
+    /// file name. The kernel arms such a process at its exec, before the
+    /// daemon has read the exec event; the daemon then checks the full
+    /// identity and undoes the arming of a namesake that is not the agent.
+    pub fn exec_names(&self, name: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .selectors
+            .iter()
+            .filter(|s| s.name.as_deref() == Some(name))
+            .filter_map(|s| s.exec_name.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Whether no operator selector is configured.
@@ -260,6 +297,28 @@ mod tests {
         let p = naming.name(&partial, None);
         assert_eq!((p.name.as_str(), p.selected), ("dba_agent.py", false));
         assert!(!Naming::default().has_selectors() && naming.has_selectors());
+    }
+
+    #[test]
+    fn exec_names_are_the_literal_file_names_of_an_agents_selectors() {
+        let sel = |name: &str, exe: &str| SelectorConfig {
+            name: Some(name.into()),
+            exe: Some(exe.into()),
+            ..Default::default()
+        };
+        let naming = Naming::from_config(&[
+            sel("claude-code", "*/claude-code-linux-x64/claude"),
+            sel("claude-code", "/root/.local/share/claude/versions/*"),
+            sel("claude-code", "/opt/claude"),
+            sel("indexer", "/opt/bin/a-very-long-agent-binary-name"),
+            sel("py", "/usr/bin/python3.*"),
+        ])
+        .unwrap();
+        assert_eq!(naming.exec_names("claude-code"), ["claude"]);
+        // The kernel keeps 15 bytes of a process name.
+        assert_eq!(naming.exec_names("indexer"), ["a-very-long-age"]);
+        assert!(naming.exec_names("py").is_empty(), "a glob names no one");
+        assert!(naming.exec_names("nobody").is_empty());
     }
 
     #[test]

@@ -227,6 +227,15 @@ pub struct Armer {
 }
 
 /// A process name as the kernel's `comm` holds it: 15 bytes and NULs.
+/// `name` as the kernel keeps a process name: its first 15 bytes.
+fn comm_of(name: &str) -> String {
+    let mut end = name.len().min(15);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
+}
+
 fn comm_key(name: &str) -> [u8; 16] {
     let mut k = [0u8; 16];
     let b = name.as_bytes();
@@ -277,34 +286,60 @@ impl Armer {
         .arm_by_comm(bpf)
     }
 
-    /// Tells the kernel the process names of armed and held agents, so a
-    /// process is armed at its exec (its identity is checked when the
-    /// daemon reads the exec event).
+    /// Tells the kernel the process names of armed and held agents (the
+    /// agent's name itself, and the executable file names of the operator
+    /// selectors that name it), so a process is armed at its exec, before
+    /// it runs an instruction; its identity is checked when the daemon
+    /// reads the exec event, which may come after its first request (a
+    /// busy daemon, a binary that connects at once).
     fn arm_by_comm(mut self, bpf: &mut Ebpf) -> Result<Self> {
         let mut map: HashMap<MapData, [u8; 16], ArmRules> = HashMap::try_from(
             bpf.take_map("ARM_BY_COMM")
                 .context("map ARM_BY_COMM missing")?,
         )?;
-        let names: Vec<String> = self
-            .arm
-            .iter()
-            .map(|a| a.agent.clone())
-            .chain(self.hold.iter().map(|h| h.agent.clone()))
-            .filter(|n| !n.starts_with("agt-") && !n.contains('/'))
-            .collect();
-        for name in names {
+        for (comm, name) in self.exec_names() {
             if let Some((_, patterns)) = self.patterns("", &name)
                 && let Ok(r) = self.rules_for(u32::MAX, &patterns)
             {
-                match map.insert(&comm_key(&name), &r, 0) {
+                match map.insert(&comm_key(&comm), &r, 0) {
                     Ok(()) => {
-                        self.by_comm.insert(name.chars().take(15).collect());
+                        self.by_comm.insert(comm);
                     }
                     Err(e) => warn!(agent = %name, error = %e, "could not arm at exec"),
                 }
             }
         }
         Ok(self)
+    }
+
+    /// (process name at exec, agent) for every armed or held agent; a
+    /// process name two agents would claim arms neither (the daemon arms
+    /// each by its identity once it reads the exec).
+    fn exec_names(&self) -> Vec<(String, String)> {
+        let mut claims: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let agents = self.arm.iter().map(|a| &a.agent);
+        for name in agents.chain(self.hold.iter().map(|h| &h.agent)) {
+            let mut comms = self.naming.exec_names(name);
+            if !name.starts_with("agt-") && !name.contains('/') {
+                comms.push(comm_of(name));
+            }
+            for comm in comms {
+                let owners = claims.entry(comm).or_default();
+                if !owners.contains(name) {
+                    owners.push(name.clone());
+                }
+            }
+        }
+        claims
+            .into_iter()
+            .filter_map(|(comm, owners)| match owners.as_slice() {
+                [one] => Some((comm, one.clone())),
+                _ => {
+                    warn!(process_name = %comm, agents = ?owners, "not armed at exec: the name is shared by several armed agents");
+                    None
+                }
+            })
+            .collect()
     }
 
     pub fn active(&self) -> bool {
