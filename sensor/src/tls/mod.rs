@@ -9,6 +9,7 @@
 pub mod boringssl;
 pub mod client_hello;
 pub mod gotls;
+pub mod open;
 pub mod placement;
 pub mod resolve;
 pub mod targets;
@@ -176,12 +177,18 @@ impl TlsAttacher {
             return;
         }
         let started = std::time::Instant::now();
-        let resolution = resolve::resolve(&c.path);
+        let resolution = resolve::resolve_checked(&c.path, Some(c.id));
         let took_ms = started.elapsed().as_millis() as u64;
         let (library, functions) = match resolution {
             Resolution::None => return,
             Resolution::Refused { library, reason } => {
-                warn!(file = %c.shown.display(), library, took_ms, reason = %reason, "TLS library found but not attached");
+                if library == "-" {
+                    // `open::open` would not read it (a FIFO, a file being
+                    // written, FUSE...): a process may be playing tricks.
+                    warn!(file = %c.shown.display(), reason = %reason, "file not probed for TLS functions");
+                } else {
+                    warn!(file = %c.shown.display(), library, took_ms, reason = %reason, "TLS library found but not attached");
+                }
                 self.refused.push(TlsTarget {
                     path: c.shown,
                     library,

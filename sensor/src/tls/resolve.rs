@@ -136,18 +136,26 @@ impl<'a> Binary<'a> {
     }
 }
 
-/// Resolves `path`. Reading or parsing failures mean "no TLS here": the
-/// file is not one the sensor can probe.
+/// Resolves `path`. Parsing failures mean "no TLS here": the file is not
+/// one the sensor can probe.
 pub fn resolve(path: &Path) -> Resolution {
-    let Ok(file) = std::fs::File::open(path) else {
-        return Resolution::None;
+    resolve_checked(path, None)
+}
+
+/// Resolves `path`, which must be file `expect` if given. A file that
+/// cannot be read safely (`open::open`) is refused, with the reason.
+pub fn resolve_checked(path: &Path, expect: Option<super::targets::FileId>) -> Resolution {
+    let contents = match super::open::open(path, expect) {
+        Ok(c) => c,
+        Err(super::open::NotRead::Gone(_)) => return Resolution::None,
+        Err(super::open::NotRead::Unsafe(reason)) => {
+            return Resolution::Refused {
+                library: "-",
+                reason,
+            };
+        }
     };
-    // SAFETY: read-only map of a file we only read; a concurrent truncation
-    // could fault, which is why only library/executable files are mapped.
-    let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
-        return Resolution::None;
-    };
-    let Some(bin) = Binary::parse(&map) else {
+    let Some(bin) = Binary::parse(&contents) else {
         return Resolution::None;
     };
     resolve_binary(&bin)
@@ -158,8 +166,8 @@ pub fn resolve(path: &Path) -> Resolution {
 /// read, or one without a TLS library).
 pub fn describe(path: &Path) -> (String, bool) {
     let t = std::time::Instant::now();
-    if let Err(e) = std::fs::File::open(path) {
-        return (format!("{}: cannot open: {e}\n", path.display()), false);
+    if let Err(super::open::NotRead::Gone(e)) = super::open::open(path, None) {
+        return (format!("{}: {e}\n", path.display()), false);
     }
     let r = resolve(path);
     let took = t.elapsed().as_millis();

@@ -128,26 +128,45 @@ pub fn system_runtimes() -> Vec<Candidate> {
     out
 }
 
+/// One line of /proc/PID/maps: the mapped range (as `map_files` names
+/// it), the inode, and the path (which may hold spaces, and ends in
+/// " (deleted)" once unlinked).
+fn maps_line(line: &str) -> Option<(&str, u64, &str)> {
+    let mut rest = line;
+    let mut fields = [""; 5];
+    for f in &mut fields {
+        rest = rest.trim_start_matches(' ');
+        let end = rest.find(' ')?;
+        *f = &rest[..end];
+        rest = &rest[end..];
+    }
+    let path = rest.trim_start_matches(' ');
+    Some((fields[0], fields[4].parse().ok()?, path))
+}
+
 /// TLS libraries mapped by `pid`, and its executable (to be checked for
-/// exported TLS functions).
+/// exported TLS functions). Each is opened as the very file mapped or
+/// executed (`/proc/PID/map_files/RANGE`, `/proc/PID/exe`), never by
+/// walking its path again: the process may have put a FIFO there, or a
+/// symbolic link out of its container (`open::open`).
 pub fn of_process(proc_root: &Path, pid: u32) -> (Vec<Candidate>, Option<Candidate>) {
     let dir = proc_root.join(pid.to_string());
-    let root = dir.join("root");
     let mut libs = Vec::new();
     if let Ok(maps) = std::fs::read_to_string(dir.join("maps")) {
         let mut seen = HashSet::new();
         for line in maps.lines() {
-            // addr perms offset dev inode path
-            let Some(path) = line.split_whitespace().nth(5) else {
+            let Some((range, inode, path)) = maps_line(line) else {
                 continue;
             };
             if !path.starts_with('/') || !is_tls_library(path) || !seen.insert(path) {
                 continue;
             }
-            let in_ns = root.join(path.trim_start_matches('/'));
-            if let Some(id) = file_id(&in_ns) {
+            let mapped = dir.join("map_files").join(range);
+            if let Some(id) = file_id(&mapped)
+                && id.1 == inode
+            {
                 libs.push(Candidate {
-                    path: in_ns,
+                    path: mapped,
                     shown: PathBuf::from(path),
                     id,
                 });
@@ -290,6 +309,20 @@ mod tests {
     }
 
     #[test]
+    fn maps_lines_keep_paths_with_spaces_whole() {
+        let l = "7f01-7f02 r-xp 00001000 fd:01 4242                       /tmp/a b/libssl.so.3 (deleted)";
+        assert_eq!(
+            maps_line(l),
+            Some(("7f01-7f02", 4242, "/tmp/a b/libssl.so.3 (deleted)"))
+        );
+        assert_eq!(
+            maps_line("7f01-7f02 rw-p 00000000 00:00 0 "),
+            Some(("7f01-7f02", 0, ""))
+        );
+        assert_eq!(maps_line("7f01-7f02 rw-p 00000000 00:00 0"), None);
+    }
+
+    #[test]
     fn a_process_that_maps_nothing_yields_its_exe_only() {
         // This test binary maps no TLS library.
         let me = std::process::id();
@@ -318,10 +351,12 @@ mod tests {
         let (libs, exe) = of_process(Path::new("/proc"), pid);
         child.kill().unwrap();
         child.wait().unwrap();
-        // Mapped in several segments, listed once; opened from the
-        // process's root (a container's own copy).
+        // Mapped in several segments, listed once; opened as the file
+        // mapped (a container's own copy).
         assert_eq!(libs.len(), 1, "{libs:?}");
-        assert_eq!(libs[0].path, Path::new(&format!("/proc/{pid}/root{lib}")));
+        let mapped = format!("/proc/{pid}/map_files/");
+        assert!(libs[0].path.starts_with(&mapped), "{libs:?}");
+        assert_eq!(libs[0].shown, Path::new(lib));
         assert_eq!(Some(libs[0].id), file_id(Path::new(lib)));
         assert_eq!(exe.map(|e| e.id), file_id(Path::new("/usr/bin/sleep")));
     }
