@@ -37,6 +37,16 @@ pub fn is_secret_header(name: &str) -> bool {
             .is_some_and(|extra| extra.iter().any(|h| h == name))
 }
 
+/// Whether a header's value must not be shown: a credential header, or
+/// one whose name says it carries a secret (`X-Amz-Security-Token`,
+/// `PRIVATE-TOKEN`, `Ocp-Apim-Subscription-Key`, …). Broader than
+/// `is_secret_header` (whose values are fingerprinted as the call's
+/// credential): masking a nonce such as `Sec-WebSocket-Key` costs nothing.
+/// `name` must be lowercase.
+pub fn is_sensitive_header(name: &str) -> bool {
+    is_secret_header(name) || is_secret_name(name) || name.contains("signature")
+}
+
 /// Words that make an option, query parameter or variable a secret.
 const SECRET_WORDS: [&str; 9] = [
     "password",
@@ -121,7 +131,10 @@ pub fn text(a: &str) -> String {
     // "Authorization: Bearer x" and friends (curl -H, wget --header).
     if let Some((name, _)) = a.split_once(':') {
         let lname = name.trim().to_ascii_lowercase();
-        if is_secret_header(&lname) {
+        let token = lname
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if token && is_sensitive_header(&lname) {
             return format!("{name}: {MASK}");
         }
     }
@@ -137,8 +150,50 @@ pub fn text(a: &str) -> String {
     if s.contains("://") {
         s = url(&s);
     }
+    let s = header_lines(&s);
+    let s = fields(&s);
     let s = code_assignments(&s);
     tokens(&s)
+}
+
+/// Header lines inside a longer text (`sh -c "curl -H 'x-api-key: v' …"`,
+/// a request head): the value of a sensitive one, up to its quote or the
+/// end of its line.
+fn header_lines(s: &str) -> String {
+    static RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"([A-Za-z0-9_-]+)([ \t]*:[ \t]*)([^'"\r\n]+)"#).expect("valid regex")
+    });
+    RE.replace_all(s, |c: &regex::Captures| {
+        if is_sensitive_header(&c[1].to_ascii_lowercase()) && !c[3].starts_with("//") {
+            // The scheme says what kind of credential it was.
+            let scheme = c[3]
+                .split_once(' ')
+                .map(|(w, _)| w)
+                .filter(|w| ["bearer", "basic", "token"].contains(&w.to_ascii_lowercase().as_str()))
+                .map(|w| format!("{w} "))
+                .unwrap_or_default();
+            format!("{}{}{scheme}{MASK}", &c[1], &c[2])
+        } else {
+            c[0].to_string()
+        }
+    })
+    .into_owned()
+}
+
+/// `name=value` fields of a form body or query string, `&`- or
+/// space-separated (`username=bob&password=v`): secret-named ones masked.
+fn fields(s: &str) -> String {
+    static RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(^|[&?;\s])([A-Za-z0-9_.\[\]-]+)=([^&;\s]*)").expect("valid regex")
+    });
+    RE.replace_all(s, |c: &regex::Captures| {
+        if is_secret_name(&c[2]) && !c[3].is_empty() && &c[3] != MASK {
+            format!("{}{}={MASK}", &c[1], &c[2])
+        } else {
+            c[0].to_string()
+        }
+    })
+    .into_owned()
 }
 
 /// Secrets assigned in code or data passed as an argument (`python -c`,
@@ -201,7 +256,7 @@ fn tokens(s: &str) -> String {
     let mut after_scheme = false;
     for word in s.split(' ') {
         let lw = word.to_ascii_lowercase();
-        if after_scheme && !word.is_empty() {
+        if after_scheme && !word.is_empty() && !word.starts_with(MASK) {
             // The credential is the word's leading token characters
             // (base64 and token68); a quote or bracket that closes after
             // it stays, or the command shown is not the one run. A word
@@ -433,6 +488,40 @@ mod tests {
         );
         let out = r(&["sh", "-c", &format!("f Bearer '{S}' Token {S}")]);
         assert_eq!(out[2], "f Bearer <redacted> Token <redacted>");
+    }
+
+    #[test]
+    fn headers_named_as_secrets_forms_and_shell_scripts() {
+        // Issue 19, finding 6: the shapes that passed.
+        let out = r(&[
+            "sh",
+            "-c",
+            "curl -H 'x-api-key: k-PLANTED' -H \"Ocp-Apim-Subscription-Key: PLANTED2\" https://api.example.com/v1",
+        ]);
+        clean(&out);
+        assert_eq!(
+            out[2],
+            "curl -H 'x-api-key: <redacted>' -H \"Ocp-Apim-Subscription-Key: <redacted>\" https://api.example.com/v1"
+        );
+        for h in ["X-Amz-Security-Token", "PRIVATE-TOKEN", "X-Goog-Signature"] {
+            assert!(is_sensitive_header(&h.to_ascii_lowercase()), "{h}");
+            assert_eq!(text(&format!("{h}: {S}")), format!("{h}: <redacted>"));
+        }
+        assert!(!is_sensitive_header("content-type") && !is_sensitive_header("keep-alive"));
+        let form = format!("grant_type=password&username=bob&password={S}&client_secret={S}");
+        assert_eq!(
+            text(&form),
+            "grant_type=password&username=bob&password=<redacted>&client_secret=<redacted>"
+        );
+        // What is not a secret is left as it is.
+        for plain in [
+            "Content-Type: application/json",
+            "a=1&b=2",
+            "https://x:443/p",
+            "at 12:30",
+        ] {
+            assert_eq!(text(plain), plain);
+        }
     }
 
     #[test]

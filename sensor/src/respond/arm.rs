@@ -377,7 +377,7 @@ impl Armer {
             .into_iter()
             .flatten()
             .map(|k| Pattern {
-                text: format!("approved {}", k.trim_end()),
+                text: format!("approved {}", crate::redact::target(k.trim_end())),
                 kernel: k.clone(),
                 authority: None,
                 action: ARM_ALLOW,
@@ -549,7 +549,7 @@ impl Armer {
         if let Some(path) = &self.remembered_path
             && let Err(e) = crate::state::write_private(
                 path,
-                &serde_json::to_vec_pretty(&self.remembered).unwrap_or_default(),
+                &serde_json::to_vec_pretty(&on_disk(&self.remembered)).unwrap_or_default(),
             )
         {
             warn!(error = %format!("{e:#}"), "could not save remembered approvals");
@@ -558,9 +558,46 @@ impl Armer {
     }
 }
 
+/// The approvals written to disk: not one whose request line carries a
+/// secret (`?token=…`), which the kernel needs whole to match and which
+/// must not rest in a file: it lasts until the daemon stops, and is asked
+/// again after.
+fn on_disk(remembered: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, Vec<String>> {
+    remembered
+        .iter()
+        .map(|(id, lines)| {
+            let clean = lines
+                .iter()
+                .filter(|l| crate::redact::target(l) == **l)
+                .cloned()
+                .collect::<Vec<_>>();
+            (id.clone(), clean)
+        })
+        .filter(|(_, lines)| !lines.is_empty())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn approvals_with_secrets_are_not_written_to_disk() {
+        let mut r = BTreeMap::new();
+        r.insert(
+            "agt-1".to_string(),
+            vec![
+                "POST /v1/orders ".to_string(),
+                "GET /x?token=PLANTED ".to_string(),
+            ],
+        );
+        r.insert(
+            "agt-2".to_string(),
+            vec!["GET /y?api_key=PLANTED ".to_string()],
+        );
+        let disk = serde_json::to_string(&on_disk(&r)).unwrap();
+        assert_eq!(disk, r#"{"agt-1":["POST /v1/orders "]}"#);
+    }
 
     #[test]
     fn patterns_are_checked_and_packed() {

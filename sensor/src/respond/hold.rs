@@ -60,7 +60,7 @@ pub fn parse_request(bytes: &[u8]) -> Request {
                 }
             }
         }
-        let shown = if redact::is_secret_header(&lname) {
+        let shown = if redact::is_sensitive_header(&lname) {
             "<redacted>".to_string()
         } else {
             redact::text(&value)
@@ -243,6 +243,23 @@ mod tests {
         assert!(r.head.contains("\"sku\": \"A-1\""), "{}", r.head);
         assert!(!r.head.contains("PLANTED"), "{}", r.head);
         assert!(!r.path.contains("PLANTED"), "{}", r.path);
+    }
+
+    #[test]
+    fn headers_named_as_secrets_and_form_bodies_are_masked() {
+        let r = parse_request(
+            b"POST /oauth/token HTTP/1.1\r\nHost: a\r\nX-Amz-Security-Token: PLANTED1\r\n\
+              PRIVATE-TOKEN: PLANTED2\r\nOcp-Apim-Subscription-Key: PLANTED3\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 57\r\n\r\n\
+              grant_type=password&username=bob&password=PLANTED4&x=1",
+        );
+        assert!(!r.head.contains("PLANTED"), "{}", r.head);
+        assert!(r.head.contains("PRIVATE-TOKEN: <redacted>"), "{}", r.head);
+        assert!(
+            r.head.contains("username=bob&password=<redacted>&x=1"),
+            "{}",
+            r.head
+        );
     }
 
     #[test]
