@@ -264,9 +264,13 @@ pub enum Counter {
     TlsTruncated = 4,
     /// A connected socket could not be watched (map full).
     SockWatchFull = 5,
+    /// A held write (or connection) was killed instead of stopped: its
+    /// record could not be reserved (ring buffer full), so nobody would
+    /// have known of the stopped process to answer for it.
+    HoldUnreported = 6,
 }
 
-pub const COUNTER_SLOTS: u32 = 6;
+pub const COUNTER_SLOTS: u32 = 7;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_SLOTS as usize] = [
@@ -276,6 +280,7 @@ impl Counter {
         Self::TlsPendingError,
         Self::TlsTruncated,
         Self::SockWatchFull,
+        Self::HoldUnreported,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -286,6 +291,7 @@ impl Counter {
             Self::TlsPendingError => "tls_pending_errors",
             Self::TlsTruncated => "tls_truncated_records",
             Self::SockWatchFull => "socket_watch_full",
+            Self::HoldUnreported => "holds_killed_unreported",
         }
     }
 }

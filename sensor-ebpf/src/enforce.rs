@@ -50,12 +50,15 @@ use aya_ebpf::{
 };
 use sensor_common::{
     AF_INET, AF_INET6, ARM_ALLOW, ARM_FLAG_HOLD_TLS, ARM_HOLD, ARM_HOLD_TLS, ARM_KILL,
-    ARM_PATTERN_MAX, ARM_RULES_MAX, ArmRules, BlockedRecord, EventKind, ISOLATE_ALLOW_LOOPBACK,
-    ISOLATE_ALLOW_MAX, Isolation, MSGHDR_NAME_OFFSET, MSGHDR_NAMELEN_OFFSET, SOCKET_SK_OFFSET,
-    SockOffsets,
+    ARM_PATTERN_MAX, ARM_RULES_MAX, ArmRules, BlockedRecord, Counter, EventKind,
+    ISOLATE_ALLOW_LOOPBACK, ISOLATE_ALLOW_MAX, Isolation, MSGHDR_NAME_OFFSET,
+    MSGHDR_NAMELEN_OFFSET, SOCKET_SK_OFFSET, SockOffsets,
 };
 
-use crate::{emit, maps::SOCK_OFFSETS};
+use crate::{
+    emit,
+    maps::{SOCK_OFFSETS, count},
+};
 
 /// Isolated processes by tgid. Pinned: enforcement outlives the daemon.
 #[map]
@@ -169,20 +172,25 @@ pub fn hold_new_tls(tgid: u32, fd: i32) {
     if rules.flags & ARM_FLAG_HOLD_TLS == 0 {
         return;
     }
+    // The record first: a process stopped without one is stopped for good
+    // (nobody knows to resume it), so without room it is killed instead.
+    let Some(mut entry) = emit::reserve::<BlockedRecord>() else {
+        unsafe { bpf_send_signal(SIGKILL) };
+        count(Counter::HoldUnreported);
+        return;
+    };
     let signal_result = unsafe { bpf_send_signal(SIGSTOP) } as i32;
-    if let Some(mut entry) = emit::reserve::<BlockedRecord>() {
-        entry.write(BlockedRecord {
-            header: emit::current_header(EventKind::Blocked),
-            conn: fd as u32 as u64,
-            rule: 0,
-            signal_result,
-            buf: 0,
-            len: 0,
-            action: u32::from(ARM_HOLD_TLS),
-            _pad: 0,
-        });
-        emit::submit(entry);
-    }
+    entry.write(BlockedRecord {
+        header: emit::current_header(EventKind::Blocked),
+        conn: fd as u32 as u64,
+        rule: 0,
+        signal_result,
+        buf: 0,
+        len: 0,
+        action: u32::from(ARM_HOLD_TLS),
+        _pad: 0,
+    });
+    emit::submit(entry);
 }
 
 /// Called at the entry of a TLS write: if the process is armed and the
@@ -230,25 +238,33 @@ pub fn block_armed_write(tgid: u32, conn: u64, buf: u64, len: u64) -> bool {
                     return false;
                 }
                 let sig = if action == ARM_HOLD { SIGSTOP } else { SIGKILL };
+                // The record is reserved before the signal: a hold nobody
+                // hears of would leave the process stopped for good, so
+                // without room a hold is a deny (a kill goes on unreported).
+                let Some(mut entry) = emit::reserve::<BlockedRecord>() else {
+                    unsafe { bpf_send_signal(SIGKILL) };
+                    if action == ARM_HOLD {
+                        count(Counter::HoldUnreported);
+                    }
+                    return true;
+                };
                 // The signal is delivered on the way back to user space,
                 // before the library runs: the request is not encrypted,
                 // and a stopped process goes on with this very write once
                 // continued. bpf_send_signal signals the whole thread
                 // group, so no other thread can send it meanwhile.
                 let signal_result = unsafe { bpf_send_signal(sig) } as i32;
-                if let Some(mut entry) = emit::reserve::<BlockedRecord>() {
-                    entry.write(BlockedRecord {
-                        header: emit::current_header(EventKind::Blocked),
-                        conn,
-                        rule: i as u32,
-                        signal_result,
-                        buf,
-                        len,
-                        action: u32::from(action),
-                        _pad: 0,
-                    });
-                    emit::submit(entry);
-                }
+                entry.write(BlockedRecord {
+                    header: emit::current_header(EventKind::Blocked),
+                    conn,
+                    rule: i as u32,
+                    signal_result,
+                    buf,
+                    len,
+                    action: u32::from(action),
+                    _pad: 0,
+                });
+                emit::submit(entry);
                 // A held write is captured as usual once it goes on.
                 return action == ARM_KILL;
             }

@@ -655,6 +655,7 @@ fn self_exclusion_probe() -> u16 {
 struct DropWatch {
     ringbuf_full: u64,
     queue_full: u64,
+    holds_unreported: u64,
 }
 
 impl DropWatch {
@@ -663,6 +664,18 @@ impl DropWatch {
             .iter()
             .find(|(k, _)| *k == sensor_common::Counter::RingbufFull.name())
             .map_or(0, |(_, v)| *v);
+        let unreported = kernel
+            .iter()
+            .find(|(k, _)| *k == sensor_common::Counter::HoldUnreported.name())
+            .map_or(0, |(_, v)| *v);
+        if unreported > self.holds_unreported {
+            tracing::error!(
+                killed = unreported - self.holds_unreported,
+                total = unreported,
+                "held processes killed instead of stopped: their holds could not be reported (kernel ring buffer full; raise ringbuf.bytes)"
+            );
+        }
+        self.holds_unreported = unreported;
         let queue_full = stats.queue_full_drops.load(Ordering::Relaxed);
         if ringbuf_full > self.ringbuf_full {
             tracing::warn!(

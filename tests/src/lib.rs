@@ -270,6 +270,12 @@ impl Puppet {
         }
     }
 
+    /// Sends one command without waiting for its answer (the process may
+    /// be stopped or killed by it).
+    pub fn send(&mut self, cmd: &str) {
+        writeln!(self.stdin, "{cmd}").unwrap();
+    }
+
     /// Sends one command, returns its one-line answer.
     pub fn ask(&mut self, cmd: &str) -> String {
         writeln!(self.stdin, "{cmd}").unwrap();

@@ -434,3 +434,46 @@ fn a_client_whose_requests_cannot_be_seen_is_held_at_its_connection() {
     assert_eq!(approve["hold_id"].to_string(), id, "{approve}");
     no_secret(&stderr, &events);
 }
+
+/// Issue 19, finding 5: a hold the kernel cannot report (its ring buffer
+/// full, here while the daemon is frozen and a connect flood fills a
+/// 64 KiB ring) must not leave the process stopped with nobody knowing:
+/// it is a deny instead, counted and logged.
+#[test]
+fn a_hold_that_cannot_be_reported_is_a_deny_not_a_stranded_process() {
+    let _g = serial();
+    if !require_root("a_hold_that_cannot_be_reported_is_a_deny_not_a_stranded_process") {
+        return;
+    }
+    let config = "[ringbuf]\nbytes = 65536\nwakeup_bytes = 4096\n\
+                  [[response.hold]]\nagent = \"puppet.py\"\npatterns = [\"POST /v1/orders\"]\n";
+    let sensor = Sensor::start_with(&["--json"], Some(config));
+    let server = HttpsServer::start("127.0.0.1");
+    let mut agent = e2e::Puppet::spawn(
+        Command::new(venv_python())
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/puppet.py"))
+            .arg(format!("https://127.0.0.1:{}", server.port)),
+        "puppet.py",
+    );
+    let me = agent.pid;
+    assert_eq!(agent.ask("get /v1/catalog"), "ok 200");
+    let frozen = sensor.freeze();
+    // Fill the ring: refused connects, each a record nobody reads now.
+    let (_, status) = run(Command::new(e2e::python3()).args([
+        "-c",
+        "import socket\nfor _ in range(4000): socket.socket().connect_ex(('127.0.0.1', 9))",
+    ]));
+    assert!(status.success());
+    agent.send("post /v1/orders");
+    wait_until("the held agent to be stopped or gone", || {
+        matches!(state(me), 'T' | 'Z' | '?')
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let seen = state(me);
+    drop(frozen);
+    assert_ne!(seen, 'T', "stopped by a hold nobody could hear of");
+    assert_eq!(orders(&server), 0, "{:?}", server.requests());
+    sensor.wait_for_log("holds could not be reported");
+    let (_, stderr) = sensor.stop();
+    assert!(stderr.contains("holds_killed_unreported"), "{stderr}");
+}

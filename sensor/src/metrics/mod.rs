@@ -230,6 +230,11 @@ fn family(counter: &str) -> (&'static str, &'static str, Option<(&'static str, S
             None,
         ),
         "records_read" => ("records_read", "Records read from the ring buffer", None),
+        "holds_killed_unreported" => (
+            "holds_killed_unreported",
+            "Held processes killed instead of stopped: the kernel could not report the hold (ring buffer full)",
+            None,
+        ),
         "http_parse_errors" => (
             "parse_errors",
             "HTTP/1.1 and HTTP/2 exchanges that could not be parsed (each is also a parse_error event)",
