@@ -409,6 +409,27 @@ fn a_client_whose_requests_cannot_be_seen_is_held_at_its_connection() {
     assert!(status.success());
     assert_eq!(gets(&server), 2);
 
+    // Without a server name (an address, no SNI), the host cannot be told:
+    // held, not let through (issue 19, finding 5).
+    let mut nameless = Command::new(&go)
+        .args([url.as_str(), ""])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let n = nameless.id();
+    let h = sensor.wait_for("the hold without SNI", |v| {
+        kind(v) == "held" && pid(v) == u64::from(n)
+    });
+    assert_eq!(h["level"], "connection", "{h}");
+    assert!(h["head"].as_str().unwrap().contains("no SNI"), "{h}");
+    wait_until("the nameless client to stop", || state(n) == 'T');
+    assert_eq!(gets(&server), 2, "{:?}", server.requests());
+    let nid = h["hold_id"].as_u64().unwrap().to_string();
+    let (ok, _, err) = sensor.cli(&["approve", &nid]);
+    assert!(ok, "{err}");
+    assert!(nameless.wait().unwrap().success());
+    assert_eq!(gets(&server), 3);
+
     // The orderer: hooked, so held by its order's request line.
     let agent = Orderer::start(&server, 2);
     let o = agent.pid();
@@ -427,7 +448,7 @@ fn a_client_whose_requests_cannot_be_seen_is_held_at_its_connection() {
 
     let (_, stderr, events) = sensor.stop_with_events();
     let holds: Vec<&Value> = events.iter().filter(|v| kind(v) == "held").collect();
-    assert_eq!(holds.len(), 2, "{holds:?}");
+    assert_eq!(holds.len(), 3, "{holds:?}");
     assert!(!holds.iter().any(|v| pid(v) == u64::from(other)));
     let approve = action(&events, "approve_remember");
     assert_eq!(approve["outcome"], "done", "{approve}");
@@ -449,12 +470,7 @@ fn a_hold_that_cannot_be_reported_is_a_deny_not_a_stranded_process() {
                   [[response.hold]]\nagent = \"puppet.py\"\npatterns = [\"POST /v1/orders\"]\n";
     let sensor = Sensor::start_with(&["--json"], Some(config));
     let server = HttpsServer::start("127.0.0.1");
-    let mut agent = e2e::Puppet::spawn(
-        Command::new(venv_python())
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/puppet.py"))
-            .arg(format!("https://127.0.0.1:{}", server.port)),
-        "puppet.py",
-    );
+    let mut agent = puppet(&server);
     let me = agent.pid;
     assert_eq!(agent.ask("get /v1/catalog"), "ok 200");
     let frozen = sensor.freeze();
@@ -477,3 +493,49 @@ fn a_hold_that_cannot_be_reported_is_a_deny_not_a_stranded_process() {
     let (_, stderr) = sensor.stop();
     assert!(stderr.contains("holds_killed_unreported"), "{stderr}");
 }
+
+/// tests/fixtures/puppet.py, steered line by line (held as "puppet.py").
+fn puppet(server: &HttpsServer) -> e2e::Puppet {
+    e2e::Puppet::spawn(
+        Command::new(venv_python())
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/puppet.py"))
+            .arg(format!("https://127.0.0.1:{}", server.port)),
+        "puppet.py",
+    )
+}
+
+/// Issue 19, finding 5: a held process continued by someone else (a
+/// sibling's SIGCONT) goes on with its request; the sensor cannot stop
+/// that signal, but says so: the hold is cleared with an event naming it.
+#[test]
+fn a_hold_continued_by_someone_else_is_reported() {
+    let _g = serial();
+    if !require_root("a_hold_continued_by_someone_else_is_reported") {
+        return;
+    }
+    let config = "[[response.hold]]\nagent = \"puppet.py\"\npatterns = [\"POST /v1/orders\"]\n";
+    let sensor = Sensor::start_with(&["--json"], Some(config));
+    let server = HttpsServer::start("127.0.0.1");
+    let mut agent = puppet(&server);
+    let me = agent.pid;
+    agent.send("post /v1/orders");
+    let h = held(&sensor, 1);
+    assert_eq!(pid(&h), u64::from(me), "{h}");
+    wait_until("the agent to stop", || state(me) == 'T');
+    // SAFETY: a signal to the test's own child.
+    unsafe { libc::kill(me as i32, libc::SIGCONT) };
+    let cleared = sensor.wait_for("the hold cleared", |v| {
+        kind(v) == "action" && v["action"] == "hold_cleared" && pid(v) == u64::from(me)
+    });
+    assert!(
+        cleared["why"]
+            .as_str()
+            .unwrap_or("")
+            .contains("continued outside the sensor"),
+        "{cleared}"
+    );
+    let (ok, out, err) = sensor.cli(&["holds"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains(&me.to_string()), "still listed: {out}");
+}
+

@@ -68,11 +68,21 @@ fn host_of(authority: &str) -> &str {
     }
 }
 
+/// `authority` as a hold compares it: lowercase, and the name without the
+/// root's trailing dot (`vendor.example.` is the same host, and a client
+/// may write it so to slip past a hold naming `vendor.example`).
+fn normal(authority: &str) -> String {
+    let a = authority.trim().to_ascii_lowercase();
+    let host = host_of(&a);
+    let port = &a[host.len()..];
+    format!("{}{port}", host.trim_end_matches('.'))
+}
+
 /// Whether a pattern's host names `authority` (a Host header or SNI): a
 /// pattern without a port matches any port.
 fn host_matches(want: &str, authority: &str) -> bool {
-    let authority = authority.to_ascii_lowercase();
-    if host_of(want) != want {
+    let (want, authority) = (normal(want), normal(authority));
+    if host_of(&want) != want {
         return authority == want;
     }
     host_of(&authority) == want
@@ -343,17 +353,24 @@ impl Responder {
         context: HoldContext,
     ) -> Option<Detail> {
         let pid = b.header.tgid;
-        let held = context.sni.as_deref().and_then(|sni| {
-            self.armer
-                .held_hosts(pid)
-                .into_iter()
-                .find(|(host, _)| host_matches(host, sni))
-        });
+        let hosts = self.armer.held_hosts(pid);
+        let held = match context.sni.as_deref().filter(|s| !s.is_empty()) {
+            Some(sni) => hosts.into_iter().find(|(host, _)| host_matches(host, sni)),
+            // No server name (a client that reaches an address, or leaves
+            // it out): the host cannot be told, so the connection is held
+            // as if it were a held host (fail closed) for a person to look.
+            None => hosts.into_iter().next(),
+        };
         let Some((_, pattern)) = held else {
             self.resume(process);
             return None;
         };
         let sni = context.sni.clone().unwrap_or_default();
+        let named = if sni.is_empty() {
+            "a server that was not named (no SNI: its host cannot be told, so it is held as a held host would be)".to_string()
+        } else {
+            sni.clone()
+        };
         let (agent, agent_id) = self.armer.agent_of(pid);
         let hold = Hold {
             id: 0,
@@ -365,7 +382,7 @@ impl Responder {
             request: hold::Request {
                 authority: sni.clone(),
                 head: format!(
-                    "TLS connection to {sni} ({}): this client's TLS library is not hooked, so its requests cannot be seen; held at the connection, before any request is sent (coarser than a request hold: approving lets the whole connection through)",
+                    "TLS connection to {named} ({}): this client's TLS library is not hooked, so its requests cannot be seen; held at the connection, before any request is sent (coarser than a request hold: approving lets the whole connection through)",
                     context.destination.as_deref().unwrap_or("?")
                 ),
                 ..Default::default()
@@ -764,6 +781,11 @@ mod tests {
         assert!(host_matches("vendor.example:8443", "vendor.example:8443"));
         assert!(!host_matches("vendor.example:8443", "vendor.example:443"));
         assert!(!host_matches("vendor.example", "evil.vendor.example"));
+        // Issue 19, finding 5: the same host written another way.
+        assert!(host_matches("vendor.example", "vendor.example."));
+        assert!(host_matches("vendor.example", "VENDOR.example.:443"));
+        assert!(host_matches("vendor.example:8443", "vendor.example.:8443"));
+        assert!(host_matches("Vendor.Example", " vendor.example"));
         assert!(!host_matches("vendor.example", "vendor.example.evil"));
     }
 }
