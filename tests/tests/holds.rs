@@ -538,4 +538,3 @@ fn a_hold_continued_by_someone_else_is_reported() {
     assert!(ok, "{err}");
     assert!(!out.contains(&me.to_string()), "still listed: {out}");
 }
-
