@@ -157,7 +157,7 @@ fn claude_codes_calls_are_api_calls_of_an_agent_with_model_and_usage() {
     }
 
     // `sensor status` says how each function of the executable was found.
-    let exe = npm_binary(BINARY);
+    let exe = npm_binary(BINARY).canonicalize().unwrap();
     let status = sensor.status_when("Claude Code's executable", |s| {
         s.contains(&format!("{} [BoringSSL]", exe.display()))
     });

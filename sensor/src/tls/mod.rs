@@ -177,9 +177,15 @@ impl TlsAttacher {
             return;
         }
         let started = std::time::Instant::now();
-        let resolution = resolve::resolve_checked(&c.path, Some(c.id));
+        let (resolution, file) = resolve::resolve_checked(&c.path, Some(c.id));
         let took_ms = started.elapsed().as_millis() as u64;
         let (library, functions) = match resolution {
+            // Gone before it could be opened (its process exited): the
+            // next process to run it gets it probed.
+            Resolution::None if file.is_none() => {
+                self.done.remove(&c.id);
+                return;
+            }
             Resolution::None => return,
             Resolution::Refused { library, reason } => {
                 if library == "-" {
@@ -198,9 +204,12 @@ impl TlsAttacher {
             }
             Resolution::Found { library, functions } => (library, functions),
         };
+        // Attached through the daemon's own descriptor of the file it
+        // read: the process that led to it may have exited meanwhile.
+        let at = file.as_ref().map_or_else(|| c.path.clone(), |f| f.path());
         let mut ok = Vec::new();
         for f in functions {
-            match attach(bpf, &f.attach, &c.path) {
+            match attach(bpf, &f.attach, &at) {
                 Ok(()) => ok.push(f.to_string()),
                 Err(e) => {
                     self.attach_errors += 1;

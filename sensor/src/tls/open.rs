@@ -46,7 +46,21 @@ pub enum Contents {
     /// goes before the lease is given back.
     Mapped { map: memmap2::Mmap, _lease: Lease },
     /// Copied, where the filesystem has no leases.
-    Read(Vec<u8>),
+    Read(Vec<u8>, File),
+}
+
+impl Contents {
+    /// A path to this very file for as long as `self` lives, whatever
+    /// becomes of the path it was opened by: uprobes are attached by path,
+    /// and `/proc/PID/exe` means nothing once PID has exited, which a
+    /// short-lived agent does while its 400 MB executable is probed.
+    pub fn path(&self) -> std::path::PathBuf {
+        let fd = match self {
+            Contents::Mapped { _lease, .. } => _lease.0.as_raw_fd(),
+            Contents::Read(_, f) => f.as_raw_fd(),
+        };
+        std::path::PathBuf::from(format!("/proc/self/fd/{fd}"))
+    }
 }
 
 impl std::ops::Deref for Contents {
@@ -54,7 +68,7 @@ impl std::ops::Deref for Contents {
     fn deref(&self) -> &[u8] {
         match self {
             Contents::Mapped { map, .. } => map,
-            Contents::Read(v) => v,
+            Contents::Read(v, _) => v,
         }
     }
 }
@@ -159,7 +173,7 @@ fn open_file(path: &Path, expect: Option<FileId>) -> Result<Contents, (bool, Str
         .take(READ_MAX)
         .read_to_end(&mut bytes)
         .map_err(|e| (true, format!("cannot read: {e}")))?;
-    Ok(Contents::Read(bytes))
+    Ok(Contents::Read(bytes, file))
 }
 
 fn on_fuse(file: &File) -> bool {

@@ -139,26 +139,37 @@ impl<'a> Binary<'a> {
 /// Resolves `path`. Parsing failures mean "no TLS here": the file is not
 /// one the sensor can probe.
 pub fn resolve(path: &Path) -> Resolution {
-    resolve_checked(path, None)
+    resolve_checked(path, None).0
 }
 
 /// Resolves `path`, which must be file `expect` if given. A file that
-/// cannot be read safely (`open::open`) is refused, with the reason.
-pub fn resolve_checked(path: &Path, expect: Option<super::targets::FileId>) -> Resolution {
+/// cannot be read safely (`open::open`) is refused, with the reason. The
+/// file stays open in what is returned with it, to attach to by
+/// `Contents::path` (the path given may be gone by then); nothing is
+/// returned with `Resolution::None` when the file could not be opened at
+/// all (gone with its process: worth trying again when it runs again).
+pub fn resolve_checked(
+    path: &Path,
+    expect: Option<super::targets::FileId>,
+) -> (Resolution, Option<super::open::Contents>) {
     let contents = match super::open::open(path, expect) {
         Ok(c) => c,
-        Err(super::open::NotRead::Gone(_)) => return Resolution::None,
+        Err(super::open::NotRead::Gone(_)) => return (Resolution::None, None),
         Err(super::open::NotRead::Unsafe(reason)) => {
-            return Resolution::Refused {
-                library: "-",
-                reason,
-            };
+            return (
+                Resolution::Refused {
+                    library: "-",
+                    reason,
+                },
+                None,
+            );
         }
     };
     let Some(bin) = Binary::parse(&contents) else {
-        return Resolution::None;
+        return (Resolution::None, Some(contents));
     };
-    resolve_binary(&bin)
+    let r = resolve_binary(&bin);
+    (r, Some(contents))
 }
 
 /// `sensor tls-resolve`'s text for one file, and whether its TLS
