@@ -32,15 +32,53 @@ pub const MAX_STREAMS: usize = 1024;
 /// 4 KiB default or a little more; this bounds memory per direction.
 const MAX_TABLE: usize = 64 * 1024;
 
+/// The dynamic table size every HPACK decoder starts with (RFC 9113
+/// §6.5.2): an encoder may use more only after the decoder's side says so
+/// in SETTINGS_HEADER_TABLE_SIZE, which `settings` reads. Holding peers to
+/// it matters because a literal whose name is indexed copies that name into
+/// the table: with a 64 KiB entry, two input bytes cost a 64 KiB copy inside
+/// the decoder (issue 19, finding 2).
+const DEFAULT_TABLE: usize = 4096;
+
+/// Decoded header bytes a block may make us read (fingerprint or keep):
+/// 16 KiB plus 16 per byte of the block, at most `MAX_LIST`. Indexed fields
+/// cost one input byte each however long their table entry is, so without
+/// a bound one 256 KiB block of references to a 4 KiB credential made a
+/// gigabyte of HMAC work (issue 19, finding 2). Fields past it are counted
+/// and said, not read; the table is still kept in step.
+const LIST_BASE: usize = 16 * 1024;
+const LIST_PER_BYTE: usize = 16;
+const MAX_LIST: usize = 256 * 1024;
+
+/// Credential fields fingerprinted per header block: a request carries one
+/// or two; more are counted in the block's error message.
+const MAX_CREDENTIALS: usize = 8;
+
+/// The fields a stream's call is made of (the first of each is kept).
+const KEPT_FIELDS: [&str; 6] = [
+    ":method",
+    ":path",
+    ":authority",
+    ":status",
+    "host",
+    "content-type",
+];
+
+/// Longest header name looked at: every name the parser reads (pseudo
+/// headers, host, content-type, credential headers) is far shorter.
+const MAX_NAME: usize = 128;
+
 // Frame types and flags (RFC 9113 §6); the API's authority rewriter
 // (api/authority.rs) reads frames with them too.
 const FRAME_HEADER: usize = 9;
 const DATA: u8 = 0x0;
 pub(crate) const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
+const SETTINGS: u8 = 0x4;
 const PUSH_PROMISE: u8 = 0x5;
 pub(crate) const CONTINUATION: u8 = 0x9;
 pub(crate) const END_STREAM: u8 = 0x1;
+const ACK: u8 = 0x1;
 pub(crate) const END_HEADERS: u8 = 0x4;
 pub(crate) const PADDED: u8 = 0x8;
 pub(crate) const PRIORITY: u8 = 0x20;
@@ -165,7 +203,7 @@ struct Half {
 impl Half {
     fn new(dir: Direction) -> Self {
         let mut decoder = Decoder::new();
-        decoder.set_max_allowed_table_size(MAX_TABLE);
+        decoder.set_max_allowed_table_size(DEFAULT_TABLE);
         Self {
             state: match dir {
                 Direction::Request => State::Preface(0),
@@ -489,6 +527,15 @@ impl H2Conn {
                     len,
                 }
             }
+            // A peer's SETTINGS say how large a table the other side's
+            // encoder may use (6 bytes per setting; longer ones are not
+            // settings a conforming peer sends, and are skipped).
+            SETTINGS if sid == 0 && flags & ACK == 0 && len > 0 && len <= 6 * 16 => State::Keep {
+                ty,
+                flags,
+                sid,
+                len,
+            },
             _ if len == 0 => State::FrameHeader,
             _ => State::Skip(len),
         };
@@ -579,7 +626,27 @@ impl H2Conn {
                 }
                 true
             }
+            SETTINGS => {
+                self.settings(i, payload);
+                true
+            }
             _ => true,
+        }
+    }
+
+    /// The SETTINGS of side `i`: SETTINGS_HEADER_TABLE_SIZE bounds the
+    /// table the other side's encoder may grow to (never above
+    /// `MAX_TABLE`; a lowered size is not enforced, a late block encoded
+    /// before the peer read it must still decode).
+    fn settings(&mut self, i: usize, payload: &[u8]) {
+        for s in payload.as_chunks::<6>().0 {
+            if u16::from_be_bytes([s[0], s[1]]) == 0x1 {
+                let size = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
+                let size = usize::try_from(size)
+                    .unwrap_or(MAX_TABLE)
+                    .clamp(DEFAULT_TABLE, MAX_TABLE);
+                self.halves[1 - i].decoder.set_max_allowed_table_size(size);
+            }
         }
     }
 
@@ -590,14 +657,35 @@ impl H2Conn {
         };
         let mut fields: Vec<(String, Vec<u8>)> = Vec::new();
         let mut credentials = Vec::new();
+        let mut left = (LIST_BASE + LIST_PER_BYTE * block.bytes.len()).min(MAX_LIST);
+        let mut unread = 0usize;
+        let mut lower = String::new();
         let decoded = self.halves[i]
             .decoder
             .decode_with_cb(&block.bytes, |name, value| {
-                let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
-                if creds.is_secret(&name) {
+                if name.len() > MAX_NAME {
+                    return;
+                }
+                lower.clear();
+                lower.push_str(&String::from_utf8_lossy(&name));
+                lower.make_ascii_lowercase();
+                let name = lower.as_str();
+                let secret = creds.is_secret(name);
+                let kept = !secret
+                    && KEPT_FIELDS.contains(&name)
+                    && !fields.iter().any(|(k, _)| k == name);
+                if !secret && !kept {
+                    return;
+                }
+                if value.len() > left || (secret && credentials.len() >= MAX_CREDENTIALS) {
+                    unread += 1;
+                    return;
+                }
+                left -= value.len();
+                if secret {
                     credentials.push(creds.fingerprint(&value));
-                } else if name.starts_with(':') || name == "host" || name == "content-type" {
-                    fields.push((name, value.into_owned()));
+                } else {
+                    fields.push((name.to_string(), value.into_owned()));
                 }
             });
         if let Err(e) = decoded {
@@ -611,6 +699,14 @@ impl H2Conn {
                 out,
             );
             return false;
+        }
+        if unread > 0 {
+            out.push(H2Message::Error(format!(
+                "HPACK block of {} bytes on stream {}: {unread} fields not read (a block may make the sensor read {} decoded bytes, {MAX_CREDENTIALS} credentials)",
+                block.bytes.len(),
+                block.sid,
+                (LIST_BASE + LIST_PER_BYTE * block.bytes.len()).min(MAX_LIST)
+            )));
         }
         // Server push: the table is in step now; its streams are not the
         // client's calls.
@@ -1362,5 +1458,119 @@ mod tests {
         assert!(c.gap(RESP, 1).is_empty());
         let m = feed_all(&mut c, RESP, &tail[1..]);
         assert_eq!(response(&m[0]), (1, 200, 6));
+    }
+
+    /// Counts the credential bytes a connection makes the sensor HMAC.
+    #[derive(Default)]
+    struct Counting {
+        calls: std::cell::Cell<usize>,
+        bytes: std::cell::Cell<usize>,
+    }
+
+    impl Credentials for Counting {
+        fn is_secret(&self, name: &str) -> bool {
+            name == "authorization"
+        }
+        fn fingerprint(&self, value: &[u8]) -> String {
+            self.calls.set(self.calls.get() + 1);
+            self.bytes.set(self.bytes.get() + value.len());
+            fp(value)
+        }
+    }
+
+    /// An HPACK integer of `prefix` bits after the representation's
+    /// `first` bits (RFC 7541 §5.1).
+    fn hpack_int(first: u8, prefix: u32, mut n: usize, out: &mut Vec<u8>) {
+        let max = (1usize << prefix) - 1;
+        if n < max {
+            out.push(first | n as u8);
+            return;
+        }
+        out.push(first | max as u8);
+        n -= max;
+        while n >= 128 {
+            out.push((n % 128) as u8 | 0x80);
+            n /= 128;
+        }
+        out.push(n as u8);
+    }
+
+    /// A GET of `/` whose authorization field is a literal added to the
+    /// dynamic table (index 62) of `len` bytes.
+    fn indexed_credential(len: usize) -> Vec<u8> {
+        let mut b = vec![0x82, 0x84, 0x87, 0x40, 13];
+        b.extend(b"authorization");
+        hpack_int(0, 7, len, &mut b);
+        b.extend(std::iter::repeat_n(b'k', len));
+        b
+    }
+
+    #[test]
+    fn a_header_block_of_references_costs_what_its_bytes_allow() {
+        // Issue 19, finding 2: one 4000-byte credential put in the table,
+        // then 200,000 one-byte references to it. Each reference was
+        // fingerprinted: 800 MB of HMAC for a 200 KB block.
+        let creds = Counting::default();
+        let mut c = H2Conn::new();
+        c.feed(REQ, &client_start(), &creds);
+        let mut b = indexed_credential(4000);
+        b.extend(std::iter::repeat_n(0xbe, 200_000));
+        let m = c.feed(
+            REQ,
+            &frame(HEADERS, END_HEADERS | END_STREAM, 1, &b),
+            &creds,
+        );
+        assert_eq!(creds.calls.get(), MAX_CREDENTIALS);
+        assert!(creds.bytes.get() <= MAX_LIST);
+        let said = m
+            .iter()
+            .any(|m| matches!(m, H2Message::Error(e) if e.contains("199993 fields not read")));
+        assert!(said, "no message says what was not read");
+        assert_eq!(request(m.last().unwrap()), (1, "GET", "/"));
+
+        // A small block may read 16 KiB and 16 bytes per byte of its own:
+        // eight references of 4000 bytes in a 12-byte block read four.
+        let creds = Counting::default();
+        let mut b = vec![0x82, 0x84, 0x87];
+        b.extend([0xbe; 8]);
+        let m = c.feed(
+            REQ,
+            &frame(HEADERS, END_HEADERS | END_STREAM, 3, &b),
+            &creds,
+        );
+        assert_eq!(creds.calls.get(), 4, "{m:?}");
+        assert!(matches!(&m[0], H2Message::Error(e) if e.contains("4 fields not read")));
+        assert_eq!(request(&m[1]), (3, "GET", "/"));
+    }
+
+    #[test]
+    fn the_table_grows_only_as_far_as_the_other_side_allowed() {
+        // A table size update to 64 KiB before the server's SETTINGS said
+        // so: the 4 KiB default holds and the client side is lost.
+        let mut b = Vec::new();
+        hpack_int(0x20, 5, 65536, &mut b);
+        b.extend([0x82, 0x84, 0x87]);
+        let mut c = H2Conn::new();
+        feed_all(&mut c, REQ, &client_start());
+        let m = feed_all(
+            &mut c,
+            REQ,
+            &frame(HEADERS, END_HEADERS | END_STREAM, 1, &b),
+        );
+        assert!(
+            matches!(&m[..], [H2Message::Error(e)] if e.contains("undecodable")),
+            "{m:?}"
+        );
+        // After the server's SETTINGS_HEADER_TABLE_SIZE of 65536 it decodes.
+        let mut c = H2Conn::new();
+        feed_all(&mut c, REQ, &client_start());
+        let settings = frame(SETTINGS, 0, 0, &[0, 1, 0, 1, 0, 0]);
+        assert!(feed_all(&mut c, RESP, &settings).is_empty());
+        let m = feed_all(
+            &mut c,
+            REQ,
+            &frame(HEADERS, END_HEADERS | END_STREAM, 1, &b),
+        );
+        assert_eq!(request(&m[0]), (1, "GET", "/"));
     }
 }
