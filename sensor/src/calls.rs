@@ -12,7 +12,9 @@ use crate::{
     db::{self, DbCall, Side},
     decode::{SockData, TlsData},
     event::{Detail, Event},
-    flows::{ApiCall, Flows, RequestSummary, ResponseSummary, StreamKey},
+    flows::{
+        ApiCall, Flows, MAX_PENDING, PENDING_BUDGET, RequestSummary, ResponseSummary, StreamKey,
+    },
     http::{
         fingerprint::{Credentials, Fingerprinter},
         h2::{H2Conn, H2Message, is_client_preface, is_server_preface},
@@ -315,7 +317,26 @@ impl Calls {
                         }));
                     }
                 }
-                Parsed::Request(req, sid) => stream.request(req, c.ns, c.tid, sid),
+                Parsed::Request(req, sid) => {
+                    let was = stream.unpaired;
+                    let now = stream.request(&key, req, c.ns, c.tid, sid);
+                    if stream.unpaired && !was {
+                        out.push(Outcome::ParseError(ParseFailure {
+                            process: process.clone(),
+                            conn: c.conn,
+                            fd: stream.fd,
+                            tls_library: c.tls_library,
+                            protocol,
+                            error: format!(
+                                "more than {MAX_PENDING} requests (or {} MiB across connections) awaiting responses: this connection's calls are reported as their requests complete, without responses",
+                                PENDING_BUDGET >> 20
+                            ),
+                            ns: c.ns,
+                            tid: c.tid,
+                        }));
+                    }
+                    out.extend(now.into_iter().map(|c| Outcome::Call(Box::new(c))));
+                }
                 Parsed::Response(resp, sid) => {
                     out.extend(
                         stream
@@ -363,6 +384,12 @@ impl Calls {
             .map(|c| Outcome::Call(Box::new(c)))
             .collect()
     }
+}
+
+/// What a kept request body (of a call to an LLM provider) says: read
+/// now, so the bytes do not wait for the response.
+fn request_summary(kept: Option<crate::http::stream::Kept>) -> Option<Box<llm::LlmSummary>> {
+    kept.map(|k| Box::new(llm::summarize_request(&k.bytes, k.truncated)))
 }
 
 fn response_summary(
@@ -422,7 +449,7 @@ fn parse(
                     credential_fingerprint: credentials.into_iter().next(),
                     body_bytes,
                     head_bytes,
-                    body,
+                    llm: request_summary(body),
                     db: None,
                 },
                 stream_id,
@@ -476,7 +503,7 @@ fn parse(
                         credential_fingerprint: head.credentials.into_iter().next(),
                         body_bytes,
                         head_bytes: head.head_bytes,
-                        body: kept,
+                        llm: request_summary(kept),
                         db: None,
                     },
                     0,
@@ -525,7 +552,7 @@ fn parse_db(
                     }),
                     body_bytes: 0,
                     head_bytes: bytes,
-                    body: None,
+                    llm: None,
                     db: Some(request),
                 },
                 0,
@@ -588,12 +615,14 @@ fn call_event(call: ApiCall, clock: &Clock, sockets: &FirstBytes) -> Event {
     let provider = catalog::match_call(&r.authority, &r.target);
     let llm = provider.map(|_| {
         let resp = call.response.as_ref();
-        Box::new(llm::summarize(
-            r.body.as_ref().map(|k| (k.bytes.as_slice(), k.truncated)),
+        let mut s = r.llm.clone().unwrap_or_default();
+        llm::add_response(
+            &mut s,
             resp.and_then(|s| s.body.as_ref())
                 .map(|k| (k.bytes.as_slice(), k.truncated)),
             resp.and_then(|s| s.content_type.as_deref()),
-        ))
+        );
+        s
     });
     let db = r.db.as_ref().map(|q| {
         let answer = call.response.as_ref().and_then(|s| s.db.as_ref());

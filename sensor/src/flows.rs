@@ -5,11 +5,40 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use crate::{http::stream::Kept, procs::Process};
+use crate::{agents::llm::LlmSummary, http::stream::Kept, procs::Process};
+
+/// Requests one connection may have awaiting their responses: pipelining
+/// is shallow in practice (HTTP/2 clients run about a hundred streams).
+pub const MAX_PENDING: usize = 256;
+
+/// Bytes all connections' awaiting requests may hold together (targets,
+/// authorities, summaries). A client that never reads its responses must
+/// not make the daemon keep its requests without bound (issue 19,
+/// finding 2).
+pub const PENDING_BUDGET: usize = 32 << 20;
+
+/// What a waiting request costs against `PENDING_BUDGET`.
+fn cost(r: &RequestSummary) -> usize {
+    r.method.len()
+        + r.target.len()
+        + r.authority.len()
+        + r.http_version.len()
+        + r.credential_fingerprint.as_ref().map_or(0, String::len)
+        + r.llm.as_ref().map_or(0, |l| {
+            l.model.as_ref().map_or(0, String::len) + std::mem::size_of::<LlmSummary>()
+        })
+        + r.db.as_ref().map_or(0, |d| {
+            std::mem::size_of::<crate::db::DbRequest>() + d.statement.template.len()
+        })
+        + std::mem::size_of::<Pending>()
+}
 
 /// What the HTTP layer reports for one request (secrets already replaced
 /// by fingerprints).
@@ -22,8 +51,9 @@ pub struct RequestSummary {
     pub credential_fingerprint: Option<String>,
     pub body_bytes: u64,
     pub head_bytes: u64,
-    /// The body, for requests to LLM providers.
-    pub body: Option<Kept>,
+    /// What the body of a request to an LLM provider says, read when the
+    /// request completed (its bytes do not wait for the response).
+    pub llm: Option<Box<LlmSummary>>,
     /// A database statement (the method, target and authority then say
     /// the statement's verb, template and database).
     pub db: Option<crate::db::DbRequest>,
@@ -76,6 +106,7 @@ struct Pending {
     tid: u32,
     /// HTTP/2 stream id; 0 for HTTP/1.x, where responses come in order.
     sid: u32,
+    cost: usize,
 }
 
 pub struct Stream<P> {
@@ -87,25 +118,62 @@ pub struct Stream<P> {
     /// sockets; always for plain sockets).
     pub fd: Option<i32>,
     pending: VecDeque<Pending>,
+    /// Bytes of `pending`, also counted in the flows' shared total.
+    pending_bytes: usize,
+    shared: Arc<AtomicUsize>,
+    /// Too many requests waited (`MAX_PENDING`, `PENDING_BUDGET`): this
+    /// connection's calls are reported as their requests complete,
+    /// without their responses.
+    pub unpaired: bool,
     last_seen: Instant,
     /// Kernel time of the stream's last record.
     pub last_ns: u64,
 }
 
+impl<P> Drop for Stream<P> {
+    fn drop(&mut self) {
+        self.shared.fetch_sub(self.pending_bytes, Ordering::Relaxed);
+    }
+}
+
 impl<P> Stream<P> {
     /// A request (on HTTP/2 stream `sid`, else 0) finished at kernel time
-    /// `ns`: await its response.
-    pub fn request(&mut self, req: RequestSummary, ns: u64, tid: u32, sid: u32) {
-        // Pipelining depth is small in practice; a client that never reads
-        // responses must not grow this without bound.
-        if self.pending.len() < 256 {
-            self.pending.push_back(Pending {
-                request: req,
-                started_ns: ns,
-                tid,
-                sid,
-            });
+    /// `ns`: await its response. Returns the calls reported at once: once
+    /// the connection has `MAX_PENDING` requests waiting, or all of them
+    /// `PENDING_BUDGET` bytes, the connection turns `unpaired` and its
+    /// waiting and later requests are reported without responses, so no
+    /// request is lost and memory stays bounded.
+    pub fn request(
+        &mut self,
+        key: &StreamKey,
+        req: RequestSummary,
+        ns: u64,
+        tid: u32,
+        sid: u32,
+    ) -> Vec<ApiCall> {
+        let cost = cost(&req);
+        let p = Pending {
+            request: req,
+            started_ns: ns,
+            tid,
+            sid,
+            cost,
+        };
+        if !self.unpaired
+            && (self.pending.len() >= MAX_PENDING
+                || self.shared.load(Ordering::Relaxed) + cost > PENDING_BUDGET)
+        {
+            self.unpaired = true;
         }
+        if self.unpaired {
+            let mut out = self.drain_unanswered(key, ns);
+            out.push(self.call(key, p, None, ns));
+            return out;
+        }
+        self.pending_bytes += cost;
+        self.shared.fetch_add(cost, Ordering::Relaxed);
+        self.pending.push_back(p);
+        Vec::new()
     }
 
     /// A response finished: pair it with the oldest pending request of the
@@ -119,6 +187,8 @@ impl<P> Stream<P> {
     ) -> Option<ApiCall> {
         let i = self.pending.iter().position(|p| p.sid == sid)?;
         let p = self.pending.remove(i)?;
+        self.pending_bytes -= p.cost;
+        self.shared.fetch_sub(p.cost, Ordering::Relaxed);
         Some(self.call(key, p, Some(resp), ns))
     }
 
@@ -144,6 +214,8 @@ impl<P> Stream<P> {
 
     fn drain_unanswered(&mut self, key: &StreamKey, now_ns: u64) -> Vec<ApiCall> {
         let pending = std::mem::take(&mut self.pending);
+        self.shared.fetch_sub(self.pending_bytes, Ordering::Relaxed);
+        self.pending_bytes = 0;
         pending
             .into_iter()
             .map(|p| self.call(key, p, None, now_ns))
@@ -161,6 +233,8 @@ pub struct Flows<P> {
     max_streams: usize,
     idle: Duration,
     pub stats: FlowStats,
+    /// Bytes of all streams' waiting requests.
+    pending_bytes: Arc<AtomicUsize>,
 }
 
 impl<P> Flows<P> {
@@ -170,11 +244,17 @@ impl<P> Flows<P> {
             max_streams,
             idle,
             stats: FlowStats::default(),
+            pending_bytes: Arc::default(),
         }
     }
 
     pub fn len(&self) -> usize {
         self.streams.len()
+    }
+
+    /// Bytes all streams' waiting requests hold.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -211,6 +291,9 @@ impl<P> Flows<P> {
             tls_library,
             fd: None,
             pending: VecDeque::new(),
+            pending_bytes: 0,
+            shared: self.pending_bytes.clone(),
+            unpaired: false,
             last_seen: Instant::now(),
             last_ns: now_ns,
         });
@@ -294,7 +377,7 @@ mod tests {
             credential_fingerprint: None,
             body_bytes: 0,
             head_bytes: 40,
-            body: None,
+            llm: None,
             db: None,
         }
     }
@@ -321,8 +404,8 @@ mod tests {
         let p = process();
         let mut ev = Vec::new();
         let s = f.stream(key, &p, Some("openssl"), 0, || (), &mut ev);
-        s.request(req("/a"), 100, 7, 0);
-        s.request(req("/b"), 110, 7, 0);
+        assert!(s.request(&key, req("/a"), 100, 7, 0).is_empty());
+        assert!(s.request(&key, req("/b"), 110, 7, 0).is_empty());
         let a = s.response(&key, 0, resp(200), 150).unwrap();
         let b = s.response(&key, 0, resp(404), 190).unwrap();
         assert_eq!(
@@ -350,8 +433,8 @@ mod tests {
         let p = process();
         let mut ev = Vec::new();
         let s = f.stream(key, &p, Some("openssl"), 0, || (), &mut ev);
-        s.request(req("/slow"), 100, 7, 1);
-        s.request(req("/fast"), 110, 7, 3);
+        assert!(s.request(&key, req("/slow"), 100, 7, 1).is_empty());
+        assert!(s.request(&key, req("/fast"), 110, 7, 3).is_empty());
         let fast = s.response(&key, 3, resp(201), 120).unwrap();
         assert_eq!(fast.request.target, "/fast");
         assert!(
@@ -378,8 +461,8 @@ mod tests {
                 start_ticks: 1,
                 conn,
             };
-            f.stream(key, &p, Some("openssl"), conn, || (), &mut ev)
-                .request(req("/x"), conn, 7, 0);
+            let s = f.stream(key, &p, Some("openssl"), conn, || (), &mut ev);
+            assert!(s.request(&key, req("/x"), conn, 7, 0).is_empty());
         }
         assert_eq!(f.len(), 2);
         assert_eq!(f.stats.streams_evicted, 3);
@@ -392,5 +475,54 @@ mod tests {
         let rest = f.sweep(Instant::now(), 99, |_| true, |_, _| Vec::new());
         assert_eq!(rest.len(), 2);
         assert!(f.is_empty());
+    }
+
+    #[test]
+    fn requests_that_are_never_answered_are_reported_not_kept() {
+        // Issue 19, finding 2: a client that pipelines requests and never
+        // reads a response. Past MAX_PENDING its connection's calls are
+        // reported as they complete, unanswered; none is lost, none kept.
+        let mut f: Flows<()> = Flows::new(8, Duration::from_secs(60));
+        let key = StreamKey {
+            pid: 7,
+            start_ticks: 1,
+            conn: 0x10,
+        };
+        let p = process();
+        let mut ev = Vec::new();
+        let s = f.stream(key, &p, Some("openssl"), 0, || (), &mut ev);
+        let mut reported = Vec::new();
+        for n in 0..MAX_PENDING as u64 + 10 {
+            reported.extend(s.request(&key, req(&format!("/{n}")), n, 7, 0));
+        }
+        assert!(s.unpaired);
+        assert_eq!(reported.len(), MAX_PENDING + 10);
+        assert!(reported.iter().all(|c| c.response.is_none()));
+        assert_eq!(reported[0].request.target, "/0");
+        assert!(s.response(&key, 0, resp(200), 999).is_none());
+        assert_eq!(f.pending_bytes(), 0);
+
+        // The budget is shared: requests with long targets on several
+        // connections stop being kept once all of them hold the budget.
+        let mut f: Flows<()> = Flows::new(64, Duration::from_secs(60));
+        let long = "/".to_string() + &"x".repeat(60 * 1024);
+        let mut reported = 0;
+        for conn in 0..16 {
+            let key = StreamKey {
+                pid: 7,
+                start_ticks: 1,
+                conn,
+            };
+            let s = f.stream(key, &p, Some("openssl"), 0, || (), &mut ev);
+            for n in 0..40 {
+                reported += s.request(&key, req(&long), n, 7, 0).len();
+            }
+        }
+        assert!(f.pending_bytes() <= PENDING_BUDGET, "{}", f.pending_bytes());
+        assert!(reported > 0);
+        // Ending the streams gives the budget back.
+        let rest = f.sweep(Instant::now(), 99, |_| true, |_, _| Vec::new());
+        assert_eq!(reported + rest.len(), 16 * 40);
+        assert_eq!(f.pending_bytes(), 0);
     }
 }

@@ -234,17 +234,49 @@ fn response_object(s: &mut LlmSummary, v: &Value) {
     }
 }
 
+/// Longest model name kept from a request: names are short, and the
+/// summary of a request waits in memory for its response.
+const MAX_MODEL: usize = 256;
+
 /// Summarises one exchange with an LLM provider from the kept bodies.
 pub fn summarize(
     req: Option<(&[u8], bool)>,
     resp: Option<(&[u8], bool)>,
     resp_content_type: Option<&str>,
 ) -> LlmSummary {
+    let mut s = req.map_or_else(LlmSummary::default, |(body, truncated)| {
+        summarize_request(body, truncated)
+    });
+    add_response(&mut s, resp, resp_content_type);
+    s
+}
+
+/// What the request body says, read when the request completes so that
+/// its body need not wait for the response (issue 19, finding 2: 256
+/// pipelined requests kept 64 MiB per connection).
+pub fn summarize_request(body: &[u8], truncated: bool) -> LlmSummary {
     let mut s = LlmSummary::default();
-    if let Some((body, truncated)) = req {
-        request(&mut s, body);
-        s.truncated |= truncated;
+    request(&mut s, body);
+    s.truncated |= truncated;
+    if let Some(m) = &mut s.model
+        && m.len() > MAX_MODEL
+    {
+        let mut cut = MAX_MODEL;
+        while !m.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        m.truncate(cut);
+        s.truncated = true;
     }
+    s
+}
+
+/// Adds what the response body says to a request's summary.
+pub fn add_response(
+    s: &mut LlmSummary,
+    resp: Option<(&[u8], bool)>,
+    resp_content_type: Option<&str>,
+) {
     if let Some((body, truncated)) = resp {
         s.truncated |= truncated;
         let sse = resp_content_type.is_some_and(|c| c.starts_with("text/event-stream"));
@@ -255,17 +287,17 @@ pub fn summarize(
                 if let Some(data) = line.strip_prefix(b"data:")
                     && let Ok(v) = serde_json::from_slice::<Value>(data.trim_ascii())
                 {
-                    response_object(&mut s, &v);
+                    response_object(s, &v);
                 }
             }
         } else if let Ok(v) = serde_json::from_slice::<Value>(body) {
-            response_object(&mut s, &v);
+            response_object(s, &v);
         } else {
             // Newline-delimited JSON (Ollama streams), or a cut body.
             let mut any = false;
             for line in body.split(|&b| b == b'\n') {
                 if let Ok(v) = serde_json::from_slice::<Value>(line.trim_ascii()) {
-                    response_object(&mut s, &v);
+                    response_object(s, &v);
                     any = true;
                 }
             }
@@ -274,7 +306,6 @@ pub fn summarize(
     }
     s.tool_calls
         .retain(|t| !t.name.is_empty() || !t.id.is_empty());
-    s
 }
 
 #[cfg(test)]
