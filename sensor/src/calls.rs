@@ -299,41 +299,35 @@ impl Calls {
         }
         let missing = c.len.saturating_sub(c.data.len() as u64);
         let (parsed, protocol) = parse(p, &c, missing, &|v: &[u8]| fp.fingerprint(v));
+        let failure = |fd: Option<i32>, error: String| {
+            Outcome::ParseError(ParseFailure {
+                process: process.clone(),
+                conn: c.conn,
+                fd,
+                tls_library: c.tls_library,
+                protocol,
+                error,
+                ns: c.ns,
+                tid: c.tid,
+            })
+        };
         for m in parsed {
             match m {
                 Parsed::Error(error) => {
                     *parse_errors += 1;
                     if !stream.parsers.error_reported {
                         stream.parsers.error_reported = true;
-                        out.push(Outcome::ParseError(ParseFailure {
-                            process: process.clone(),
-                            conn: c.conn,
-                            fd: stream.fd,
-                            tls_library: c.tls_library,
-                            protocol,
-                            error,
-                            ns: c.ns,
-                            tid: c.tid,
-                        }));
+                        out.push(failure(stream.fd, error));
                     }
                 }
                 Parsed::Request(req, sid) => {
                     let was = stream.unpaired;
                     let now = stream.request(&key, req, c.ns, c.tid, sid);
                     if stream.unpaired && !was {
-                        out.push(Outcome::ParseError(ParseFailure {
-                            process: process.clone(),
-                            conn: c.conn,
-                            fd: stream.fd,
-                            tls_library: c.tls_library,
-                            protocol,
-                            error: format!(
-                                "more than {MAX_PENDING} requests (or {} MiB across connections) awaiting responses: this connection's calls are reported as their requests complete, without responses",
-                                PENDING_BUDGET >> 20
-                            ),
-                            ns: c.ns,
-                            tid: c.tid,
-                        }));
+                        out.push(failure(stream.fd, format!(
+                            "more than {MAX_PENDING} requests (or {} MiB across connections) awaiting responses: this connection's calls are reported as their requests complete, without responses",
+                            PENDING_BUDGET >> 20
+                        )));
                     }
                     out.extend(now.into_iter().map(|c| Outcome::Call(Box::new(c))));
                 }

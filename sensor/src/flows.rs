@@ -382,6 +382,14 @@ mod tests {
         }
     }
 
+    fn key_of(conn: u64) -> StreamKey {
+        StreamKey {
+            pid: 7,
+            start_ticks: 1,
+            conn,
+        }
+    }
+
     fn resp(status: u16) -> ResponseSummary {
         ResponseSummary {
             status,
@@ -396,11 +404,7 @@ mod tests {
     #[test]
     fn pipelined_requests_pair_in_order() {
         let mut f: Flows<()> = Flows::new(8, Duration::from_secs(60));
-        let key = StreamKey {
-            pid: 7,
-            start_ticks: 1,
-            conn: 0x10,
-        };
+        let key = key_of(0x10);
         let p = process();
         let mut ev = Vec::new();
         let s = f.stream(key, &p, Some("openssl"), 0, || (), &mut ev);
@@ -425,11 +429,7 @@ mod tests {
     #[test]
     fn http2_responses_pair_by_stream_id() {
         let mut f: Flows<()> = Flows::new(8, Duration::from_secs(60));
-        let key = StreamKey {
-            pid: 7,
-            start_ticks: 1,
-            conn: 0x10,
-        };
+        let key = key_of(0x10);
         let p = process();
         let mut ev = Vec::new();
         let s = f.stream(key, &p, Some("openssl"), 0, || (), &mut ev);
@@ -456,11 +456,7 @@ mod tests {
         let p = process();
         let mut ev = Vec::new();
         for conn in 0..5u64 {
-            let key = StreamKey {
-                pid: 7,
-                start_ticks: 1,
-                conn,
-            };
+            let key = key_of(conn);
             let s = f.stream(key, &p, Some("openssl"), conn, || (), &mut ev);
             assert!(s.request(&key, req("/x"), conn, 7, 0).is_empty());
         }
@@ -483,11 +479,7 @@ mod tests {
         // reads a response. Past MAX_PENDING its connection's calls are
         // reported as they complete, unanswered; none is lost, none kept.
         let mut f: Flows<()> = Flows::new(8, Duration::from_secs(60));
-        let key = StreamKey {
-            pid: 7,
-            start_ticks: 1,
-            conn: 0x10,
-        };
+        let key = key_of(0x10);
         let p = process();
         let mut ev = Vec::new();
         let s = f.stream(key, &p, Some("openssl"), 0, || (), &mut ev);
@@ -508,11 +500,7 @@ mod tests {
         let long = "/".to_string() + &"x".repeat(60 * 1024);
         let mut reported = 0;
         for conn in 0..16 {
-            let key = StreamKey {
-                pid: 7,
-                start_ticks: 1,
-                conn,
-            };
+            let key = key_of(conn);
             let s = f.stream(key, &p, Some("openssl"), 0, || (), &mut ev);
             for n in 0..40 {
                 reported += s.request(&key, req(&long), n, 7, 0).len();
