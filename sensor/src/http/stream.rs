@@ -184,66 +184,96 @@ impl H1Stream {
         out
     }
 
-    pub fn feed(&mut self, mut data: &[u8], fingerprint: &dyn Credentials) -> Vec<Message> {
+    pub fn feed(&mut self, data: &[u8], fingerprint: &dyn Credentials) -> Vec<Message> {
         let mut out = Vec::new();
+        // Bytes after a head, or after a bad byte, are fed again by this
+        // loop, not by recursion: a record of many small pipelined
+        // requests would otherwise nest a call per request and overflow
+        // the daemon's stack (issue 19, finding 10).
+        let mut again = self.feed_once(data, fingerprint, &mut out);
+        while let Some(rest) = again {
+            again = self.feed_once(&rest, fingerprint, &mut out);
+        }
+        out
+    }
+
+    /// Feeds `data`; returns bytes to be fed next when what was held from
+    /// earlier records turned out bad (the rest of them, then `data`).
+    /// Heads are parsed in `data` itself when nothing is held, so many
+    /// messages in one record cost no copy each.
+    fn feed_once(
+        &mut self,
+        mut data: &[u8],
+        fingerprint: &dyn Credentials,
+        out: &mut Vec<Message>,
+    ) -> Option<Vec<u8>> {
         while !data.is_empty() || (self.current.is_none() && !self.buf.is_empty() && !self.lost) {
-            if self.current.is_none() {
-                if self.lost {
-                    // Skip to something that starts like a message.
-                    match find_start(data, self.dir) {
-                        Some(i) => {
-                            data = &data[i..];
-                            self.lost = false;
-                        }
-                        None => return out,
+            if self.current.is_some() {
+                let used = self.body(data, out);
+                data = &data[used..];
+                continue;
+            }
+            if self.lost {
+                // Skip to something that starts like a message.
+                data = &data[find_start(data, self.dir)?..];
+                self.lost = false;
+            }
+            let held = self.buf.len();
+            let parsed = if held == 0 {
+                self.parse_head(data, fingerprint)
+            } else {
+                self.buf.extend_from_slice(data);
+                let buf = std::mem::take(&mut self.buf);
+                let r = self.parse_head(&buf, fingerprint);
+                self.buf = buf;
+                r
+            };
+            match parsed {
+                Ok(Some((head, body, used))) => {
+                    // The head ends in `data` (what was held alone was
+                    // incomplete): what follows it is fed next.
+                    data = data.get(used.saturating_sub(held)..).unwrap_or(&[]);
+                    self.buf.clear();
+                    let keep = match self.dir {
+                        Direction::Request => self.keep_request.is_some_and(|f| f(&head)),
+                        Direction::Response => self.response_keep,
+                    };
+                    self.kept = (keep && self.keep_limit > 0).then(|| Kept {
+                        bytes: Vec::new(),
+                        truncated: false,
+                    });
+                    self.current = Some((head, body, 0));
+                    if let Some((_, Body::Length(0), _)) = &self.current {
+                        self.finish(out);
                     }
                 }
-                self.buf.extend_from_slice(data);
-                match self.parse_head(fingerprint) {
-                    Ok(Some((head, body, used))) => {
-                        // Bytes after the head go back to the input.
-                        let rest = self.buf.split_off(used);
-                        self.buf.clear();
-                        let keep = match self.dir {
-                            Direction::Request => self.keep_request.is_some_and(|f| f(&head)),
-                            Direction::Response => self.response_keep,
-                        };
-                        self.kept = (keep && self.keep_limit > 0).then(|| Kept {
-                            bytes: Vec::new(),
-                            truncated: false,
-                        });
-                        self.current = Some((head, body, 0));
-                        if let Some((_, Body::Length(0), _)) = &self.current {
-                            self.finish(&mut out);
-                        }
-                        if !rest.is_empty() {
-                            out.extend(self.feed(&rest, fingerprint));
-                        }
-                        return out;
+                Ok(None) => {
+                    if held == 0 {
+                        self.buf.extend_from_slice(data);
                     }
-                    Ok(None) => {
-                        if self.buf.len() > MAX_HEAD {
-                            let n = self.buf.len();
-                            self.fail(
-                                &mut out,
-                                format!("head larger than {MAX_HEAD} bytes ({n} so far)"),
-                            );
-                        }
-                        return out;
+                    if self.buf.len() > MAX_HEAD {
+                        let n = self.buf.len();
+                        self.fail(
+                            out,
+                            format!("head larger than {MAX_HEAD} bytes ({n} so far)"),
+                        );
                     }
-                    Err(e) => {
-                        // Look for the next message start past the bad byte.
+                    return None;
+                }
+                Err(e) => {
+                    // Look for the next message start past the bad byte.
+                    if held == 0 {
+                        self.fail(out, e);
+                        data = data.get(1..).unwrap_or(&[]);
+                    } else {
                         let rest = self.buf.get(1..).unwrap_or(&[]).to_vec();
-                        self.fail(&mut out, e);
-                        out.extend(self.feed(&rest, fingerprint));
-                        return out;
+                        self.fail(out, e);
+                        return Some(rest);
                     }
                 }
             }
-            let used = self.body(data, &mut out);
-            data = &data[used..];
         }
-        out
+        None
     }
 
     fn fail(&mut self, out: &mut Vec<Message>, why: String) {
@@ -362,16 +392,17 @@ impl H1Stream {
         }
     }
 
-    /// Parses a head from `self.buf`: Ok(None) if incomplete.
+    /// Parses a head from `bytes`: Ok(None) if incomplete.
     fn parse_head(
         &mut self,
+        bytes: &[u8],
         fingerprint: &dyn Credentials,
     ) -> Result<Option<(Head, Body, usize)>, String> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let (used, mut head, hdrs): (usize, Head, Vec<(String, &[u8])>) = match self.dir {
             Direction::Request => {
                 let mut req = httparse::Request::new(&mut headers);
-                match req.parse(&self.buf) {
+                match req.parse(bytes) {
                     Ok(httparse::Status::Complete(n)) => (
                         n,
                         Head {
@@ -395,7 +426,7 @@ impl H1Stream {
             }
             Direction::Response => {
                 let mut resp = httparse::Response::new(&mut headers);
-                match resp.parse(&self.buf) {
+                match resp.parse(bytes) {
                     Ok(httparse::Status::Complete(n)) => (
                         n,
                         Head {
@@ -690,5 +721,30 @@ mod tests {
         assert_eq!(head.content_type.as_deref(), Some("text/event-stream"));
         assert_eq!(kept.as_ref().unwrap().bytes, b"data: {}\n");
         assert!(!kept.as_ref().unwrap().truncated);
+    }
+
+    #[test]
+    fn many_pipelined_requests_in_one_record_do_not_nest() {
+        // Issue 19, finding 10: each request after a head was fed by a
+        // recursive call. 100,000 minimal requests in one record (any
+        // process can write them to a socket) overflowed the stack.
+        let one = b"GET / HTTP/1.1\r\n\r\n";
+        let data: Vec<u8> = one
+            .iter()
+            .copied()
+            .cycle()
+            .take(one.len() * 100_000)
+            .collect();
+        let fp = |v: &[u8]| format!("fp:{}", v.len());
+        let n = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let mut s = H1Stream::new(Direction::Request);
+                s.feed(&data, &fp).len()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(n, 100_000);
     }
 }
