@@ -18,7 +18,7 @@ use crate::{
     http::{
         fingerprint::{Credentials, Fingerprinter},
         h2::{H2Conn, H2Message, is_client_preface, is_server_preface},
-        stream::{Direction, H1Stream, Message, starts_with_method},
+        stream::{Direction, H1Stream, Message, absolute_target, starts_with_method},
         template::path_template,
     },
     procs::Process,
@@ -488,11 +488,17 @@ fn parse(
                 kept,
             } if c.writing => {
                 p.response.expect_response(&head.method, kept.is_some());
+                // A target in absolute form names the host the server
+                // uses (RFC 9112 §3.2.2): the call is to its origin form.
+                let (authority, target) = match absolute_target(&head.target) {
+                    Some((host, path)) => (host, path),
+                    None => (head.host.unwrap_or_default(), head.target),
+                };
                 Parsed::Request(
                     RequestSummary {
-                        authority: head.host.unwrap_or_default(),
+                        authority,
                         method: head.method,
-                        target: head.target,
+                        target,
                         http_version: format!("HTTP/1.{}", head.version),
                         credential_fingerprint: head.credentials.into_iter().next(),
                         body_bytes,

@@ -279,6 +279,11 @@ impl Puppet {
     /// Sends one command, returns its one-line answer.
     pub fn ask(&mut self, cmd: &str) -> String {
         writeln!(self.stdin, "{cmd}").unwrap();
+        self.read_line()
+    }
+
+    /// The answer to a command `send` gave.
+    pub fn read_line(&mut self) -> String {
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();
         line.trim().to_string()

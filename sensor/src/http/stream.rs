@@ -535,6 +535,29 @@ fn find_start(data: &[u8], dir: Direction) -> Option<usize> {
     })
 }
 
+/// An absolute-form target (`https://host:port/path?query`) as its host
+/// (with port, lowercase) and origin-form path; None for any other form.
+pub fn absolute_target(target: &str) -> Option<(String, String)> {
+    let lower = target.get(..8)?.to_ascii_lowercase();
+    let rest = if lower.starts_with("https://") {
+        &target[8..]
+    } else if lower.starts_with("http://") {
+        &target[7..]
+    } else {
+        return None;
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (host, path) = rest.split_at(end);
+    // userinfo@host: the host is after the last '@'.
+    let host = host.rsplit('@').next().unwrap_or(host).to_ascii_lowercase();
+    let path = match path.strip_prefix('?') {
+        Some(_) => format!("/{path}"),
+        None if path.is_empty() => "/".to_string(),
+        None => path.to_string(),
+    };
+    Some((host, path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -746,5 +769,19 @@ mod tests {
             .join()
             .unwrap();
         assert_eq!(n, 100_000);
+    }
+
+    #[test]
+    fn absolute_targets_give_their_host_and_origin_form() {
+        assert_eq!(
+            absolute_target("HTTP://h.example?q=1"),
+            Some(("h.example".into(), "/?q=1".into()))
+        );
+        assert_eq!(
+            absolute_target("https://u:p@Vendor.Example:8443/v1/orders?x=1"),
+            Some(("vendor.example:8443".into(), "/v1/orders?x=1".into()))
+        );
+        assert_eq!(absolute_target("/v1/orders"), None);
+        assert_eq!(absolute_target("http:/"), None);
     }
 }

@@ -60,6 +60,12 @@ pub struct Pattern {
     pub action: u8,
     /// A database statement's header bytes before `kernel` (0 for HTTP).
     pub skip: u8,
+    /// Stops every request of a method whose target is in absolute form
+    /// (`POST https://host/path HTTP/1.1`, which servers must accept,
+    /// RFC 9112 §3.2.2): the kernel compares request lines from their
+    /// start and cannot skip a scheme and host of any length, so the
+    /// daemon checks the agent's patterns against the stopped request.
+    pub absolute_form: bool,
 }
 
 /// Message headers a statement follows in a write: PostgreSQL's `Query`
@@ -129,6 +135,7 @@ pub fn parse(p: &str, action: u8, authority_ok: bool) -> Result<Vec<Pattern>, St
                 authority: authority.clone(),
                 action,
                 skip,
+                absolute_form: false,
             })
             .collect());
     }
@@ -142,7 +149,60 @@ pub fn parse(p: &str, action: u8, authority_ok: bool) -> Result<Vec<Pattern>, St
         authority,
         action,
         skip: 0,
+        absolute_form: false,
     }])
+}
+
+/// One absolute-form catch-all per method of the HTTP patterns that stop
+/// a request (see `Pattern::absolute_form`).
+fn absolute_forms(patterns: &[Pattern]) -> Vec<Pattern> {
+    let mut methods: Vec<&str> = patterns
+        .iter()
+        .filter(|p| p.action != ARM_ALLOW && !p.is_statement())
+        .filter_map(|p| p.kernel.split_once(' ').map(|(m, _)| m))
+        .collect();
+    methods.dedup();
+    methods.sort_unstable();
+    methods.dedup();
+    methods
+        .into_iter()
+        .map(|m| Pattern {
+            text: format!(
+                "{m} scheme://host/… (a request in absolute form, checked by the daemon)"
+            ),
+            kernel: format!("{m} http"),
+            authority: None,
+            action: ARM_HOLD,
+            skip: 0,
+            absolute_form: true,
+        })
+        .collect()
+}
+
+/// The first of `patterns` (in the kernel's order) that the request
+/// `method target` in absolute form matches, with the host it names.
+pub fn match_absolute<'a>(
+    patterns: &'a [Pattern],
+    method: &str,
+    target: &str,
+) -> Option<(&'a Pattern, String)> {
+    let (host, path) = crate::http::stream::absolute_target(target)?;
+    let line = format!("{method} {path} ");
+    patterns
+        .iter()
+        .filter(|p| !p.absolute_form && !p.is_statement())
+        .find(|p| {
+            // A remembered approval is the exact request line it was
+            // given for (absolute form included).
+            if p.action == ARM_ALLOW {
+                return p.kernel == format!("{method} {target} ");
+            }
+            line.starts_with(&p.kernel)
+                && p.authority
+                    .as_deref()
+                    .is_none_or(|want| super::responder::host_matches(want, &host))
+        })
+        .map(|p| (p, host))
 }
 
 /// Parses each of `patterns`, in order.
@@ -179,7 +239,9 @@ pub fn pack(patterns: &[Pattern]) -> Result<ArmRules, String> {
         for (j, &c) in b.iter().enumerate() {
             // A statement's letters in any case: bit 5 is what tells
             // upper from lower case in ASCII.
-            let m = if p.is_statement() && c.is_ascii_alphabetic() {
+            let folded =
+                p.is_statement() || (p.absolute_form && j > p.kernel.find(' ').unwrap_or(0));
+            let m = if folded && c.is_ascii_alphabetic() {
                 0xdf
             } else {
                 0xff
@@ -382,9 +444,15 @@ impl Armer {
                 authority: None,
                 action: ARM_ALLOW,
                 skip: 0,
+                absolute_form: false,
             });
         let mut all: Vec<Pattern> = allow.collect();
+        let absolute = absolute_forms(&out);
         all.extend(out);
+        all.extend(absolute);
+        if all.len() > ARM_RULES_MAX {
+            warn!(agent = %label, "more than {ARM_RULES_MAX} kernel patterns: the last are not armed (absolute-form requests are checked last)");
+        }
         all.truncate(ARM_RULES_MAX);
         Some((label, all))
     }
@@ -489,6 +557,14 @@ impl Armer {
         )
     }
 
+    /// The patterns `pid` is armed with, in the kernel's order.
+    pub fn patterns_of(&self, pid: u32) -> Vec<Pattern> {
+        self.armed
+            .get(&pid)
+            .map(|(_, _, p)| p.clone())
+            .unwrap_or_default()
+    }
+
     pub fn matched(&self, pid: u32, rule: u32) -> Matched {
         let (agent, agent_id) = self.agent_of(pid);
         let pattern = self
@@ -501,6 +577,7 @@ impl Armer {
                 authority: None,
                 action: ARM_KILL,
                 skip: 0,
+                absolute_form: false,
             });
         Matched {
             agent,
@@ -671,5 +748,46 @@ mod tests {
         let http = &parse("DELETE /customers/", ARM_KILL, false).unwrap()[0];
         assert!(!http.is_statement());
         assert!(parse(&format!("DROP /DROP {}", "A".repeat(60)), ARM_KILL, false).is_err());
+    }
+
+    #[test]
+    fn requests_in_absolute_form_are_matched_by_the_daemon() {
+        let holds = hold_rules(&["POST vendor.example/v1/orders".into()]).unwrap();
+        let mut all = parse("DELETE /customers/", ARM_KILL, false).unwrap();
+        all.extend(holds);
+        let catch = absolute_forms(&all);
+        assert_eq!(
+            catch.iter().map(|p| p.kernel.as_str()).collect::<Vec<_>>(),
+            ["DELETE http", "POST http"]
+        );
+        // The kernel sees "POST HTTPS://" too: the scheme's letters fold.
+        let packed = pack(&catch).unwrap();
+        assert_eq!(packed.mask[1][..5], [0xff; 5]);
+        assert_eq!(packed.mask[1][5..9], [0xdf; 4]);
+        assert_eq!(&packed.patterns[1][5..9], b"HTTP");
+        all.extend(catch);
+        let (p, host) =
+            match_absolute(&all, "POST", "https://Vendor.Example:443/v1/orders?x=1").unwrap();
+        assert_eq!(
+            (p.text.as_str(), host.as_str()),
+            ("POST vendor.example/v1/orders", "vendor.example:443")
+        );
+        assert!(match_absolute(&all, "POST", "https://other.example/v1/orders").is_none());
+        assert!(match_absolute(&all, "POST", "https://vendor.example/v1/quotes").is_none());
+        let (p, _) = match_absolute(&all, "DELETE", "http://u:p@any.example/customers/9").unwrap();
+        assert_eq!(p.action, ARM_KILL);
+        // A remembered approval is the exact request line.
+        let approved = Pattern {
+            text: "approved".into(),
+            kernel: "POST https://vendor.example/v1/orders ".into(),
+            authority: None,
+            action: ARM_ALLOW,
+            skip: 0,
+            absolute_form: false,
+        };
+        let mut with = vec![approved];
+        with.extend(all);
+        let (p, _) = match_absolute(&with, "POST", "https://vendor.example/v1/orders").unwrap();
+        assert_eq!(p.action, ARM_ALLOW);
     }
 }

@@ -10,11 +10,11 @@ use std::{
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use sensor_common::{ARM_HOLD, ARM_HOLD_TLS, BlockedRecord};
+use sensor_common::{ARM_ALLOW, ARM_HOLD, ARM_HOLD_TLS, BlockedRecord};
 
 use super::{
     RespondError,
-    arm::Armer,
+    arm::{self, Armer},
     hold::{self, Hold, Holds},
     isolate::{Isolated, Isolator, Note, Options},
     kill,
@@ -80,7 +80,7 @@ fn normal(authority: &str) -> String {
 
 /// Whether a pattern's host names `authority` (a Host header or SNI): a
 /// pattern without a port matches any port.
-fn host_matches(want: &str, authority: &str) -> bool {
+pub(super) fn host_matches(want: &str, authority: &str) -> bool {
     let (want, authority) = (normal(want), normal(authority));
     if host_of(&want) != want {
         return authority == want;
@@ -297,6 +297,59 @@ impl Responder {
                 head: format!("(the request could not be read from the process: {e})"),
                 ..Default::default()
             },
+        };
+        let (m, request) = if m.pattern.absolute_form {
+            let target = request
+                .request_line
+                .trim_end()
+                .split_once(' ')
+                .map_or("", |(_, t)| t)
+                .to_string();
+            let patterns = self.armer.patterns_of(pid);
+            match arm::match_absolute(&patterns, &request.method, &target) {
+                // An approval, or a request no pattern stops.
+                None => {
+                    let why = "a request in absolute form that no pattern stops".to_string();
+                    self.resume_held(pid, process.start_ticks, why);
+                    return None;
+                }
+                Some((p, _)) if p.action == ARM_ALLOW => {
+                    let why = format!("a request in absolute form approved by {:?}", p.text);
+                    self.resume_held(pid, process.start_ticks, why);
+                    return None;
+                }
+                Some((p, _)) if p.action != ARM_HOLD => {
+                    warn!(pid, agent = %m.agent, pattern = %p.text, "armed agent killed before its request (in absolute form) left");
+                    let killed = kill::kill(
+                        &kill::Target {
+                            pid,
+                            start_time: Some(process.start_ticks),
+                        },
+                        false,
+                        &self.protect,
+                    )
+                    .is_ok();
+                    return Some(Detail::Blocked {
+                        agent: m.agent,
+                        pattern: p.text.clone(),
+                        connection: format!("{:#x}", b.conn),
+                        killed,
+                    });
+                }
+                Some((p, host)) => {
+                    let mut request = request;
+                    // The server takes the host from the target, not the
+                    // Host header (RFC 9112 §3.2.2).
+                    request.authority = host;
+                    let m = arm::Matched {
+                        pattern: p.clone(),
+                        ..m
+                    };
+                    (m, request)
+                }
+            }
+        } else {
+            (m, request)
         };
         let hold = Hold {
             id: 0,
