@@ -1,4 +1,8 @@
-//! `cargo xtask fuzz`: every fuzz target for a bounded time (not in CI).
+//! `cargo xtask fuzz`: every fuzz target for a bounded time. `cargo xtask
+//! test` runs each for `CI_SECONDS`, so a parser that crashes on what the
+//! fuzzer finds cannot land. Each starts from the shapes in `fuzz/seeds/`
+//! (attacks a hostile process plays: HPACK amplification, unanswered
+//! pipelining) and the corpus it grew before, in `target/fuzz-corpus/`.
 
 use std::process::Command;
 
@@ -19,6 +23,9 @@ pub const TARGETS: [&str; 7] = [
     "postgres",
     "mysql",
 ];
+
+/// Seconds per target in `cargo xtask test`.
+pub const CI_SECONDS: u64 = 30;
 
 pub fn run_all(seconds: u64, only: Option<&str>) -> Result<()> {
     if let Some(t) = only
@@ -43,15 +50,20 @@ pub fn run_all(seconds: u64, only: Option<&str>) -> Result<()> {
     }
     for t in TARGETS.iter().filter(|t| only.is_none_or(|o| o == **t)) {
         eprintln!("xtask fuzz: {t} for {seconds} s");
+        // libFuzzer writes what it finds to the first directory only: the
+        // seeds under version control stay as they are.
+        let corpus = root().join("target").join("fuzz-corpus").join(t);
+        std::fs::create_dir_all(&corpus)?;
+        let seeds = root().join("fuzz").join("seeds").join(t);
+        let mut dirs = vec![corpus];
+        if seeds.is_dir() {
+            dirs.push(seeds);
+        }
         run(Command::new("cargo")
             .arg(format!("+{FUZZ_TOOLCHAIN}"))
-            .args([
-                "fuzz",
-                "run",
-                t,
-                "--",
-                &format!("-max_total_time={seconds}"),
-            ])
+            .args(["fuzz", "run", t])
+            .args(&dirs)
+            .args(["--", &format!("-max_total_time={seconds}")])
             .current_dir(root())
             .env("AYA_BUILD_SKIP", "1"))?;
     }

@@ -54,7 +54,7 @@ enum Command {
     CheckDeploy,
     /// Run every fuzz target (records, ClientHello, HTTP/1.1, HTTP/2, held
     /// requests, PostgreSQL, MySQL) for a bounded
-    /// time; installs cargo-fuzz if needed. Not part of CI.
+    /// time; installs cargo-fuzz if needed. `test` runs each for 30 s.
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]

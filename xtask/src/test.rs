@@ -97,6 +97,18 @@ fn steps(e2e: bool, totals: &mut Totals) -> Result<()> {
             bail!("unit tests skipped themselves while running as root (listed above)");
         }
     }
+    // Every parser of captured bytes, fuzzed from the attack shapes on.
+    eprintln!(
+        "xtask test: fuzz ({} s per target)",
+        crate::fuzz::CI_SECONDS
+    );
+    match crate::fuzz::run_all(crate::fuzz::CI_SECONDS, None) {
+        Ok(()) => totals.passed += 1,
+        Err(e) => {
+            totals.failed += 1;
+            bail!("fuzzing failed: {e:#}");
+        }
+    }
     // Loads no kernel programs: runs with --no-e2e too.
     let bin = build_sensor(false)?;
     eprintln!("xtask test: deploy checks");
