@@ -161,7 +161,6 @@ fn absolute_forms(patterns: &[Pattern]) -> Vec<Pattern> {
         .filter(|p| p.action != ARM_ALLOW && !p.is_statement())
         .filter_map(|p| p.kernel.split_once(' ').map(|(m, _)| m))
         .collect();
-    methods.dedup();
     methods.sort_unstable();
     methods.dedup();
     methods
