@@ -31,6 +31,13 @@ pub struct TaskOffsets {
     /// their command line.
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
+    /// `task_struct.signal` (`struct signal_struct *`, shared by the
+    /// thread group) and `signal_struct.live` (`atomic_t`: threads not yet
+    /// past `do_exit`'s decrement). 0 at `sched_process_exit` means the
+    /// whole group is dead, whichever thread exits last (the leader may
+    /// exit first and leave the others running).
+    pub signal: u32,
+    pub signal_live: u32,
 }
 
 #[cfg(feature = "user")]

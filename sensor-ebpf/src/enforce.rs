@@ -146,7 +146,7 @@ pub fn inherit(parent_tgid: u32, child_tgid: u32, child_start_ns: u64) {
     }
 }
 
-/// Called when a process (its group leader) exits.
+/// Called when a process ends (its last thread exits).
 #[inline(always)]
 pub fn forget(tgid: u32) {
     if active() {

@@ -33,6 +33,8 @@ pub static TASK_OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets {
     mm: 0,
     mm_arg_start: 0,
     mm_arg_end: 0,
+    signal: 0,
+    signal_live: 0,
 });
 
 /// `sock_common` offsets from BTF for the LSM

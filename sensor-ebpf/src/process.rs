@@ -144,13 +144,23 @@ fn try_exit(_ctx: &TracePointContext) -> Result<u32, i64> {
     crate::tls::forget_thread(pid_tgid);
     crate::sockdata::forget_thread(pid_tgid);
     let header = emit::current_header(EventKind::Exit);
-    // Report the process once: when its group leader exits. (`group_dead` in
-    // the tracepoint would be exact but only exists on recent kernels.)
-    if header.tid != header.tgid || is_sensor(header.tgid) {
+    // Report and forget the process once, when its last thread exits: a
+    // leader may exit first (exit(2) from main) and leave the others
+    // running, and forgetting it then set an isolated process free.
+    // (`group_dead` is a tracepoint argument only on recent kernels; older
+    // ones are read through `signal->live`. Without offsets, the leader's
+    // exit stands for the group's.)
+    let leader = header.tid == header.tgid;
+    let offsets = task::offsets();
+    let dead = match &offsets {
+        Some(o) => task::group_dead(o, task::current(), leader),
+        None => leader,
+    };
+    if !dead || is_sensor(header.tgid) {
         return Ok(0);
     }
     crate::enforce::forget(header.tgid);
-    let exit_code = match task::offsets() {
+    let exit_code = match &offsets {
         Some(o) => task::read::<i32>(task::current(), o.exit_code).unwrap_or(0),
         None => 0,
     };

@@ -39,6 +39,21 @@ pub fn process_start_ns(o: &TaskOffsets, task: Task) -> u64 {
     read::<u64>(leader, o.start_boottime).unwrap_or(0)
 }
 
+/// Whether the thread group of `task`, a thread in `do_exit`, has no thread
+/// left alive: `signal->live` reached 0 before `sched_process_exit` runs
+/// (kernel/exit.c). On a failed read, the leader's exit stands for it.
+#[inline(always)]
+pub fn group_dead(o: &TaskOffsets, task: Task, is_leader: bool) -> bool {
+    let signal: Task = read(task, o.signal).unwrap_or(core::ptr::null());
+    if signal.is_null() {
+        return is_leader;
+    }
+    match read::<i32>(signal, o.signal_live) {
+        Some(live) => live == 0,
+        None => is_leader,
+    }
+}
+
 /// tgid of the real parent of `task`.
 #[inline(always)]
 pub fn parent_tgid(o: &TaskOffsets, task: Task) -> u32 {

@@ -34,6 +34,7 @@ pub fn task_offsets_in(btf: &KernelBtf) -> Result<TaskOffsets> {
     let btf = &btf.0;
     let task = |f| member_offset(btf, "task_struct", f);
     let mm = |f| member_offset(btf, "mm_struct", f);
+    let signal = |f| member_offset(btf, "signal_struct", f);
     Ok(TaskOffsets {
         valid: 1,
         pid: task("pid")?,
@@ -45,6 +46,8 @@ pub fn task_offsets_in(btf: &KernelBtf) -> Result<TaskOffsets> {
         mm: task("mm")?,
         mm_arg_start: mm("arg_start")?,
         mm_arg_end: mm("arg_end")?,
+        signal: task("signal")?,
+        signal_live: signal("live")?,
     })
 }
 

@@ -119,6 +119,58 @@ fn isolation_cuts_new_and_open_connections_and_children_only() {
     assert_no_pins_left(sensor_pid, &stderr);
 }
 
+/// The state letter of a thread in /proc (R, S, Z…), or None once gone.
+fn thread_state(pid: u32, tid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Issue 19, finding 3: a process whose main thread exits lives on in its
+/// other threads. The kernel programs used to forget its isolation at the
+/// leader's exit, so the rest of the process connected freely.
+#[test]
+fn an_isolated_process_stays_isolated_after_its_main_thread_exits() {
+    let _g = serial();
+    if !require_root("an_isolated_process_stays_isolated_after_its_main_thread_exits") {
+        return;
+    }
+    let sensor = Sensor::start();
+    let server = HttpsServer::start("127.0.0.1");
+    let mut agent = puppet(&server);
+    let pid = agent.pid;
+    let (ok, _, err) = sensor.cli(&["isolate", &pid.to_string(), "--why", "leader exit"]);
+    assert!(ok, "isolate failed: {err}");
+    assert_eq!(agent.ask("connect"), "err EPERM");
+
+    assert_eq!(agent.ask("leader_exit"), "ok");
+    let gone = std::time::Instant::now();
+    while thread_state(pid, pid) != Some('Z') {
+        assert!(
+            gone.elapsed().as_secs() < 10,
+            "the main thread did not exit: {:?}",
+            thread_state(pid, pid)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The process goes on, in its other thread, still cut off.
+    assert_eq!(agent.ask("connect"), "err EPERM", "after the leader exited");
+    assert_eq!(agent.ask("udp"), "err EPERM", "after the leader exited");
+    assert_eq!(agent.ask("child"), "err EPERM", "a child forked after");
+    let (ok, listing, err) = sensor.cli(&["isolated"]);
+    assert!(ok && listing.contains(&pid.to_string()), "{listing}{err}");
+
+    // Its exit is reported once, when the whole process has ended: killed
+    // by the test (the main thread's own exit status was 0).
+    drop(agent);
+    let (_, _, events) = sensor.stop_with_events();
+    let exits: Vec<&Value> = events
+        .iter()
+        .filter(|v| kind(v) == "exit" && e2e::pid(v) == u64::from(pid))
+        .collect();
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    assert_eq!(exits[0]["signal"], 9, "{exits:?}");
+}
+
 #[test]
 fn isolation_survives_a_daemon_crash_and_restart() {
     let _g = serial();
