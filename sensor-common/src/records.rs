@@ -262,15 +262,20 @@ pub enum Counter {
     /// TLS plaintext longer than the capture limit (sent truncated, with
     /// its true length).
     TlsTruncated = 4,
-    /// A connected socket could not be watched (map full).
+    /// A process could not be given an image stamp (its table full): its
+    /// watched sockets cannot be told from stale entries after an exec.
     SockWatchFull = 5,
     /// A held write (or connection) was killed instead of stopped: its
     /// record could not be reserved (ring buffer full), so nobody would
     /// have known of the stopped process to answer for it.
     HoldUnreported = 6,
+    /// A watched-socket entry found to outlive its socket (closed by exec's
+    /// close-on-exec, by exit, dup2/dup3 or close_range, or left by a
+    /// process whose pid was reused) and dropped before it was used.
+    SockWatchStale = 7,
 }
 
-pub const COUNTER_SLOTS: u32 = 7;
+pub const COUNTER_SLOTS: u32 = 8;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_SLOTS as usize] = [
@@ -281,6 +286,7 @@ impl Counter {
         Self::TlsTruncated,
         Self::SockWatchFull,
         Self::HoldUnreported,
+        Self::SockWatchStale,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -292,6 +298,7 @@ impl Counter {
             Self::TlsTruncated => "tls_truncated_records",
             Self::SockWatchFull => "socket_watch_full",
             Self::HoldUnreported => "holds_killed_unreported",
+            Self::SockWatchStale => "socket_watch_stale",
         }
     }
 }

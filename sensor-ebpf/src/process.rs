@@ -37,6 +37,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     }
     crate::enforce::arm_at_exec(header.tgid);
+    crate::sockdata::new_image(header.tgid);
     // A __data_loc word: low 16 bits = offset from the record start, high 16
     // bits = length including the NUL.
     let loc: u32 = unsafe { ctx.read_at(EXEC_FILENAME_LOC) }.map_err(|e| e as i64)?;
@@ -119,6 +120,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<i32, i64> {
     }
     let child_start_ns = task::read::<u64>(child, o.start_boottime).unwrap_or(0);
     crate::enforce::inherit(header.tgid, child_tgid, child_start_ns);
+    crate::sockdata::new_image(child_tgid);
     let Some(mut entry) = emit::reserve::<ForkRecord>() else {
         return Ok(0);
     };
@@ -160,6 +162,7 @@ fn try_exit(_ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     }
     crate::enforce::forget(header.tgid);
+    crate::sockdata::forget_process(header.tgid);
     let exit_code = match &offsets {
         Some(o) => task::read::<i32>(task::current(), o.exit_code).unwrap_or(0),
         None => 0,

@@ -10,8 +10,15 @@
 //!
 //! Sockets are registered per (tgid, fd) when connect() succeeds or is in
 //! progress, and classified by their first send: TLS, HTTP, database or other. Only
-//! registered fds are looked at; `close` forgets the fd, so a reused fd
-//! number never exposes a file's contents.
+//! registered fds are looked at. A socket can go without close(2): exit,
+//! close-on-exec, dup2/dup3 over it, close_range. So that a file later
+//! given the same fd number is never read as the socket's traffic, and so
+//! that no user can fill the table with sockets that are gone:
+//! - close, dup2/dup3 and close_range forget the fds they close;
+//! - each entry carries its process image's stamp (set at fork and exec,
+//!   dropped when the whole process has exited), and an entry whose stamp
+//!   is not the current one is dropped when it is met (exec, pid reuse);
+//! - the table is an LRU: what is left over is evicted first.
 //!
 //! A send is any of write, sendto, writev, sendmsg and sendmmsg: a client
 //! picks one by its runtime, not by protocol (tokio's TcpStream, and so
@@ -22,9 +29,9 @@
 //! and pwritev2 (no client found using it on a socket).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
     macros::{map, tracepoint},
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use sensor_common::{
@@ -53,12 +60,36 @@ pub struct Watch {
     /// Sends still to capture while the protocol is unknown or other.
     sends_left: u32,
     mode: u32,
+    /// The stamp of the process image that connected the socket.
+    image: u64,
 }
 
 /// (tgid << 32 | fd) → what is captured of that socket. Entries live until
-/// close (TLS sockets stay for the binding of TLS calls to sockets).
+/// the socket is closed (TLS sockets stay for the binding of TLS calls to
+/// sockets). An LRU: a plain hash refused every new socket once full,
+/// which any user could make it by exiting with sockets open (the kernel
+/// closes them without close(2)); stale entries are now evicted first,
+/// and live ones only under more live sockets than it holds.
 #[map]
-static WATCHED: HashMap<u64, Watch> = HashMap::with_max_entries(65536, 0);
+static WATCHED: LruHashMap<u64, Watch> = LruHashMap::with_max_entries(65536, 0);
+
+/// What the sensor knows of a process image.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Image {
+    /// When it began (fork or exec; ns since boot): unique per image of a
+    /// tgid, so an entry of an earlier image (before an exec, or of an
+    /// exited process whose pid was reused) is told apart.
+    stamp: u64,
+    /// 1 once it watched a socket: close_range scans only then.
+    watching: u64,
+}
+
+/// tgid → its current image. Set at fork and exec, removed when the whole
+/// process has exited; a process older than the sensor gets one at its
+/// first watched socket.
+#[map]
+static IMAGES: HashMap<u32, Image> = HashMap::with_max_entries(65536, 0);
 
 /// A receive on a plain HTTP socket in flight, keyed by thread, from
 /// syscall entry (buffer) to exit (byte count).
@@ -113,15 +144,86 @@ fn key(pid_tgid: u64, fd: i32) -> u64 {
     (pid_tgid & 0xffff_ffff_0000_0000) | (fd as u32 as u64)
 }
 
+/// A new process image of `tgid` (a new process at fork, or an exec):
+/// every socket entry of the one before is stale from now on.
+#[inline(always)]
+pub fn new_image(tgid: u32) {
+    let img = Image {
+        stamp: unsafe { bpf_ktime_get_ns() },
+        watching: 0,
+    };
+    if IMAGES.insert(&tgid, &img, 0).is_err() {
+        count(Counter::SockWatchFull);
+    }
+}
+
+/// The whole process `tgid` has exited.
+#[inline(always)]
+pub fn forget_process(tgid: u32) {
+    let _ = IMAGES.remove(&tgid);
+}
+
+/// The stamp of `tgid`'s current image, 0 when it has none.
+#[inline(always)]
+fn stamp(tgid: u32) -> u64 {
+    match unsafe { IMAGES.get(&tgid) } {
+        Some(img) => img.stamp,
+        None => 0,
+    }
+}
+
 /// Called at connect() exit for sockets worth watching.
 #[inline(always)]
 pub fn watch(pid_tgid: u64, fd: i32) {
+    let tgid = (pid_tgid >> 32) as u32;
+    let image = match IMAGES.get_ptr_mut(&tgid) {
+        Some(img) => unsafe {
+            (*img).watching = 1;
+            (*img).stamp
+        },
+        None => {
+            // Older than the sensor: its image begins now.
+            new_image(tgid);
+            if let Some(img) = IMAGES.get_ptr_mut(&tgid) {
+                unsafe { (*img).watching = 1 };
+            }
+            stamp(tgid)
+        }
+    };
     let w = Watch {
         sends_left: SOCK_CAPTURE_SENDS.load(),
         mode: MODE_NEW,
+        image,
     };
-    if WATCHED.insert(&key(pid_tgid, fd), &w, 0).is_err() {
-        count(Counter::SockWatchFull);
+    // An LRU insert does not fail for want of room.
+    let _ = WATCHED.insert(&key(pid_tgid, fd), &w, 0);
+}
+
+/// The entry of a watched socket, if `fd` of the calling process is one: an
+/// entry of an earlier image is dropped and counted, never used.
+#[inline(always)]
+fn watched(pid_tgid: u64, fd: i32) -> Option<*mut Watch> {
+    let k = key(pid_tgid, fd);
+    let w = WATCHED.get_ptr_mut(&k)?;
+    if unsafe { (*w).image } != stamp((pid_tgid >> 32) as u32) {
+        let _ = WATCHED.remove(&k);
+        count(Counter::SockWatchStale);
+        return None;
+    }
+    Some(w)
+}
+
+/// Forgets `fd` of the calling process if it is watched (the socket was
+/// closed, or replaced by dup2/dup3).
+#[inline(always)]
+fn unwatch(pid_tgid: u64, fd: i32) {
+    let k = key(pid_tgid, fd);
+    // Most closes are of files or of sockets no longer watched: a lookup is
+    // lock-free, a delete takes the bucket lock, so only delete on a hit
+    // (no gain measurable on the single-threaded bench loop, where program
+    // dispatch dominates; it avoids lock traffic across CPUs).
+    if WATCHED.get_ptr(&k).is_some() {
+        let _ = WATCHED.remove(&k);
     }
 }
 
@@ -178,14 +280,65 @@ pub fn sys_exit_recvfrom(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
-    let fd = field::<u64>(&ctx, ARG0) as i32;
-    let k = key(bpf_get_current_pid_tgid(), fd);
-    // Most closes are of files or of sockets no longer watched: a lookup is
-    // lock-free, a delete takes the bucket lock, so only delete on a hit
-    // (no gain measurable on the single-threaded bench loop, where program
-    // dispatch dominates; it avoids lock traffic across CPUs).
-    if WATCHED.get_ptr(&k).is_some() {
-        let _ = WATCHED.remove(&k);
+    unwatch(bpf_get_current_pid_tgid(), field::<u64>(&ctx, ARG0) as i32);
+    0
+}
+
+/// `dup2(oldfd, newfd)`, `dup3(oldfd, newfd, flags)`: newfd is closed first
+/// (a no-op when it equals oldfd, which keeps the socket, so it is kept).
+#[tracepoint]
+pub fn sys_enter_dup2(ctx: TracePointContext) -> u32 {
+    on_dup(&ctx)
+}
+
+#[tracepoint]
+pub fn sys_enter_dup3(ctx: TracePointContext) -> u32 {
+    on_dup(&ctx)
+}
+
+#[inline(always)]
+fn on_dup(ctx: &TracePointContext) -> u32 {
+    let (old, new) = (
+        field::<u64>(ctx, ARG0) as i32,
+        field::<u64>(ctx, ARG1) as i32,
+    );
+    if old != new {
+        unwatch(bpf_get_current_pid_tgid(), new);
+    }
+    0
+}
+
+/// fds a `close_range` is followed over: a process that watches sockets
+/// and closes a wider range keeps entries past it, which its next exec or
+/// exit makes stale (dropped when met, evicted first).
+const CLOSE_RANGE_SCAN: u32 = 256;
+/// `CLOSE_RANGE_CLOEXEC` (include/uapi/linux/close_range.h): the fds are
+/// only marked, and closed by the next exec (whose new image stamp makes
+/// their entries stale).
+const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
+
+/// `close_range(first, last, flags)`, which CPython, glibc's posix_spawn
+/// and systemd use to shed descriptors.
+#[tracepoint]
+pub fn sys_enter_close_range(ctx: TracePointContext) -> u32 {
+    if field::<u64>(&ctx, ARG2) & CLOSE_RANGE_CLOEXEC != 0 {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // Most callers are children about to exec, which never watched a
+    // socket: no scan for them.
+    match unsafe { IMAGES.get(&((pid_tgid >> 32) as u32)) } {
+        Some(img) if img.watching != 0 => {}
+        _ => return 0,
+    }
+    let first = field::<u64>(&ctx, ARG0) as u32;
+    let last = field::<u64>(&ctx, ARG1) as u32;
+    for i in 0..CLOSE_RANGE_SCAN {
+        let fd = first.wrapping_add(i);
+        if fd < first || fd > last || fd > i32::MAX as u32 {
+            break;
+        }
+        unwatch(pid_tgid, fd as i32);
     }
     0
 }
@@ -206,7 +359,7 @@ fn on_send(ctx: &TracePointContext, src: Src) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let fd = field::<u64>(ctx, ARG0) as i32;
     // Most writes on the host are not to a watched socket: one lookup and out.
-    let Some(w) = WATCHED.get_ptr_mut(&key(pid_tgid, fd)) else {
+    let Some(w) = watched(pid_tgid, fd) else {
         return 0;
     };
     tls::on_socket_syscall(pid_tgid, fd, true);
@@ -287,7 +440,7 @@ fn on_recv_enter(ctx: &TracePointContext) -> u32 {
     // read/recvfrom share the layout: fd, buf at ARG0..ARG1.
     let pid_tgid = bpf_get_current_pid_tgid();
     let fd = field::<u64>(ctx, ARG0) as i32;
-    let Some(w) = WATCHED.get_ptr(&key(pid_tgid, fd)) else {
+    let Some(w) = watched(pid_tgid, fd) else {
         return 0;
     };
     tls::on_socket_syscall(pid_tgid, fd, false);

@@ -69,7 +69,7 @@ const CONNECT_FUNCTION: &str = "__sys_connect";
 /// Every send syscall is hooked: a client's runtime, not its protocol,
 /// picks one (tokio, hence rustls clients such as Codex, sends its
 /// ClientHello with writev).
-const SOCKET_TRACEPOINTS: [(&str, &str, &str); 10] = [
+const SOCKET_TRACEPOINTS: [(&str, &str, &str); 13] = [
     ("sys_enter_write", "syscalls", "sys_enter_write"),
     ("sys_enter_sendto", "syscalls", "sys_enter_sendto"),
     ("sys_enter_writev", "syscalls", "sys_enter_writev"),
@@ -80,6 +80,10 @@ const SOCKET_TRACEPOINTS: [(&str, &str, &str); 10] = [
     ("sys_exit_read", "syscalls", "sys_exit_read"),
     ("sys_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
     ("sys_enter_close", "syscalls", "sys_enter_close"),
+    // Other ways a socket's fd is closed (see sensor-ebpf/src/sockdata.rs).
+    ("sys_enter_dup2", "syscalls", "sys_enter_dup2"),
+    ("sys_enter_dup3", "syscalls", "sys_enter_dup3"),
+    ("sys_enter_close_range", "syscalls", "sys_enter_close_range"),
 ];
 
 pub fn load(cfg: &Config) -> Result<Loaded> {

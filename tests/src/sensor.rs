@@ -161,6 +161,25 @@ impl Sensor {
         self.events.lock().unwrap().clone()
     }
 
+    /// Waits until no event has arrived for a second (the daemon has read
+    /// a flood the test made), at most `max`; returns how many arrived.
+    pub fn wait_quiet(&self, max: Duration) -> usize {
+        let deadline = Instant::now() + max;
+        let mut seen = self.events.lock().unwrap().len();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = self.events.lock().unwrap().len();
+            if now == seen {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "events still arriving after {max:?} ({now})"
+            );
+            seen = now;
+        }
+    }
+
     /// Stops the daemon (SIGSTOP) until the guard is dropped: a daemon too
     /// busy to read its events, while the kernel programs go on.
     pub fn freeze(&self) -> Frozen {

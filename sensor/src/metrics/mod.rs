@@ -240,6 +240,11 @@ fn family(counter: &str) -> (&'static str, &'static str, Option<(&'static str, S
             "HTTP/1.1 and HTTP/2 exchanges that could not be parsed (each is also a parse_error event)",
             None,
         ),
+        "socket_watch_stale" => (
+            "socket_watch_stale",
+            "Watched-socket entries dropped because their socket was gone (exec, exit, dup2, close_range, pid reuse)",
+            None,
+        ),
         "tls_truncated_records" => (
             "tls_truncated_records",
             "TLS plaintext records longer than tls.capture_bytes (sent truncated)",
