@@ -451,6 +451,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                     for o in calls.sweep(clock::boottime_ns(), gone) {
                         out.emit(crate::calls::event(o, &clock, &first_bytes));
                     }
+                    first_bytes.sweep(gone);
                     out.flush();
                     last_sweep = Instant::now();
                 }
