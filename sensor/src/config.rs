@@ -350,8 +350,11 @@ pub struct ResponseConfig {
     /// Automatic actions per minute, host-wide: a flood of findings cannot
     /// turn into a flood of kills.
     pub max_actions_per_minute: u32,
-    /// Executables (full path) or process names never killed or isolated,
-    /// besides the sensor itself, init and kernel threads.
+    /// Never killed, isolated or held, besides the sensor itself, init and
+    /// kernel threads: executables by absolute path (that file), by file
+    /// name (an executable of that name only root could have installed),
+    /// or `cgroup:/PATH` (see respond/protect.rs). Never by process name,
+    /// which any process sets for itself.
     pub protect: Vec<String>,
     /// Armed agents: their processes are killed in the kernel at the first
     /// TLS write of a request matching a deny pattern, before it leaves.
@@ -980,6 +983,9 @@ impl Config {
                     self.sockets.capture_bytes
                 ),
             ));
+        }
+        if let Err(e) = crate::respond::protect::Protect::new(&self.response.protect) {
+            return Err(("response.protect", e));
         }
         if self.response.max_actions_per_minute == 0 {
             return Err((

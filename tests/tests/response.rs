@@ -119,6 +119,81 @@ fn isolation_cuts_new_and_open_connections_and_children_only() {
     assert_no_pins_left(sensor_pid, &stderr);
 }
 
+/// Issue 19, finding 9: `--tree` checked only the root against
+/// `response.protect`, and protection went by process name, which any
+/// process sets for itself (prctl). Protected by its executable, a
+/// descendant is left alone and said so; a process that merely calls
+/// itself by a protected name is not spared.
+#[test]
+fn a_tree_is_isolated_but_its_protected_descendants_and_names_do_not_count() {
+    let _g = serial();
+    if !require_root("a_tree_is_isolated_but_its_protected_descendants_and_names_do_not_count") {
+        return;
+    }
+    let sleep = std::fs::canonicalize("/usr/bin/sleep").unwrap();
+    let config = format!(
+        "[response]\nprotect = [{:?}, \"sshd-lookalike\"]\n",
+        sleep.display()
+    );
+    let sensor = Sensor::start_with(&["--json"], Some(&config));
+    // A shell with a protected child (sleep) and another (python3 that
+    // names itself after a protected entry).
+    let mut sh = Command::new("sh")
+        .args([
+            "-c",
+            "sleep 60 & python3 -c 'import ctypes,time; ctypes.CDLL(None).prctl(15, b\"sshd-lookalike\", 0, 0, 0); time.sleep(60)' & wait",
+        ])
+        .spawn()
+        .unwrap();
+    let root = sh.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (sleep_pid, lookalike) = loop {
+        let kids: Vec<u32> = std::fs::read_to_string(format!("/proc/{root}/task/{root}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        let named = |c: &str| {
+            kids.iter().copied().find(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|n| n.trim() == c)
+            })
+        };
+        if let (Some(s), Some(l)) = (named("sleep"), named("sshd-lookalike")) {
+            break (s, l);
+        }
+        assert!(std::time::Instant::now() < deadline, "children: {kids:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+
+    let (ok, out, err) = sensor.cli(&["isolate", &root.to_string(), "--tree"]);
+    assert!(ok, "isolate --tree: {err}");
+    assert!(
+        out.contains(&format!("left alone: {sleep_pid}: on the protected list")),
+        "{out}"
+    );
+    let (ok, listing, err) = sensor.cli(&["isolated"]);
+    assert!(ok, "{err}");
+    assert!(listing.contains(&root.to_string()), "{listing}");
+    assert!(
+        listing.contains(&lookalike.to_string()),
+        "a name spared it: {listing}"
+    );
+    assert!(!listing.contains(&sleep_pid.to_string()), "{listing}");
+    // The protected one itself is refused, with the reason.
+    let (ok, _, err) = sensor.cli(&["isolate", &sleep_pid.to_string()]);
+    assert!(!ok && err.contains("protected"), "{err}");
+
+    let (ok, _, err) = sensor.cli(&["release", &root.to_string()]);
+    assert!(ok, "release: {err}");
+    let _ = sh.kill();
+    for p in [sleep_pid, lookalike] {
+        // SAFETY: plain kill(2) of the test's own children.
+        unsafe { libc::kill(p as i32, libc::SIGKILL) };
+    }
+    let _ = sh.wait();
+    sensor.stop();
+}
+
 /// The state letter of a thread in /proc (R, S, Z…), or None once gone.
 fn thread_state(pid: u32, tid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;

@@ -30,7 +30,10 @@ use sensor_common::{ISOLATE_ALLOW_LOOPBACK, ISOLATE_ALLOW_MAX, Isolation};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::RespondError;
+use super::{RespondError, protect::Protect};
+
+/// Processes an action spared, with the reason.
+pub type LeftAlone = Vec<(u32, String)>;
 use crate::{
     clock::{Clock, USER_HZ, ns_to_ticks},
     ebpf::Attachment,
@@ -518,24 +521,35 @@ impl Isolator {
         kept
     }
 
-    /// Isolates `pid` (and with `tree`, its descendants). Returns each
-    /// process isolated as (pid, start ticks).
+    /// Isolates `pid` (and with `tree`, its descendants but the protected
+    /// ones, returned with the reason). Returns each process isolated as
+    /// (pid, start ticks). A protected `pid` is refused.
     pub fn isolate(
         &mut self,
         pid: u32,
         expected_start: Option<u64>,
         opts: &Options,
         note: Note,
-    ) -> Result<Vec<(u32, u64)>, RespondError> {
+        protect: &Protect,
+    ) -> Result<(Vec<(u32, u64)>, LeftAlone), RespondError> {
         let start = super::check_target(pid, expected_start)?;
+        if let Some(why) = protect.why(pid) {
+            return Err(RespondError::Protected { pid, why });
+        }
         if let Some(iso) = self.isolated.get(&pid, 0).ok()
             && ns_to_ticks(iso.start_ns) == start
         {
             return Err(RespondError::AlreadyIsolated(pid));
         }
         let mut targets = vec![(pid, start)];
+        let mut skipped = Vec::new();
         if opts.tree {
-            targets.extend(super::descendants(pid));
+            for (p, ticks) in super::descendants(pid) {
+                match protect.why(p) {
+                    Some(why) => skipped.push((p, why)),
+                    None => targets.push((p, ticks)),
+                }
+            }
         }
         let since = crate::clock::boottime_ns();
         let mut done = Vec::new();
@@ -554,7 +568,7 @@ impl Isolator {
         let n = self.isolated.keys().count() as u32;
         let _ = self.on.set(0, &n, 0);
         self.save_notes();
-        Ok(done)
+        Ok((done, skipped))
     }
 
     /// Connections `pid` already holds (keep-alive ones, or older than the

@@ -25,33 +25,7 @@ pub struct Target {
     pub start_time: Option<u64>,
 }
 
-/// Executables (the /proc/PID/exe target) or command names (comm) never
-/// killed, besides the built-in protections: the sensor, init and kernel
-/// threads.
-#[derive(Clone, Debug, Default)]
-pub struct Protect {
-    pub exes: Vec<String>,
-}
-
-impl Protect {
-    /// Why `pid` must not be touched, if so.
-    pub fn why(&self, pid: u32) -> Option<String> {
-        if let Some(why) = super::protected(pid) {
-            return Some(why.into());
-        }
-        if self.exes.is_empty() {
-            return None;
-        }
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        self.exes
-            .iter()
-            .find(|e| **e == exe || e.as_str() == comm.trim_end())
-            .map(|e| format!("on the protected list ({e})"))
-    }
-}
+pub use super::protect::Protect;
 
 /// What was killed, as (pid, start ticks) in the order signalled, and the
 /// descendants left alone with the reason.
@@ -406,14 +380,12 @@ mod tests {
     }
 
     #[test]
-    fn refuses_a_protected_exe_or_comm() {
+    fn refuses_a_protected_exe() {
         let mut child = spawn(&["sleep", "30"]);
         let _cleanup = Cleanup(vec![child.id()]);
         let exe = std::fs::read_link(format!("/proc/{}/exe", child.id())).unwrap();
         for name in [exe.display().to_string(), "sleep".into()] {
-            let protect = Protect {
-                exes: vec!["unrelated".into(), name.clone()],
-            };
+            let protect = Protect::new(&["unrelated".into(), name.clone()]).unwrap();
             let err = kill(&target(child.id()), false, &protect).unwrap_err();
             assert!(
                 matches!(&err, RespondError::Protected { why, .. } if why.contains(&name)),
@@ -463,9 +435,7 @@ mod tests {
         let tail = children_named(root, "tail", 1)[0];
         let _cleanup = Cleanup(vec![sleep, tail, root]);
 
-        let protect = Protect {
-            exes: vec!["tail".into()],
-        };
+        let protect = Protect::new(&["tail".into()]).unwrap();
         let k = kill(&target(root), true, &protect).unwrap();
         let order: Vec<u32> = k.pids.iter().map(|(p, _)| *p).collect();
         assert_eq!(order, vec![sleep, root], "{k:?}");
@@ -483,9 +453,7 @@ mod tests {
         let root = sh.id();
         let sleep = children_named(root, "sleep", 1)[0];
         let _cleanup = Cleanup(vec![sleep, root]);
-        let protect = Protect {
-            exes: vec!["sh".into()],
-        };
+        let protect = Protect::new(&["sh".into()]).unwrap();
         let err = kill(&target(root), true, &protect).unwrap_err();
         assert!(
             matches!(err, RespondError::Protected { pid, .. } if pid == root),

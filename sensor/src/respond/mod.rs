@@ -10,6 +10,7 @@ pub mod arm;
 pub mod hold;
 pub mod isolate;
 pub mod kill;
+pub mod protect;
 pub mod responder;
 pub mod sockets;
 

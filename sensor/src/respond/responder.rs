@@ -115,9 +115,12 @@ impl Responder {
         cfg: ResponseConfig,
         reports: mpsc::UnboundedSender<Report>,
     ) -> Self {
-        let protect = kill::Protect {
-            exes: cfg.protect.clone(),
-        };
+        // Checked with the rest of the configuration at load; an entry that
+        // would not parse here protects everything rather than nothing.
+        let protect = kill::Protect::new(&cfg.protect).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "response.protect; no action will be taken");
+            kill::Protect::everything()
+        });
         Self {
             isolator,
             armer,
@@ -177,10 +180,7 @@ impl Responder {
     ) -> Result<Outcome, RespondError> {
         let protect = self.protect.clone();
         let result = self.isolator().and_then(|iso| {
-            if let Some(why) = protect.why(pid) {
-                return Err(RespondError::Protected { pid, why });
-            }
-            let targets = iso.isolate(
+            let (targets, skipped) = iso.isolate(
                 pid,
                 start,
                 opts,
@@ -188,10 +188,11 @@ impl Responder {
                     why: who.why.clone(),
                     by: who.by.clone(),
                 },
+                &protect,
             )?;
             Ok(Outcome {
                 targets,
-                skipped: vec![],
+                skipped: skipped_lines(skipped),
             })
         });
         let action = if opts.tree { "isolate_tree" } else { "isolate" };
@@ -232,11 +233,7 @@ impl Responder {
         )
         .map(|k| Outcome {
             targets: k.pids,
-            skipped: k
-                .skipped
-                .into_iter()
-                .map(|(p, why)| format!("{p}: {why}"))
-                .collect(),
+            skipped: skipped_lines(k.skipped),
         });
         let action = if tree { "kill_tree" } else { "kill" };
         self.report((pid, start.unwrap_or(0)), action, who, &result, false);
@@ -589,13 +586,14 @@ impl Responder {
                 tree: true,
                 ..Default::default()
             };
+            let protect = self.protect.clone();
             self.isolator()
-                .and_then(|iso| iso.isolate(h.pid, Some(h.start_ticks), &opts, note))
-                .and_then(|targets| {
+                .and_then(|iso| iso.isolate(h.pid, Some(h.start_ticks), &opts, note, &protect))
+                .and_then(|(targets, skipped)| {
                     kill::resume(&target)?;
                     Ok(Outcome {
                         targets,
-                        skipped: vec![],
+                        skipped: skipped_lines(skipped),
                     })
                 })
         } else {
@@ -819,6 +817,14 @@ impl Responder {
             ResponseAction::Alert => return,
         };
     }
+}
+
+/// Processes an action left alone, as its report says them.
+fn skipped_lines(skipped: Vec<(u32, String)>) -> Vec<String> {
+    skipped
+        .into_iter()
+        .map(|(p, why)| format!("{p}: {why}"))
+        .collect()
 }
 
 #[cfg(test)]
