@@ -76,11 +76,19 @@ pub fn reports(bin: &Binary) -> Option<Result<BTreeMap<u64, Vec<Report>>, String
     if bin.obj.architecture() != object::Architecture::X86_64 {
         return None;
     }
-    let file_va = source_file_address(bin)?;
-    Some(reports_of(bin, file_va))
+    let file_va = source_file_address(bin, SOURCE_DIR, SOURCE_FILE)?;
+    Some(error_reports(bin, file_va, ERR_LIB_SSL, "ssl_lib.cc"))
 }
 
-fn reports_of(bin: &Binary, file_va: u64) -> Result<BTreeMap<u64, Vec<Report>>, String> {
+/// The error reports of library `lib` (`ERR_LIB_*`) that name the source
+/// file at `file_va`, by the start of the function holding them (shared
+/// with aws-lc's, `awslc.rs`: both libraries report errors alike).
+pub(super) fn error_reports(
+    bin: &Binary,
+    file_va: u64,
+    lib: u64,
+    file: &str,
+) -> Result<BTreeMap<u64, Vec<Report>>, String> {
     let sites = references(bin, file_va);
     let bounds = Bounds::new(bin, &sites);
     let mut out: BTreeMap<u64, Vec<Report>> = BTreeMap::new();
@@ -98,13 +106,13 @@ fn reports_of(bin: &Binary, file_va: u64) -> Result<BTreeMap<u64, Vec<Report>>, 
                 e.insert(f)
             }
         };
-        if let Some(r) = f.report_at(at, file_va) {
+        if let Some(r) = f.report_at(at, file_va, lib) {
             out.entry(start).or_default().push(r);
         }
     }
     if out.is_empty() && !sites.is_empty() {
         return Err(format!(
-            "{} references to ssl_lib.cc, none read as an error report",
+            "{} references to {file}, none read as an error report",
             sites.len()
         ));
     }
@@ -115,11 +123,11 @@ fn reports_of(bin: &Binary, file_va: u64) -> Result<BTreeMap<u64, Vec<Report>>, 
     Ok(out)
 }
 
-/// Address of the source file's name: the whole C string that ends in
-/// `SOURCE_DIR` + `SOURCE_FILE` (Bun's is "../../vendor/boringssl/ssl/ssl_lib.cc"), in a
+/// Address of a source file's name: the whole C string that ends in
+/// `dir` + `file` (Bun's is "../../vendor/boringssl/ssl/ssl_lib.cc"), in a
 /// non-executable allocated section. One copy only (linkers merge equal
 /// strings); several would leave it open which one the code uses.
-fn source_file_address(bin: &Binary) -> Option<u64> {
+pub(super) fn source_file_address(bin: &Binary, dir: &[u8], file: &[u8]) -> Option<u64> {
     let mut found = None;
     for s in bin.obj.sections() {
         if !matches!(
@@ -129,8 +137,8 @@ fn source_file_address(bin: &Binary) -> Option<u64> {
             continue;
         }
         let Ok(data) = s.data() else { continue };
-        for end in memchr::memmem::find_iter(data, SOURCE_FILE) {
-            if !data[..end].ends_with(SOURCE_DIR) {
+        for end in memchr::memmem::find_iter(data, file) {
+            if !data[..end].ends_with(dir) {
                 continue;
             }
             let start = data[..end]
@@ -415,7 +423,7 @@ impl Function {
     /// The report whose file name is loaded at `at`: the constants in the
     /// argument registers when the straight-line code from there reaches a
     /// direct call (possibly through one direct jump to a shared call).
-    fn report_at(&self, at: u64, file_va: u64) -> Option<Report> {
+    fn report_at(&self, at: u64, file_va: u64, lib: u64) -> Option<Report> {
         let load = self.index_of(at)?;
         // Back to the start of the basic block (a label or a branch ends it).
         let mut first = load;
@@ -434,7 +442,7 @@ impl Function {
             match i.flow_control() {
                 FlowControl::Next => track(&mut regs, i),
                 FlowControl::Call if i.op0_kind() == OpKind::NearBranch64 => {
-                    return report(&regs, file_va, at, i.near_branch_target());
+                    return report(&regs, file_va, at, i.near_branch_target(), lib);
                 }
                 FlowControl::UnconditionalBranch
                     if i.op0_kind() == OpKind::NearBranch64 && !jumped =>
@@ -479,9 +487,9 @@ fn track(regs: &mut [Option<u64>; 6], i: &Instruction) {
     };
 }
 
-fn report(regs: &[Option<u64>; 6], file_va: u64, at: u64, callee: u64) -> Option<Report> {
+fn report(regs: &[Option<u64>; 6], file_va: u64, at: u64, callee: u64, lib: u64) -> Option<Report> {
     let k = regs.iter().position(|r| *r == Some(file_va))?;
-    if k < 2 || regs[0] != Some(ERR_LIB_SSL) {
+    if k < 2 || regs[0] != Some(lib) {
         return None;
     }
     Some(Report {
@@ -648,7 +656,7 @@ const R_CONNECTION_TYPE_NOT_SET: u64 = 134;
 /// socket its ClientHello goes out on.
 pub const HANDSHAKE_PROGRAM: &str = "ssl_do_handshake";
 
-fn exactly_one(what: &str, mut it: impl Iterator<Item = u64>) -> Result<u64, String> {
+pub(super) fn exactly_one(what: &str, mut it: impl Iterator<Item = u64>) -> Result<u64, String> {
     let Some(first) = it.next() else {
         return Err(format!("no function matches {what}'s error reports"));
     };
@@ -687,7 +695,7 @@ fn last_call_before(bin: &Binary, function: u64, site: u64) -> Option<u64> {
 /// of conditional branches, a few deep): what a function entry taking them
 /// does. BoringSSL's `SSL_read` tests a field of `ssl` first and moves
 /// `buf` and `num` on the branch taken.
-fn reads_arguments(bin: &Binary, vaddr: u64, n: usize) -> bool {
+pub(super) fn reads_arguments(bin: &Binary, vaddr: u64, n: usize) -> bool {
     let Some(code) = bin.code_at(vaddr) else {
         return false;
     };

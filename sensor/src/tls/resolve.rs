@@ -9,7 +9,8 @@
 //! 2. **signature**: the code itself identifies the functions, checked
 //!    structurally, never by prologue bytes: BoringSSL linked into a Bun
 //!    executable (Claude Code) by the error reports that name
-//!    `ssl_lib.cc` (`boringssl`);
+//!    `ssl_lib.cc` (`boringssl`); aws-lc's record cipher under rustls
+//!    (Codex CLI) by those that name `aead.c` (`awslc`);
 //! 3. Go's crypto/tls through the function table every Go executable
 //!    carries, `.gopclntab` (`gotls`; reported as symbols: it is Go's own
 //!    symbol table, kept by stripped builds).
@@ -209,9 +210,10 @@ pub fn describe(path: &Path) -> (String, bool) {
 
 /// The methods, in order; the first that recognises a library decides.
 pub fn resolve_binary(bin: &Binary) -> Resolution {
-    let methods: [fn(&Binary) -> Resolution; 3] = [
+    let methods: [fn(&Binary) -> Resolution; 4] = [
         super::targets::by_symbols,
         super::boringssl::resolve,
+        super::awslc::resolve,
         super::gotls::resolve,
     ];
     for m in methods {
