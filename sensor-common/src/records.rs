@@ -153,6 +153,10 @@ pub const TLS_LIB_OPENSSL: u8 = 1;
 pub const TLS_LIB_GNUTLS: u8 = 2;
 /// Go's crypto/tls (`sensor-ebpf/src/go_tls.rs`).
 pub const TLS_LIB_GO: u8 = 3;
+/// rustls, at aws-lc's record cipher (`sensor-ebpf/src/aead.rs`): `conn`
+/// is the cipher context of one direction, so records are tied to their
+/// connection by socket.
+pub const TLS_LIB_RUSTLS: u8 = 4;
 
 /// Plaintext passed to or returned by a TLS library call, captured at the
 /// call's return. `captured` bytes follow this header in the ring buffer.

@@ -365,7 +365,12 @@ fn on_send(ctx: &TracePointContext, src: Src) -> u32 {
     tls::on_socket_syscall(pid_tgid, fd, true);
     let w = unsafe { &mut *w };
     match w.mode {
-        MODE_TLS => return 0,
+        MODE_TLS => {
+            if crate::aead::awaits_socket(pid_tgid) {
+                crate::aead::on_send(pid_tgid, fd, &send_bases(ctx, src));
+            }
+            return 0;
+        }
         MODE_HTTP | MODE_DB => {}
         _ => {
             if w.sends_left == 0 {
@@ -435,6 +440,35 @@ fn on_send(ctx: &TracePointContext, src: Src) -> u32 {
     0
 }
 
+/// Where the first (up to) four buffers of a send start, zeros past its
+/// end or where they cannot be read.
+#[inline(always)]
+fn send_bases(ctx: &TracePointContext, src: Src) -> [u64; 4] {
+    let iov = match src {
+        Src::Flat => return [field::<u64>(ctx, ARG1), 0, 0, 0],
+        Src::Iov => field::<u64>(ctx, ARG1),
+        Src::Msg | Src::Mmsg => {
+            // msg_iov of the (first) msghdr, as in `on_send`.
+            let msg = field::<u64>(ctx, ARG1);
+            match unsafe { bpf_probe_read_user((msg + 16) as *const u64) } {
+                Ok(iov) => iov,
+                Err(_) => return [0; 4],
+            }
+        }
+    };
+    let mut out = [0u64; 4];
+    for (i, slot) in out.iter_mut().enumerate() {
+        // struct iovec { void *base; size_t len; }: 16 bytes each. A read
+        // past the array's end reads the caller's other memory or fails;
+        // either way no record starts there by chance.
+        match unsafe { bpf_probe_read_user((iov + i as u64 * 16) as *const u64) } {
+            Ok(b) => *slot = b,
+            Err(_) => break,
+        }
+    }
+    out
+}
+
 #[inline(always)]
 fn on_recv_enter(ctx: &TracePointContext) -> u32 {
     // read/recvfrom share the layout: fd, buf at ARG0..ARG1.
@@ -445,6 +479,15 @@ fn on_recv_enter(ctx: &TracePointContext) -> u32 {
     };
     tls::on_socket_syscall(pid_tgid, fd, false);
     let mode = unsafe { (*w).mode };
+    if mode == MODE_TLS {
+        crate::aead::on_recv(
+            pid_tgid,
+            fd,
+            field::<u64>(ctx, ARG1),
+            field::<u64>(ctx, ARG2),
+        );
+        return 0;
+    }
     if mode != MODE_HTTP && mode != MODE_DB {
         return 0;
     }

@@ -1,10 +1,10 @@
 //! Captured HTTP bytes (TLS library plaintext, plain-text sockets) →
 //! exchanges → `api_call` events.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
-use sensor_common::{TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_GO};
+use sensor_common::{TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_GO, TLS_LIB_RUSTLS};
 
 use crate::{
     agents::{catalog, llm},
@@ -30,6 +30,18 @@ use crate::{
 /// (user-space pointers, below 2^57 on x86-64 and arm64): this bit keeps
 /// their keys apart.
 const PLAIN: u64 = 1 << 63;
+
+/// Streams of rustls connections are keyed by socket (`RUSTLS | fd`): the
+/// kernel sees them at the record cipher, where each direction has its
+/// own context (`sensor-ebpf/src/aead.rs`).
+const RUSTLS: u64 = 1 << 62;
+
+/// Records of rustls connections held until the kernel names their
+/// socket: the first records sealed on a connection go out before the
+/// send that ties them (normally the very next record). Past these bounds
+/// the oldest context's records are dropped, and counted.
+const MAX_UNBOUND_RECORDS: usize = 64;
+const MAX_UNBOUND_CONTEXTS: usize = 1024;
 
 /// Per-stream parser state.
 struct Parsers {
@@ -127,6 +139,11 @@ pub struct Calls {
     pub parse_errors: u64,
     /// Records of connections where the process is the server.
     pub server_records: u64,
+    /// rustls records whose socket is not known yet, by (pid, start
+    /// ticks, cipher context).
+    unbound: HashMap<(u32, u64, u64), Vec<TlsData>>,
+    /// rustls records dropped because their socket never became known.
+    pub unbound_dropped: u64,
 }
 
 impl Calls {
@@ -147,6 +164,8 @@ impl Calls {
             fp: Arc::new(fp),
             parse_errors: 0,
             server_records: 0,
+            unbound: HashMap::new(),
+            unbound_dropped: 0,
         })
     }
 
@@ -165,10 +184,19 @@ impl Calls {
         let lib = match t.hdr.lib {
             TLS_LIB_GNUTLS => "gnutls",
             TLS_LIB_GO => "go",
+            TLS_LIB_RUSTLS => "rustls",
             _ => "openssl",
         };
+        let conn = if t.hdr.lib != TLS_LIB_RUSTLS {
+            t.hdr.conn
+        } else if t.hdr.fd >= 0 {
+            RUSTLS | t.hdr.fd as u32 as u64
+        } else {
+            self.hold_unbound(t, process);
+            return Vec::new();
+        };
         let chunk = Chunk {
-            conn: t.hdr.conn,
+            conn,
             tls_library: Some(lib),
             writing: t.hdr.dir == TLS_DIR_WRITE,
             data: &t.data,
@@ -204,9 +232,10 @@ impl Calls {
     }
 
     /// The kernel saw TLS connection `conn` of `process` write to socket
-    /// `fd` (a memory-BIO user). The caller checks `fd` carried a TLS
-    /// handshake.
-    pub fn bind(&mut self, process: &Process, conn: u64, fd: i32) {
+    /// `fd` (a memory-BIO user, or a rustls cipher context). The caller
+    /// checks `fd` carried a TLS handshake. Returns what the records held
+    /// for it complete.
+    pub fn bind(&mut self, process: &Arc<Process>, conn: u64, fd: i32) -> Vec<Outcome> {
         let key = StreamKey {
             pid: process.pid,
             start_ticks: process.start_ticks,
@@ -215,21 +244,54 @@ impl Calls {
         if let Some(s) = self.flows.existing(&key) {
             s.fd = Some(fd);
         }
+        let held = self
+            .unbound
+            .remove(&(process.pid, process.start_ticks, conn))
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for mut t in held {
+            t.hdr.fd = fd;
+            out.extend(self.on_tls(&t, process));
+        }
+        out
+    }
+
+    /// Keeps a rustls record until its socket is known (`bind`).
+    fn hold_unbound(&mut self, t: &TlsData, process: &Process) {
+        let key = (process.pid, process.start_ticks, t.hdr.conn);
+        if !self.unbound.contains_key(&key) && self.unbound.len() >= MAX_UNBOUND_CONTEXTS {
+            // Contexts never tied (their sends were not seen): forget one.
+            if let Some(k) = self.unbound.keys().next().copied() {
+                let gone = self.unbound.remove(&k).map_or(0, |v| v.len());
+                self.unbound_dropped += gone as u64;
+            }
+        }
+        let held = self.unbound.entry(key).or_default();
+        if held.len() >= MAX_UNBOUND_RECORDS {
+            self.unbound_dropped += 1;
+            return;
+        }
+        held.push(t.clone());
     }
 
     /// `fd` of `process` was connected anew: a plain stream on the old
     /// connection with that number is over.
     pub fn on_connect(&mut self, process: &Process, fd: i32, now_ns: u64) -> Vec<Outcome> {
-        let key = StreamKey {
-            pid: process.pid,
-            start_ticks: process.start_ticks,
-            conn: PLAIN | fd as u32 as u64,
-        };
-        self.flows
-            .end(&key, now_ns)
-            .into_iter()
-            .map(|c| Outcome::Call(Box::new(c)))
-            .collect()
+        let mut out = Vec::new();
+        for kind in [PLAIN, RUSTLS] {
+            let key = StreamKey {
+                pid: process.pid,
+                start_ticks: process.start_ticks,
+                conn: kind | fd as u32 as u64,
+            };
+            out.extend(
+                self.flows
+                    .end(&key, now_ns)
+                    .into_iter()
+                    .map(|c| Outcome::Call(Box::new(c))),
+            );
+        }
+        out
     }
 
     fn feed(&mut self, process: &Arc<Process>, c: Chunk, open: bool) -> Vec<Outcome> {
@@ -244,6 +306,7 @@ impl Calls {
             fp,
             parse_errors,
             server_records,
+            ..
         } = self;
         let stream = if open {
             flows.stream(

@@ -368,7 +368,9 @@ pub async fn run(cfg: Config) -> Result<()> {
                                 .get(process.pid, process.start_ticks, b.fd)
                                 .is_some_and(|d| d.tls)
                             {
-                                calls.bind(&process, b.conn, b.fd);
+                                for o in calls.bind(&process, b.conn, b.fd) {
+                                    out.emit(crate::calls::event(o, &clock, &first_bytes));
+                                }
                             }
                             continue;
                         }

@@ -6,6 +6,7 @@
 //! and again when a process execs or first connects, which is when a
 //! container's own libssl or a newly installed runtime shows up.
 
+pub mod awslc;
 pub mod boringssl;
 pub mod client_hello;
 pub mod gotls;
@@ -89,7 +90,8 @@ pub fn load_programs(bpf: &mut Ebpf) -> Result<()> {
         .iter()
         .map(|(_, p)| *p)
         .chain([RET_PROGRAM, boringssl::HANDSHAKE_PROGRAM])
-        .chain(gotls::PROGRAMS);
+        .chain(gotls::PROGRAMS)
+        .chain(awslc::PROGRAMS);
     for name in names {
         let prog: &mut UProbe = bpf
             .program_mut(name)
