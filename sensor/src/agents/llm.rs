@@ -188,6 +188,30 @@ fn response_object(s: &mut LlmSummary, v: &Value) {
             call.arguments_bytes += args_len(tc["function"].get("arguments"));
         }
     }
+    // OpenAI Responses API (Codex): a streamed event carries the response
+    // object (`response.created`, `.completed`: model, usage, output) or
+    // one output item (`response.output_item.done`); a whole body is the
+    // response itself. A call seen as an item and again in the completed
+    // response's output counts once.
+    if let Some(r) = v.get("response").filter(|r| r.is_object()) {
+        response_object(s, r);
+    }
+    let items = v["output"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(v.get("item"));
+    for item in items.filter(|i| i["type"] == "function_call") {
+        let id = item["call_id"].as_str().unwrap_or_default();
+        if !id.is_empty() && s.tool_calls.iter().any(|t| t.id == id) {
+            continue;
+        }
+        s.tool_calls.push(ToolCall {
+            id: id.into(),
+            name: item["name"].as_str().unwrap_or_default().into(),
+            arguments_bytes: args_len(item.get("arguments")),
+        });
+    }
     // Ollama: message.tool_calls[].function {name, arguments (object)}.
     for tc in v["message"]["tool_calls"].as_array().into_iter().flatten() {
         s.tool_calls.push(ToolCall {
@@ -311,6 +335,31 @@ pub fn add_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The Responses API's stream, as Codex reads it: model and usage in
+    /// the completed response, a tool call as an item and again in the
+    /// output.
+    #[test]
+    fn a_responses_api_stream_gives_model_usage_and_tool_calls_once() {
+        let call = r#"{"type":"function_call","call_id":"call_7","name":"shell","arguments":"{\"command\":[\"ls\"]}"}"#;
+        let body = format!(
+            "event: response.created\ndata: {{\"type\":\"response.created\",\"response\":{{\"model\":\"gpt-5\",\"output\":[]}}}}\n\n\
+             event: response.output_item.done\ndata: {{\"type\":\"response.output_item.done\",\"item\":{call}}}\n\n\
+             event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{{\"model\":\"gpt-5\",\"output\":[{call}],\"usage\":{{\"input_tokens\":10,\"output_tokens\":5,\"total_tokens\":15}}}}}}\n\n"
+        );
+        let mut s = LlmSummary::default();
+        add_response(
+            &mut s,
+            Some((body.as_bytes(), false)),
+            Some("text/event-stream"),
+        );
+        assert_eq!(s.model.as_deref(), Some("gpt-5"));
+        assert_eq!((s.input_tokens, s.output_tokens), (Some(10), Some(5)));
+        assert_eq!(s.tool_calls.len(), 1, "{:?}", s.tool_calls);
+        assert_eq!(s.tool_calls[0].name, "shell");
+        assert_eq!(s.tool_calls[0].id, "call_7");
+        assert!(s.stream && !s.truncated);
+    }
 
     #[test]
     fn openai_json_with_tool_calls() {

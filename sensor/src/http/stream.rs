@@ -178,8 +178,20 @@ impl H1Stream {
     /// The connection ended: a read-until-close body is complete.
     pub fn close(&mut self) -> Vec<Message> {
         let mut out = Vec::new();
-        if matches!(self.current, Some((_, Body::UntilClose, _))) {
-            self.finish(&mut out);
+        match &self.current {
+            Some((_, Body::UntilClose, _)) => self.finish(&mut out),
+            // A body the reader stopped short of: an SSE client that left
+            // after its last event without reading the final empty chunk
+            // (Codex does), or a connection cut. What was seen is the
+            // message, marked truncated, rather than a request without
+            // its response.
+            Some(_) => {
+                if let Some(k) = &mut self.kept {
+                    k.truncated = true;
+                }
+                self.finish(&mut out);
+            }
+            None => {}
         }
         out
     }
@@ -650,6 +662,27 @@ mod tests {
         assert_eq!(statuses, [200, 100, 204, 304]);
         let m = rs.close();
         assert_eq!(complete(&m), [(String::new(), String::new(), 200, 16)]);
+    }
+
+    /// An SSE client that stops reading after its last event never sees
+    /// the final empty chunk: at the stream's end the response is what was
+    /// read, marked truncated (it was lost with its request before).
+    #[test]
+    fn a_chunked_body_cut_short_completes_at_close_marked_truncated() {
+        let mut rs = H1Stream::new(Direction::Response);
+        rs.keep_bodies(1024, None);
+        rs.expect_response("POST", true);
+        let m = feed_all(
+            &mut rs,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nevent\r\n",
+        );
+        assert!(complete(&m).is_empty());
+        let m = rs.close();
+        assert_eq!(complete(&m), [(String::new(), String::new(), 200, 5)]);
+        let Some(Message::Complete { kept: Some(k), .. }) = m.first() else {
+            panic!("{m:?}");
+        };
+        assert_eq!((k.bytes.as_slice(), k.truncated), (&b"event"[..], true));
     }
 
     #[test]
