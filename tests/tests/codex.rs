@@ -1,0 +1,377 @@
+//! Codex CLI, the real binary from npm (a static-pie Rust executable,
+//! stripped, pinned in tests/agents), run offline in a loopback-only
+//! network namespace against a local HTTPS stand-in of the OpenAI
+//! Responses API (tests/fixtures/responses_server.py). Its TLS is rustls
+//! with the aws-lc provider, linked in without symbols: the sensor finds
+//! aws-lc's record cipher (`EVP_AEAD_CTX_seal`/`_open`) by signature, and
+//! the plaintext of each record gives Codex's `POST /v1/responses` as an
+//! `api_call` of an agent, with model and usage read from the streamed
+//! answer, its API key never shown (/work/shared/design/CODEX-RUSTLS.md).
+//! Before that capture, Codex was named only by its ClientHello.
+//!
+//! How Codex is run offline: the stand-in's certificate is a leaf signed
+//! by a CA made for the test (rustls refuses a self-signed certificate
+//! used as a server's, `CaUsedAsEndEntity`, which is what
+//! [`e2e::HttpsServer`] has), trusted through `SSL_CERT_FILE`; it offers
+//! HTTP/1.1 only (offered h2, Codex speaks HTTP/2). Codex is pointed at
+//! it as a custom model provider without WebSockets: with
+//! `openai_base_url` (the built-in provider) it first tries a WebSocket
+//! upgrade of `GET /v1/responses` seven times, about 7 s against a 404,
+//! before it falls back to the POST. Neither
+//! `features.responses_websockets=false`,
+//! `features.responses_websockets_v2=false` nor
+//! `model_providers.openai.supports_websockets=false` stops that (tried on
+//! 0.171.0); a provider of its own with `supports_websockets=false` does.
+//! `analytics.enabled=false` spares 5 s at exit: its metrics exporter
+//! resolves ab.chatgpt.com, and musl's resolver retries for 5 s in a
+//! namespace without a route. A run then takes about 1 s.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use e2e::{
+    ChildLines, Netns, Sensor, kind, npm_binary, pid, python3, record_ran, require_root,
+    sensor_bin, serial,
+};
+
+const BINARY: &str = "@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex";
+
+/// The key Codex is given: it must appear in no output.
+const KEY: &str = "sk-codex-e2e-secret-PLANTED0123456789abcdefghij";
+
+/// The model it is told to use (the stand-in echoes the request's).
+const MODEL: &str = "gpt-e2e-codex";
+
+/// What the stand-in answers (tests/fixtures/responses_server.py), and
+/// the usage its `response.completed` event carries.
+const TEXT: &str = "Hello from the Codex stand-in E2EMARKER";
+const INPUT_TOKENS: u64 = 11;
+const OUTPUT_TOKENS: u64 = 7;
+
+/// A CA and a leaf for 127.0.0.1 signed by it, made now with the openssl
+/// CLI in `dir`; returns (CA certificate, leaf certificate, leaf key).
+fn ca_and_leaf(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    // Each argument list is split at spaces.
+    let openssl = |args: &str| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args.split_whitespace())
+            .output()
+            .expect("run openssl to make the test certificates");
+        assert!(
+            out.status.success(),
+            "openssl {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    openssl(&format!(
+        "req -x509 {ec} -days 1 -subj /CN=sensor-e2e-ca \
+         -addext basicConstraints=critical,CA:TRUE \
+         -addext keyUsage=critical,keyCertSign,cRLSign -keyout ca.key -out ca.pem"
+    ));
+    openssl(&format!(
+        "req {ec} -subj /CN=127.0.0.1 -keyout leaf.key -out leaf.csr"
+    ));
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n\
+         basicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -set_serial 2 -days 1 \
+         -extfile leaf.ext -out leaf.pem",
+    );
+    (
+        dir.join("ca.pem"),
+        dir.join("leaf.pem"),
+        dir.join("leaf.key"),
+    )
+}
+
+/// tests/fixtures/responses_server.py in a network namespace, with a
+/// CA-signed certificate made at start.
+struct Standin {
+    port: u16,
+    /// The CA that signed its certificate, for Codex to trust.
+    ca: PathBuf,
+    child: Child,
+    requests: ChildLines,
+    _dir: tempfile::TempDir,
+}
+
+impl Standin {
+    fn start_in(ns: &Netns) -> Standin {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (ca, cert, key) = ca_and_leaf(dir.path());
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/responses_server.py");
+        let mut child = ns
+            .command(python3())
+            .arg(script)
+            .arg(&cert)
+            .arg(&key)
+            .arg("127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the Responses API stand-in");
+        let (first, requests) = ChildLines::start(child.stdout.take().expect("stdout"));
+        let port = first
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the stand-in reports its port: {first:?}"));
+        Standin {
+            port,
+            ca,
+            child,
+            requests,
+            _dir: dir,
+        }
+    }
+
+    /// "REQ <method> <path> <body bytes>" lines so far (each printed
+    /// before its answer).
+    fn requests(&self) -> Vec<String> {
+        self.requests.lines()
+    }
+
+    /// Requests to the Responses API it answered.
+    fn posts(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.starts_with("REQ POST /v1/responses "))
+            .count()
+    }
+}
+
+impl Drop for Standin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `codex exec` run in `ns` against `server`, not waited for. `home` is
+/// its HOME and working directory (no repository, no AGENTS.md of ours).
+fn codex(exe: &Path, ns: &Netns, server: &Standin, home: &Path) -> Child {
+    // A provider of its own: the built-in one tries WebSockets first, 7 s
+    // (module doc).
+    let provider = format!(
+        "model_providers.e2e={{name=\"e2e\",base_url=\"https://127.0.0.1:{}/v1\",\
+         env_key=\"CODEX_API_KEY\",wire_api=\"responses\",supports_websockets=false}}",
+        server.port
+    );
+    ns.command(exe)
+        .args(["exec", "--skip-git-repo-check", "-c"])
+        .arg(provider)
+        .args(["-c", "model_provider=\"e2e\""])
+        .args(["-c", &format!("model=\"{MODEL}\"")])
+        // No metrics exporter: 5 s of DNS retries at exit (module doc).
+        .args(["-c", "analytics.enabled=false"])
+        .arg("Say hi.")
+        .current_dir(home)
+        .env("HOME", home)
+        .env("CODEX_API_KEY", KEY)
+        .env("SSL_CERT_FILE", &server.ca)
+        .env_remove("CODEX_HOME")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start codex")
+}
+
+/// Waits up to 90 s; returns (success, stdout + stderr).
+fn finish(child: Child) -> (bool, String) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut child = child;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Runs Codex once to its answer (checked); returns its pid.
+fn run_codex(exe: &Path, ns: &Netns, server: &Standin) -> u64 {
+    let home = tempfile::tempdir().unwrap();
+    let child = codex(exe, ns, server, home.path());
+    let me = u64::from(child.id());
+    let (ok, out) = finish(child);
+    assert!(ok, "codex exec failed: {out}\n{:?}", server.requests());
+    assert!(out.contains(TEXT), "{out}");
+    me
+}
+
+fn no_key(what: &str, text: &str) {
+    assert!(!text.contains("codex-e2e-secret"), "the API key in {what}");
+}
+
+/// The lines `sensor status` lists under `exe` once it is resolved as
+/// aws-lc: its line ("PATH [aws-lc]") and the functions found in it
+/// ("EVP_AEAD_CTX_seal: signature at 0x…"); empty before.
+fn status_block(status: &str, exe: &Path) -> Vec<String> {
+    let mut lines = status
+        .lines()
+        .skip_while(|l| l.trim() != format!("{} [aws-lc]", exe.display()));
+    let Some(head) = lines.next() else {
+        return Vec::new();
+    };
+    std::iter::once(head)
+        .chain(lines.take_while(|l| l.starts_with("    ")))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// The stand-in and Codex work without the sensor: Codex prints the
+/// stand-in's answer after one POST, and never tries the WebSocket. (When
+/// the capture test fails, this says whether the harness or the sensor
+/// is at fault.)
+#[test]
+fn codex_completes_against_the_responses_stand_in() {
+    let _g = serial();
+    if !require_root("codex_completes_against_the_responses_stand_in") {
+        return;
+    }
+    let ns = Netns::new("codex-alone");
+    let server = Standin::start_in(&ns);
+    run_codex(&npm_binary(BINARY), &ns, &server);
+    let requests = server.requests();
+    assert_eq!(server.posts(), 1, "{requests:?}");
+    // No WebSocket attempt (module doc): one POST and nothing else.
+    assert_eq!(requests.len(), 1, "one POST and nothing else: {requests:?}");
+}
+
+#[test]
+fn codex_calls_are_captured_with_model_and_usage() {
+    let _g = serial();
+    if !require_root("codex_calls_are_captured_with_model_and_usage") {
+        return;
+    }
+    let exe = npm_binary(BINARY);
+    let sensor = Sensor::start_with(&["--json"], None);
+    let ns = Netns::new("codex");
+    let server = Standin::start_in(&ns);
+    // The daemon resolves an executable it has never seen when a process
+    // execs it, and Codex's request may leave before that (as for Claude
+    // Code): a first run, then wait until it is hooked.
+    run_codex(&exe, &ns, &server);
+    let shown = exe.canonicalize().unwrap();
+    sensor.status_when("Codex hooked", |s| !status_block(s, &shown).is_empty());
+
+    let before = server.posts();
+    let me = run_codex(&exe, &ns, &server);
+    let posts = server.posts() - before;
+    assert_eq!(posts, 1, "{:?}", server.requests());
+
+    let calls = sensor.wait_for_n("Codex's api_calls", posts, |v| {
+        kind(v) == "api_call" && pid(v) == me
+    });
+    for c in &calls {
+        assert_eq!(c["method"], "POST", "{c}");
+        assert_eq!(c["path"], "/v1/responses", "{c}");
+        assert_eq!(c["status"], 200, "{c}");
+        assert_eq!(c["transport"], "tls", "{c}");
+        // Reached by IP (no SNI): named by its path.
+        assert_eq!(c["provider"], "openai-compatible", "{c}");
+        // The model from the request (and echoed in the answer); usage
+        // from the `response.completed` event of the stream.
+        assert_eq!(c["llm"]["model"], MODEL, "{c}");
+        assert_eq!(c["llm"]["stream"], true, "{c}");
+        assert_eq!(c["llm"]["input_tokens"], INPUT_TOKENS, "{c}");
+        assert_eq!(c["llm"]["output_tokens"], OUTPUT_TOKENS, "{c}");
+        assert!(
+            c["agent"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("agt-"),
+            "{c}"
+        );
+        // `Authorization: Bearer <key>`, fingerprinted.
+        assert!(
+            c["credential_fingerprint"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Bearer fp:"),
+            "{c}"
+        );
+        // The records went out on the connect's socket: the call names
+        // the stand-in as its destination.
+        assert_eq!(c["daddr"], "127.0.0.1", "{c}");
+        assert_eq!(c["dport"], server.port, "{c}");
+    }
+
+    // `sensor status` says how each function was found: aws-lc's record
+    // cipher, by signature.
+    let status = sensor.status_when("Codex's executable", |s| {
+        !status_block(s, &shown).is_empty()
+    });
+    let block = status_block(&status, &shown);
+    for f in ["EVP_AEAD_CTX_seal", "EVP_AEAD_CTX_open"] {
+        assert!(
+            block
+                .iter()
+                .any(|l| l.starts_with(&format!("{f}: signature at "))),
+            "{f} not found by signature:\n{status}"
+        );
+    }
+    no_key("status", &status);
+
+    let (_, stderr, events) = sensor.stop_with_events();
+    no_key("the sensor's log", &stderr);
+    for e in &events {
+        no_key("an event", &e.to_string());
+    }
+}
+
+/// `sensor tls-resolve` (no daemon, no root) finds aws-lc in Codex and
+/// its AEAD seal and open by signature, at the file offsets measured
+/// with gdb and kernel uprobes on this very build (CODEX-RUSTLS.md, §2:
+/// `EVP_AEAD_CTX_seal` at VA 0x12629450, `_open` at 0x12629690, file
+/// offset = VA - 0x1000).
+#[test]
+fn codex_aead_functions_are_found_by_signature() {
+    let _g = serial();
+    record_ran("codex_aead_functions_are_found_by_signature");
+    let exe = npm_binary(BINARY);
+    let out = Command::new(sensor_bin())
+        .arg("tls-resolve")
+        .arg(&exe)
+        .output()
+        .expect("run sensor tls-resolve");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}{err}");
+    assert!(text.contains("aws-lc"), "{text}");
+    assert!(text.contains("EVP_AEAD_CTX_seal: signature"), "{text}");
+    assert!(text.contains("EVP_AEAD_CTX_open: signature"), "{text}");
+    assert!(
+        text.contains("EVP_AEAD_CTX_seal: signature at 0x12628450"),
+        "{text}"
+    );
+    assert!(
+        text.contains("EVP_AEAD_CTX_open: signature at 0x12628690"),
+        "{text}"
+    );
+}
