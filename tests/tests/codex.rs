@@ -34,7 +34,7 @@ use std::{
 
 use e2e::{
     ChildLines, Netns, Sensor, kind, npm_binary, pid, python3, record_ran, require_root,
-    sensor_bin, serial,
+    sensor_bin, serial, venv_python,
 };
 
 const BINARY: &str = "@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex";
@@ -95,8 +95,9 @@ fn ca_and_leaf(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
-/// tests/fixtures/responses_server.py in a network namespace, with a
-/// CA-signed certificate made at start.
+/// tests/fixtures/responses_server.py (HTTP/1.1) or h2_server.py (HTTP/2,
+/// which Codex speaks to a server that offers it, as the real API does)
+/// in a network namespace, with a CA-signed certificate made at start.
 struct Standin {
     port: u16,
     /// The CA that signed its certificate, for Codex to trust.
@@ -108,11 +109,22 @@ struct Standin {
 
 impl Standin {
     fn start_in(ns: &Netns) -> Standin {
+        Self::start(ns, Path::new(python3()), "responses_server.py")
+    }
+
+    /// Over HTTP/2 (the `h2` package is in the test virtualenv).
+    fn start_h2_in(ns: &Netns) -> Standin {
+        Self::start(ns, &venv_python(), "h2_server.py")
+    }
+
+    fn start(ns: &Netns, python: &Path, fixture: &str) -> Standin {
         let dir = tempfile::tempdir().expect("temp dir");
         let (ca, cert, key) = ca_and_leaf(dir.path());
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/responses_server.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(fixture);
         let mut child = ns
-            .command(python3())
+            .command(python)
             .arg(script)
             .arg(&cert)
             .arg(&key)
@@ -321,6 +333,25 @@ fn codex_calls_are_captured_with_model_and_usage() {
         assert_eq!(c["daddr"], "127.0.0.1", "{c}");
         assert_eq!(c["dport"], server.port, "{c}");
     }
+
+    // Over HTTP/2, which Codex speaks to a server that offers it (as
+    // api.openai.com does): the same call, from HPACK headers and DATA.
+    let h2 = Standin::start_h2_in(&ns);
+    let me = run_codex(&exe, &ns, &h2);
+    assert_eq!(h2.posts(), 1, "{:?}", h2.requests());
+    let c = sensor.wait_for("Codex's api_call over HTTP/2", |v| {
+        kind(v) == "api_call" && pid(v) == me
+    });
+    assert_eq!(c["http_version"], "HTTP/2", "{c}");
+    assert_eq!(
+        (&c["method"], &c["path"], &c["status"]),
+        (&"POST".into(), &"/v1/responses".into(), &200.into()),
+        "{c}"
+    );
+    assert_eq!(c["llm"]["model"], MODEL, "{c}");
+    assert_eq!(c["llm"]["input_tokens"], INPUT_TOKENS, "{c}");
+    assert_eq!(c["llm"]["output_tokens"], OUTPUT_TOKENS, "{c}");
+    assert_eq!(c["dport"], h2.port, "{c}");
 
     // `sensor status` says how each function was found: aws-lc's record
     // cipher, by signature.
