@@ -406,3 +406,51 @@ fn codex_aead_functions_are_found_by_signature() {
         "{text}"
     );
 }
+
+/// A hold on Codex keeps it at its connections: it speaks HTTP/2 to any
+/// server that offers one, and the kernel matches HTTP/1.x request lines
+/// at SSL_write, not at aws-lc's cipher. Reached by address (no SNI), its
+/// connection is held before any request, until approved; the same once
+/// its executable is hooked (when a hooked process used to be resumed and
+/// no longer stopped at its connections, which would have let Codex by).
+#[test]
+fn a_held_codex_waits_at_its_connection_until_approved() {
+    let _g = serial();
+    if !require_root("a_held_codex_waits_at_its_connection_until_approved") {
+        return;
+    }
+    let config =
+        "[[response.hold]]\nagent = \"codex\"\npatterns = [\"POST 127.0.0.1/v1/responses\"]\n";
+    let sensor = Sensor::start_with(&["--json"], Some(config));
+    let ns = Netns::new("codex-hold");
+    let server = Standin::start_in(&ns);
+    let exe = npm_binary(BINARY);
+    let shown = exe.canonicalize().unwrap();
+    for round in ["first run", "hooked"] {
+        let home = tempfile::tempdir().unwrap();
+        let before = server.posts();
+        let child = codex(&exe, &ns, &server, home.path());
+        let me = child.id();
+        let h = sensor.wait_for(&format!("Codex's hold ({round})"), |v| {
+            kind(v) == "held" && pid(v) == u64::from(me)
+        });
+        assert_eq!(h["level"], "connection", "{round}: {h}");
+        assert!(
+            h["head"].as_str().unwrap_or_default().contains("no SNI"),
+            "{h}"
+        );
+        e2e::wait_until("Codex to stop", || e2e::state(me) == 'T');
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(server.posts(), before, "{round}: {:?}", server.requests());
+        let id = h["hold_id"].as_u64().unwrap().to_string();
+        let (ok, _, err) = sensor.cli(&["approve", &id]);
+        assert!(ok, "{err}");
+        let (ok, out) = finish(child);
+        assert!(ok && out.contains(TEXT), "{round}: {out}");
+        assert_eq!(server.posts(), before + 1, "{round}");
+        if round == "first run" {
+            sensor.status_when("Codex hooked", |s| !status_block(s, &shown).is_empty());
+        }
+    }
+    sensor.stop();
+}

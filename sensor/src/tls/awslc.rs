@@ -43,7 +43,7 @@ const R_INVALID_OPERATION: u64 = 112;
 const R_OUTPUT_ALIASES_INPUT: u64 = 115;
 const R_TOO_LARGE: u64 = 117;
 
-const LIBRARY: &str = "aws-lc";
+pub const LIBRARY: &str = "aws-lc";
 
 /// The programs `sensor-ebpf/src/aead.rs` defines.
 pub const SEAL_PROGRAM: &str = "aead_seal";

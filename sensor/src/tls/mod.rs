@@ -220,11 +220,12 @@ impl TlsAttacher {
             }
         }
         if !ok.is_empty() {
-            // Go speaks HTTP/2 to any server that offers it, and the
-            // kernel's request patterns match HTTP/1.x only: a Go agent
-            // under a hold stays held at its connections (as before Go's
+            // Go and Codex (rustls) speak HTTP/2 to any server that offers
+            // it, and the kernel's request patterns match HTTP/1.x only (at
+            // SSL_write's entry, not at aws-lc's cipher): such an agent
+            // under a hold stays held at its connections (as before its
             // TLS was hooked) rather than escape by its binary frames.
-            if library != gotls::LIBRARY {
+            if library != gotls::LIBRARY && library != awslc::LIBRARY {
                 self.hooked.insert(c.id);
             }
             info!(file = %c.shown.display(), library, took_ms, functions = ?ok, "TLS capture attached");
