@@ -142,7 +142,8 @@ pub struct Calls {
     /// rustls records whose socket is not known yet, by (pid, start
     /// ticks, cipher context).
     unbound: HashMap<(u32, u64, u64), Vec<TlsData>>,
-    /// rustls records dropped because their socket never became known.
+    /// rustls records dropped because their socket never became known
+    /// (`tls_records_unbound` in `sensor status`).
     pub unbound_dropped: u64,
 }
 
@@ -740,4 +741,95 @@ fn call_event(call: ApiCall, clock: &Clock, sockets: &FirstBytes) -> Event {
     let tid = call.tid;
     let started = call.started_ns;
     Event::at(clock, started, tid, call.process, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use sensor_common::{EventHeader, EventKind, TLS_DIR_READ, TlsDataHeader};
+
+    use super::*;
+
+    fn rustls(conn: u64, fd: i32, dir: u8, data: &[u8]) -> TlsData {
+        TlsData {
+            hdr: TlsDataHeader {
+                header: EventHeader {
+                    kind: EventKind::TlsData as u32,
+                    tid: 7,
+                    tgid: 7,
+                    uid: 0,
+                    gid: 0,
+                    _pad: 0,
+                    ktime_ns: 1,
+                    start_ns: 0,
+                    cgroup_id: 0,
+                    comm: [0; sensor_common::COMM_LEN],
+                },
+                conn,
+                len: data.len() as u64,
+                captured: data.len() as u32,
+                fd,
+                dir,
+                lib: TLS_LIB_RUSTLS,
+                _pad: [0; 6],
+            },
+            data: data.to_vec(),
+        }
+    }
+
+    fn call(out: Vec<Outcome>) -> ApiCall {
+        match out.into_iter().next() {
+            Some(Outcome::Call(c)) => *c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// rustls records come from two cipher contexts (one per direction):
+    /// a request sealed before its socket was known is held until the
+    /// kernel ties its context to the socket, then pairs with the
+    /// response read on that socket.
+    #[test]
+    fn rustls_records_of_both_directions_meet_on_their_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut calls = Calls::new(dir.path(), None).unwrap();
+        let p = Arc::new(Process {
+            pid: 7,
+            start_ticks: 1,
+            ..Default::default()
+        });
+        let (write_ctx, read_ctx) = (0x7f00_0000_1000, 0x7f00_0000_2000);
+        let req =
+            b"POST /v1/responses HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length: 2\r\n\r\n{}";
+        assert!(
+            calls
+                .on_tls(&rustls(write_ctx, -1, TLS_DIR_WRITE, req), &p)
+                .is_empty()
+        );
+        // Tied: the held request goes to the socket's stream.
+        assert!(calls.bind(&p, write_ctx, 9).is_empty());
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+        let c = call(calls.on_tls(&rustls(read_ctx, 9, TLS_DIR_READ, resp), &p));
+        assert_eq!(c.request.target, "/v1/responses");
+        assert_eq!(c.response.map(|r| r.status), Some(200));
+        assert_eq!(c.fd, Some(9));
+        assert_eq!(c.tls_library, Some("rustls"));
+        assert_eq!(calls.unbound_dropped, 0);
+    }
+
+    /// A context never tied holds a bounded number of records, counted
+    /// when dropped.
+    #[test]
+    fn records_never_tied_are_bounded_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut calls = Calls::new(dir.path(), None).unwrap();
+        let p = Arc::new(Process::default());
+        for _ in 0..MAX_UNBOUND_RECORDS + 5 {
+            calls.on_tls(&rustls(0x1000, -1, TLS_DIR_WRITE, b"x"), &p);
+        }
+        assert_eq!(calls.unbound_dropped, 5);
+        for ctx in 0..MAX_UNBOUND_CONTEXTS as u64 {
+            calls.on_tls(&rustls(0x2000 + ctx, -1, TLS_DIR_WRITE, b"x"), &p);
+        }
+        assert!(calls.unbound.len() <= MAX_UNBOUND_CONTEXTS);
+        assert!(calls.unbound_dropped > 5);
+    }
 }

@@ -859,5 +859,6 @@ fn totals(
     m.insert("self_records_leaked".into(), self_events);
     m.insert("http_parse_errors".into(), calls.parse_errors);
     m.insert("http_streams_evicted".into(), calls.evicted_streams());
+    m.insert("tls_records_unbound".into(), calls.unbound_dropped);
     m
 }
