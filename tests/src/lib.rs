@@ -133,6 +133,42 @@ pub fn run(cmd: &mut Command) -> (u32, std::process::ExitStatus) {
     (pid, status)
 }
 
+/// Runs `cmd` to its end with stdout piped; asserts it succeeded and
+/// returns its pid and what it printed, trimmed.
+pub fn run_printing(cmd: &mut Command) -> (u32, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{cmd:?}: {status}");
+    (child.id(), out.trim().to_string())
+}
+
+/// Waits for `child` at most `limit` (then kills it); returns whether it
+/// succeeded and its stdout followed by its stderr (both piped).
+pub fn finish_within(mut child: Child, limit: std::time::Duration) -> (bool, String) {
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// Field accessors for event JSON.
 pub fn kind(v: &Value) -> &str {
     v["kind"].as_str().unwrap_or("")

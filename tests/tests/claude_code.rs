@@ -55,24 +55,7 @@ fn claude_at(
 
 /// Waits up to 90 s; returns (success, stdout + stderr).
 fn finish(child: Child) -> (bool, String) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut child = child;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    e2e::finish_within(child, Duration::from_secs(90))
 }
 
 /// Runs `exe` once and waits until the daemon shows it hooked. The daemon

@@ -5,10 +5,7 @@
 //! plain HTTP request gathered from pieces (hyper: head, then body) is
 //! one request.
 
-use std::{
-    io::Read,
-    process::{Command, Stdio},
-};
+use std::process::Command;
 
 use e2e::{HttpServer, HttpsServer, Sensor, Value, kind, pid, python3, require_root, serial};
 
@@ -106,22 +103,7 @@ print(resp.split(b"\r\n")[0].decode())
 
 /// Runs a Python script to its end; returns its pid and what it printed.
 fn python(script: &str, args: &[&str]) -> (u32, String) {
-    let mut child = Command::new(python3())
-        .args(["-c", script])
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start python");
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let status = child.wait().expect("wait for python");
-    assert!(status.success(), "python {args:?}: {status}");
-    (child.id(), out.trim().to_string())
+    e2e::run_printing(Command::new(python3()).args(["-c", script]).args(args))
 }
 
 /// Runs the TLS client with `how`; returns its pid once it has its answer.

@@ -6,10 +6,7 @@
 //! no plain HTTP, no TLS tie), and a file written at a stale fd number was
 //! captured as if it were the socket's traffic.
 
-use std::{
-    io::Read,
-    process::{Command, Stdio},
-};
+use std::process::Command;
 
 use e2e::{HttpServer, HttpsServer, Sensor, Value, kind, pid, python3, require_root, serial};
 
@@ -87,6 +84,8 @@ os.write(fd, leak)
 print("wrote", flush=True)
 "#;
 
+/// Runs a Python script to its end (as `nobody` if asked); returns its
+/// pid and what it printed.
 fn python(script: &str, args: &[&str], nobody: bool) -> (u32, String) {
     let mut cmd = if nobody {
         let mut c = Command::new("setpriv");
@@ -96,22 +95,7 @@ fn python(script: &str, args: &[&str], nobody: bool) -> (u32, String) {
     } else {
         Command::new(python3())
     };
-    let mut child = cmd
-        .args(["-c", script])
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start python");
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let status = child.wait().expect("wait for python");
-    assert!(status.success(), "python {args:?}: {status}");
-    (child.id(), out.trim().to_string())
+    e2e::run_printing(cmd.args(["-c", script]).args(args))
 }
 
 #[test]
