@@ -158,12 +158,36 @@ fn inner_type(buf: u64, len: u64) -> u8 {
 
 #[uprobe]
 pub fn aead_seal(ctx: ProbeContext) -> u32 {
+    let Some([input, in_len, ad, ad_len]) = stack_args(&ctx) else {
+        return 0;
+    };
+    seal(&ctx, input, in_len, ad, ad_len)
+}
+
+/// `int EVP_AEAD_CTX_seal_scatter(ctx, out, out_tag, size_t *out_tag_len,
+/// max_out_tag_len, nonce, nonce_len, in, in_len, extra_in, extra_in_len,
+/// ad, ad_len)`: what aws-lc-rs seals TLS 1.2 AES-GCM records with. At
+/// entry `nonce_len` is at `[rsp+8]`, then `in`, `in_len`, `extra_in`,
+/// `extra_in_len`, `ad`, `ad_len`.
+#[uprobe]
+pub fn aead_seal_scatter(ctx: ProbeContext) -> u32 {
+    let sp = unsafe { (*ctx.regs).rsp };
+    let Ok([input, in_len, _, _, ad, ad_len]) =
+        (unsafe { bpf_probe_read_user((sp + 16) as *const [u64; 6]) })
+    else {
+        return 0;
+    };
+    seal(&ctx, input, in_len, ad, ad_len)
+}
+
+/// A record about to be encrypted: `in_len` bytes at `input`.
+#[inline(always)]
+fn seal(ctx: &ProbeContext, input: u64, in_len: u64, ad: u64, ad_len: u64) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if is_sensor((pid_tgid >> 32) as u32) {
         return 0;
     }
-    let (Some(cipher), Some([input, in_len, ad, ad_len])) = (ctx.arg::<u64>(0), stack_args(&ctx))
-    else {
+    let Some(cipher) = ctx.arg::<u64>(0) else {
         return 0;
     };
     let (len, head) = match ad_len {

@@ -29,7 +29,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use e2e::{
@@ -109,15 +109,25 @@ struct Standin {
 
 impl Standin {
     fn start_in(ns: &Netns) -> Standin {
-        Self::start(ns, Path::new(python3()), "responses_server.py")
+        Self::start(ns, Path::new(python3()), "responses_server.py", None)
+    }
+
+    /// TLS 1.2 only: rustls seals its records with another function.
+    fn start_tls12_in(ns: &Netns) -> Standin {
+        Self::start(
+            ns,
+            Path::new(python3()),
+            "responses_server.py",
+            Some("tls1.2"),
+        )
     }
 
     /// Over HTTP/2 (the `h2` package is in the test virtualenv).
     fn start_h2_in(ns: &Netns) -> Standin {
-        Self::start(ns, &venv_python(), "h2_server.py")
+        Self::start(ns, &venv_python(), "h2_server.py", None)
     }
 
-    fn start(ns: &Netns, python: &Path, fixture: &str) -> Standin {
+    fn start(ns: &Netns, python: &Path, fixture: &str, option: Option<&str>) -> Standin {
         let dir = tempfile::tempdir().expect("temp dir");
         let (ca, cert, key) = ca_and_leaf(dir.path());
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -129,6 +139,7 @@ impl Standin {
             .arg(&cert)
             .arg(&key)
             .arg("127.0.0.1")
+            .args(option)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -205,24 +216,7 @@ fn codex(exe: &Path, ns: &Netns, server: &Standin, home: &Path) -> Child {
 
 /// Waits up to 90 s; returns (success, stdout + stderr).
 fn finish(child: Child) -> (bool, String) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut child = child;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    e2e::finish_within(child, Duration::from_secs(90))
 }
 
 /// Runs Codex once to its answer (checked); returns its pid.
@@ -352,6 +346,23 @@ fn codex_calls_are_captured_with_model_and_usage() {
     assert_eq!(c["llm"]["input_tokens"], INPUT_TOKENS, "{c}");
     assert_eq!(c["llm"]["output_tokens"], OUTPUT_TOKENS, "{c}");
     assert_eq!(c["dport"], h2.port, "{c}");
+
+    // Over TLS 1.2 (AES-GCM): sealed by EVP_AEAD_CTX_seal_scatter, with
+    // the record's explicit nonce before the plaintext.
+    let tls12 = Standin::start_tls12_in(&ns);
+    let me = run_codex(&exe, &ns, &tls12);
+    assert_eq!(tls12.posts(), 1, "{:?}", tls12.requests());
+    let c = sensor.wait_for("Codex's api_call over TLS 1.2", |v| {
+        kind(v) == "api_call" && pid(v) == me
+    });
+    assert_eq!(
+        (&c["method"], &c["status"]),
+        (&"POST".into(), &200.into()),
+        "{c}"
+    );
+    assert_eq!(c["llm"]["model"], MODEL, "{c}");
+    assert_eq!(c["llm"]["output_tokens"], OUTPUT_TOKENS, "{c}");
+    assert_eq!(c["dport"], tls12.port, "{c}");
 
     // `sensor status` says how each function was found: aws-lc's record
     // cipher, by signature.

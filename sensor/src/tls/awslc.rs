@@ -14,8 +14,8 @@
 //!
 //! - `EVP_AEAD_CTX_seal`: TOO_LARGE (117) and BUFFER_TOO_SMALL (103);
 //! - `EVP_AEAD_CTX_open`: BAD_DECRYPT (101) and OUTPUT_ALIASES_INPUT (115);
-//! - `EVP_AEAD_CTX_seal_scatter` (used instead of seal for TLS 1.2
-//!   AES-GCM): INVALID_OPERATION (112) and OUTPUT_ALIASES_INPUT (115).
+//! - `EVP_AEAD_CTX_seal_scatter` (what TLS 1.2 AES-GCM records are
+//!   sealed with): INVALID_OPERATION (112) and OUTPUT_ALIASES_INPUT (115).
 //!
 //! Each rule must match exactly one function, and all reports must go to
 //! one error function, or the file is refused. Checked by the colleague
@@ -47,9 +47,15 @@ pub const LIBRARY: &str = "aws-lc";
 
 /// The programs `sensor-ebpf/src/aead.rs` defines.
 pub const SEAL_PROGRAM: &str = "aead_seal";
+pub const SEAL_SCATTER_PROGRAM: &str = "aead_seal_scatter";
 pub const OPEN_PROGRAM: &str = "aead_open";
 pub const OPEN_RET_PROGRAM: &str = "aead_open_ret";
-pub const PROGRAMS: [&str; 3] = [SEAL_PROGRAM, OPEN_PROGRAM, OPEN_RET_PROGRAM];
+pub const PROGRAMS: [&str; 4] = [
+    SEAL_PROGRAM,
+    SEAL_SCATTER_PROGRAM,
+    OPEN_PROGRAM,
+    OPEN_RET_PROGRAM,
+];
 
 /// Integer arguments in registers that each function reads on entry (ctx,
 /// out, out_len…: six of its ten).
@@ -110,8 +116,8 @@ fn identify(bin: &Binary, reports: &BTreeMap<u64, Vec<Report>>) -> Result<Vec<Fo
         (
             "EVP_AEAD_CTX_seal_scatter",
             scatter,
-            "aead.c reports 112 and 115 (not attached: TLS 1.2 AES-GCM only)",
-            vec![],
+            "aead.c reports 112 and 115",
+            vec![SEAL_SCATTER_PROGRAM],
         ),
         (
             "EVP_AEAD_CTX_open",
