@@ -183,6 +183,13 @@ impl Pods {
             .cloned()
     }
 
+    /// The pod container a process's container is: its id, under the
+    /// cgroup of that very pod (a process cannot name itself into a pod).
+    pub fn of(&self, c: &crate::procs::ContainerInfo) -> Option<Arc<PodContainer>> {
+        let uid = c.pod_uid.as_deref()?;
+        self.lookup(&c.id).filter(|p| p.uid == uid)
+    }
+
     fn replace(&self, map: HashMap<String, Arc<PodContainer>>) {
         *self.by_container.write().unwrap_or_else(|e| e.into_inner()) = map;
     }

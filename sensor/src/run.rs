@@ -730,7 +730,7 @@ impl<W: Write> Output<W> {
         if ev.pod.is_none()
             && let Some(c) = &ev.process.container
         {
-            ev.pod = self.pods.lookup(&c.id);
+            ev.pod = self.pods.of(c);
         }
         let (findings, modes) = {
             let mut a = self.agents.lock().unwrap_or_else(|e| e.into_inner());

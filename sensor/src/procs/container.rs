@@ -14,7 +14,12 @@
 //! | containerd, nerdctl   | `/default/<id>` (namespace directory)                           |
 //!
 //! Pod uids come from `pod<uid>` segments; systemd spells them with `_`
-//! where the uid has `-`.
+//! where the uid has `-`. Only a path under the root `kubepods` cgroup has
+//! one: users own the cgroups systemd delegates to them (rootless
+//! containers live there), and a process of theirs in a scope they named
+//! `cri-containerd-<a pod's container id>.scope` must not pass for that
+//! pod's container (issue 19, finding 8). A sensor in its own cgroup
+//! namespace sees host paths with leading `..` segments; they are skipped.
 
 use serde::Serialize;
 
@@ -45,9 +50,16 @@ const SCOPE_PREFIXES: [(&str, &str); 5] = [
 /// Finds the container a cgroup path belongs to; None for host processes
 /// and for runtime helpers such as conmon.
 pub fn parse(cgroup_path: &str) -> Option<ContainerInfo> {
-    let segments: Vec<&str> = cgroup_path.split('/').filter(|s| !s.is_empty()).collect();
-    let pod_uid = segments.iter().find_map(|s| pod_uid(s));
-    let kube = segments.iter().any(|s| s.starts_with("kubepods"));
+    let segments: Vec<&str> = cgroup_path
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != "..")
+        .collect();
+    let kube = segments.first().is_some_and(|s| s.starts_with("kubepods"));
+    let pod_uid = if kube {
+        segments.iter().find_map(|s| pod_uid(s))
+    } else {
+        None
+    };
     // The innermost container segment wins (nested cgroups sit below it).
     for (i, seg) in segments.iter().enumerate().rev() {
         let name = seg.strip_suffix(".scope").unwrap_or(seg);
@@ -194,6 +206,26 @@ mod tests {
             None,
         );
         check(&format!("/default/{ID}"), "containerd", None);
+    }
+
+    #[test]
+    fn a_pod_is_only_under_the_root_kubepods_cgroup() {
+        let uid_ = UID.replace('-', "_");
+        // Seen from a sensor in its own cgroup namespace.
+        check(
+            &format!(
+                "/../../kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/cri-containerd-{ID}.scope"
+            ),
+            "containerd",
+            Some(UID),
+        );
+        // A user's own delegated cgroups, named like a pod's: a container
+        // maybe, never that pod.
+        let forged = format!(
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/kubepods-besteffort-pod{uid_}.slice/cri-containerd-{ID}.scope"
+        );
+        let c = parse(&forged).unwrap();
+        assert_eq!(c.pod_uid, None, "{c:?}");
     }
 
     #[test]

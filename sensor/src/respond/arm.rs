@@ -495,7 +495,7 @@ impl Armer {
         if !self.active() {
             return false;
         }
-        let pod = p.container.as_ref().and_then(|c| self.pods.lookup(&c.id));
+        let pod = p.container.as_ref().and_then(|c| self.pods.of(c));
         let crate::agents::selectors::Named { id, name, .. } = self.naming.name(p, pod.as_deref());
         let Some((label, patterns)) = self.patterns(&id, &name) else {
             // Armed at exec by its name alone, but not the agent: undone.
