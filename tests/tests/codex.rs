@@ -6,7 +6,7 @@
 //! aws-lc's record cipher (`EVP_AEAD_CTX_seal`/`_open`) by signature, and
 //! the plaintext of each record gives Codex's `POST /v1/responses` as an
 //! `api_call` of an agent, with model and usage read from the streamed
-//! answer, its API key never shown (/work/shared/design/CODEX-RUSTLS.md).
+//! answer, its API key never shown.
 //! Before that capture, Codex was named only by its ClientHello.
 //!
 //! How Codex is run offline: the stand-in's certificate is a leaf signed
@@ -389,7 +389,7 @@ fn codex_calls_are_captured_with_model_and_usage() {
 
 /// `sensor tls-resolve` (no daemon, no root) finds aws-lc in Codex and
 /// its AEAD seal and open by signature, at the file offsets measured
-/// with gdb and kernel uprobes on this very build (CODEX-RUSTLS.md, §2:
+/// with gdb and kernel uprobes on this very build (
 /// `EVP_AEAD_CTX_seal` at VA 0x12629450, `_open` at 0x12629690, file
 /// offset = VA - 0x1000).
 #[test]

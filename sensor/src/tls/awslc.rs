@@ -6,7 +6,7 @@
 //! dozens of copies. Every TLS record it sends or receives goes through
 //! aws-lc's AEAD functions in `crypto/fipsmodule/cipher/aead.c`, which are
 //! C, single, and part of aws-lc's API (measured on Codex 0.171.0, aws-lc
-//! 0.45 via aws-lc-rs 1.18: /work/shared/design/CODEX-RUSTLS.md). Each
+//! 0.45 via aws-lc-rs 1.18, with gdb and kernel uprobes). Each
 //! `OPENSSL_PUT_ERROR(CIPHER, reason)` there compiles to a call of the
 //! error function with (30, 0, reason, "…/aead.c", line); the reasons a
 //! function reports identify it (codes from aws-lc's `include/openssl/
@@ -170,8 +170,8 @@ mod tests {
         .ok()
     }
 
-    /// Offsets measured with gdb and kernel uprobes on Codex 0.171.0
-    /// (CODEX-RUSTLS.md): the plaintext was seen there.
+    /// Offsets measured with gdb and kernel uprobes on Codex 0.171.0: the
+    /// plaintext was seen there.
     #[test]
     fn codex_0_171_resolves_to_the_measured_functions() {
         let Some(data) = codex() else {
