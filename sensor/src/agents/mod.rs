@@ -207,11 +207,6 @@ pub fn identity(p: &Process) -> (String, String, Vec<String>) {
     };
     let mut h = Sha256::new();
     h.update(basename(&exe).as_bytes());
-    // The user it runs as: another user's `python3 ordering_agent.py` is
-    // not the ordering agent (its baseline, approvals and arming are not
-    // theirs to use: issue 19, finding 8).
-    h.update([0]);
-    h.update(p.uid.to_le_bytes());
     for a in &norm {
         h.update([0]);
         h.update(a.as_bytes());
@@ -1274,15 +1269,6 @@ mod tests {
         assert_eq!(name, "ordering_agent.py");
         assert_eq!(identity(&b).0, ida, "temp dirs and numbers do not split it");
         assert_ne!(identity(&c).0, ida);
-        let other_user = Process {
-            uid: 1000,
-            ..(*a).clone()
-        };
-        assert_ne!(
-            identity(&other_user).0,
-            ida,
-            "another user's run is another agent"
-        );
         let m = process(
             13,
             "/usr/bin/python3",
