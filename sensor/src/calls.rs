@@ -24,6 +24,7 @@ use crate::{
     procs::Process,
     redact,
     sockets::FirstBytes,
+    ws_calls::{WsCalls, WsParsed},
 };
 
 /// Plain sockets share the stream table with TLS connection objects
@@ -54,6 +55,10 @@ struct Parsers {
     /// or a MySQL handshake response (plain, or inside TLS after the
     /// client asked for it).
     db: Option<db::Conn>,
+    /// A WebSocket upgrade the client asked for (its request), until the
+    /// server's answer; then, on a 101, the connection's messages.
+    ws_upgrade: Option<RequestSummary>,
+    ws: Option<WsCalls>,
     /// Whether the process turned out to be the server of this connection
     /// (it writes responses): the sensor reports the calls a process makes,
     /// not the ones it serves.
@@ -82,6 +87,8 @@ impl Parsers {
             response,
             h2: None,
             db: None,
+            ws_upgrade: None,
+            ws: None,
             server: None,
             error_reported: false,
         }
@@ -477,6 +484,12 @@ fn parse(
         let engine = conn.engine();
         return (parse_db(conn, c, missing, fingerprint), engine);
     }
+    if let Some(ws) = &mut p.ws {
+        return (
+            ws_parsed(ws.feed(c.writing, c.data, missing)).collect(),
+            "websocket",
+        );
+    }
     if let Some(h2) = &mut p.h2 {
         let dir = if c.writing {
             Direction::Request
@@ -546,6 +559,17 @@ fn parse(
     for m in msgs {
         parsed.push(match m {
             Message::Error(e) => Parsed::Error(e),
+            // The bytes after a 101: a WebSocket's first messages, or a
+            // protocol the sensor does not read (said once).
+            Message::Switched(rest) => match &mut p.ws {
+                Some(ws) => {
+                    parsed.extend(ws_parsed(ws.feed(false, &rest, missing)));
+                    continue;
+                }
+                None => Parsed::Error(
+                    "101 Switching Protocols to a protocol other than WebSocket: the rest of this connection is not read".into(),
+                ),
+            },
             Message::Complete {
                 head,
                 body_bytes,
@@ -558,20 +582,34 @@ fn parse(
                     Some((host, path)) => (host, path),
                     None => (head.host.unwrap_or_default(), head.target),
                 };
-                Parsed::Request(
-                    RequestSummary {
-                        authority,
-                        method: head.method,
-                        target,
-                        http_version: format!("HTTP/1.{}", head.version),
-                        credential_fingerprint: head.credentials.into_iter().next(),
-                        body_bytes,
-                        head_bytes: head.head_bytes,
-                        llm: request_summary(kept),
-                        db: None,
-                    },
-                    0,
-                )
+                let request = RequestSummary {
+                    authority,
+                    method: head.method,
+                    target,
+                    http_version: format!("HTTP/1.{}", head.version),
+                    credential_fingerprint: head.credentials.into_iter().next(),
+                    body_bytes,
+                    head_bytes: head.head_bytes,
+                    llm: request_summary(kept),
+                    db: None,
+                };
+                p.ws_upgrade = head.websocket.then(|| request.clone());
+                Parsed::Request(request, 0)
+            }
+            Message::Complete {
+                head,
+                body_bytes,
+                kept,
+            } if head.status == 101 => {
+                // Messages follow (`Switched` comes next with the rest).
+                if let Some(upgrade) = p.ws_upgrade.take() {
+                    p.ws = Some(WsCalls::new(
+                        &upgrade,
+                        head.ws_extensions.as_deref(),
+                        LLM_BODY_LIMIT,
+                    ));
+                }
+                Parsed::Response(response_summary(head, body_bytes, kept), 0)
             }
             Message::Complete {
                 head,
@@ -581,6 +619,14 @@ fn parse(
         });
     }
     (parsed, "http/1.1")
+}
+
+fn ws_parsed(msgs: Vec<WsParsed>) -> impl Iterator<Item = Parsed> {
+    msgs.into_iter().map(|m| match m {
+        WsParsed::Error(e) => Parsed::Error(e),
+        WsParsed::Request(r) => Parsed::Request(r, 0),
+        WsParsed::Response(r) => Parsed::Response(r, 0),
+    })
 }
 
 /// Runs one chunk through a database connection's parser. A statement
@@ -705,7 +751,8 @@ fn call_event(call: ApiCall, clock: &Clock, sockets: &FirstBytes) -> Event {
             r.authority.clone(),
             redact::target(&r.target),
             path_template(&r.target),
-            call.response.as_ref().map(|s| s.status),
+            // WebSocket messages have no status of their own (0).
+            call.response.as_ref().map(|s| s.status).filter(|&s| s != 0),
         ),
     };
     let detail = Detail::ApiCall {
@@ -831,5 +878,113 @@ mod tests {
         }
         assert!(calls.unbound.len() <= MAX_UNBOUND_CONTEXTS);
         assert!(calls.unbound_dropped > 5);
+    }
+
+    /// A WebSocket frame as a client (masked) or server sends it, the
+    /// payload compressed (permessage-deflate) with `z` when given.
+    fn ws_frame(payload: &str, client: bool, z: Option<&mut flate2::Compress>) -> Vec<u8> {
+        let mut p = payload.as_bytes().to_vec();
+        let mut b0 = 0x81u8;
+        if let Some(z) = z {
+            let mut out = Vec::with_capacity(p.len() + 256);
+            z.compress_vec(&p, &mut out, flate2::FlushCompress::Sync)
+                .unwrap();
+            out.truncate(out.len() - 4);
+            p = out;
+            b0 |= 0x40;
+        }
+        let mut f = vec![b0];
+        let m = if client { 0x80 } else { 0 };
+        if p.len() < 126 {
+            f.push(m | p.len() as u8);
+        } else {
+            f.push(m | 126);
+            f.extend_from_slice(&(p.len() as u16).to_be_bytes());
+        }
+        let key = [9u8, 8, 7, 6];
+        if client {
+            f.extend_from_slice(&key);
+            f.extend(p.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            f.extend_from_slice(&p);
+        }
+        f
+    }
+
+    /// Codex's first transport: `GET /v1/responses` upgraded to a
+    /// WebSocket with permessage-deflate; each `response.create` message
+    /// is a call of its own, with the upgrade's credential, and its
+    /// model and usage read from the answer's messages, the first of
+    /// which came in the 101's record.
+    #[test]
+    fn websocket_messages_to_the_responses_api_are_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut calls = Calls::new(dir.path(), None).unwrap();
+        let p = Arc::new(Process {
+            pid: 7,
+            start_ticks: 1,
+            ..Default::default()
+        });
+        let (w, r) = (0x7f00_0000_1000, 0x7f00_0000_2000);
+        let upgrade = b"GET /v1/responses HTTP/1.1\r\nHost: 127.0.0.1:8443\r\n\
+            Authorization: Bearer sk-planted-ws-secret\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+            Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
+        calls.on_tls(&rustls(w, 9, TLS_DIR_WRITE, upgrade), &p);
+        let mut zs = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut zc = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut rec = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+            .to_vec();
+        rec.extend(ws_frame(
+            r#"{"type":"codex.rate_limits"}"#,
+            false,
+            Some(&mut zs),
+        ));
+        let opened = calls.on_tls(&rustls(r, 9, TLS_DIR_READ, &rec), &p);
+        let get = call(opened);
+        assert_eq!(
+            (get.request.method.as_str(), get.response.map(|r| r.status)),
+            ("GET", Some(101))
+        );
+
+        for turn in 0..2 {
+            let create = format!(
+                r#"{{"type":"response.create","model":"gpt-e2e-codex","input":[{{"turn":{turn}}}]}}"#
+            );
+            let out = calls.on_tls(
+                &rustls(w, 9, TLS_DIR_WRITE, &ws_frame(&create, true, Some(&mut zc))),
+                &p,
+            );
+            assert!(out.is_empty(), "{out:?}");
+            let mut answer = Vec::new();
+            for e in [
+                r#"{"type":"response.created","response":{"model":"gpt-e2e-codex"}}"#,
+                r#"{"type":"response.output_text.delta","delta":"Hello"}"#,
+                r#"{"type":"response.completed","response":{"model":"gpt-e2e-codex","usage":{"input_tokens":11,"output_tokens":7}}}"#,
+            ] {
+                answer.extend(ws_frame(e, false, Some(&mut zs)));
+            }
+            let c = call(calls.on_tls(&rustls(r, 9, TLS_DIR_READ, &answer), &p));
+            let ev = call_event(c, &Clock::new(), &FirstBytes::default());
+            let v = serde_json::to_value(&ev).unwrap();
+            assert_eq!(v["method"], "WS", "{v}");
+            assert_eq!(v["path"], "/v1/responses", "{v}");
+            assert_eq!(v["http_version"], "websocket", "{v}");
+            assert!(v.get("status").is_none_or(|s| s.is_null()), "{v}");
+            assert_eq!(v["provider"], "openai-compatible", "{v}");
+            assert_eq!(v["llm"]["model"], "gpt-e2e-codex", "{v}");
+            assert_eq!(v["llm"]["input_tokens"], 11, "{v}");
+            assert_eq!(v["llm"]["output_tokens"], 7, "{v}");
+            assert!(
+                v["credential_fingerprint"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Bearer fp:"),
+                "{v}"
+            );
+            assert!(!v.to_string().contains("planted"), "{v}");
+        }
+        assert_eq!(calls.parse_errors, 0);
     }
 }

@@ -33,3 +33,4 @@ mod skips;
 pub mod sockets;
 pub mod state;
 pub mod tls;
+pub mod ws_calls;

@@ -14,7 +14,7 @@ use crate::cmd::{output, root, run};
 /// predates features aya-obj 0.6 uses; fuzzing has no LLVM constraint.
 const FUZZ_TOOLCHAIN: &str = "nightly-2026-10-29";
 
-pub const TARGETS: [&str; 7] = [
+pub const TARGETS: [&str; 8] = [
     "records",
     "client_hello",
     "http1",
@@ -22,6 +22,7 @@ pub const TARGETS: [&str; 7] = [
     "held_request",
     "postgres",
     "mysql",
+    "websocket",
 ];
 
 /// Seconds per target in `cargo xtask test`.

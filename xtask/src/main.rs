@@ -53,14 +53,14 @@ enum Command {
     /// of `test`.
     CheckDeploy,
     /// Run every fuzz target (records, ClientHello, HTTP/1.1, HTTP/2, held
-    /// requests, PostgreSQL, MySQL) for a bounded
+    /// requests, PostgreSQL, MySQL, WebSocket) for a bounded
     /// time; installs cargo-fuzz if needed. `test` runs each for 30 s.
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
         /// Only this target (records, client_hello, http1, http2, held_request,
-        /// postgres, mysql).
+        /// postgres, mysql, websocket).
         #[arg(long)]
         only: Option<String>,
     },

@@ -9,3 +9,4 @@ pub mod fingerprint;
 pub mod h2;
 pub mod stream;
 pub mod template;
+pub mod ws;

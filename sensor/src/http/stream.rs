@@ -35,6 +35,10 @@ pub struct Head {
     pub head_bytes: u64,
     /// Keyed fingerprints of credential header values.
     pub credentials: Vec<String>,
+    /// A request asking to become a WebSocket (`Upgrade: websocket`).
+    pub websocket: bool,
+    /// A response's `Sec-WebSocket-Extensions` (what a 101 accepted).
+    pub ws_extensions: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -48,6 +52,11 @@ pub enum Message {
     },
     /// Input that could not be framed; the stream resynchronises.
     Error(String),
+    /// A `101 Switching Protocols` response ended HTTP on this connection
+    /// (it comes right after that response's `Complete`): these are the
+    /// bytes that followed it in the same record, and the stream reads
+    /// nothing more.
+    Switched(Vec<u8>),
 }
 
 /// A body kept for the layers above (LLM calls), bounded.
@@ -90,6 +99,8 @@ pub struct H1Stream {
     kept: Option<Kept>,
     /// Whether the response whose head was just parsed is to be kept.
     response_keep: bool,
+    /// A 101 ended HTTP here: the rest is another protocol's.
+    switched: bool,
 }
 
 /// Credential headers: their values become fingerprints, never text.
@@ -107,6 +118,7 @@ impl H1Stream {
             keep_request: None,
             kept: None,
             response_keep: false,
+            switched: false,
         }
     }
 
@@ -143,6 +155,9 @@ impl H1Stream {
     /// anywhere else the message cannot be framed.
     pub fn gap(&mut self, n: u64) -> Vec<Message> {
         let mut out = Vec::new();
+        if self.switched {
+            return out;
+        }
         if let Some(k) = &mut self.kept {
             k.truncated = true;
         }
@@ -198,6 +213,9 @@ impl H1Stream {
 
     pub fn feed(&mut self, data: &[u8], fingerprint: &dyn Credentials) -> Vec<Message> {
         let mut out = Vec::new();
+        if self.switched {
+            return out;
+        }
         // Bytes after a head, or after a bad byte, are fed again by this
         // loop, not by recursion: a record of many small pipelined
         // requests would otherwise nest a call per request and overflow
@@ -254,9 +272,15 @@ impl H1Stream {
                         bytes: Vec::new(),
                         truncated: false,
                     });
+                    let switching = self.dir == Direction::Response && head.status == 101;
                     self.current = Some((head, body, 0));
                     if let Some((_, Body::Length(0), _)) = &self.current {
                         self.finish(out);
+                    }
+                    if switching {
+                        self.switched = true;
+                        out.push(Message::Switched(data.to_vec()));
+                        return None;
                     }
                 }
                 Ok(None) => {
@@ -426,6 +450,8 @@ impl H1Stream {
                             head_bytes: n as u64,
                             credentials: Vec::new(),
                             content_type: None,
+                            websocket: false,
+                            ws_extensions: None,
                         },
                         req.headers
                             .iter()
@@ -450,6 +476,8 @@ impl H1Stream {
                             head_bytes: n as u64,
                             credentials: Vec::new(),
                             content_type: None,
+                            websocket: false,
+                            ws_extensions: None,
                         },
                         resp.headers
                             .iter()
@@ -478,6 +506,18 @@ impl H1Stream {
                         v.parse::<u64>()
                             .map_err(|_| format!("bad Content-Length ({} bytes)", v.len()))?,
                     );
+                }
+                "upgrade" => {
+                    head.websocket = String::from_utf8_lossy(value)
+                        .split(',')
+                        .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+                }
+                "sec-websocket-extensions" => {
+                    let v = String::from_utf8_lossy(value).trim().to_string();
+                    head.ws_extensions = Some(match head.ws_extensions.take() {
+                        Some(before) => format!("{before}, {v}"),
+                        None => v,
+                    });
                 }
                 "transfer-encoding" => {
                     chunked = String::from_utf8_lossy(value)
@@ -601,9 +641,59 @@ mod tests {
                     head.status,
                     *body_bytes,
                 )),
-                Message::Error(_) => None,
+                Message::Error(_) | Message::Switched(_) => None,
             })
             .collect()
+    }
+
+    /// A 101 ends HTTP: its head completes, the bytes after it in the
+    /// same record come back, and nothing later is read as HTTP.
+    #[test]
+    fn a_101_switches_the_stream_and_hands_over_what_follows() {
+        let mut req = H1Stream::new(Direction::Request);
+        let out = feed_all(
+            &mut req,
+            b"GET /v1/responses HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n",
+        );
+        let [Message::Complete { head, .. }] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert!(head.websocket);
+        let mut resp = H1Stream::new(Direction::Response);
+        resp.expect_response_to("GET");
+        let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+            Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n";
+        for split in [3, head.len(), head.len() + 1] {
+            let mut r = H1Stream::new(Direction::Response);
+            let mut all = head.to_vec();
+            all.extend_from_slice(b"\x81\x02hi");
+            let mut out = r.feed(&all[..split], &fp);
+            out.extend(r.feed(&all[split..], &fp));
+            let n = out.len();
+            assert!(n >= 2, "{out:?}");
+            let Message::Complete { head: h, .. } = &out[0] else {
+                panic!("{out:?}")
+            };
+            assert_eq!(h.status, 101);
+            assert_eq!(
+                h.ws_extensions.as_deref(),
+                Some("permessage-deflate; server_no_context_takeover")
+            );
+            let rest: Vec<u8> = out[1..]
+                .iter()
+                .flat_map(|m| match m {
+                    Message::Switched(b) => b.clone(),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            // What followed the head in the record that ended it (later
+            // records are the caller's to read as the new protocol).
+            let end = if split < head.len() { all.len() } else { split };
+            assert_eq!(rest, all[head.len()..end]);
+            assert!(r.feed(b"HTTP/1.1 200 OK\r\n\r\n", &fp).is_empty());
+            assert!(r.gap(10).is_empty());
+        }
+        drop(resp);
     }
 
     const REQS: &[u8] = b"POST /v1/orders HTTP/1.1\r\nHost: Vendor.Example\r\nAuthorization: Bearer sk-secret-123\r\nContent-Length: 9\r\n\r\n{\"qty\":1}GET /v1/orders/7 HTTP/1.1\r\nHost: vendor.example\r\n\r\n";
