@@ -67,6 +67,12 @@ pub static PENDING_CONNECT: HashMap<u64, crate::connect::PendingConnect> =
 #[unsafe(no_mangle)]
 pub static TLS_CAPTURE_BYTES: Global<u32> = Global::new(4096);
 
+/// Most plaintext bytes copied per record sealed or opened by a record
+/// cipher (`tls.record_capture_bytes`, aws-lc's AEAD under rustls), at
+/// most `TLS_DATA_MAX`: by default the whole record.
+#[unsafe(no_mangle)]
+pub static TLS_RECORD_CAPTURE_BYTES: Global<u32> = Global::new(16384);
+
 /// Most bytes copied per watched send (`sockets.capture_bytes`), at most
 /// `SOCK_DATA_MAX`.
 #[unsafe(no_mangle)]

@@ -24,12 +24,12 @@ use aya_ebpf::{
 };
 use sensor_common::{
     Counter, EventKind, TLS_DATA_MAX, TLS_DIR_READ, TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_OPENSSL,
-    TlsBindRecord, TlsDataHeader, TlsDataRecord,
+    TLS_LIB_RUSTLS, TlsBindRecord, TlsDataHeader, TlsDataRecord,
 };
 
 use crate::{
     emit,
-    maps::{EVENTS, TLS_CAPTURE_BYTES, count, is_sensor},
+    maps::{EVENTS, TLS_CAPTURE_BYTES, TLS_RECORD_CAPTURE_BYTES, count, is_sensor},
 };
 
 /// A thread's TLS call: its arguments while in progress, or (state
@@ -293,14 +293,19 @@ fn try_ret(ctx: &RetProbeContext) -> Result<u32, i64> {
 }
 
 /// Sends `moved` bytes of plaintext at user address `buf` (the first
-/// `TLS_CAPTURE_BYTES` of them) as one `TlsData` record: shared by the C
-/// libraries' return probe and Go's (`go_tls.rs`).
+/// `TLS_CAPTURE_BYTES` of them; `TLS_RECORD_CAPTURE_BYTES` for a record
+/// cipher's, `lib` rustls) as one `TlsData` record: shared by the C
+/// libraries' return probe, Go's (`go_tls.rs`) and aws-lc's (`aead.rs`).
 #[inline(always)]
 pub fn emit_data(conn: u64, buf: u64, moved: u64, fd: i32, dir: u8, lib: u8, start_ns: u64) {
     let Some(rec) = TLS_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let limit = TLS_CAPTURE_BYTES.load() as u64;
+    let limit = if lib == TLS_LIB_RUSTLS {
+        TLS_RECORD_CAPTURE_BYTES.load()
+    } else {
+        TLS_CAPTURE_BYTES.load()
+    } as u64;
     let mut n = if moved < limit { moved } else { limit };
     // Explicit clamp against the buffer size: this is what lets the
     // verifier bound both the copy and the ring-buffer output below.

@@ -760,6 +760,12 @@ pub struct TlsConfig {
     /// Plaintext bytes copied per TLS call (the rest is counted, with its
     /// true length). Enough for a request line and headers of LLM SDKs.
     pub capture_bytes: u32,
+    /// Plaintext bytes copied per record where TLS is hooked at its
+    /// record cipher (rustls on aws-lc: Codex), at most 16384, a whole
+    /// record. A compressed WebSocket (permessage-deflate, Codex's first
+    /// transport) shares one window across its messages: one byte not
+    /// copied and the rest of that direction cannot be read.
+    pub record_capture_bytes: u32,
     /// Globs of executable or library paths (as their processes see them)
     /// whose TLS is not probed: a busy gateway or proxy on the node that
     /// is no agent pays nothing. `sensor status` lists them as skipped.
@@ -771,6 +777,7 @@ impl Default for TlsConfig {
         Self {
             enabled: true,
             capture_bytes: 4096,
+            record_capture_bytes: sensor_common::TLS_DATA_MAX as u32,
             skip: Vec::new(),
         }
     }
@@ -969,6 +976,15 @@ impl Config {
             return Err((
                 "tls.capture_bytes",
                 format!("{} must be between 64 and {max}", self.tls.capture_bytes),
+            ));
+        }
+        if !(64..=max).contains(&self.tls.record_capture_bytes) {
+            return Err((
+                "tls.record_capture_bytes",
+                format!(
+                    "{} must be between 64 and {max}",
+                    self.tls.record_capture_bytes
+                ),
             ));
         }
         if let Err(e) = crate::tls::Skip::new(&self.tls.skip) {

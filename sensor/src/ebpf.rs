@@ -165,6 +165,11 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
         )
         .override_global("WAKEUP_BYTES", &cfg.ringbuf.wakeup_bytes, true)
         .override_global("TLS_CAPTURE_BYTES", &cfg.tls.capture_bytes, true)
+        .override_global(
+            "TLS_RECORD_CAPTURE_BYTES",
+            &cfg.tls.record_capture_bytes,
+            true,
+        )
         .override_global("SOCK_CAPTURE_BYTES", &cfg.sockets.capture_bytes, true)
         .override_global(
             "SOCK_CAPTURE_SENDS",
