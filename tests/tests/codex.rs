@@ -100,6 +100,9 @@ fn ca_and_leaf(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 /// in a network namespace, with a CA-signed certificate made at start.
 struct Standin {
     port: u16,
+    /// The WebSocket stand-in: Codex is pointed at it with the built-in
+    /// provider, which tries a WebSocket first.
+    websocket: bool,
     /// The CA that signed its certificate, for Codex to trust.
     ca: PathBuf,
     child: Child,
@@ -127,6 +130,15 @@ impl Standin {
         Self::start(ns, &venv_python(), "h2_server.py", None)
     }
 
+    /// The Responses API over WebSocket (tests/fixtures/responses_ws_server.py,
+    /// the `websockets` package from the test virtualenv);
+    /// `Some("no-deflate")` turns permessage-deflate off.
+    fn start_ws_in(ns: &Netns, option: Option<&str>) -> Standin {
+        let mut s = Self::start(ns, &venv_python(), "responses_ws_server.py", option);
+        s.websocket = true;
+        s
+    }
+
     fn start(ns: &Netns, python: &Path, fixture: &str, option: Option<&str>) -> Standin {
         let dir = tempfile::tempdir().expect("temp dir");
         let (ca, cert, key) = ca_and_leaf(dir.path());
@@ -152,6 +164,7 @@ impl Standin {
             .unwrap_or_else(|| panic!("the stand-in reports its port: {first:?}"));
         Standin {
             port,
+            websocket: false,
             ca,
             child,
             requests,
@@ -184,18 +197,25 @@ impl Drop for Standin {
 /// `codex exec` run in `ns` against `server`, not waited for. `home` is
 /// its HOME and working directory (no repository, no AGENTS.md of ours).
 fn codex(exe: &Path, ns: &Netns, server: &Standin, home: &Path) -> Child {
-    // A provider of its own: the built-in one tries WebSockets first, 7 s
-    // (module doc).
-    let provider = format!(
-        "model_providers.e2e={{name=\"e2e\",base_url=\"https://127.0.0.1:{}/v1\",\
-         env_key=\"CODEX_API_KEY\",wire_api=\"responses\",supports_websockets=false}}",
-        server.port
-    );
-    ns.command(exe)
-        .args(["exec", "--skip-git-repo-check", "-c"])
-        .arg(provider)
-        .args(["-c", "model_provider=\"e2e\""])
-        .args(["-c", &format!("model=\"{MODEL}\"")])
+    let mut cmd = ns.command(exe);
+    cmd.args(["exec", "--skip-git-repo-check"]);
+    if server.websocket {
+        // The built-in provider: a WebSocket first, as users get it.
+        cmd.arg("-c").arg(format!(
+            "openai_base_url=\"https://127.0.0.1:{}/v1\"",
+            server.port
+        ));
+    } else {
+        // A provider of its own: the built-in one tries WebSockets first,
+        // 7 s against a server without them (module doc).
+        cmd.arg("-c").arg(format!(
+            "model_providers.e2e={{name=\"e2e\",base_url=\"https://127.0.0.1:{}/v1\",\
+             env_key=\"CODEX_API_KEY\",wire_api=\"responses\",supports_websockets=false}}",
+            server.port
+        ));
+        cmd.args(["-c", "model_provider=\"e2e\""]);
+    }
+    cmd.args(["-c", &format!("model=\"{MODEL}\"")])
         // No metrics exporter: 5 s of DNS retries at exit (module doc).
         .args(["-c", "analytics.enabled=false"])
         .arg("Say hi.")
@@ -384,6 +404,98 @@ fn codex_calls_are_captured_with_model_and_usage() {
     no_key("the sensor's log", &stderr);
     for e in &events {
         no_key("an event", &e.to_string());
+    }
+}
+
+/// Codex's first transport with the built-in provider: `GET
+/// /v1/responses` upgraded to a WebSocket (permessage-deflate when the
+/// server accepts it, as the real API does), then a `response.create`
+/// message per request: a warm-up (`generate: false`) and the turn, each
+/// answered by the Responses API's events as messages. Each message is an
+/// `api_call` (`WS /v1/responses`, version `websocket`) with the
+/// upgrade's credential, the model, and the usage of its
+/// `response.completed`; with compression and without.
+#[test]
+fn codex_websocket_calls_are_captured_with_model_and_usage() {
+    let _g = serial();
+    if !require_root("codex_websocket_calls_are_captured_with_model_and_usage") {
+        return;
+    }
+    let exe = npm_binary(BINARY);
+    let shown = exe.canonicalize().unwrap();
+    let sensor = Sensor::start_with(&["--json"], None);
+    let ns = Netns::new("codex-ws");
+    for option in [None, Some("no-deflate")] {
+        let server = Standin::start_ws_in(&ns, option);
+        if option.is_none() {
+            // Hooked once its executable was seen (as in the test above).
+            run_codex(&exe, &ns, &server);
+            sensor.status_when("Codex hooked", |s| !status_block(s, &shown).is_empty());
+        }
+        let before = server.requests().len();
+        let me = run_codex(&exe, &ns, &server);
+        let seen = server.requests()[before..].to_vec();
+        // One upgrade, the warm-up and the turn, and no POST.
+        let creates = seen
+            .iter()
+            .filter(|r| r.starts_with("WS response.create "))
+            .count();
+        assert_eq!(creates, 2, "{option:?}: {seen:?}");
+        assert_eq!(server.posts(), 0, "{seen:?}");
+        let calls = sensor.wait_for_n(&format!("Codex's WebSocket calls ({option:?})"), 3, |v| {
+            kind(v) == "api_call" && pid(v) == me
+        });
+        let upgrade: Vec<_> = calls.iter().filter(|c| c["method"] == "GET").collect();
+        assert_eq!(upgrade.len(), 1, "{calls:?}");
+        assert_eq!(upgrade[0]["status"], 101, "{}", upgrade[0]);
+        assert_eq!(upgrade[0]["path"], "/v1/responses", "{}", upgrade[0]);
+        let ws: Vec<_> = calls.iter().filter(|c| c["method"] == "WS").collect();
+        assert_eq!(ws.len(), 2, "{calls:?}");
+        for c in &ws {
+            assert_eq!(c["path"], "/v1/responses", "{c}");
+            assert_eq!(c["http_version"], "websocket", "{c}");
+            assert_eq!(c["transport"], "tls", "{c}");
+            assert_eq!(c["tls_library"], "rustls", "{c}");
+            assert_eq!(c["provider"], "openai-compatible", "{c}");
+            assert_eq!(c["llm"]["model"], MODEL, "{c}");
+            assert_eq!(c["llm"]["truncated"], false, "{c}");
+            assert!(
+                c["credential_fingerprint"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("Bearer fp:"),
+                "{c}"
+            );
+            assert!(
+                c["agent"]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("agt-"),
+                "{c}"
+            );
+            assert_eq!(c["dport"], server.port, "{c}");
+        }
+        // The warm-up's usage is 0; the turn's is the stand-in's.
+        let usage: Vec<_> = ws
+            .iter()
+            .map(|c| {
+                (
+                    c["llm"]["input_tokens"].clone(),
+                    c["llm"]["output_tokens"].clone(),
+                )
+            })
+            .collect();
+        assert!(usage.contains(&(0.into(), 0.into())), "{usage:?}");
+        assert!(
+            usage.contains(&(INPUT_TOKENS.into(), OUTPUT_TOKENS.into())),
+            "{usage:?}"
+        );
+    }
+    let (_, stderr, events) = sensor.stop_with_events();
+    no_key("the sensor's log", &stderr);
+    for e in &events {
+        no_key("an event", &e.to_string());
+        assert_ne!(e["kind"], "parse_error", "{e}");
     }
 }
 
