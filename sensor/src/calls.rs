@@ -454,7 +454,10 @@ impl Calls {
 /// What a kept request body (of a call to an LLM provider) says: read
 /// now, so the bytes do not wait for the response.
 fn request_summary(kept: Option<crate::http::stream::Kept>) -> Option<Box<llm::LlmSummary>> {
-    kept.map(|k| Box::new(llm::summarize_request(&k.bytes, k.truncated)))
+    kept.map(|k| {
+        let k = k.decoded(LLM_BODY_LIMIT);
+        Box::new(llm::summarize_request(&k.bytes, k.truncated))
+    })
 }
 
 fn response_summary(
@@ -726,10 +729,12 @@ fn call_event(call: ApiCall, clock: &Clock, sockets: &FirstBytes) -> Event {
     let llm = provider.map(|_| {
         let resp = call.response.as_ref();
         let mut s = r.llm.clone().unwrap_or_default();
+        let body = resp
+            .and_then(|s| s.body.as_ref())
+            .map(|k| k.decoded(LLM_BODY_LIMIT));
         llm::add_response(
             &mut s,
-            resp.and_then(|s| s.body.as_ref())
-                .map(|k| (k.bytes.as_slice(), k.truncated)),
+            body.as_ref().map(|k| (k.bytes.as_slice(), k.truncated)),
             resp.and_then(|s| s.content_type.as_deref()),
         );
         s
@@ -986,5 +991,59 @@ mod tests {
             assert!(!v.to_string().contains("planted"), "{v}");
         }
         assert_eq!(calls.parse_errors, 0);
+    }
+
+    /// Compressed bodies of an LLM call are read: a zstd request (Codex
+    /// signed in with ChatGPT) and a gzip JSON answer (what a client that
+    /// accepts gzip gets), each split over two records.
+    #[test]
+    fn compressed_bodies_give_model_and_usage() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let mut calls = Calls::new(dir.path(), None).unwrap();
+        let p = Arc::new(Process {
+            pid: 7,
+            start_ticks: 1,
+            ..Default::default()
+        });
+        let mut body = Vec::new();
+        ruzstd::encoding::compress(
+            &br#"{"model":"gpt-zstd","input":[]}"#[..],
+            &mut body,
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        let mut req = format!(
+            "POST /v1/responses HTTP/1.1\r\nHost: api.openai.com\r\n\
+             Content-Encoding: zstd\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend(&body);
+        let (a, b) = req.split_at(req.len() - 3);
+        calls.on_tls(&rustls(0x1000, 9, TLS_DIR_WRITE, a), &p);
+        calls.on_tls(&rustls(0x1000, 9, TLS_DIR_WRITE, b), &p);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(br#"{"model":"gpt-zstd","usage":{"input_tokens":21,"output_tokens":4}}"#)
+            .unwrap();
+        let gz = gz.finish().unwrap();
+        let mut resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+             Content-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+            gz.len()
+        )
+        .into_bytes();
+        resp.extend(&gz);
+        let (a, b) = resp.split_at(resp.len() / 2);
+        assert!(
+            calls
+                .on_tls(&rustls(0x2000, 9, TLS_DIR_READ, a), &p)
+                .is_empty()
+        );
+        let c = call(calls.on_tls(&rustls(0x2000, 9, TLS_DIR_READ, b), &p));
+        let v = serde_json::to_value(call_event(c, &Clock::new(), &FirstBytes::default())).unwrap();
+        assert_eq!(v["llm"]["model"], "gpt-zstd", "{v}");
+        assert_eq!(v["llm"]["input_tokens"], 21, "{v}");
+        assert_eq!(v["llm"]["output_tokens"], 4, "{v}");
+        assert_eq!(v["llm"]["truncated"], false, "{v}");
     }
 }

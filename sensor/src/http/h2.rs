@@ -55,13 +55,14 @@ const MAX_LIST: usize = 256 * 1024;
 const MAX_CREDENTIALS: usize = 8;
 
 /// The fields a stream's call is made of (the first of each is kept).
-const KEPT_FIELDS: [&str; 6] = [
+const KEPT_FIELDS: [&str; 7] = [
     ":method",
     ":path",
     ":authority",
     ":status",
     "host",
     "content-type",
+    "content-encoding",
 ];
 
 /// Longest header name looked at: every name the parser reads (pseudo
@@ -744,7 +745,10 @@ impl H2Conn {
                     .keep
                     .is_some_and(|keep| keep(s.authority.as_deref().unwrap_or_default(), &s.path))
                 {
-                    s.req.kept = Some(Kept::default());
+                    s.req.kept = Some(Kept {
+                        encoding: field("content-encoding"),
+                        ..Kept::default()
+                    });
                     s.resp.kept = Some(Kept::default());
                 }
             }
@@ -757,6 +761,9 @@ impl H2Conn {
             {
                 s.status = st;
                 s.content_type = field("content-type");
+                if let Some(k) = &mut s.resp.kept {
+                    k.encoding = field("content-encoding");
+                }
             }
         }
         if block.end_stream {

@@ -192,7 +192,8 @@ fn bodies_of_selected_streams_are_kept_bounded() {
                 1,
                 Some(Kept {
                     bytes: b"{\"model\":\"m\"}".to_vec(),
-                    truncated: false
+                    truncated: false,
+                    encoding: None,
                 })
             ),
             (3, None)

@@ -39,8 +39,14 @@ pub struct Head {
     pub websocket: bool,
     /// A response's `Sec-WebSocket-Extensions` (what a 101 accepted).
     pub ws_extensions: Option<String>,
+    /// `Content-Encoding` (gzip, br, zstd…), lowercase.
+    pub content_encoding: Option<String>,
 }
 
+// Nearly every message is a `Complete`, handed straight to the caller:
+// boxing its head would add an allocation to each, to shrink the rare
+// others.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Message {
     /// A complete message: its head and body size, and the body itself
@@ -66,6 +72,16 @@ pub struct Kept {
     pub bytes: Vec<u8>,
     /// Some of the body is missing (over the limit, or not captured).
     pub truncated: bool,
+    /// Its `Content-Encoding`, when it has one (`http::encoding`).
+    pub encoding: Option<String>,
+}
+
+impl Kept {
+    /// The body as its sender wrote it, before any content coding, at
+    /// most `limit` bytes.
+    pub fn decoded(&self, limit: usize) -> std::borrow::Cow<'_, Kept> {
+        super::encoding::decode(self, self.encoding.as_deref(), limit)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -269,8 +285,8 @@ impl H1Stream {
                         Direction::Response => self.response_keep,
                     };
                     self.kept = (keep && self.keep_limit > 0).then(|| Kept {
-                        bytes: Vec::new(),
-                        truncated: false,
+                        encoding: head.content_encoding.clone(),
+                        ..Kept::default()
                     });
                     let switching = self.dir == Direction::Response && head.status == 101;
                     self.current = Some((head, body, 0));
@@ -452,6 +468,7 @@ impl H1Stream {
                             content_type: None,
                             websocket: false,
                             ws_extensions: None,
+                            content_encoding: None,
                         },
                         req.headers
                             .iter()
@@ -478,6 +495,7 @@ impl H1Stream {
                             content_type: None,
                             websocket: false,
                             ws_extensions: None,
+                            content_encoding: None,
                         },
                         resp.headers
                             .iter()
@@ -498,6 +516,10 @@ impl H1Stream {
                 }
                 "content-type" => {
                     head.content_type =
+                        Some(String::from_utf8_lossy(value).trim().to_ascii_lowercase())
+                }
+                "content-encoding" => {
+                    head.content_encoding =
                         Some(String::from_utf8_lossy(value).trim().to_ascii_lowercase())
                 }
                 "content-length" => {
@@ -849,7 +871,8 @@ mod tests {
             [
                 Some(Kept {
                     bytes: b"{\"model\"".to_vec(),
-                    truncated: true
+                    truncated: true,
+                    encoding: None,
                 }),
                 None
             ]
