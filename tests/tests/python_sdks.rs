@@ -89,3 +89,39 @@ fn httpx_async_memory_bio() {
     );
     check("httpx.AsyncClient", &script);
 }
+
+/// The official OpenAI SDK (httpx, `Accept-Encoding: gzip, deflate`)
+/// against a server that gzips its JSON answer, as a CDN in front of a
+/// provider does: the usage and the tool call are read from the decoded
+/// body (before, the call had no usage).
+#[test]
+fn a_gzip_encoded_answer_still_gives_usage() {
+    let _g = serial();
+    if !require_root("a_gzip_encoded_answer_still_gives_usage") {
+        return;
+    }
+    let sensor = Sensor::start();
+    let server = HttpsServer::start("127.0.0.1");
+    let base = format!("https://127.0.0.1:{}", server.port);
+    let script = "import sys, httpx, openai
+c = openai.OpenAI(base_url=sys.argv[1] + '/v1', api_key='sk-gzip-secret-1',
+                  default_query={'gzip': '1'}, http_client=httpx.Client(verify=False))
+r = c.chat.completions.create(model='gpt-e2e', messages=[{'role': 'user', 'content': 'hi'}],
+    tools=[{'type': 'function', 'function': {'name': 'place_order', 'parameters': {'type': 'object'}}}])
+assert r.usage.prompt_tokens == 1, r
+assert r.choices[0].message.tool_calls[0].function.name == 'place_order', r
+";
+    let (child, status) = run(Command::new(venv_python()).args(["-c", script, &base]));
+    assert!(status.success(), "openai: {status}");
+    let c = sensor.wait_for("the SDK's call", |v| {
+        kind(v) == "api_call" && pid(v) == u64::from(child)
+    });
+    assert_eq!(c["path"], "/v1/chat/completions?gzip=1", "{c}");
+    assert_eq!(c["llm"]["model"], "gpt-e2e", "{c}");
+    assert_eq!(c["llm"]["input_tokens"], 1, "{c}");
+    assert_eq!(c["llm"]["output_tokens"], 1, "{c}");
+    assert_eq!(c["llm"]["tool_calls"][0]["name"], "place_order", "{c}");
+    assert_eq!(c["llm"]["truncated"], false, "{c}");
+    assert!(!c.to_string().contains("gzip-secret"), "{c}");
+    sensor.stop();
+}
