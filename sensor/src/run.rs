@@ -860,5 +860,9 @@ fn totals(
     m.insert("http_parse_errors".into(), calls.parse_errors);
     m.insert("http_streams_evicted".into(), calls.evicted_streams());
     m.insert("tls_records_unbound".into(), calls.unbound_dropped);
+    m.insert(
+        "http_body_bytes_over_budget".into(),
+        crate::http::budget::refused(),
+    );
     m
 }

@@ -177,14 +177,22 @@ impl WsCalls {
             }
         }
         body.truncated |= truncated;
-        body.bytes.extend_from_slice(b"data: ");
-        let room = self.keep_limit.saturating_sub(body.bytes.len() + 2);
-        body.bytes.extend(
+        let room = self.keep_limit.saturating_sub(body.bytes.len() + 8);
+        let mut line = Vec::with_capacity(payload.len().min(room) + 8);
+        line.extend_from_slice(b"data: ");
+        line.extend(
             payload[..payload.len().min(room)]
                 .iter()
                 .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
         );
-        body.bytes.extend_from_slice(b"\n\n");
+        line.extend_from_slice(b"\n\n");
+        // Through the shared budget: all or nothing, an event cut in two
+        // would not parse.
+        if body.bytes.len() + line.len() <= self.keep_limit {
+            body.push(&line, self.keep_limit);
+        } else {
+            body.truncated = true;
+        }
     }
 }
 

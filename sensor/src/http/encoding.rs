@@ -69,7 +69,7 @@ pub fn decode<'k>(kept: &'k Kept, encoding: Option<&str>, limit: usize) -> Cow<'
         body = Cow::Owned(Kept {
             bytes: out,
             truncated,
-            encoding: None,
+            ..Kept::default()
         });
     }
     body

@@ -784,9 +784,7 @@ impl H2Conn {
         if let Some(s) = self.streams.get_mut(&sid) {
             let side = if i == 0 { &mut s.req } else { &mut s.resp };
             if let Some(k) = &mut side.kept {
-                let room = limit.saturating_sub(k.bytes.len());
-                k.bytes.extend_from_slice(&bytes[..bytes.len().min(room)]);
-                k.truncated |= bytes.len() > room;
+                k.push(bytes, limit);
             }
         }
     }

@@ -193,7 +193,7 @@ fn bodies_of_selected_streams_are_kept_bounded() {
                 Some(Kept {
                     bytes: b"{\"model\":\"m\"}".to_vec(),
                     truncated: false,
-                    encoding: None,
+                    ..Kept::default()
                 })
             ),
             (3, None)

@@ -5,6 +5,7 @@
 //! - `template`: endpoint templates (`/v1/orders/{id}`).
 //! - `fingerprint`: keyed fingerprints that stand for credentials.
 
+pub mod budget;
 pub mod encoding;
 pub mod fingerprint;
 pub mod h2;

@@ -74,9 +74,20 @@ pub struct Kept {
     pub truncated: bool,
     /// Its `Content-Encoding`, when it has one (`http::encoding`).
     pub encoding: Option<String>,
+    /// What its bytes took from the parsers' shared budget.
+    pub charge: super::budget::Charge,
 }
 
 impl Kept {
+    /// Adds `data`, keeping at most `limit` bytes in all and no more than
+    /// the shared budget grants; what is not kept marks it truncated.
+    pub fn push(&mut self, data: &[u8], limit: usize) {
+        let room = limit.saturating_sub(self.bytes.len()).min(data.len());
+        let got = self.charge.take(room);
+        self.bytes.extend_from_slice(&data[..got]);
+        self.truncated |= data.len() > got;
+    }
+
     /// The body as its sender wrote it, before any content coding, at
     /// most `limit` bytes.
     pub fn decoded(&self, limit: usize) -> std::borrow::Cow<'_, Kept> {
@@ -160,9 +171,7 @@ impl H1Stream {
 
     fn keep(&mut self, data: &[u8]) {
         if let Some(k) = &mut self.kept {
-            let room = self.keep_limit.saturating_sub(k.bytes.len());
-            k.bytes.extend_from_slice(&data[..room.min(data.len())]);
-            k.truncated |= data.len() > room;
+            k.push(data, self.keep_limit);
         }
     }
 
@@ -380,10 +389,7 @@ impl H1Stream {
                                 *state = Chunk::DataEnd;
                             }
                             if let Some(k) = &mut self.kept {
-                                let chunk = &data[i..i + n as usize];
-                                let room = self.keep_limit.saturating_sub(k.bytes.len());
-                                k.bytes.extend_from_slice(&chunk[..room.min(chunk.len())]);
-                                k.truncated |= chunk.len() > room;
+                                k.push(&data[i..i + n as usize], self.keep_limit);
                             }
                             i += n as usize;
                         }
@@ -872,7 +878,7 @@ mod tests {
                 Some(Kept {
                     bytes: b"{\"model\"".to_vec(),
                     truncated: true,
-                    encoding: None,
+                    ..Kept::default()
                 }),
                 None
             ]

@@ -23,6 +23,8 @@ use std::{
 
 use flate2::{Decompress, FlushDecompress, Status};
 
+use super::stream::Kept;
+
 /// Most bytes a single message may inflate to before its direction is
 /// given up (a deflate stream expands at most about 1,000 times: a 16 KiB
 /// record could otherwise cost 16 MiB of work each).
@@ -104,8 +106,9 @@ struct Frame {
 struct Assembling {
     text: bool,
     compressed: bool,
-    payload: Vec<u8>,
-    truncated: bool,
+    /// The payload so far (inflated), bounded and charged to the
+    /// parsers' shared budget.
+    body: Kept,
     wire_bytes: u64,
     inflated: u64,
 }
@@ -299,8 +302,7 @@ impl Reader {
         self.message = Some(Assembling {
             text,
             compressed,
-            payload: Vec::new(),
-            truncated: false,
+            body: Kept::default(),
             wire_bytes: 0,
             inflated: 0,
         });
@@ -319,7 +321,7 @@ impl Reader {
             return;
         }
         if self.undecodable.is_some() {
-            m.truncated = true;
+            m.body.truncated = true;
             return;
         }
         if let Err(why) = inflate(self.inflater.as_mut(), m, chunk, self.keep_limit) {
@@ -353,7 +355,7 @@ impl Reader {
             self.give_up(out, why);
         }
         if m.compressed && self.undecodable.is_some() {
-            m.truncated = true;
+            m.body.truncated = true;
         }
         if self.undecodable == Some(HOLE) {
             self.undecodable = None;
@@ -361,8 +363,8 @@ impl Reader {
         out.push(WsMessage::Data {
             from_client: self.from_client,
             text: m.text,
-            payload: m.payload,
-            truncated: m.truncated,
+            payload: m.body.bytes,
+            truncated: m.body.truncated,
             wire_bytes: m.wire_bytes,
         });
     }
@@ -375,7 +377,7 @@ impl Reader {
         self.undecodable = Some(why);
         self.inflater = None;
         if let Some(m) = &mut self.message {
-            m.truncated = true;
+            m.body.truncated = true;
         }
     }
 
@@ -400,7 +402,7 @@ impl Reader {
                 f.read += n;
                 let f = *f;
                 if let Some(m) = &mut self.message {
-                    m.truncated = true;
+                    m.body.truncated = true;
                     // Inflating past a hole gives garbage, and so would
                     // every later message sharing the window.
                     if m.compressed && self.deflate == Some(false) {
@@ -427,9 +429,7 @@ impl Reader {
 }
 
 fn keep(m: &mut Assembling, bytes: &[u8], limit: usize) {
-    let room = limit.saturating_sub(m.payload.len());
-    m.payload.extend_from_slice(&bytes[..room.min(bytes.len())]);
-    m.truncated |= bytes.len() > room;
+    m.body.push(bytes, limit);
 }
 
 /// Runs compressed bytes through the direction's inflater into the
@@ -442,7 +442,7 @@ fn inflate(
     limit: usize,
 ) -> Result<(), &'static str> {
     let Some(Inflater(d)) = inflater else {
-        m.truncated = true;
+        m.body.truncated = true;
         return Ok(());
     };
     let mut scratch = vec![0u8; 16 * 1024];
