@@ -549,10 +549,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         summary.push_str(&format!(" {k}={v}"));
     }
     summary.push_str(&format!(
-        " process_table_evictions={} self_records_leaked={self_events} tls_records={tls_records} socket_records={sock_records} http_parse_errors={} http_streams_evicted={} tls_files_attached={} tls_attach_errors={}",
+        " process_table_evictions={} self_records_leaked={self_events} tls_records={tls_records} socket_records={sock_records} http_parse_errors={} http_streams_evicted={} http_body_bytes_over_budget={} tls_files_attached={} tls_attach_errors={}",
         procs.evicted,
         calls.parse_errors,
         calls.evicted_streams(),
+        crate::http::budget::refused(),
         tls.attached.len(),
         tls.attach_errors
     ));
