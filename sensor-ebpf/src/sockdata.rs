@@ -101,8 +101,14 @@ pub struct PendingRecv {
     _pad: u32,
 }
 
+/// An LRU: a plain hash was filled for good by a local user's 16,500
+/// threads parked in recv(2) on one watched socket, after which no other
+/// receive on the host was captured (`tests/tests/watched_sockets.rs`).
+/// Entries live for one call; the oldest are the parked ones. Only
+/// receives on watched sockets insert; every read's exit looks up, which
+/// costs the same in both kinds of map.
 #[map]
-static PENDING_RECV: HashMap<u64, PendingRecv> = HashMap::with_max_entries(16384, 0);
+static PENDING_RECV: LruHashMap<u64, PendingRecv> = LruHashMap::with_max_entries(16384, 0);
 
 /// Building area for one record (a `SockDataRecord` and as much again).
 /// A gathered send copies each piece at a variable offset; the verifier

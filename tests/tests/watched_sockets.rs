@@ -174,3 +174,71 @@ fn a_file_at_a_stale_socket_fd_is_never_captured() {
     );
     assert_eq!(pids.len(), 2);
 }
+
+/// Parks `argv[2]` threads in recv(2) on one plain HTTP connection (a
+/// request sent, to a server that never answers: a socket the sensor
+/// watches), prints "parked", and keeps them there until stdin closes.
+const PARK: &str = r#"
+import socket, sys, threading
+port, n = int(sys.argv[1]), int(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(b"GET /never-answered HTTP/1.1\r\nHost: x\r\n\r\n")
+threading.stack_size(64 * 1024)
+for _ in range(n):
+    threading.Thread(target=s.recv, args=(1,), daemon=True).start()
+print("parked", flush=True)
+sys.stdin.readline()
+"#;
+
+/// The kernel keeps one entry per thread inside a receive on a watched
+/// socket (PENDING_RECV, 16,384 entries). A local user's 16,500 threads
+/// parked in recv(2) filled it for good: every other reader on the host
+/// then went uncaptured (a plain HTTP call had no response, so no
+/// status). The table now evicts its oldest entries.
+#[test]
+fn threads_parked_in_recv_cannot_blind_other_readers() {
+    let _g = serial();
+    if !require_root("threads_parked_in_recv_cannot_blind_other_readers") {
+        return;
+    }
+    let sensor = Sensor::start();
+    // A server that accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port().to_string();
+    let mut park = Command::new("setpriv")
+        .args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", "--"])
+        .arg(python3())
+        .args(["-c", PARK, &silent_port, "16500"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the parked threads");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(park.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "parked");
+    let (_conn, _) = silent.accept().unwrap();
+
+    let server = HttpServer::start("127.0.0.1");
+    let (client, out) = python(
+        "import sys, urllib.request\n\
+         r = urllib.request.urlopen(f'http://127.0.0.1:{sys.argv[1]}/v1/after-the-park')\n\
+         print(r.status)",
+        &[&server.port.to_string()],
+        false,
+    );
+    assert_eq!(out, "200");
+    let call = sensor.wait_for("the api_call beside the parked threads", |v| {
+        kind(v) == "api_call" && pid(v) == u64::from(client)
+    });
+    assert_eq!(call["path"], "/v1/after-the-park", "{call}");
+    // Its response was read: the receive was captured.
+    assert_eq!(call["status"], 200, "{call}");
+    drop(park.stdin.take());
+    let _ = park.kill();
+    let _ = park.wait();
+    sensor.stop();
+}
