@@ -395,6 +395,8 @@ pub struct Agents {
     classes: FastMap<String, (Option<&'static str>, bool)>,
     /// Every credential agents held or used (the credential audit).
     pub credentials: crate::credentials::Inventory,
+    /// Where it is kept (beside `path`).
+    credentials_path: Option<PathBuf>,
 }
 
 impl Agents {
@@ -441,6 +443,20 @@ impl Agents {
         };
         let mut detector =
             detect::Detector::new(baselines, settings.tuning.clone(), settings.policy.clone());
+        let credentials_path = path.map(|p| p.with_file_name("credentials.json"));
+        let credentials = match &credentials_path {
+            Some(p) => match std::fs::read(p) {
+                Ok(bytes) => crate::credentials::Inventory::from_json(&bytes).with_context(|| {
+                    format!(
+                        "credential inventory {} is not readable JSON (move it aside to start a new one)",
+                        p.display()
+                    )
+                })?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+                Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+            },
+            None => Default::default(),
+        };
         let modes_path = path.map(|p| p.with_file_name("modes.json"));
         if let Some(p) = &modes_path {
             match std::fs::read(p) {
@@ -490,7 +506,8 @@ impl Agents {
             pending_modes: Vec::new(),
             scratch: String::new(),
             classes: FastMap::default(),
-            credentials: Default::default(),
+            credentials,
+            credentials_path,
         })
     }
 
@@ -509,6 +526,9 @@ impl Agents {
         }
         if let Some(m) = &self.modes_path {
             crate::state::write_private(m, &serde_json::to_vec(&self.detector.modes)?)?;
+        }
+        if let Some(c) = &self.credentials_path {
+            crate::state::write_private(c, &self.credentials.to_json()?)?;
         }
         self.dirty = false;
         Ok(())
@@ -1050,6 +1070,7 @@ impl Agents {
                             irreversible,
                             ev.ts_unix_ns,
                         );
+                        self.dirty = true;
                         // Its runs and sharing are looked at when the run's
                         // credential changes (its first call with one, or
                         // another one): not on every call.
@@ -1142,6 +1163,7 @@ impl Agents {
                 .credentials
                 .held(key, &t.name, &t.id, &ev.process.held, ev.ts_unix_ns)
         {
+            self.dirty = true;
             let learning = self.mode_of(&t.id) == mode::Mode::Learn;
             let detector = &self.detector;
             let learned = |fp: &str| detector.learned_credential(&t.id, fp);
@@ -1460,6 +1482,36 @@ mod tests {
         std::fs::write(&path, b"{not json").unwrap();
         let e = Agents::load(Some(&path)).err().unwrap();
         assert!(format!("{e:#}").contains("agents.json"), "{e:#}");
+    }
+
+    /// The credential audit's inventory is kept beside the agents': who
+    /// used a credential for what is still known after a restart.
+    #[test]
+    fn credentials_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agents.json");
+        let mut agents = Agents::load(Some(&path)).unwrap();
+        let p = process(41, "/usr/bin/node", &["node", "bot.js"]);
+        let mut e = ev(
+            &p,
+            call(
+                "POST",
+                "api.openai.com",
+                "/v1/responses",
+                Some("Bearer fp:0123456789ab"),
+            ),
+        );
+        agents.observe(&mut e);
+        agents.save().unwrap();
+        let again = Agents::load(Some(&path)).unwrap();
+        let list = again.credentials.list(None);
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(list[0].fingerprint, "fp:0123456789ab");
+        assert_eq!(list[0].used_by[0].agent, "bot.js");
+        assert_eq!(list[0].used_by[0].calls, 1);
+        std::fs::write(dir.path().join("credentials.json"), b"[{").unwrap();
+        let e = Agents::load(Some(&path)).err().unwrap();
+        assert!(format!("{e:#}").contains("credentials.json"), "{e:#}");
     }
 
     fn settings(selectors: &[crate::config::SelectorConfig], policy: &str) -> Settings {

@@ -7,7 +7,7 @@
 //! Values are read from `/proc/PID/environ`, fingerprinted and dropped:
 //! never stored, logged or printed.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Most bytes of an environment read.
 const ENVIRON_MAX: usize = 256 * 1024;
@@ -16,7 +16,7 @@ const HELD_MAX: usize = 32;
 
 /// Where a held credential entered the process tree: the first process
 /// that held it whose parent did not.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Origin {
     pub pid: u32,
     pub exe: String,

@@ -12,7 +12,7 @@ pub mod env;
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use env::{HeldCredential, Origin};
 
@@ -29,7 +29,7 @@ pub fn bare(fingerprint: &str) -> &str {
 }
 
 /// One agent identity that held a credential.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Holder {
     pub agent: String,
     pub agent_id: String,
@@ -44,7 +44,7 @@ pub struct Holder {
 }
 
 /// One agent identity that used a credential, and for what.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct User {
     pub agent: String,
     pub agent_id: String,
@@ -59,7 +59,7 @@ pub struct User {
     pub last_seen_ns: u64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Credential {
     pub fingerprint: String,
     /// Runs (sessions) of agents that used it, and its first use.
@@ -405,6 +405,23 @@ impl Inventory {
             }
         }
         out
+    }
+
+    /// Every credential, as `credentials.json` in the state directory
+    /// keeps them (who held and used each survives a restart; which
+    /// processes and runs were counted does not, as runs end with it).
+    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&self.list(None))
+    }
+
+    /// The credentials `to_json` saved.
+    pub fn from_json(bytes: &[u8]) -> serde_json::Result<Self> {
+        let list: Vec<Credential> = serde_json::from_slice(bytes)?;
+        let mut inv = Inventory::default();
+        for c in list.into_iter().take(CREDENTIALS_MAX) {
+            inv.by_fp.insert(c.fingerprint.clone(), c);
+        }
+        Ok(inv)
     }
 
     /// Every credential, or those an agent (name or id) held or used.
