@@ -46,7 +46,8 @@ fn every_credential_is_mapped_to_who_held_it_where_it_came_from_and_what_it_did(
     }
     let server = HttpsServer::start("127.0.0.1");
     let config = "[agents]\nlearn_sessions = 1\ncredential_max_sessions = 1\n";
-    let sensor = Sensor::start_with(&["--json"], Some(config));
+    let state = tempfile::tempdir().unwrap();
+    let sensor = Sensor::start_in(state.path(), &["--json"], Some(config));
     let pipeline = |variant: &[&str]| {
         let (runner, status) = run(Command::new(venv_python())
             .arg(concat!(
@@ -221,4 +222,23 @@ fn every_credential_is_mapped_to_who_held_it_where_it_came_from_and_what_it_did(
     for e in &events {
         assert!(!e.to_string().contains("PLANTED"), "{e}");
     }
+
+    // A restart keeps the inventory: who held the admin key, where it
+    // came from, and the irreversible call made with it.
+    let again = Sensor::start_in(state.path(), &["--json"], Some(config));
+    let (ok, after, err) = again.cli(&["credentials"]);
+    assert!(ok, "{err}");
+    let block = after
+        .split("\nfp:")
+        .find(|b| b.starts_with(&fp[3..]) || b.starts_with(fp))
+        .unwrap_or_else(|| panic!("{fp} not in after a restart:\n{after}"));
+    assert!(
+        block.contains("as VENDOR_ADMIN_KEY: inherited from"),
+        "{block}"
+    );
+    assert!(block.contains("IRREVERSIBLE"), "{block}");
+    assert!(!after.contains("PLANTED"), "{after}");
+    let saved = std::fs::read_to_string(state.path().join("credentials.json")).unwrap();
+    assert!(!saved.contains("PLANTED"), "a value on disk");
+    again.stop();
 }
