@@ -828,6 +828,19 @@ mod tests {
         }
     }
 
+    /// A call table (its state in a temporary directory, kept alive by
+    /// the first value) and process 7.
+    fn calls_of_pid_7() -> (tempfile::TempDir, Calls, Arc<Process>) {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = Calls::new(dir.path(), None).unwrap();
+        let p = Arc::new(Process {
+            pid: 7,
+            start_ticks: 1,
+            ..Default::default()
+        });
+        (dir, calls, p)
+    }
+
     fn call(out: Vec<Outcome>) -> ApiCall {
         match out.into_iter().next() {
             Some(Outcome::Call(c)) => *c,
@@ -841,13 +854,7 @@ mod tests {
     /// response read on that socket.
     #[test]
     fn rustls_records_of_both_directions_meet_on_their_socket() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut calls = Calls::new(dir.path(), None).unwrap();
-        let p = Arc::new(Process {
-            pid: 7,
-            start_ticks: 1,
-            ..Default::default()
-        });
+        let (_dir, mut calls, p) = calls_of_pid_7();
         let (write_ctx, read_ctx) = (0x7f00_0000_1000, 0x7f00_0000_2000);
         let req =
             b"POST /v1/responses HTTP/1.1\r\nHost: api.openai.com\r\nContent-Length: 2\r\n\r\n{}";
@@ -923,13 +930,7 @@ mod tests {
     /// which came in the 101's record.
     #[test]
     fn websocket_messages_to_the_responses_api_are_calls() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut calls = Calls::new(dir.path(), None).unwrap();
-        let p = Arc::new(Process {
-            pid: 7,
-            start_ticks: 1,
-            ..Default::default()
-        });
+        let (_dir, mut calls, p) = calls_of_pid_7();
         let (w, r) = (0x7f00_0000_1000, 0x7f00_0000_2000);
         let upgrade = b"GET /v1/responses HTTP/1.1\r\nHost: 127.0.0.1:8443\r\n\
             Authorization: Bearer sk-planted-ws-secret\r\nUpgrade: websocket\r\n\
@@ -999,13 +1000,7 @@ mod tests {
     #[test]
     fn compressed_bodies_give_model_and_usage() {
         use std::io::Write;
-        let dir = tempfile::tempdir().unwrap();
-        let mut calls = Calls::new(dir.path(), None).unwrap();
-        let p = Arc::new(Process {
-            pid: 7,
-            start_ticks: 1,
-            ..Default::default()
-        });
+        let (_dir, mut calls, p) = calls_of_pid_7();
         let mut body = Vec::new();
         ruzstd::encoding::compress(
             &br#"{"model":"gpt-zstd","input":[]}"#[..],
