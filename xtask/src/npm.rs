@@ -1,5 +1,5 @@
-//! The real agent binaries the end-to-end tests drive (Claude Code, Codex
-//! CLI), installed from npm at the exact versions of
+//! The real agents the end-to-end tests drive (Claude Code, Codex CLI,
+//! Gemini CLI), installed from npm at the exact versions of
 //! tests/agents/package-lock.json. Reinstalled only when the lock changes.
 //! Install scripts are not run: the tests call the platform binaries
 //! directly, and a package's postinstall has no business on a CI host.
