@@ -158,13 +158,41 @@ pub struct ExportConfig {
     pub file: FileExportConfig,
 }
 
-/// OTLP/gRPC log export, e.g. to an OpenTelemetry Collector.
+/// How OTLP records travel.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (the collector's port 4317).
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP/HTTP with binary protobuf bodies, POSTed to the endpoint's
+    /// `/v1/logs` (the collector's port 4318).
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// Compression of export requests.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpCompression {
+    #[default]
+    None,
+    Gzip,
+}
+
+/// OTLP log export (gRPC or HTTP), e.g. to an OpenTelemetry Collector.
 #[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpConfig {
-    /// `http://host:4317` (plaintext) or `https://host:4317` (TLS).
+    /// `http://host:4317` (plaintext) or `https://host:4317` (TLS); for
+    /// `http/protobuf`, `http://host:4318` (records go to its
+    /// `/v1/logs`, unless the URL already names a path).
     /// Unset: no OTLP export.
     pub endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`.
+    pub protocol: OtlpProtocol,
+    /// `none` or `gzip`.
+    pub compression: OtlpCompression,
     /// Request metadata sent with every export (e.g. an authorization
     /// header the collector wants). Never logged.
     pub headers: std::collections::BTreeMap<String, String>,
@@ -189,6 +217,8 @@ impl Default for OtlpConfig {
     fn default() -> Self {
         Self {
             endpoint: None,
+            protocol: OtlpProtocol::Grpc,
+            compression: OtlpCompression::None,
             headers: Default::default(),
             batch_size: 512,
             batch_timeout_ms: 1000,
@@ -206,6 +236,8 @@ impl std::fmt::Debug for OtlpConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OtlpConfig")
             .field("endpoint", &self.endpoint)
+            .field("protocol", &self.protocol)
+            .field("compression", &self.compression)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("batch_size", &self.batch_size)
             .field("batch_timeout_ms", &self.batch_timeout_ms)

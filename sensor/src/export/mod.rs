@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod otlp;
+mod otlp_http;
 pub mod record;
 
 use std::{collections::BTreeMap, path::Path, sync::atomic::Ordering, time::Duration};

@@ -1,7 +1,8 @@
-//! OTLP/gRPC log export: a bounded queue the pipeline offers records to
-//! without waiting, and a task that batches them (by size and age), sends
-//! each batch with a timeout, and retries retryable failures with
-//! exponential backoff and jitter a bounded number of times.
+//! OTLP log export, over gRPC or HTTP (`http/protobuf`), gzip or not: a
+//! bounded queue the pipeline offers records to without waiting, and a
+//! task that batches them (by size and age), sends each batch with a
+//! timeout, and retries retryable failures with exponential backoff and
+//! jitter (or the collector's `Retry-After`) a bounded number of times.
 //!
 //! Nothing here can slow the pipeline: a full queue drops the new record
 //! and counts it, a collector that is down costs only the queue's memory.
@@ -27,11 +28,12 @@ use tokio::{
 };
 use tonic::{
     Code,
+    codec::CompressionEncoding,
     metadata::{Ascii, MetadataKey, MetadataValue},
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
-use crate::config::OtlpConfig;
+use crate::config::{OtlpCompression, OtlpConfig, OtlpProtocol};
 
 /// Counters shown by `sensor status` and in the shutdown summary.
 #[derive(Debug, Default)]
@@ -70,10 +72,28 @@ pub struct Otlp {
     pub stats: Arc<OtlpStats>,
 }
 
+/// How batches reach the collector.
+enum Transport {
+    Grpc {
+        client: LogsServiceClient<Channel>,
+        headers: Vec<(MetadataKey<Ascii>, MetadataValue<Ascii>)>,
+    },
+    /// POST of the binary protobuf request (OTLP/HTTP).
+    Http(super::otlp_http::HttpTransport),
+}
+
+/// Why a request did not go through.
+pub(super) struct Failure {
+    pub retryable: bool,
+    /// What the collector (or the transport) said; never the request.
+    pub why: String,
+    /// The collector asked for this pause (HTTP `Retry-After`).
+    pub after: Option<Duration>,
+}
+
 /// Settings of the sending task, from `[export.otlp]`.
 struct Sender {
-    client: LogsServiceClient<Channel>,
-    headers: Vec<(MetadataKey<Ascii>, MetadataValue<Ascii>)>,
+    transport: Transport,
     resource: Resource,
     batch_size: usize,
     batch_timeout: Duration,
@@ -94,25 +114,16 @@ impl Otlp {
     /// Starts the task. The connection is made lazily (and remade after
     /// failures) by tonic: a collector that is down at start is fine.
     pub fn start(cfg: &OtlpConfig, endpoint: &str, resource: Resource) -> Result<Self> {
-        let channel = channel(cfg, endpoint)?.connect_lazy();
-        let headers = cfg
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                let key = MetadataKey::from_bytes(k.as_bytes())
-                    .with_context(|| format!("export.otlp.headers: {k:?}"))?;
-                let mut value = MetadataValue::try_from(v.as_str())
-                    .with_context(|| format!("export.otlp.headers: the value of {k:?}"))?;
-                // Kept out of tonic's and hyper's debug output.
-                value.set_sensitive(true);
-                Ok((key, value))
-            })
-            .collect::<Result<_>>()?;
+        let transport = match cfg.protocol {
+            OtlpProtocol::Grpc => grpc(cfg, endpoint)?,
+            OtlpProtocol::HttpProtobuf => {
+                Transport::Http(super::otlp_http::HttpTransport::new(cfg, endpoint)?)
+            }
+        };
         let stats = Arc::new(OtlpStats::default());
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
         let sender = Sender {
-            client: LogsServiceClient::new(channel),
-            headers,
+            transport,
             resource,
             batch_size: cfg.batch_size,
             batch_timeout: Duration::from_millis(cfg.batch_timeout_ms),
@@ -164,6 +175,68 @@ impl OtlpStats {
     pub fn unsent(&self) -> u64 {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         g(&self.queued).saturating_sub(g(&self.exported) + g(&self.failed))
+    }
+}
+
+fn grpc(cfg: &OtlpConfig, endpoint: &str) -> Result<Transport> {
+    let channel = channel(cfg, endpoint)?.connect_lazy();
+    let headers = cfg
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            let key = MetadataKey::from_bytes(k.as_bytes())
+                .with_context(|| format!("export.otlp.headers: {k:?}"))?;
+            let mut value = MetadataValue::try_from(v.as_str())
+                .with_context(|| format!("export.otlp.headers: the value of {k:?}"))?;
+            // Kept out of tonic's and hyper's debug output.
+            value.set_sensitive(true);
+            Ok((key, value))
+        })
+        .collect::<Result<_>>()?;
+    let mut client = LogsServiceClient::new(channel);
+    if cfg.compression == OtlpCompression::Gzip {
+        client = client
+            .send_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Gzip);
+    }
+    Ok(Transport::Grpc { client, headers })
+}
+
+/// Records a collector's partial success says it rejected.
+pub(super) fn rejected(
+    p: Option<opentelemetry_proto::tonic::collector::logs::v1::ExportLogsPartialSuccess>,
+) -> u64 {
+    p.map_or(0, |p| u64::try_from(p.rejected_log_records).unwrap_or(0))
+}
+
+impl Transport {
+    /// Sends one request; returns how many records the collector
+    /// rejected.
+    async fn export(
+        &mut self,
+        request: &ExportLogsServiceRequest,
+        timeout: Duration,
+    ) -> Result<u64, Failure> {
+        match self {
+            Transport::Grpc { client, headers } => {
+                let mut req = tonic::Request::new(request.clone());
+                req.set_timeout(timeout);
+                for (k, v) in headers.iter() {
+                    req.metadata_mut().insert(k.clone(), v.clone());
+                }
+                match client.export(req).await {
+                    Ok(resp) => Ok(rejected(resp.into_inner().partial_success)),
+                    // The status message is the collector's or tonic's
+                    // words; the request (and its headers) is never printed.
+                    Err(s) => Err(Failure {
+                        retryable: retryable(s.code()),
+                        why: format!("{:?}: {}", s.code(), s.message()),
+                        after: None,
+                    }),
+                }
+            }
+            Transport::Http(h) => h.export(request).await,
+        }
     }
 }
 
@@ -273,18 +346,9 @@ impl Sender {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut req = tonic::Request::new(request.clone());
-            req.set_timeout(self.timeout);
-            for (k, v) in &self.headers {
-                req.metadata_mut().insert(k.clone(), v.clone());
-            }
-            let status = match self.client.export(req).await {
-                Ok(resp) => {
-                    let rejected = resp
-                        .into_inner()
-                        .partial_success
-                        .map_or(0, |p| u64::try_from(p.rejected_log_records).unwrap_or(0))
-                        .min(n);
+            let failure = match self.transport.export(&request, self.timeout).await {
+                Ok(rejected) => {
+                    let rejected = rejected.min(n);
                     // Rejected records are not retried (the collector said
                     // they are invalid); they are counted.
                     self.stats
@@ -296,25 +360,23 @@ impl Sender {
                     }
                     return;
                 }
-                Err(s) => s,
+                Err(f) => f,
             };
-            let retry = retryable(status.code()) && attempt < self.max_attempts;
-            if !retry {
+            if !failure.retryable || attempt >= self.max_attempts {
                 self.stats.batches_failed.fetch_add(1, Ordering::Relaxed);
                 self.stats.failed.fetch_add(n, Ordering::Relaxed);
-                // The status message is the collector's or tonic's words;
-                // the request (and its headers) is never printed.
                 self.warn(format_args!(
-                    "batch of {n} records given up after {attempt} tries: {:?}: {}",
-                    status.code(),
-                    status.message()
+                    "batch of {n} records given up after {attempt} tries: {}",
+                    failure.why
                 ));
                 return;
             }
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            let wait = backoff(attempt, getrandom::u64().unwrap_or(0));
+            let wait = failure
+                .after
+                .unwrap_or_else(|| backoff(attempt, getrandom::u64().unwrap_or(0)));
             tracing::debug!(
-                code = ?status.code(),
+                why = %failure.why,
                 attempt,
                 wait_ms = wait.as_millis() as u64,
                 "OTLP export failed; retrying"
@@ -434,6 +496,8 @@ mod tests {
             pub script: Mutex<Vec<Result<i64, Code>>>,
             pub batches: Mutex<Vec<usize>>,
             pub auth: Mutex<Vec<String>>,
+            /// Each request's `grpc-encoding` ("" when not compressed).
+            pub encodings: Mutex<Vec<String>>,
         }
 
         struct Service(Arc<Collector>);
@@ -451,6 +515,13 @@ mod tests {
                     .unwrap_or_default()
                     .to_string();
                 self.0.auth.lock().unwrap().push(auth);
+                let encoding = req
+                    .metadata()
+                    .get("grpc-encoding")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                self.0.encodings.lock().unwrap().push(encoding);
                 let next = {
                     let mut s = self.0.script.lock().unwrap();
                     if s.is_empty() { Ok(0) } else { s.remove(0) }
@@ -479,7 +550,10 @@ mod tests {
             let port = l.local_addr().unwrap().port();
             tokio::spawn(
                 tonic::transport::Server::builder()
-                    .add_service(LogsServiceServer::new(Service(c)))
+                    .add_service(
+                        LogsServiceServer::new(Service(c))
+                            .accept_compressed(CompressionEncoding::Gzip),
+                    )
                     .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
             );
             format!("http://127.0.0.1:{port}")
@@ -564,6 +638,18 @@ mod tests {
             vec!["Bearer t0ken"; 3],
             "the configured header goes with every request"
         );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn gzip_over_grpc_is_sent_compressed() {
+        let (stats, collector) = export_through(vec![], 2, |c| {
+            c.compression = OtlpCompression::Gzip;
+        })
+        .await;
+        assert_eq!(get(&stats.exported), 2);
+        assert_eq!(*collector.encodings.lock().unwrap(), vec!["gzip"]);
+        let (_, plain) = export_through(vec![], 2, |_| {}).await;
+        assert_eq!(*plain.encodings.lock().unwrap(), vec![""]);
     }
 
     #[test]
