@@ -50,6 +50,11 @@ impl Receiver {
         }
     }
 
+    /// OTLP/HTTP (`POST /v1/logs`, protobuf) on any free port.
+    fn start_http() -> Receiver {
+        Self::start(0, &[Path::new("http")])
+    }
+
     fn records(&self) -> Vec<Value> {
         self.records
             .lines()
@@ -246,6 +251,63 @@ fn events_reach_an_otlp_receiver_and_the_file() {
         !stderr.contains("collector-ok-123"),
         "the collector's header value is in the log:\n{stderr}"
     );
+}
+
+/// OTLP/HTTP with gzip (`protocol = "http/protobuf"`): the same records
+/// reach a receiver built from the upstream protos, POSTed to `/v1/logs`
+/// gzip-compressed with the configured header, every printed event once.
+#[test]
+fn events_reach_an_otlp_http_receiver_gzipped() {
+    let _g = serial();
+    if !require_root("events_reach_an_otlp_http_receiver_gzipped") {
+        return;
+    }
+    let receiver = Receiver::start_http();
+    let server = HttpsServer::start("127.0.0.1");
+    let config = format!(
+        "[export.otlp]\nendpoint = \"http://127.0.0.1:{}\"\nprotocol = \"http/protobuf\"\ncompression = \"gzip\"\nbatch_timeout_ms = 200\nheaders = {{ \"x-collector-token\" = \"collector-ok-123\" }}\n",
+        receiver.port
+    );
+    let sensor = Sensor::start_with(&["--json"], Some(&config));
+    let curl = curl_with_secret(server.port);
+    let call = sensor.wait_for("curl's api_call", |v| {
+        kind(v) == "api_call" && pid(v) == u64::from(curl)
+    });
+    let api = receiver.wait_for("of curl's api_call", 15, |r| of(r, "api_call", curl));
+    assert_eq!(api["metadata"][":path"], "/v1/logs", "{api}");
+    assert_eq!(api["metadata"]["content-encoding"], "gzip", "{api}");
+    assert_eq!(
+        api["metadata"]["content-type"], "application/x-protobuf",
+        "{api}"
+    );
+    assert_eq!(api["metadata"]["x-collector-token"], "collector-ok-123");
+    assert_eq!(api["resource"]["service.name"], "sensor", "{api}");
+    let body: Value = serde_json::from_str(api["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body, call);
+    assert_eq!(attr(&api, "url.path"), "/v1/orders");
+
+    let (status, stderr, events) = sensor.stop_with_events();
+    assert!(status.success(), "{stderr}");
+    let printed: BTreeMap<u64, &Value> = events
+        .iter()
+        .filter_map(|v| Some((v["seq"].as_u64()?, v)))
+        .collect();
+    let mut received: Vec<u64> = receiver
+        .records()
+        .iter()
+        .map(|r| attr(r, "sensor.event.seq").as_u64().unwrap())
+        .collect();
+    received.sort_unstable();
+    assert_eq!(
+        received,
+        printed.keys().copied().collect::<Vec<_>>(),
+        "received vs printed seqs"
+    );
+    assert_eq!(summary_counter(&stderr, "otlp_records_dropped"), 0);
+    for r in receiver.records() {
+        assert!(!r.to_string().contains("PLANTED"), "secret exported: {r}");
+    }
+    assert!(!stderr.contains("collector-ok-123"), "{stderr}");
 }
 
 #[test]

@@ -103,10 +103,11 @@ fn unfinished_llm_bodies_on_many_connections_stay_within_the_budget() {
     let grown_mib = peak.saturating_sub(before) / 1024;
     eprintln!("daemon RSS {before} kB before, peak {peak} kB: +{grown_mib} MiB");
     // 64 MiB of kept bodies, and room for the connections' streams and
-    // the events in flight.
+    // the events in flight (measured: +100 MiB in all; 295 MiB without
+    // the budget).
     let (_, stderr) = sensor.stop();
     assert!(
-        grown_mib < 64 + 64,
+        grown_mib < 64 + 96,
         "the daemon grew by {grown_mib} MiB under the flood"
     );
     // The budget was reached (1,000 bodies of 256 KiB would be 250 MiB).
