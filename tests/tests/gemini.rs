@@ -126,7 +126,11 @@ fn run_gemini(ns: &Netns, server: &Standin) -> u32 {
         .expect("start gemini");
     let me = child.id();
     let (ok, out) = e2e::finish_within(child, Duration::from_secs(90));
-    assert!(ok && out.contains(TEXT), "gemini: {out}\n{:?}", server.requests.lines());
+    assert!(
+        ok && out.contains(TEXT),
+        "gemini: {out}\n{:?}",
+        server.requests.lines()
+    );
     me
 }
 
@@ -143,7 +147,10 @@ fn gemini_cli_calls_are_captured_with_model_and_usage() {
     let requests = server.requests.lines();
     let path = format!("/v1beta/models/{MODEL}:streamGenerateContent?alt=sse");
     assert_eq!(requests.len(), 1, "{requests:?}");
-    assert!(requests[0].starts_with(&format!("REQ POST {path} ")), "{requests:?}");
+    assert!(
+        requests[0].starts_with(&format!("REQ POST {path} ")),
+        "{requests:?}"
+    );
 
     let c = sensor.wait_for("Gemini CLI's api_call", |v| {
         kind(v) == "api_call" && pid(v) == u64::from(me)
