@@ -206,12 +206,13 @@ pub async fn run(cfg: Config) -> Result<()> {
             "armed agents"
         );
     }
-    let responder = Arc::new(std::sync::Mutex::new(Responder::new(
-        isolator,
-        armer,
-        cfg.response.clone(),
-        reports_tx,
-    )));
+    let mut responder = Responder::new(isolator, armer, cfg.response.clone(), reports_tx);
+    let holds_file = cfg.state.dir.join("holds.json");
+    let taken_up = responder.keep_holds_in(holds_file)?;
+    if taken_up > 0 {
+        info!(holds = taken_up, "holds of the previous run taken up");
+    }
+    let responder = Arc::new(std::sync::Mutex::new(responder));
     let serving = api::serve(
         &cfg.api,
         api::Backends {

@@ -275,6 +275,69 @@ fn unanswered_holds_are_denied_at_the_timeout_and_dead_ones_cleared() {
 }
 
 #[test]
+fn a_hold_outlives_a_crash_of_the_sensor() {
+    let _g = serial();
+    if !require_root("a_hold_outlives_a_crash_of_the_sensor") {
+        return;
+    }
+    // Two held agents; the sensor is killed (SIGKILL: no clean stop to
+    // decide them). One agent stays stopped, the other is killed by
+    // someone while nobody watches.
+    let state_dir = tempfile::tempdir().unwrap();
+    let sensor = Sensor::start_in(state_dir.path(), &["--json"], Some(HOLD));
+    let server = HttpsServer::start("127.0.0.1");
+    let agent = Orderer::start(&server, 1);
+    let me = agent.pid();
+    let h = held(&sensor, 1);
+    let gone = Orderer::start(&server, 1);
+    let h2 = held(&sensor, 2);
+    assert_eq!(pid(&h2), u64::from(gone.pid()), "{h2}");
+    wait_until("the agents to stop", || {
+        state(me) == 'T' && state(gone.pid()) == 'T'
+    });
+    let stderr = sensor.crash();
+    drop(gone);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(state(me), 'T', "a crash must not resume a held agent");
+    assert_eq!(orders(&server), 0);
+    let kept = std::fs::read_to_string(state_dir.path().join("holds.json")).unwrap();
+    assert!(!kept.contains("PLANTED"), "{kept}");
+
+    // The next run finds it, under its id, still waiting for a person.
+    let again = Sensor::start_in(state_dir.path(), &["--json"], Some(HOLD));
+    let taken = again.wait_for("the hold taken up", |v| {
+        kind(v) == "action" && v["action"] == "hold_taken_up"
+    });
+    assert_eq!(taken["hold_id"], h["hold_id"], "{taken}");
+    assert_eq!(taken["pids"][0][0], me, "{taken}");
+    let cleared = again.wait_for("the dead agent's hold cleared", |v| {
+        kind(v) == "action" && v["action"] == "hold_cleared"
+    });
+    assert_eq!(cleared["hold_id"], h2["hold_id"], "{cleared}");
+    let (ok, out, err) = again.cli(&["holds"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&me.to_string()) && out.contains("/v1/orders"),
+        "{out}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(state(me), 'T');
+    assert_eq!(orders(&server), 0);
+
+    let id = h["hold_id"].as_u64().unwrap().to_string();
+    let (ok, _, err) = again.cli(&["approve", &id, "--why", "e2e: after the restart"]);
+    assert!(ok, "{err}");
+    let (out, status) = agent.finish();
+    assert!(status.success(), "{out}");
+    assert_eq!(orders(&server), 1, "{:?}", server.requests());
+    let (_, stderr2, events) = again.stop_with_events();
+    let approve = action(&events, "approve");
+    assert_eq!(approve["outcome"], "done", "{approve}");
+    assert_eq!(approve["hold_id"].to_string(), id, "{approve}");
+    no_secret(&format!("{stderr}{stderr2}"), &events);
+}
+
+#[test]
 fn reversible_and_remembered_calls_are_never_held() {
     let _g = serial();
     if !require_root("reversible_and_remembered_calls_are_never_held") {

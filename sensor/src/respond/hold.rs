@@ -9,8 +9,12 @@
 use std::{
     collections::BTreeMap,
     os::unix::fs::FileExt,
-    time::{Duration, Instant},
+    path::PathBuf,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 
 use crate::redact;
 
@@ -21,7 +25,7 @@ pub const READ_MAX: usize = 4096;
 const BODY_SHOWN: usize = 512;
 
 /// A request as a hold shows it.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Request {
     pub method: String,
     /// The Host header, lowercase, without a default port.
@@ -30,6 +34,9 @@ pub struct Request {
     pub path: String,
     /// "METHOD /path " as the kernel sees its first bytes: what an
     /// approval remembers (the space ends the path: exactly this one).
+    /// Never written to disk: its query may carry a secret (a hold read
+    /// back after a restart cannot be remembered).
+    #[serde(skip)]
     pub request_line: String,
     /// Request line, headers and the body's start, secrets masked.
     pub head: String,
@@ -150,7 +157,7 @@ pub fn read_request(pid: u32, addr: u64, len: u64) -> std::io::Result<Vec<u8>> {
 }
 
 /// One pending hold.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Hold {
     pub id: u64,
     pub pid: u32,
@@ -160,32 +167,85 @@ pub struct Hold {
     pub agent_id: String,
     pub pattern: String,
     pub request: Request,
+    /// When it was held, on this daemon's clock; from `since_unix_ns` for
+    /// a hold read back after a restart.
+    #[serde(skip, default = "Instant::now")]
     pub since: Instant,
     pub since_unix_ns: u64,
 }
 
-/// The pending holds, by id (ids are not reused within a daemon's life).
+/// The pending holds, by id (ids are not reused within a daemon's life,
+/// nor across restarts when they are kept in a file).
 #[derive(Default)]
 pub struct Holds {
     pending: BTreeMap<u64, Hold>,
     next: u64,
+    /// `holds.json` in the state directory: every change is written at
+    /// once, so a daemon that crashes or is killed leaves the processes it
+    /// stopped findable by the next one (else they stay stopped forever,
+    /// and nobody knows why).
+    file: Option<PathBuf>,
+    /// A write failed and was logged; logged again once one succeeds.
+    write_failing: bool,
 }
 
 impl Holds {
+    /// Holds kept in `path`, and those the file holds from a previous
+    /// daemon (not pending here: whether each still stands is for the
+    /// caller to check). A missing file holds none; one that does not
+    /// parse is an error naming it (a stopped process must not be
+    /// forgotten silently).
+    pub fn kept_in(path: PathBuf) -> Result<(Holds, Vec<Hold>)> {
+        let before: Vec<Hold> = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} does not parse", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let before = before
+            .into_iter()
+            .map(|mut h| {
+                // The time it has waited counts toward its timeout.
+                let waited = Duration::from_nanos(now_ns.saturating_sub(h.since_unix_ns));
+                h.since = Instant::now()
+                    .checked_sub(waited)
+                    .unwrap_or_else(Instant::now);
+                h
+            })
+            .collect::<Vec<_>>();
+        let holds = Holds {
+            next: before.iter().map(|h| h.id).max().unwrap_or(0),
+            file: Some(path),
+            ..Holds::default()
+        };
+        Ok((holds, before))
+    }
+
     pub fn add(&mut self, mut hold: Hold) -> u64 {
         self.next += 1;
         hold.id = self.next;
         self.pending.insert(hold.id, hold);
+        self.save();
         self.next
     }
 
-    /// Puts back a hold taken out, under its own id.
+    /// Puts back a hold taken out, or read back after a restart, under its
+    /// own id.
     pub fn restore(&mut self, hold: Hold) {
+        self.next = self.next.max(hold.id);
         self.pending.insert(hold.id, hold);
+        self.save();
     }
 
     pub fn take(&mut self, id: u64) -> Option<Hold> {
-        self.pending.remove(&id)
+        let h = self.pending.remove(&id);
+        if h.is_some() {
+            self.save();
+        }
+        h
     }
 
     pub fn list(&self) -> impl Iterator<Item = &Hold> {
@@ -201,9 +261,7 @@ impl Holds {
             .filter(|h| now.duration_since(h.since) >= timeout)
             .map(|h| h.id)
             .collect();
-        ids.into_iter()
-            .filter_map(|id| self.pending.remove(&id))
-            .collect()
+        self.take_all(ids)
     }
 
     /// Holds of a process that is gone.
@@ -214,9 +272,45 @@ impl Holds {
             .filter(|h| h.pid == pid)
             .map(|h| h.id)
             .collect();
-        ids.into_iter()
+        self.take_all(ids)
+    }
+
+    fn take_all(&mut self, ids: Vec<u64>) -> Vec<Hold> {
+        let taken: Vec<Hold> = ids
+            .into_iter()
             .filter_map(|id| self.pending.remove(&id))
-            .collect()
+            .collect();
+        if !taken.is_empty() {
+            self.save();
+        }
+        taken
+    }
+
+    /// Writes the pending holds to the file, if there is one. A failure is
+    /// logged (once until a write succeeds again) and the holds stay
+    /// pending in memory: they are still answered while the daemon runs.
+    pub fn save(&mut self) {
+        let Some(path) = &self.file else { return };
+        let holds: Vec<&Hold> = self.pending.values().collect();
+        let result = serde_json::to_vec_pretty(&holds)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| crate::state::write_private(path, &bytes));
+        match result {
+            Ok(()) if self.write_failing => {
+                self.write_failing = false;
+                tracing::info!(file = %path.display(), "pending holds written again");
+            }
+            Ok(()) => {}
+            Err(e) if !self.write_failing => {
+                self.write_failing = true;
+                tracing::error!(
+                    file = %path.display(),
+                    error = %format!("{e:#}"),
+                    "pending holds could not be written: after a crash the processes they stopped would not be found"
+                );
+            }
+            Err(_) => {}
+        }
     }
 }
 
@@ -332,5 +426,56 @@ mod tests {
         assert_eq!(h.list().count(), 1);
         assert_eq!(h.expired(Duration::ZERO)[0].id, b);
         assert!(h.take(b).is_none());
+    }
+
+    #[test]
+    fn pending_holds_are_kept_in_their_file_without_request_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("holds.json");
+        let (mut h, before) = Holds::kept_in(path.clone()).unwrap();
+        assert!(before.is_empty());
+        let held_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            - 30_000_000_000;
+        let hold = |pid| Hold {
+            id: 0,
+            pid,
+            start_ticks: 7,
+            agent: "orderer.py".into(),
+            agent_id: "id".into(),
+            pattern: "POST /v1/orders".into(),
+            request: parse_request(b"POST /v1/orders?api_key=PLANTED HTTP/1.1\r\nHost: a\r\n\r\n"),
+            since: Instant::now(),
+            since_unix_ns: held_ns,
+        };
+        let a = h.add(hold(10));
+        let b = h.add(hold(11));
+        assert!(h.take(a).is_some());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("PLANTED"), "{text}");
+        // What a crash leaves: b, read back with its wait counted.
+        drop(h);
+        let (mut h, before) = Holds::kept_in(path.clone()).unwrap();
+        assert_eq!(before.len(), 1);
+        let back = &before[0];
+        assert_eq!((back.id, back.pid, back.start_ticks), (b, 11, 7));
+        assert!(
+            back.request.path.starts_with("/v1/orders?api_key=")
+                && !back.request.path.contains("PLANTED")
+        );
+        assert!(back.request.request_line.is_empty());
+        assert!(
+            back.since.elapsed() >= Duration::from_secs(29),
+            "{:?}",
+            back.since
+        );
+        // Ids go on from the file's.
+        assert_eq!(h.add(hold(12)), b + 1);
+        // A file that does not parse is named, not ignored.
+        std::fs::write(&path, b"{not json").unwrap();
+        let e = Holds::kept_in(path.clone()).err().unwrap();
+        assert!(format!("{e:#}").contains("holds.json"), "{e:#}");
     }
 }

@@ -513,6 +513,55 @@ impl Responder {
         }
     }
 
+    /// Keeps the pending holds in `path` from now on, and takes up those a
+    /// previous daemon left there (it crashed or was killed while they
+    /// waited): each whose process is still the one it stopped (same start
+    /// time, still stopped) is pending again, answered as before, its
+    /// timeout counted from when it was held; the others are reported
+    /// cleared. Returns how many are pending again.
+    pub fn keep_holds_in(&mut self, path: std::path::PathBuf) -> anyhow::Result<usize> {
+        let (holds, before) = Holds::kept_in(path)?;
+        self.holds = holds;
+        let mut taken_up = 0;
+        for h in before {
+            let same = super::start_ticks(h.pid) == Some(h.start_ticks);
+            match super::process_state(h.pid) {
+                Some('T' | 't') if same => {
+                    warn!(
+                        pid = h.pid,
+                        hold = h.id,
+                        "a hold left by the previous run of the sensor is pending again: sensor approve {0} | sensor deny {0}",
+                        h.id
+                    );
+                    let who = Requester {
+                        by: "sensor".into(),
+                        why: "held before the sensor restarted; still stopped, still pending".into(),
+                        finding_seq: None,
+                        hold_id: Some(h.id),
+                    };
+                    let target = (h.pid, h.start_ticks);
+                    self.holds.restore(h);
+                    let outcome = Ok(Outcome {
+                        targets: vec![target],
+                        skipped: vec![],
+                    });
+                    self.report(target, "hold_taken_up", &who, &outcome, false);
+                    taken_up += 1;
+                }
+                _ if !same => self.cleared(
+                    &h,
+                    "the held process exited while the sensor was not running",
+                ),
+                _ => self.cleared(
+                    &h,
+                    "the held process was continued while the sensor was not running (its request went on)",
+                ),
+            }
+        }
+        self.holds.save();
+        Ok(taken_up)
+    }
+
     /// Continues a process the kernel stopped that is not to be held.
     pub fn resume(&self, process: &Process) {
         if let Err(e) = kill::resume(&kill::Target {
@@ -539,7 +588,7 @@ impl Responder {
         let mut skipped = Vec::new();
         if remember && h.request.request_line.is_empty() {
             skipped.push(
-                "not remembered: only an HTTP request line can be (a connection or statement hold has none)"
+                "not remembered: only an HTTP request line can be (a connection or statement hold has none, nor a hold taken up after a restart)"
                     .into(),
             );
         } else if remember && let Err(e) = self.armer.remember(&h.agent_id, &h.request.request_line)
