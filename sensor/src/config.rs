@@ -379,8 +379,9 @@ pub struct ResponseConfig {
     pub agents: std::collections::BTreeMap<String, ResponseMode>,
     /// Findings → actions; the first rule that matches decides.
     pub rules: Vec<ResponseRule>,
-    /// Automatic actions per minute, host-wide: a flood of findings cannot
-    /// turn into a flood of kills.
+    /// Automatic actions per minute for each agent identity and user: a
+    /// flood of findings cannot turn into a flood of kills, and one user's
+    /// agents cannot spend the budget another's runaway needs.
     pub max_actions_per_minute: u32,
     /// Never killed, isolated or held, besides the sensor itself, init and
     /// kernel threads: executables by absolute path (that file), by file

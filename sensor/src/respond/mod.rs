@@ -7,6 +7,7 @@
 //! an action on a pid that now belongs to another process is refused.
 
 pub mod arm;
+pub mod budget;
 pub mod hold;
 pub mod isolate;
 pub mod kill;

@@ -3,7 +3,7 @@
 //! whatever its outcome, is reported as an `action` event.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::HashSet,
     time::{Duration, Instant},
 };
 
@@ -97,7 +97,7 @@ pub struct Responder {
     protect: kill::Protect,
     /// (session, action) already taken automatically: once is enough.
     taken: HashSet<(String, &'static str)>,
-    recent: VecDeque<Instant>,
+    budget: super::budget::ActionBudget,
     reports: mpsc::UnboundedSender<Report>,
 }
 
@@ -125,10 +125,10 @@ impl Responder {
             isolator,
             armer,
             holds: Holds::default(),
+            budget: super::budget::ActionBudget::new(cfg.max_actions_per_minute),
             cfg,
             protect,
             taken: HashSet::new(),
-            recent: VecDeque::new(),
             reports,
         }
     }
@@ -821,32 +821,28 @@ impl Responder {
             );
             return;
         }
-        let now = Instant::now();
-        while self
-            .recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+        if !self
+            .budget
+            .take(&agent.id, finding.process.uid, Instant::now())
         {
-            self.recent.pop_front();
-        }
-        if self.recent.len() >= self.cfg.max_actions_per_minute as usize {
             warn!(
                 limit = self.cfg.max_actions_per_minute,
-                "automatic response rate limit reached; action not taken"
+                agent = %agent.name,
+                uid = finding.process.uid,
+                "automatic response rate limit reached for this agent and user; action not taken"
             );
             self.report(
                 (root, root_start),
                 action.name(),
                 &who,
                 &Err(RespondError::Invalid(format!(
-                    "rate limit: more than {} automatic actions in a minute",
-                    self.cfg.max_actions_per_minute
+                    "rate limit: more than {} automatic actions in a minute on agent {} run by uid {}",
+                    self.cfg.max_actions_per_minute, agent.name, finding.process.uid
                 ))),
                 false,
             );
             return;
         }
-        self.recent.push_back(now);
         let _ = match action {
             ResponseAction::Isolate | ResponseAction::IsolateTree => self.isolate(
                 root,
