@@ -181,15 +181,21 @@ impl ProcessTable {
         let Ok(all) = procfs::process::all_processes_with_root(&self.proc_root) else {
             return 0;
         };
-        let mut n = 0;
-        for p in all.flatten() {
-            if let Some(mut proc_) = read_proc(&p) {
-                // Where they came from is not known for processes older
-                // than the sensor: each counts as introducing its own.
-                proc_.held = self.held_of(proc_.pid, &proc_.exe, &proc_.cmdline, &[]);
-                self.insert(proc_);
-                n += 1;
-            }
+        let mut found: Vec<Process> = all.flatten().filter_map(|p| read_proc(&p)).collect();
+        // Oldest first, so a parent's credentials are known when its
+        // children are read: one a child holds with the parent's
+        // fingerprint is inherited from it (as at an exec the sensor
+        // sees), and its origin is the parent's. A process whose parent
+        // already exited counts as introducing what it holds.
+        found.sort_by_key(|p| p.start_ticks);
+        let n = found.len();
+        for mut proc_ in found {
+            let parent = self
+                .latest_of(proc_.ppid)
+                .filter(|parent| parent.start_ticks <= proc_.start_ticks);
+            let from = parent.as_ref().map_or(&[][..], |p| &p.held[..]);
+            proc_.held = self.held_of(proc_.pid, &proc_.exe, &proc_.cmdline, from);
+            self.insert(proc_);
         }
         n
     }
@@ -507,6 +513,55 @@ mod tests {
         assert_eq!(bounded(vec!["a".into(), "b".into()]), ["a", "b"]);
         let wide = "é".repeat(3000);
         assert!(bounded(vec![wide])[0].contains("…(+"));
+    }
+
+    #[test]
+    fn processes_older_than_the_sensor_inherit_their_parents_credentials() {
+        // A pipeline step that introduced a key, and the tool it started,
+        // both running before the table is seeded.
+        let mut step = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .env("SEEDTEST_API_KEY", "sk-seedtest-PLANTED")
+            .spawn()
+            .unwrap();
+        let sh = step.id();
+        let mut t = table();
+        t.read_held_credentials(std::sync::Arc::new(
+            crate::http::fingerprint::Fingerprinter::new([7; 32]),
+        ));
+        // The background sleep exists once sh forked it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let sleep = loop {
+            let kids = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children"))
+                .unwrap_or_default();
+            if let Some(k) = kids.split_whitespace().next() {
+                break k.parse::<u32>().unwrap();
+            }
+            assert!(Instant::now() < deadline, "sh never started sleep");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        t.seed();
+        let _ = step.kill();
+        let _ = std::process::Command::new("kill")
+            .arg(sleep.to_string())
+            .status();
+        let _ = step.wait();
+        let held_by = |pid| {
+            t.latest_of(pid)
+                .unwrap()
+                .held
+                .iter()
+                .find(|h| h.var == "SEEDTEST_API_KEY")
+                .cloned()
+                .unwrap_or_else(|| panic!("{pid} holds no SEEDTEST_API_KEY"))
+        };
+        let (introduced, inherited) = (held_by(sh), held_by(sleep));
+        assert!(!introduced.inherited && introduced.origin.pid == sh);
+        assert!(inherited.inherited, "{inherited:?}");
+        assert_eq!(inherited.origin.pid, sh, "{inherited:?}");
+        assert_eq!(inherited.hops, 1);
+        assert_eq!(inherited.fingerprint, introduced.fingerprint);
+        assert!(!format!("{inherited:?}{introduced:?}").contains("PLANTED"));
     }
 
     #[test]
