@@ -348,4 +348,33 @@ mod tests {
             (26..=30).collect::<Vec<_>>()
         );
     }
+
+    /// Issue 19, finding 10: reads of the store at once are capped; one
+    /// past the cap is refused with a reason, and reads go on once the
+    /// running ones end.
+    #[tokio::test]
+    async fn store_reads_at_once_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let store = Store::open(&path, retention()).unwrap();
+        let svc = service(Some(store.clone()), 16);
+        let running: Vec<_> = (0..crate::api::store::READERS_MAX)
+            .map(|_| store.readers.clone().try_acquire_owned().unwrap())
+            .collect();
+        let req = || pb::HistoryRequest {
+            limit: 1,
+            ..Default::default()
+        };
+        let refused = svc.history(Request::new(req())).await.err().unwrap();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(refused.message().contains("try again"), "{refused:?}");
+        let replay = pb::SubscribeRequest {
+            replay_last: 5,
+            ..Default::default()
+        };
+        let refused = svc.subscribe(Request::new(replay)).await.err().unwrap();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        drop(running);
+        assert!(svc.history(Request::new(req())).await.is_ok());
+    }
 }

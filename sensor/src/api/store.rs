@@ -16,12 +16,26 @@ use crate::audit::{Audit, Query, Retention};
 /// Rows read per page when filters SQL cannot apply are checked here.
 const PAGE: usize = 2000;
 
+/// Reads of the store running at once (History, and Subscribe's replay of
+/// what the ring no longer holds). Each may gather up to
+/// `events::HISTORY_CAP` events in memory on a blocking thread: without a
+/// cap, a client opening reads in a loop held the daemon's memory and its
+/// blocking threads (issue 19, finding 10). Past it a read is refused at
+/// once with RESOURCE_EXHAUSTED, and the client may retry.
+pub const READERS_MAX: usize = 4;
+
 #[derive(Clone)]
-pub struct Store(Arc<Mutex<Audit>>);
+pub struct Store {
+    db: Arc<Mutex<Audit>>,
+    pub(super) readers: Arc<tokio::sync::Semaphore>,
+}
 
 impl Store {
     pub fn open(path: &Path, retention: Retention) -> anyhow::Result<Self> {
-        Ok(Self(Arc::new(Mutex::new(Audit::open(path, retention)?))))
+        Ok(Self {
+            db: Arc::new(Mutex::new(Audit::open(path, retention)?)),
+            readers: Arc::new(tokio::sync::Semaphore::new(READERS_MAX)),
+        })
     }
 
     /// The most recent `limit` stored events that match `q` and pass
@@ -36,8 +50,14 @@ impl Store {
         origin: Origin,
         limit: usize,
     ) -> Result<Vec<pb::Event>, Status> {
-        let db = self.0.clone();
+        let reading = self.readers.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{READERS_MAX} reads of the audit store are already running: try again when one ends"
+            ))
+        })?;
+        let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
+            let _reading = reading;
             let mut out = Vec::new();
             let mut q = Query {
                 limit: Some(PAGE),
