@@ -231,7 +231,7 @@ impl Transport {
                     Err(s) => Err(Failure {
                         retryable: retryable(s.code()),
                         why: format!("{:?}: {}", s.code(), s.message()),
-                        after: None,
+                        after: pause_asked(&s),
                     }),
                 }
             }
@@ -270,6 +270,16 @@ fn channel(cfg: &OtlpConfig, endpoint: &str) -> Result<Endpoint> {
         )?;
     }
     Ok(ep)
+}
+
+/// The pause a collector asks for in its status details
+/// (`google.rpc.RetryInfo`, which the OTLP specification says a client
+/// should honour when throttled), at most a minute as HTTP's
+/// `Retry-After` is.
+fn pause_asked(s: &tonic::Status) -> Option<Duration> {
+    use tonic_types::StatusExt;
+    let delay = s.get_details_retry_info()?.retry_delay?;
+    Some(delay.min(super::otlp_http::RETRY_AFTER_MAX))
 }
 
 /// What the OTLP specification says may succeed if sent again.
@@ -650,6 +660,29 @@ mod tests {
         assert_eq!(*collector.encodings.lock().unwrap(), vec!["gzip"]);
         let (_, plain) = export_through(vec![], 2, |_| {}).await;
         assert_eq!(*plain.encodings.lock().unwrap(), vec![""]);
+    }
+
+    /// Issue 22: a throttling collector's RetryInfo sets the pause before
+    /// the next try (capped as Retry-After is); without one, the backoff.
+    #[test]
+    fn a_collectors_retry_info_is_the_pause() {
+        use tonic_types::{ErrorDetails, StatusExt};
+        let asked = |d| {
+            tonic::Status::with_error_details(
+                Code::Unavailable,
+                "busy",
+                ErrorDetails::with_retry_info(Some(d)),
+            )
+        };
+        assert_eq!(
+            pause_asked(&asked(Duration::from_millis(1500))),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            pause_asked(&asked(Duration::from_secs(3600))),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(pause_asked(&tonic::Status::unavailable("busy")), None);
     }
 
     #[test]

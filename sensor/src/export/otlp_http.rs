@@ -132,6 +132,9 @@ fn http_retryable(status: u16) -> bool {
     matches!(status, 429 | 502 | 503 | 504)
 }
 
+/// The longest pause a collector can ask for before a retry.
+pub(super) const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+
 /// A `Retry-After` in seconds (the form collectors send), at most a
 /// minute.
 fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
@@ -142,7 +145,7 @@ fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
         .trim()
         .parse()
         .ok()?;
-    Some(Duration::from_secs(secs.min(60)))
+    Some(Duration::from_secs(secs).min(RETRY_AFTER_MAX))
 }
 
 /// The message of a `google.rpc.Status` body (field 2, a string), cut
