@@ -273,6 +273,40 @@ impl ChildLines {
     }
 }
 
+/// Starts `tests/fixtures/<fixture>` with `python` (a command, perhaps in
+/// a namespace), given a certificate, its key, an address and `extra`
+/// arguments. Such a stand-in prints "PORT <n>" once listening, then a
+/// line per request; returns the child, its port and those lines.
+pub fn start_fixture(
+    mut python: Command,
+    fixture: &str,
+    cert: &Path,
+    key: &Path,
+    addr: &str,
+    extra: &[&str],
+) -> (Child, u16, ChildLines) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(fixture);
+    let mut child = python
+        .arg(script)
+        .arg(cert)
+        .arg(key)
+        .arg(addr)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {fixture}: {e}"));
+    let (first, lines) = ChildLines::start(child.stdout.take().expect("stdout"));
+    let port = first
+        .strip_prefix("PORT ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{fixture} reports its port: {first:?}"));
+    (child, port, lines)
+}
+
 /// A local HTTPS (HTTP/1.1 keep-alive, or HTTP/2) server in Python with a
 /// self-signed certificate made at start; it reports each request it gets.
 pub struct HttpsServer {
@@ -311,32 +345,15 @@ impl HttpsServer {
         Self::spawn_command(Command::new(python), fixture, tls, addr)
     }
 
-    fn spawn_command(mut python: Command, fixture: &str, tls: bool, addr: &str) -> HttpsServer {
+    fn spawn_command(python: Command, fixture: &str, tls: bool, addr: &str) -> HttpsServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let (cert, key) = if tls {
             self_signed_cert(dir.path())
         } else {
             ("-".into(), "-".into())
         };
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures")
-            .join(fixture);
-        let mut child = python
-            .arg(script)
-            .arg(&cert)
-            .arg(&key)
-            .arg(addr)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the test server");
+        let (child, port, requests) = start_fixture(python, fixture, &cert, &key, addr, &[]);
         let pid = child.id();
-        let (first, requests) = ChildLines::start(child.stdout.take().expect("stdout"));
-        let port = first
-            .strip_prefix("PORT ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("the {fixture} server reports its port: {first:?}"));
         HttpsServer {
             port,
             pid,

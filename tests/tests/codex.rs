@@ -34,7 +34,7 @@ use std::{
 
 use e2e::{
     ChildLines, Netns, Sensor, kind, npm_binary, pid, python3, record_ran, require_root,
-    sensor_bin, serial, venv_python,
+    sensor_bin, serial, start_fixture, venv_python,
 };
 
 const BINARY: &str = "@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex";
@@ -142,26 +142,15 @@ impl Standin {
     fn start(ns: &Netns, python: &Path, fixture: &str, option: Option<&str>) -> Standin {
         let dir = tempfile::tempdir().expect("temp dir");
         let (ca, cert, key) = ca_and_leaf(dir.path());
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures")
-            .join(fixture);
-        let mut child = ns
-            .command(python)
-            .arg(script)
-            .arg(&cert)
-            .arg(&key)
-            .arg("127.0.0.1")
-            .args(option)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the Responses API stand-in");
-        let (first, requests) = ChildLines::start(child.stdout.take().expect("stdout"));
-        let port = first
-            .strip_prefix("PORT ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("the stand-in reports its port: {first:?}"));
+        let extra: Vec<&str> = option.into_iter().collect();
+        let (child, port, requests) = start_fixture(
+            ns.command(python),
+            fixture,
+            &cert,
+            &key,
+            "127.0.0.1",
+            &extra,
+        );
         Standin {
             port,
             websocket: false,

@@ -18,12 +18,15 @@
 //! A run takes about 2.5 s, most of it loading the 16 MB bundle.
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::PathBuf,
+    process::{Child, Stdio},
     time::Duration,
 };
 
-use e2e::{ChildLines, Netns, Sensor, kind, npm_binary, pid, python3, require_root, serial};
+use e2e::{
+    ChildLines, Netns, Sensor, kind, npm_binary, pid, python3, require_root, self_signed_cert,
+    serial, start_fixture,
+};
 
 const ENTRY: &str = "@google/gemini-cli/bundle/gemini.js";
 const KEY: &str = "gemini-e2e-secret-PLANTED-0123456789";
@@ -44,36 +47,15 @@ struct Standin {
 impl Standin {
     fn start_in(ns: &Netns) -> Standin {
         let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let out = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
-            .args(["-subj", "/CN=127.0.0.1", "-addext"])
-            .arg("subjectAltName=IP:127.0.0.1")
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("openssl");
-        assert!(out.status.success(), "{out:?}");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/gemini_server.py");
-        let mut child = ns
-            .command(python3())
-            .arg(script)
-            .arg(&cert)
-            .arg(&key)
-            .arg("127.0.0.1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the Gemini API stand-in");
-        let (first, requests) = ChildLines::start(child.stdout.take().expect("stdout"));
-        let port = first
-            .strip_prefix("PORT ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("the stand-in reports its port: {first:?}"));
+        let (cert, key) = self_signed_cert(dir.path());
+        let (child, port, requests) = start_fixture(
+            ns.command(python3()),
+            "gemini_server.py",
+            &cert,
+            &key,
+            "127.0.0.1",
+            &[],
+        );
         Standin {
             port,
             cert,
