@@ -157,6 +157,10 @@ pub const TLS_LIB_GO: u8 = 3;
 /// is the cipher context of one direction, so records are tied to their
 /// connection by socket.
 pub const TLS_LIB_RUSTLS: u8 = 4;
+/// BoringSSL linked into an executable without symbols (Bun, so Claude
+/// Code), found by `sensor/src/tls/boringssl.rs`: OpenSSL's API, its own
+/// programs so its calls say which library made them.
+pub const TLS_LIB_BORINGSSL: u8 = 5;
 
 /// Plaintext passed to or returned by a TLS library call, captured at the
 /// call's return. `captured` bytes follow this header in the ring buffer.
@@ -176,7 +180,7 @@ pub struct TlsDataHeader {
     pub fd: i32,
     /// [`TLS_DIR_WRITE`] or [`TLS_DIR_READ`].
     pub dir: u8,
-    /// [`TLS_LIB_OPENSSL`], [`TLS_LIB_GNUTLS`] or [`TLS_LIB_GO`].
+    /// One of the `TLS_LIB_*` values: the library whose call this was.
     pub lib: u8,
     pub _pad: [u8; 6],
 }

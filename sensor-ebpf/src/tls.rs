@@ -23,8 +23,8 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use sensor_common::{
-    Counter, EventKind, TLS_DATA_MAX, TLS_DIR_READ, TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_OPENSSL,
-    TLS_LIB_RUSTLS, TlsBindRecord, TlsDataHeader, TlsDataRecord,
+    Counter, EventKind, TLS_DATA_MAX, TLS_DIR_READ, TLS_DIR_WRITE, TLS_LIB_BORINGSSL,
+    TLS_LIB_GNUTLS, TLS_LIB_OPENSSL, TLS_LIB_RUSTLS, TlsBindRecord, TlsDataHeader, TlsDataRecord,
 };
 
 use crate::{
@@ -201,13 +201,25 @@ pub fn ssl_write_ex2(ctx: ProbeContext) -> u32 {
     enter(&ctx, TLS_DIR_WRITE, TLS_LIB_OPENSSL, Some(4))
 }
 
-/// BoringSSL `int SSL_do_handshake(SSL *ssl)` (found without symbols in
-/// Bun by `sensor/src/tls/boringssl.rs`): the ClientHello goes out during
-/// the call, so the socket the thread writes then is the connection's,
-/// reported at return before any request is written.
+/// BoringSSL's `SSL_write`, found without symbols (in Bun) by
+/// `sensor/src/tls/boringssl.rs`: OpenSSL's signature, but its own program
+/// so the call is labelled with the library that made it.
 #[uprobe]
-pub fn ssl_do_handshake(ctx: ProbeContext) -> u32 {
-    enter(&ctx, DIR_HANDSHAKE, TLS_LIB_OPENSSL, None)
+pub fn boringssl_write(ctx: ProbeContext) -> u32 {
+    enter(&ctx, TLS_DIR_WRITE, TLS_LIB_BORINGSSL, None)
+}
+
+#[uprobe]
+pub fn boringssl_read(ctx: ProbeContext) -> u32 {
+    enter(&ctx, TLS_DIR_READ, TLS_LIB_BORINGSSL, None)
+}
+
+/// BoringSSL `int SSL_do_handshake(SSL *ssl)`: the ClientHello goes out
+/// during the call, so the socket the thread writes then is the
+/// connection's, reported at return before any request is written.
+#[uprobe]
+pub fn boringssl_do_handshake(ctx: ProbeContext) -> u32 {
+    enter(&ctx, DIR_HANDSHAKE, TLS_LIB_BORINGSSL, None)
 }
 
 #[uprobe]
@@ -271,7 +283,8 @@ fn try_ret(ctx: &RetProbeContext) -> Result<u32, i64> {
     }
     // More than was asked for is not a count (an int num is widened by the
     // plain functions, so compare as 32-bit when it came from one).
-    let asked = if call.count_ptr == 0 && call.lib == TLS_LIB_OPENSSL {
+    let int_num = call.lib == TLS_LIB_OPENSSL || call.lib == TLS_LIB_BORINGSSL;
+    let asked = if call.count_ptr == 0 && int_num {
         call.num as u32 as u64
     } else {
         call.num

@@ -4,7 +4,7 @@
 use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
-use sensor_common::{TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_GO, TLS_LIB_RUSTLS};
+use sensor_common::{TLS_DIR_WRITE, TLS_LIB_BORINGSSL, TLS_LIB_GNUTLS, TLS_LIB_GO, TLS_LIB_RUSTLS};
 
 use crate::{
     agents::{catalog, llm},
@@ -193,6 +193,7 @@ impl Calls {
             TLS_LIB_GNUTLS => "gnutls",
             TLS_LIB_GO => "go",
             TLS_LIB_RUSTLS => "rustls",
+            TLS_LIB_BORINGSSL => "boringssl",
             _ => "openssl",
         };
         let conn = if t.hdr.lib != TLS_LIB_RUSTLS {

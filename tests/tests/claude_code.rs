@@ -117,6 +117,8 @@ fn claude_codes_calls_are_api_calls_of_an_agent_with_model_and_usage() {
         );
         assert_eq!(c["status"], 200, "{c}");
         assert_eq!(c["transport"], "tls", "{c}");
+        // Bun's BoringSSL, found without symbols: named as what it is.
+        assert_eq!(c["tls_library"], "boringssl", "{c}");
         // Reached by IP (no SNI): named by its path.
         assert_eq!(c["provider"], "anthropic-compatible", "{c}");
         assert_eq!(c["llm"]["model"], MODEL, "{c}");

@@ -610,7 +610,7 @@ fn identify(bin: &Binary, reports: &BTreeMap<u64, Vec<Report>>) -> Result<Vec<Fo
             WRITE_ARGS,
             Method::Signature,
             "ssl_lib.cc reports 66,226,215,111".to_string(),
-            "ssl_write",
+            WRITE_PROGRAM,
         ),
         (
             "SSL_read",
@@ -618,7 +618,7 @@ fn identify(bin: &Binary, reports: &BTreeMap<u64, Vec<Report>>) -> Result<Vec<Fo
             WRITE_ARGS,
             Method::Signature,
             format!("ssl_lib.cc report 66 at line {peek_line}, the last before SSL_write's"),
-            "ssl_read",
+            READ_PROGRAM,
         ),
         (
             "SSL_do_handshake",
@@ -652,9 +652,15 @@ fn identify(bin: &Binary, reports: &BTreeMap<u64, Vec<Report>>) -> Result<Vec<Fo
 /// `SSL_R_CONNECTION_TYPE_NOT_SET`.
 const R_CONNECTION_TYPE_NOT_SET: u64 = 134;
 
+/// The entry programs for BoringSSL's `SSL_write` and `SSL_read`: OpenSSL's
+/// signatures, but their own programs so calls are labelled `boringssl`.
+const WRITE_PROGRAM: &str = "boringssl_write";
+const READ_PROGRAM: &str = "boringssl_read";
 /// The entry program for `SSL_do_handshake`: it ties the `SSL*` to the
 /// socket its ClientHello goes out on.
-pub const HANDSHAKE_PROGRAM: &str = "ssl_do_handshake";
+const HANDSHAKE_PROGRAM: &str = "boringssl_do_handshake";
+/// Every entry program BoringSSL's functions are attached to.
+pub const PROGRAMS: [&str; 3] = [WRITE_PROGRAM, READ_PROGRAM, HANDSHAKE_PROGRAM];
 
 pub(super) fn exactly_one(what: &str, mut it: impl Iterator<Item = u64>) -> Result<u64, String> {
     let Some(first) = it.next() else {
@@ -832,7 +838,7 @@ mod tests {
         // Entry and return programs at the function's start.
         assert_eq!(
             functions[0].attach,
-            super::super::targets::with_return("ssl_write", 0x3330300)
+            super::super::targets::with_return(WRITE_PROGRAM, 0x3330300)
         );
         assert_eq!(functions[2].attach[0].program, HANDSHAKE_PROGRAM);
     }

@@ -89,7 +89,8 @@ pub fn load_programs(bpf: &mut Ebpf) -> Result<()> {
     let names = FUNCTIONS
         .iter()
         .map(|(_, p)| *p)
-        .chain([RET_PROGRAM, boringssl::HANDSHAKE_PROGRAM])
+        .chain([RET_PROGRAM])
+        .chain(boringssl::PROGRAMS)
         .chain(gotls::PROGRAMS)
         .chain(awslc::PROGRAMS);
     for name in names {
