@@ -561,12 +561,17 @@ impl Isolator {
             self.isolated
                 .insert(&p, &iso, 0)
                 .map_err(|e| RespondError::Kernel(format!("writing ISOLATED: {e}")))?;
+            // In force before the process's sockets are listed: a connect
+            // the programs let through while they were still off (the
+            // first isolation on the host) has its socket open by then and
+            // is cut; listed first, such a socket was missed and, its SYN
+            // dropped once enforcement came on, hung its connect until
+            // TCP gave up (minutes; seen by `cargo xtask bench`).
+            self.count_isolated();
             self.notes.insert(note_key(p, ticks), note.clone());
             self.cut_open_connections(p, opts);
             done.push((p, ticks));
         }
-        let n = self.isolated.keys().count() as u32;
-        let _ = self.on.set(0, &n, 0);
         self.save_notes();
         Ok((done, skipped))
     }
@@ -603,6 +608,13 @@ impl Isolator {
         }
     }
 
+    /// Tells the kernel programs how many processes are isolated: they
+    /// look anything up only while some are.
+    fn count_isolated(&mut self) {
+        let n = self.isolated.keys().count() as u32;
+        let _ = self.on.set(0, &n, 0);
+    }
+
     /// Releases `pid` and everything isolated because of it (its forks).
     pub fn release(&mut self, pid: u32) -> Result<Vec<u32>, RespondError> {
         let all = self.list();
@@ -628,8 +640,7 @@ impl Isolator {
         for i in all.iter().filter(|i| gone.contains(&i.pid)) {
             self.notes.remove(&note_key(i.pid, i.start_ticks));
         }
-        let n = self.isolated.keys().count() as u32;
-        let _ = self.on.set(0, &n, 0);
+        self.count_isolated();
         self.save_notes();
         Ok(gone)
     }
