@@ -190,7 +190,8 @@ pub fn hold_new_tls(tgid: u32, fd: i32) {
         action: u32::from(ARM_HOLD_TLS),
         _pad: 0,
     });
-    emit::submit(entry);
+    // Stopped until the daemon reads this: no batching.
+    emit::submit_now(entry);
 }
 
 /// Called at the entry of a TLS write: if the process is armed and the
@@ -264,7 +265,10 @@ pub fn block_armed_write(tgid: u32, conn: u64, buf: u64, len: u64) -> bool {
                     action: u32::from(action),
                     _pad: 0,
                 });
-                emit::submit(entry);
+                // A held process waits for the daemon to read this (and
+                // resumes at once when its host is not the pattern's): no
+                // batching.
+                emit::submit_now(entry);
                 // A held write is captured as usual once it goes on.
                 return action == ARM_KILL;
             }

@@ -53,6 +53,13 @@ pub static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
 #[unsafe(no_mangle)]
 pub static WAKEUP_BYTES: Global<u64> = Global::new(0);
 
+/// Processes (tgid) of agents in `enforce` mode: their records wake the
+/// reader at once, since the next one may decide a response
+/// (`sensor/src/respond/urgent.rs`). Not pinned: the daemon marks them
+/// again as it attributes their calls.
+#[map]
+pub static URGENT: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+
 /// A connect() in flight, keyed by thread (pid_tgid), from sys_enter to
 /// sys_exit. A plain preallocated hash: an LRU hash cost about 1 µs more per
 /// connect here (measured by `cargo xtask bench`). Entries are removed at

@@ -176,6 +176,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             }
         }
     }
+    let urgent = crate::respond::urgent::Urgent::take(&mut loaded.bpf)?;
     let mut armer = Armer::take(
         &mut loaded.bpf,
         pods.clone(),
@@ -276,6 +277,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         export,
         metrics: metrics.clone(),
         record_ktime: None,
+        urgent,
     };
     let mut batch = Vec::with_capacity(1024);
     let mut last_sweep = Instant::now();
@@ -723,6 +725,8 @@ struct Output<W: Write> {
     /// The kernel timestamp of the record being turned into events, if
     /// any (actions and sweeps have none).
     record_ktime: Option<u64>,
+    /// Enforced agents' processes, whose records wake the reader at once.
+    urgent: crate::respond::urgent::Urgent,
 }
 
 impl<W: Write> Output<W> {
@@ -737,6 +741,22 @@ impl<W: Write> Output<W> {
         let (findings, modes) = {
             let mut a = self.agents.lock().unwrap_or_else(|e| e.into_inner());
             let f = a.observe(&mut ev);
+            let pid = ev.process.pid;
+            match &ev.detail {
+                Detail::Fork { child_pid, .. } => self.urgent.on_fork(pid, *child_pid),
+                Detail::Exit { .. } => self.urgent.on_exit(pid),
+                // Checked at calls, where a process is tied to its agent
+                // (its mode may change meanwhile: learning ends).
+                Detail::ApiCall { .. } => {
+                    if let Some(t) = &ev.agent
+                        && !self.urgent.is_marked(pid)
+                        && a.mode_of(&t.id) == crate::agents::mode::Mode::Enforce
+                    {
+                        self.urgent.mark(pid);
+                    }
+                }
+                _ => {}
+            }
             (f, a.take_mode_changes())
         };
         *self.by_kind.entry(ev.detail.kind()).or_default() += 1;

@@ -14,6 +14,7 @@ pub mod kill;
 pub mod protect;
 pub mod responder;
 pub mod sockets;
+pub mod urgent;
 
 use std::collections::BTreeMap;
 
