@@ -58,6 +58,12 @@ pub struct AgentsConfig {
     pub credential_max_sessions: u64,
     /// ... or used over more days than this since its first use.
     pub credential_max_days: u64,
+    /// Agent identities discovered at most (those named by `selectors`
+    /// not counted): each keeps an inventory entry and a baseline, so a
+    /// local process inventing names would otherwise grow the daemon
+    /// without bound. Past it, a new identity's calls are still reported,
+    /// without an agent, and counted (`agent_identities_refused`).
+    pub max_identities: u64,
     /// LLM providers besides the built-in catalogue.
     pub providers: Vec<ProviderConfig>,
     /// Processes that are agents whatever they call.
@@ -78,6 +84,7 @@ impl Default for AgentsConfig {
             repeat_limit: 5,
             credential_max_sessions: 50,
             credential_max_days: 30,
+            max_identities: 4096,
             providers: Vec::new(),
             selectors: Vec::new(),
             policy: None,
@@ -1103,6 +1110,12 @@ impl Config {
             return Err(("http.secret_headers", format!("{h:?} is not a header name")));
         }
         let a = &self.agents;
+        if a.max_identities == 0 {
+            return Err((
+                "agents.max_identities",
+                "is 0: no agent could ever be discovered".into(),
+            ));
+        }
         if a.learn_sessions == 0 && a.learn_minutes == 0 {
             return Err((
                 "agents.learn_sessions",
@@ -1232,6 +1245,8 @@ mod tests {
         );
         let e = parse("[output]\nformat = \"xml\"\n").unwrap_err();
         assert!(e.contains("output.format"), "{e}");
+        let e = parse("[agents]\nmax_identities = 0\n").unwrap_err();
+        assert!(e.contains("agents.max_identities"), "{e}");
         let e = parse("[log]\nlevel = \"[[[\"\n").unwrap_err();
         assert!(e.contains("log.level"), "{e}");
         let e = parse("[log]\nformat = \"xml\"\n").unwrap_err();

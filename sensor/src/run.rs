@@ -883,6 +883,10 @@ fn totals(
     m.insert("http_streams_evicted".into(), calls.evicted_streams());
     m.insert("tls_records_unbound".into(), calls.unbound_dropped);
     m.insert(
+        "agent_identities_refused".into(),
+        crate::agents::identities_refused(),
+    );
+    m.insert(
         "http_body_bytes_over_budget".into(),
         crate::http::budget::refused(),
     );

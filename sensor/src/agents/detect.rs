@@ -58,6 +58,8 @@ pub struct Tuning {
     pub repeat_limit: u64,
     pub credential_max_sessions: u64,
     pub credential_max_days: u64,
+    /// Discovered identities at most (`agents.max_identities`).
+    pub max_identities: usize,
     /// The mode after learning: `response.mode`, per agent `response.agents`.
     pub after_learning: Mode,
     pub after_learning_by_agent: BTreeMap<String, Mode>,
@@ -75,6 +77,7 @@ impl Default for Tuning {
             repeat_limit: c.repeat_limit,
             credential_max_sessions: c.credential_max_sessions,
             credential_max_days: c.credential_max_days,
+            max_identities: c.max_identities as usize,
             after_learning: Mode::Monitor,
             after_learning_by_agent: BTreeMap::new(),
         }
@@ -93,6 +96,7 @@ impl Tuning {
             repeat_limit: a.repeat_limit,
             credential_max_sessions: a.credential_max_sessions,
             credential_max_days: a.credential_max_days,
+            max_identities: usize::try_from(a.max_identities).unwrap_or(usize::MAX),
             after_learning: cfg.response.mode.into(),
             after_learning_by_agent: cfg
                 .response

@@ -22,12 +22,16 @@ use std::{
     borrow::Cow,
     collections::{BTreeMap, BTreeSet, VecDeque},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tracing::warn;
 
 use crate::{
     event::{Detail, Event},
@@ -282,6 +286,14 @@ fn image_repository(image: &str) -> &str {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// New agent identities refused for want of room (`room_for`), since the
+/// daemon started.
+static IDENTITIES_REFUSED: AtomicU64 = AtomicU64::new(0);
+
+pub fn identities_refused() -> u64 {
+    IDENTITIES_REFUSED.load(Ordering::Relaxed)
 }
 
 /// What the operator configured about agents, beyond the defaults.
@@ -830,6 +842,27 @@ impl Agents {
 
     /// Starts a session of `ev`'s process as the agent `named` (as
     /// `Naming::name` names it).
+    /// Whether a discovered identity may be kept: a known one always, a
+    /// new one while fewer than `agents.max_identities` are. Refusing the
+    /// newest, rather than forgetting the oldest, keeps the baselines of
+    /// the agents already learned: a flood of invented names cannot send
+    /// them back to learning.
+    fn room_for(&self, id: &str, name: &str) -> bool {
+        if self.inventory.contains_key(id)
+            || self.inventory.len() < self.settings.tuning.max_identities
+        {
+            return true;
+        }
+        if IDENTITIES_REFUSED.fetch_add(1, Ordering::Relaxed) == 0 {
+            warn!(
+                agent = name,
+                limit = self.settings.tuning.max_identities,
+                "agent identity limit reached (agents.max_identities): calls of new agents are reported without an agent and not checked against a baseline (said once; counted in agent_identities_refused)"
+            );
+        }
+        false
+    }
+
     fn become_agent(&mut self, ev: &Event, named: selectors::Named) -> Arc<AgentTag> {
         let p = &ev.process;
         let selectors::Named {
@@ -971,7 +1004,9 @@ impl Agents {
                     self.classify(&endpoint, method, authority, path, path_template);
                 if tag.is_none() && provider.is_some() {
                     let named = self.settings.naming.name(&ev.process, ev.pod.as_deref());
-                    tag = Some(self.become_agent(ev, named));
+                    if self.room_for(&named.id, &named.name) {
+                        tag = Some(self.become_agent(ev, named));
+                    }
                 }
                 // Some(tool call or none) for a call that is not a model
                 // turn, Some(None) for a model turn, None outside agents.
@@ -1520,6 +1555,39 @@ mod tests {
             policy: Arc::new(policy::Policy::parse(policy).unwrap()),
             ..Default::default()
         }
+    }
+
+    /// Issue 19, finding 8: a local process inventing script names made
+    /// one identity (inventory entry, baseline) per name, without bound.
+    #[test]
+    fn discovered_identities_are_capped_and_known_ones_still_run() {
+        let mut settings = settings(&[], "policies: []");
+        settings.tuning.max_identities = 2;
+        let mut agents = Agents::load_with(None, settings).unwrap();
+        let refused_before = identities_refused();
+        let llm = || call("POST", "127.0.0.1:8443", "/v1/chat/completions", None);
+        let script = |pid, name: &str| {
+            process(
+                pid,
+                "/usr/bin/python3",
+                &["python3", &format!("/tmp/{name}.py")],
+            )
+        };
+        for (pid, name) in [(60, "a"), (61, "b")] {
+            let mut e = ev(&script(pid, name), llm());
+            agents.observe(&mut e);
+            assert!(e.agent.is_some(), "{name}");
+        }
+        // A third name: its call is still an event, without an agent.
+        let mut e = ev(&script(62, "c"), llm());
+        agents.observe(&mut e);
+        assert!(e.agent.is_none(), "{:?}", e.agent);
+        assert_eq!(agents.list().len(), 2);
+        assert_eq!(identities_refused() - refused_before, 1);
+        // A known identity's new run is not refused.
+        let mut e = ev(&script(63, "a"), llm());
+        agents.observe(&mut e);
+        assert_eq!(e.agent.expect("known identity").name, "a.py");
     }
 
     #[test]
