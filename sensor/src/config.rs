@@ -836,6 +836,10 @@ pub struct RingbufConfig {
     /// Decoded records queued between the reader and the pipeline; beyond
     /// this the reader drops (and counts) rather than stall the kernel side.
     pub queue_capacity: usize,
+    /// Records of agents in `enforce` mode wake the reader at once rather
+    /// than wait for the batch (`respond/urgent.rs`): off, they wait like
+    /// any other (one wakeup fewer per record, a slower response).
+    pub urgent_wakeups: bool,
 }
 
 impl Default for RingbufConfig {
@@ -845,6 +849,7 @@ impl Default for RingbufConfig {
             wakeup_bytes: 64 * 1024,
             poll_interval_ms: 5,
             queue_capacity: 16384,
+            urgent_wakeups: true,
         }
     }
 }

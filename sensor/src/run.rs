@@ -176,7 +176,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             }
         }
     }
-    let urgent = crate::respond::urgent::Urgent::take(&mut loaded.bpf)?;
+    let urgent = crate::respond::urgent::Urgent::take(&mut loaded.bpf, cfg.ringbuf.urgent_wakeups)?;
     let mut armer = Armer::take(
         &mut loaded.bpf,
         pods.clone(),
@@ -749,7 +749,7 @@ impl<W: Write> Output<W> {
                 // (its mode may change meanwhile: learning ends).
                 Detail::ApiCall { .. } => {
                     if let Some(t) = &ev.agent
-                        && !self.urgent.is_marked(pid)
+                        && self.urgent.wants(pid)
                         && a.mode_of(&t.id) == crate::agents::mode::Mode::Enforce
                     {
                         self.urgent.mark(pid);

@@ -28,6 +28,8 @@ const CAPACITY: usize = 4096;
 
 pub struct Urgent {
     map: HashMap<MapData, u32, u8>,
+    /// `ringbuf.urgent_wakeups`: off, nothing is marked.
+    enabled: bool,
     marked: HashSet<u32>,
     /// A refused mark is said once: those processes' records wait for the
     /// batch like any other.
@@ -35,22 +37,25 @@ pub struct Urgent {
 }
 
 impl Urgent {
-    pub fn take(bpf: &mut Ebpf) -> Result<Self> {
+    pub fn take(bpf: &mut Ebpf, enabled: bool) -> Result<Self> {
         let map = bpf.take_map("URGENT").context("map URGENT missing")?;
         Ok(Self {
             map: HashMap::try_from(map)?,
+            enabled,
             marked: HashSet::new(),
             refused_warned: false,
         })
     }
 
-    pub fn is_marked(&self, pid: u32) -> bool {
-        self.marked.contains(&pid)
+    /// Whether `pid` is worth checking: marking is on and it is not
+    /// marked yet.
+    pub fn wants(&self, pid: u32) -> bool {
+        self.enabled && !self.marked.contains(&pid)
     }
 
     /// Makes `pid`'s records wake the reader at once.
     pub fn mark(&mut self, pid: u32) {
-        if self.marked.contains(&pid) {
+        if !self.enabled || self.marked.contains(&pid) {
             return;
         }
         if self.marked.len() >= CAPACITY {
