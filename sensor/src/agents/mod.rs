@@ -840,8 +840,6 @@ impl Agents {
         t.recent.push_back(step);
     }
 
-    /// Starts a session of `ev`'s process as the agent `named` (as
-    /// `Naming::name` names it).
     /// Whether a discovered identity may be kept: a known one always, a
     /// new one while fewer than `agents.max_identities` are. Refusing the
     /// newest, rather than forgetting the oldest, keeps the baselines of
@@ -863,6 +861,8 @@ impl Agents {
         false
     }
 
+    /// Starts a session of `ev`'s process as the agent `named` (as
+    /// `Naming::name` names it).
     fn become_agent(&mut self, ev: &Event, named: selectors::Named) -> Arc<AgentTag> {
         let p = &ev.process;
         let selectors::Named {
